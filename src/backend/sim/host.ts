@@ -1,0 +1,420 @@
+/**
+ * The sim backend: a simulated Xen host in this process. Domains have guest memory with
+ * log-dirty tracking, a vCPU thread running a guest program, a virtual NIC reachable over
+ * loopback TCP and a virtual disk in a file. Save sessions emit, and replicas consume, the
+ * Xen migration stream v2 records, so everything above the backend is the code that runs on
+ * real Xen.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import type { DomainConfig } from '../../config/domain.js';
+import {
+  BackendUnsupportedError,
+  DomainNotFoundError,
+  type BackendCapabilities,
+  type CaptureResult,
+  type DomainEvent,
+  type DomainInfo,
+  type HypervisorBackend,
+  type ReplicaDomain,
+  type ReplicaSpec,
+  type SaveOptions,
+  type SaveSession,
+  type VerifiedCheckpoint,
+} from '../types.js';
+import { GuestMemory, PAGE_SIZE } from './memory.js';
+import { KV_DISK_BYTES, KV_MIN_MEMORY_MIB, REG_COUNT, type Workload } from './guest.js';
+import { Vcpu } from './vcpu.js';
+import { SimNic } from './nic.js';
+import { SimDisk } from './disk.js';
+import { XenStreamWriter } from '../../transport/xenstream.js';
+
+/** Domain type written in the libxc domain header by the sim backend. */
+export const DHDR_TYPE_SIM = 0xffff0001;
+
+const SIM_CAPS: BackendCapabilities = { modes: ['remus'], netbuf: true, disk: true, maxInFlight: 8 };
+
+export interface SimBackendOptions {
+  hostName: string;
+  stateDir: string;
+}
+
+function workloadOf(cfg: DomainConfig): { workload: Workload; dirtyMiBPerSec: number; seed: number } {
+  return {
+    workload: cfg.sim?.workload ?? 'idle',
+    dirtyMiBPerSec: cfg.sim?.dirtyMiBPerSec ?? 0,
+    seed: cfg.sim?.seed ?? 1,
+  };
+}
+
+function diskBytesOf(cfg: DomainConfig): number {
+  return workloadOf(cfg).workload === 'kv' ? KV_DISK_BYTES : 1 << 20;
+}
+
+class SimDomain {
+  state: DomainInfo['state'] = 'paused';
+  nic: SimNic | null = null;
+  vcpu!: Vcpu;
+  disk!: SimDisk;
+
+  constructor(
+    readonly domid: number,
+    readonly cfg: DomainConfig,
+    readonly uuid: string,
+    readonly mem: GuestMemory,
+  ) {}
+
+  info(): DomainInfo {
+    return {
+      domid: this.domid,
+      name: this.cfg.name,
+      uuid: this.uuid,
+      memoryMiB: this.cfg.memoryMiB,
+      vcpus: this.cfg.vcpus,
+      state: this.state,
+      ...(this.cfg.sim?.service ? { service: this.cfg.sim.service } : {}),
+    };
+  }
+
+  /** Wires devices and starts the vCPU. `regs` resumes a restored guest. */
+  async start(diskPath: string, regs?: Int32Array): Promise<void> {
+    const w = workloadOf(this.cfg);
+    this.disk = new SimDisk(diskPath, diskBytesOf(this.cfg));
+    this.vcpu = new Vcpu(
+      this.mem,
+      w.workload,
+      w.dirtyMiBPerSec,
+      {
+        net: (conn, data) => this.nic?.gate.send(conn, data),
+        disk: (offset, data) => this.disk.write(offset, data),
+      },
+      regs,
+    );
+    if (this.cfg.sim?.service) {
+      const nic = new SimNic(this.cfg.sim.service, (conn, data) => this.vcpu.deliver(conn, data));
+      try {
+        await nic.listen();
+      } catch (err) {
+        this.disk.close();
+        const e = err as NodeJS.ErrnoException;
+        if (e.code === 'EADDRINUSE') {
+          throw Object.assign(
+            new Error(
+              `service address ${this.cfg.sim.service.host}:${this.cfg.sim.service.port} of domain ${this.cfg.name} is in use: another copy of the domain may be running`,
+            ),
+            { code: 'EADDRINUSE' },
+          );
+        }
+        throw err;
+      }
+      this.nic = nic;
+    }
+    await this.vcpu.start(w.seed);
+    this.state = 'running';
+  }
+
+  async destroy(): Promise<void> {
+    this.state = 'shutdown';
+    await this.vcpu?.stop();
+    await this.nic?.close();
+    this.disk?.close();
+  }
+}
+
+class SimSaveSession implements SaveSession {
+  private readonly writer = new XenStreamWriter();
+  private closed = false;
+
+  constructor(private readonly dom: SimDomain, private readonly opts: SaveOptions) {}
+
+  get domid(): number {
+    return this.dom.domid;
+  }
+  get net() {
+    return this.dom.nic?.gate ?? null;
+  }
+  get disk() {
+    return this.dom.disk;
+  }
+
+  async begin(sink: (chunk: Buffer) => Promise<void>): Promise<{ pages: number; rounds: number }> {
+    const mem = this.dom.mem;
+    mem.clearDirty(); // enable log-dirty: from here on every write is tracked
+    await sink(this.writer.begin({ domainType: DHDR_TYPE_SIM, xenMajor: 4, xenMinor: 17 }));
+    let sent = 0;
+    // Round 0: every page, while the guest runs.
+    const batch = 1024;
+    for (let pfn = 0; pfn < mem.pages; pfn += batch) {
+      const n = Math.min(batch, mem.pages - pfn);
+      const pfns = new Uint32Array(n);
+      for (let i = 0; i < n; i++) pfns[i] = pfn + i;
+      await sink(this.writer.pageData(pfns, (i) => mem.page(pfns[i]!)));
+      sent += n;
+    }
+    // Further rounds: what was dirtied meanwhile, until it is small.
+    const maxRounds = this.opts.maxPrecopyRounds ?? 5;
+    let rounds = 1;
+    for (; rounds < maxRounds; rounds++) {
+      if (mem.dirtyCount() < 256) break;
+      const pfns = mem.readAndClearDirty();
+      for (let i = 0; i < pfns.length; i += batch) {
+        const part = pfns.subarray(i, i + batch);
+        await sink(this.writer.pageData(part, (k) => mem.page(part[k]!)));
+      }
+      sent += pfns.length;
+    }
+    return { pages: sent, rounds };
+  }
+
+  async resync(sink: (chunk: Buffer) => Promise<void>): Promise<{ pages: number }> {
+    const mem = this.dom.mem;
+    for (let pfn = 0; pfn < mem.pages; pfn += 1024) {
+      const n = Math.min(1024, mem.pages - pfn);
+      const pfns = new Uint32Array(n);
+      for (let i = 0; i < n; i++) pfns[i] = pfn + i;
+      await sink(this.writer.pageData(pfns, (i) => mem.page(pfns[i]!)));
+    }
+    return { pages: mem.pages };
+  }
+
+  async suspend(): Promise<void> {
+    this.dom.vcpu.pause();
+    this.dom.state = 'suspended';
+  }
+
+  async capture(): Promise<CaptureResult> {
+    const mem = this.dom.mem;
+    const pfns = mem.readAndClearDirty();
+    const chunks: Buffer[] = [];
+    for (let i = 0; i < pfns.length; i += 1024) {
+      const part = pfns.subarray(i, i + 1024);
+      chunks.push(this.writer.pageData(part, (k) => mem.page(part[k]!)));
+    }
+    const regs = Buffer.from(new Uint8Array(this.dom.vcpu.regs.buffer).slice());
+    chunks.push(this.writer.vcpuBasic(0, regs));
+    chunks.push(this.writer.checkpoint());
+    let bytes = 0;
+    for (const c of chunks) bytes += c.length;
+    return { chunks, pages: pfns.length, bytes };
+  }
+
+  async resume(): Promise<void> {
+    if (this.dom.state === 'shutdown') return;
+    this.dom.vcpu.resume();
+    this.dom.state = 'running';
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.dom.vcpu.isPaused) await this.resume();
+  }
+}
+
+class SimReplica implements ReplicaDomain {
+  readonly mem: GuestMemory;
+  private readonly regs = new Int32Array(REG_COUNT);
+  private readonly disk: SimDisk;
+  private epoch = 0;
+  private active: SimDomain | null = null;
+
+  constructor(
+    private readonly host: SimBackend,
+    readonly domid: number,
+    readonly cfg: DomainConfig,
+    readonly uuid: string,
+    readonly diskPath: string,
+  ) {
+    this.mem = GuestMemory.allocate(cfg.memoryMiB);
+    this.disk = new SimDisk(diskPath, diskBytesOf(cfg));
+  }
+
+  get name(): string {
+    return this.cfg.name;
+  }
+  get lastEpoch(): number {
+    return this.epoch;
+  }
+
+  info(): DomainInfo {
+    return this.active?.info() ?? {
+      domid: this.domid,
+      name: this.cfg.name,
+      uuid: this.uuid,
+      memoryMiB: this.cfg.memoryMiB,
+      vcpus: this.cfg.vcpus,
+      state: 'replica',
+    };
+  }
+
+  async applyCheckpoint(cp: VerifiedCheckpoint): Promise<void> {
+    if (this.active) throw new Error(`domain ${this.cfg.name} is active; it takes no more checkpoints`);
+    // Validate everything first, so a bad checkpoint changes nothing.
+    for (const p of cp.pages) {
+      if (p.pfn >= this.mem.pages) throw new Error(`checkpoint ${cp.epoch}: pfn ${p.pfn} is beyond the domain's ${this.mem.pages} pages`);
+      if (p.data.length !== PAGE_SIZE && p.data.length !== 0) throw new Error(`checkpoint ${cp.epoch}: page ${p.pfn} has ${p.data.length} bytes`);
+    }
+    for (const v of cp.vcpus) {
+      if (v.id !== 0 || v.context.length !== REG_COUNT * 4) throw new Error(`checkpoint ${cp.epoch}: vCPU context ${v.id} of ${v.context.length} bytes is not a sim register file`);
+    }
+    for (const w of cp.diskWrites) {
+      if (w.offset < 0 || w.offset + w.data.length > this.disk.sizeBytes) throw new Error(`checkpoint ${cp.epoch}: disk write at ${w.offset}+${w.data.length} is beyond the ${this.disk.sizeBytes}-byte disk`);
+    }
+    for (const p of cp.pages) {
+      if (p.data.length) this.mem.bytes.set(p.data, p.pfn * PAGE_SIZE);
+      else this.mem.bytes.fill(0, p.pfn * PAGE_SIZE, (p.pfn + 1) * PAGE_SIZE);
+    }
+    for (const v of cp.vcpus) this.regs.set(new Int32Array(v.context.buffer.slice(v.context.byteOffset, v.context.byteOffset + v.context.length)));
+    this.disk.applyAll(cp.diskWrites);
+    this.epoch = cp.epoch;
+  }
+
+  async activate(): Promise<DomainInfo> {
+    if (this.active) return this.active.info();
+    if (this.epoch === 0) throw new Error(`domain ${this.cfg.name} has no complete checkpoint to run from`);
+    this.disk.sync();
+    this.disk.close();
+    const dom = new SimDomain(this.domid, this.cfg, this.uuid, this.mem);
+    await dom.start(this.diskPath, this.regs);
+    this.active = dom;
+    this.host.adopt(this.domid, dom);
+    return dom.info();
+  }
+
+  async destroy(): Promise<void> {
+    this.host.forget(this.domid);
+    if (this.active) await this.active.destroy();
+    else this.disk.close();
+  }
+
+  async memoryDigest(): Promise<string> {
+    return crypto.createHash('sha256').update(this.mem.bytes).digest('hex');
+  }
+}
+
+export class SimBackend implements HypervisorBackend {
+  readonly kind = 'sim' as const;
+  readonly capabilities = SIM_CAPS;
+  private readonly domains = new Map<number, SimDomain>();
+  private readonly replicas = new Map<number, SimReplica>();
+  private readonly listeners = new Set<(ev: DomainEvent) => void>();
+  private nextDomid = 1;
+
+  constructor(readonly opts: SimBackendOptions) {
+    fs.mkdirSync(opts.stateDir, { recursive: true });
+  }
+
+  async listDomains(): Promise<DomainInfo[]> {
+    const out: DomainInfo[] = [];
+    for (const d of this.domains.values()) out.push(d.info());
+    for (const r of this.replicas.values()) if (!this.domains.has(r.domid)) out.push(r.info());
+    return out.sort((a, b) => a.domid - b.domid);
+  }
+
+  async findDomain(ref: string | number): Promise<DomainInfo> {
+    const all = await this.listDomains();
+    const byId = typeof ref === 'number' || /^\d+$/.test(ref) ? Number(ref) : NaN;
+    const hit = all.find((d) => d.domid === byId || d.name === ref);
+    if (!hit) throw new DomainNotFoundError(ref);
+    return hit;
+  }
+
+  private domain(domid: number): SimDomain {
+    const d = this.domains.get(domid);
+    if (!d || d.state === 'shutdown') throw new DomainNotFoundError(domid);
+    return d;
+  }
+
+  async getDomainConfig(domid: number): Promise<DomainConfig> {
+    return this.domain(domid).cfg;
+  }
+
+  async createDomain(cfg: DomainConfig): Promise<DomainInfo> {
+    const all = await this.listDomains();
+    if (all.some((d) => d.name === cfg.name)) throw new Error(`a domain named ${cfg.name} already exists on host ${this.opts.hostName}`);
+    const w = workloadOf(cfg);
+    if (w.workload === 'kv' && cfg.memoryMiB < KV_MIN_MEMORY_MIB) {
+      throw new Error(`memory = ${cfg.memoryMiB} is too small for sim_workload "kv": it needs at least ${KV_MIN_MEMORY_MIB} MiB`);
+    }
+    if (cfg.vcpus !== 1) throw new BackendUnsupportedError(`vcpus = ${cfg.vcpus}: the sim backend runs 1 vCPU per domain`);
+    const domid = this.nextDomid++;
+    const dom = new SimDomain(domid, cfg, cfg.uuid ?? crypto.randomUUID(), GuestMemory.allocate(cfg.memoryMiB));
+    await dom.start(cfg.disks[0]?.target ?? path.join(this.opts.stateDir, `${cfg.name}.img`));
+    this.domains.set(domid, dom);
+    this.emit({ kind: 'introduce', domid });
+    return dom.info();
+  }
+
+  async destroyDomain(domid: number): Promise<void> {
+    const r = this.replicas.get(domid);
+    if (r) return r.destroy();
+    const d = this.domain(domid);
+    this.domains.delete(domid);
+    await d.destroy();
+    this.emit({ kind: 'release', domid });
+  }
+
+  async pause(domid: number): Promise<void> {
+    const d = this.domain(domid);
+    d.vcpu.pause();
+    d.state = 'paused';
+  }
+
+  async unpause(domid: number): Promise<void> {
+    const d = this.domain(domid);
+    d.vcpu.resume();
+    d.state = 'running';
+  }
+
+  async openSave(domid: number, opts: SaveOptions = {}): Promise<SaveSession> {
+    const d = this.domain(domid);
+    if (d.state !== 'running') throw new Error(`domain ${d.cfg.name} is ${d.state}; only a running domain can be protected`);
+    return new SimSaveSession(d, opts);
+  }
+
+  async createReplica(spec: ReplicaSpec): Promise<ReplicaDomain> {
+    const all = await this.listDomains();
+    const clash = all.find((d) => d.name === spec.domain.name);
+    if (clash) throw new Error(`host ${this.opts.hostName} already has a domain named ${spec.domain.name} (domid ${clash.domid})`);
+    const domid = this.nextDomid++;
+    const diskPath = spec.diskPaths?.[0] ?? path.join(this.opts.stateDir, `${spec.domain.name}.replica.img`);
+    const r = new SimReplica(this, domid, spec.domain, spec.uuid, diskPath);
+    this.replicas.set(domid, r);
+    return r;
+  }
+
+  /** A replica that was activated becomes an ordinary domain of this host. */
+  adopt(domid: number, dom: SimDomain): void {
+    this.replicas.delete(domid);
+    this.domains.set(domid, dom);
+    this.emit({ kind: 'introduce', domid });
+  }
+
+  forget(domid: number): void {
+    this.replicas.delete(domid);
+    this.domains.delete(domid);
+  }
+
+  /** sha256 of a running domain's memory, the vCPU paused meanwhile (tests, diagnostics). */
+  async memoryDigest(domid: number): Promise<string> {
+    const d = this.domain(domid);
+    return crypto.createHash('sha256').update(d.mem.bytes).digest('hex');
+  }
+
+  onDomainEvent(listener: (ev: DomainEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private emit(ev: DomainEvent): void {
+    for (const l of this.listeners) l(ev);
+  }
+
+  async dispose(): Promise<void> {
+    for (const d of this.domains.values()) await d.destroy();
+    for (const r of this.replicas.values()) await r.destroy();
+    this.domains.clear();
+    this.replicas.clear();
+  }
+}

@@ -1,0 +1,154 @@
+/**
+ * Virtual NIC of a simulated domain. Clients reach the guest over real TCP sockets on the
+ * domain's service address; each connection is a "flow" the guest answers by id. Guest output
+ * leaves through an {@link OutputGate} with the semantics of Linux's sch_plug, which is what
+ * the netbuf device drives on real Xen.
+ */
+import net from 'node:net';
+import { FrameSplitter, frame } from './kvproto.js';
+import type { NetPlug } from '../types.js';
+
+type Entry = { conn: number; data: Uint8Array } | { barrier: number };
+
+export class OutputGate implements NetPlug {
+  private buffering = false;
+  private queue: Entry[] = [];
+  private head = 0;
+  private held = 0;
+
+  constructor(private readonly deliver: (conn: number, data: Uint8Array) => void, private readonly flush: () => void) {}
+
+  send(conn: number, data: Uint8Array): void {
+    if (!this.buffering) return this.deliver(conn, data);
+    this.queue.push({ conn, data });
+    this.held += data.length;
+  }
+
+  startBuffering(): void {
+    this.buffering = true;
+  }
+
+  barrier(epoch: number): void {
+    if (this.buffering) this.queue.push({ barrier: epoch });
+  }
+
+  release(epoch: number): void {
+    const q = this.queue;
+    let i = this.head;
+    let lastBarrier = -1;
+    // Find the barrier of `epoch` (or the last barrier at or below it).
+    for (let j = i; j < q.length; j++) {
+      const e = q[j]!;
+      if ('barrier' in e) {
+        if (e.barrier > epoch) break;
+        lastBarrier = j;
+      }
+    }
+    if (lastBarrier < 0) return;
+    for (; i <= lastBarrier; i++) {
+      const e = q[i]!;
+      if (!('barrier' in e)) {
+        this.held -= e.data.length;
+        this.deliver(e.conn, e.data);
+      }
+    }
+    this.head = i;
+    if (this.head > 4096 && this.head * 2 > q.length) {
+      this.queue = q.slice(this.head);
+      this.head = 0;
+    }
+    this.flush();
+  }
+
+  releaseAll(): void {
+    this.buffering = false;
+    for (let i = this.head; i < this.queue.length; i++) {
+      const e = this.queue[i]!;
+      if (!('barrier' in e)) this.deliver(e.conn, e.data);
+    }
+    this.queue = [];
+    this.head = 0;
+    this.held = 0;
+    this.flush();
+  }
+
+  get bufferedBytes(): number {
+    return this.held;
+  }
+}
+
+export class SimNic {
+  private server: net.Server | null = null;
+  private readonly conns = new Map<number, net.Socket>();
+  private readonly corked = new Set<net.Socket>();
+  private nextConn = 1;
+  readonly gate: OutputGate;
+
+  constructor(
+    readonly service: { host: string; port: number },
+    private readonly toGuest: (conn: number, data: Uint8Array) => void,
+  ) {
+    this.gate = new OutputGate(
+      (conn, data) => this.write(conn, data),
+      () => this.uncork(),
+    );
+  }
+
+  /** Binds the service address; fails with EADDRINUSE when another host answers there. */
+  async listen(): Promise<void> {
+    const server = net.createServer({ noDelay: true }, (sock) => this.accept(sock));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ host: this.service.host, port: this.service.port, exclusive: true }, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    this.server = server;
+  }
+
+  private accept(sock: net.Socket): void {
+    const id = this.nextConn++;
+    this.conns.set(id, sock);
+    const split = new FrameSplitter();
+    sock.on('data', (chunk: Buffer) => {
+      let frames: Buffer[];
+      try {
+        frames = split.push(chunk);
+      } catch {
+        sock.destroy();
+        return;
+      }
+      for (const f of frames) this.toGuest(id, f);
+    });
+    sock.on('error', () => {});
+    sock.on('close', () => {
+      this.conns.delete(id);
+      this.corked.delete(sock);
+    });
+  }
+
+  private write(conn: number, data: Uint8Array): void {
+    const sock = this.conns.get(conn);
+    if (!sock || sock.destroyed) return; // the flow is gone: the packet is dropped
+    if (!this.corked.has(sock)) {
+      sock.cork();
+      this.corked.add(sock);
+      if (this.corked.size === 1) queueMicrotask(() => this.uncork());
+    }
+    sock.write(frame(data));
+  }
+
+  private uncork(): void {
+    for (const s of this.corked) s.uncork();
+    this.corked.clear();
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.conns.values()) s.destroy();
+    this.conns.clear();
+    const server = this.server;
+    this.server = null;
+    if (server) await new Promise<void>((r) => server.close(() => r()));
+  }
+}

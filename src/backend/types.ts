@@ -1,0 +1,180 @@
+/**
+ * The hypervisor backend seam.
+ *
+ * One interface, two implementations chosen once at start-up: `sim` (a simulated Xen
+ * host, src/backend/sim) and `xen` (libxl-shim through koffi, issue #3). The engine, the
+ * devices and the transport only ever see these types, so the code paths above the backend
+ * are the same on both.
+ *
+ * Primary side: a {@link SaveSession} is a checkpointed save of one running domain. It emits
+ * the Xen migration stream v2 bytes (libxl header, libxc image header, PAGE_DATA, vCPU
+ * context, CHECKPOINT, CHECKPOINT_END) and exposes the domain's output devices
+ * ({@link NetPlug}, {@link DiskTap}) so that devices can buffer and replicate side effects.
+ *
+ * Backup side: a {@link ReplicaDomain} is built from a stream's first checkpoint, takes
+ * complete verified checkpoints, and is activated on failover.
+ */
+import type { DomainConfig } from '../config/domain.js';
+
+export type BackendKind = 'sim' | 'xen';
+export type ModeId = 'remus' | 'kemari' | 'colo' | 'llm';
+
+export type DomainState = 'running' | 'paused' | 'suspended' | 'replica' | 'shutdown';
+
+export interface DomainInfo {
+  domid: number;
+  name: string;
+  uuid: string;
+  memoryMiB: number;
+  vcpus: number;
+  state: DomainState;
+  /** Where clients reach the domain's service, when the backend knows (sim: `sim_service`). */
+  service?: { host: string; port: number };
+}
+
+export interface BackendCapabilities {
+  /** Replication modes this backend can run; others fail at setup with a clear message. */
+  modes: readonly ModeId[];
+  /** Output buffering of the domain's network traffic is available. */
+  netbuf: boolean;
+  /** Replication of the domain's disk writes is available. */
+  disk: boolean;
+  /**
+   * How many checkpoints may be in flight (sent, not yet acknowledged) at once. Linux's
+   * sch_plug tracks only the current and the previous epoch, so Xen's netbuf allows 1.
+   */
+  maxInFlight: number;
+}
+
+/** A write to a domain's virtual disk. */
+export interface DiskWrite {
+  offset: number;
+  data: Buffer;
+}
+
+/**
+ * The output gate of a domain's virtual NIC, with the semantics of Linux's sch_plug:
+ * while buffering, guest output is queued; `barrier(epoch)` closes the output of `epoch`;
+ * `release(epoch)` lets out everything up to that epoch's barrier; `releaseAll()` stops
+ * buffering and lets everything out.
+ */
+export interface NetPlug {
+  startBuffering(): void;
+  barrier(epoch: number): void;
+  release(epoch: number): void;
+  releaseAll(): void;
+  /** Bytes currently held back. */
+  readonly bufferedBytes: number;
+}
+
+/**
+ * A tap on a domain's virtual disk: records every write the guest issues once `start()` was
+ * called. `drain()` hands over the writes recorded since the previous drain, in issue order;
+ * called while the domain is suspended, it returns exactly the writes of the closing epoch.
+ */
+export interface DiskTap {
+  start(): void;
+  drain(): DiskWrite[];
+  /** The disk's whole content, for the initial synchronisation of the backup. */
+  readAll(): Promise<{ sizeBytes: number; chunks: AsyncIterable<DiskWrite> }>;
+  stop(): void;
+}
+
+export interface CaptureResult {
+  /** Xen stream bytes of this checkpoint (PAGE_DATA…, vCPU context, CHECKPOINT, CHECKPOINT_END). */
+  chunks: Buffer[];
+  pages: number;
+  bytes: number;
+}
+
+/** Primary side: a checkpointed (Remus/COLO) save of one running domain. */
+export interface SaveSession {
+  readonly domid: number;
+  /** The Xen stream's leading headers plus the live precopy of all memory, sent to `sink`. */
+  begin(sink: (chunk: Buffer) => Promise<void>): Promise<{ pages: number; rounds: number }>;
+  /** Every page again, sent live (after the backup rejected a checkpoint and needs a full one). */
+  resync(sink: (chunk: Buffer) => Promise<void>): Promise<{ pages: number }>;
+  /** Stops the guest's vCPUs at an instruction boundary and quiesces its devices. */
+  suspend(): Promise<void>;
+  /** While suspended: the dirty pages since the previous capture and the vCPU context. */
+  capture(): Promise<CaptureResult>;
+  /** Lets the guest run again (speculatively: the checkpoint may still be in flight). */
+  resume(): Promise<void>;
+  readonly net: NetPlug | null;
+  readonly disk: DiskTap | null;
+  /** Ends log-dirty mode; the domain keeps running. Idempotent. */
+  close(): Promise<void>;
+}
+
+export interface SaveOptions {
+  /** Live precopy rounds before the first checkpoint (round 0 sends every page). */
+  maxPrecopyRounds?: number;
+}
+
+/** What the backup needs to build a replica, from the HELLO record. */
+export interface ReplicaSpec {
+  domain: DomainConfig;
+  /** Primary's uuid of the domain; the replica keeps it. */
+  uuid: string;
+  /** Disk image path on the backup for each of the domain's disks (same order). */
+  diskPaths?: string[];
+}
+
+/** A complete, verified checkpoint, ready to apply. */
+export interface VerifiedCheckpoint {
+  epoch: number;
+  /** Raw Xen stream bytes, as received (the xen backend feeds these to libxc). */
+  xen: Buffer[];
+  /** The same bytes, parsed and validated. */
+  pages: { pfn: number; type: number; data: Buffer }[];
+  vcpus: { id: number; context: Buffer }[];
+  diskWrites: DiskWrite[];
+}
+
+/** Backup side: a domain that is being built from checkpoints and not yet running. */
+export interface ReplicaDomain {
+  readonly domid: number;
+  readonly name: string;
+  /** Applies a checkpoint whole. On failure the previous checkpoint stays in force. */
+  applyCheckpoint(cp: VerifiedCheckpoint): Promise<void>;
+  /** Failover: the domain runs from the last applied checkpoint. */
+  activate(): Promise<DomainInfo>;
+  /** Drops the replica (protection stopped cleanly). */
+  destroy(): Promise<void>;
+  /** sha256 of guest memory as it stands (tests and diagnostics). */
+  memoryDigest(): Promise<string>;
+  readonly lastEpoch: number;
+}
+
+export type DomainEvent =
+  | { kind: 'introduce'; domid: number }
+  | { kind: 'release'; domid: number };
+
+export interface HypervisorBackend {
+  readonly kind: BackendKind;
+  readonly capabilities: BackendCapabilities;
+  listDomains(): Promise<DomainInfo[]>;
+  /** By name or domid; throws {@link DomainNotFoundError}. */
+  findDomain(ref: string | number): Promise<DomainInfo>;
+  /** The domain's configuration as the toolstack holds it (sent to the backup in HELLO). */
+  getDomainConfig(domid: number): Promise<DomainConfig>;
+  createDomain(cfg: DomainConfig): Promise<DomainInfo>;
+  destroyDomain(domid: number): Promise<void>;
+  pause(domid: number): Promise<void>;
+  unpause(domid: number): Promise<void>;
+  openSave(domid: number, opts?: SaveOptions): Promise<SaveSession>;
+  createReplica(spec: ReplicaSpec): Promise<ReplicaDomain>;
+  onDomainEvent(listener: (ev: DomainEvent) => void): () => void;
+  dispose(): Promise<void>;
+}
+
+export class DomainNotFoundError extends Error {
+  readonly code = 'ENODOMAIN';
+  constructor(ref: string | number) {
+    super(`domain ${JSON.stringify(String(ref))} does not exist`);
+  }
+}
+
+export class BackendUnsupportedError extends Error {
+  readonly code = 'EUNSUPPORTED';
+}

@@ -1,0 +1,645 @@
+/**
+ * Command-line parsing for `xl-ha`, following xl's conventions:
+ *
+ *   - short options, combinable when they take no value (`-nd`);
+ *   - option values attached or separate (`-i25`, `-i 25`);
+ *   - long options as `--name value` or `--name=value`;
+ *   - `--` ends the options; options and positionals may be interleaved
+ *     after the command (as with GNU getopt);
+ *   - global options go before the command.
+ *
+ * `parseArgs` returns a typed `Command` (discriminated on `cmd`) or throws a
+ * `UsageError` whose message names the offending argument.
+ */
+
+import {
+  DEFAULT_HEARTBEAT_MS,
+  DEFAULT_INTERVAL_MS,
+  DEFAULT_REPLICATION_PORT,
+  DOMAIN_NAME_PATTERN,
+  FAILOVER_TIMEOUT_FACTOR,
+  HostPortError,
+  LIMITS,
+  MAX_DOMID,
+  MODE_IDS,
+  parseHostPort,
+  type HaMode,
+  type HostPort,
+} from '../config/domain.js';
+
+// ---------------------------------------------------------------------------
+// Types
+// ---------------------------------------------------------------------------
+
+export const BACKEND_IDS = ['sim', 'xen', 'auto'] as const;
+export type Backend = (typeof BACKEND_IDS)[number];
+
+export interface GlobalOptions {
+  backend: Backend;
+  /** Path of the daemon control socket, if given. */
+  control?: string;
+  /** Number of -v given. */
+  verbose: number;
+}
+
+/** A domain named on the command line: a name, or a numeric domid. */
+export type DomainRef = string | number;
+
+interface CommandBase {
+  globals: GlobalOptions;
+}
+
+/**
+ * `remus`, `kemari`, `colo` and `llm`: start protecting a domain.
+ * `cmd` is always 'remus' (they share one shape); `mode` says which one was asked for.
+ */
+export interface ReplicateCommand extends CommandBase {
+  cmd: 'remus';
+  mode: HaMode;
+  domain: DomainRef;
+  peer: HostPort;
+  intervalMs: number;
+  netbuf: boolean;
+  disk: boolean;
+  blackhole: boolean;
+  heartbeatMs: number;
+  failoverTimeoutMs: number;
+  allowUnsafe: boolean;
+}
+
+export interface ReceiveCommand extends CommandBase {
+  cmd: 'receive';
+  listen: HostPort;
+  hostName?: string;
+  stateDir?: string;
+}
+
+export interface DaemonCommand extends CommandBase {
+  cmd: 'daemon';
+  /** Absent: primary-only daemon (does not accept replication streams). */
+  listen?: HostPort;
+  hostName?: string;
+  stateDir?: string;
+}
+
+export interface StatusCommand extends CommandBase {
+  cmd: 'status';
+  json: boolean;
+}
+
+export interface ListCommand extends CommandBase {
+  cmd: 'list';
+  json: boolean;
+}
+
+export interface FailoverCommand extends CommandBase {
+  cmd: 'failover';
+  domain: DomainRef;
+  force: boolean;
+}
+
+export interface StopCommand extends CommandBase {
+  cmd: 'stop';
+  domain: DomainRef;
+}
+
+export interface DestroyCommand extends CommandBase {
+  cmd: 'destroy';
+  domain: DomainRef;
+}
+
+export interface CreateCommand extends CommandBase {
+  cmd: 'create';
+  cfgFile: string;
+}
+
+export interface HelpCommand extends CommandBase {
+  cmd: 'help';
+  /** Command to show help for; absent for the general help. */
+  topic?: CommandName;
+}
+
+export type Command =
+  | ReplicateCommand
+  | ReceiveCommand
+  | DaemonCommand
+  | StatusCommand
+  | ListCommand
+  | FailoverCommand
+  | StopCommand
+  | DestroyCommand
+  | CreateCommand
+  | HelpCommand;
+
+/** Every command word accepted on the command line. */
+export const COMMAND_NAMES = [
+  ...MODE_IDS,
+  'receive',
+  'daemon',
+  'status',
+  'list',
+  'failover',
+  'stop',
+  'destroy',
+  'create',
+  'help',
+] as const;
+export type CommandName = (typeof COMMAND_NAMES)[number];
+
+export function isCommandName(word: string): word is CommandName {
+  return (COMMAND_NAMES as readonly string[]).includes(word);
+}
+
+/** Wrong command line. `command` is set once the command word is known. */
+export class UsageError extends Error {
+  readonly command?: string;
+  /** The argument (or option) at fault, as typed, when there is one. */
+  readonly argument?: string;
+
+  constructor(detail: string, command?: string, argument?: string) {
+    super(command ? `${command}: ${detail}` : detail);
+    this.name = 'UsageError';
+    if (command !== undefined) this.command = command;
+    if (argument !== undefined) this.argument = argument;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Command and option tables (drive both parsing and the help text)
+// ---------------------------------------------------------------------------
+
+interface OptionDef {
+  /** Key in the parsed option map. */
+  id: string;
+  short?: string;
+  long?: string;
+  /** Metavariable; present iff the option takes a value. */
+  arg?: string;
+  help: string;
+}
+
+interface CommandDef {
+  synopsis: string;
+  summary: string;
+  description?: string;
+  options: OptionDef[];
+}
+
+const HELP_OPTION: OptionDef = { id: 'help', short: 'h', long: 'help', help: 'Show this help and exit.' };
+
+const GLOBAL_OPTIONS: OptionDef[] = [
+  { id: 'backend', long: 'backend', arg: 'sim|xen|auto', help: 'Hypervisor backend: the built-in simulator, real Xen, or auto-detect (default auto).' },
+  { id: 'control', long: 'control', arg: 'PATH', help: 'Control socket of the xl-ha daemon.' },
+  { id: 'verbose', short: 'v', long: 'verbose', help: 'More output; repeat for even more (-vv).' },
+  HELP_OPTION,
+];
+
+const REPLICATE_OPTIONS: OptionDef[] = [
+  { id: 'interval', short: 'i', long: 'interval', arg: 'MS', help: `Checkpoint interval in milliseconds (default ${DEFAULT_INTERVAL_MS}, at most ${LIMITS.intervalMs.max}).` },
+  { id: 'no-netbuf', short: 'n', long: 'no-netbuf', help: 'Disable network output buffering (unsafe: output may be seen that a failover loses).' },
+  { id: 'no-disk', short: 'd', long: 'no-disk', help: 'Disable disk replication.' },
+  { id: 'blackhole', short: 'b', long: 'blackhole', help: 'Send checkpoints to a black hole instead of the peer (for testing and benchmarks).' },
+  { id: 'heartbeat-ms', long: 'heartbeat-ms', arg: 'MS', help: `Heartbeat interval in milliseconds (default ${DEFAULT_HEARTBEAT_MS}, ${LIMITS.heartbeatMs.min} to ${LIMITS.heartbeatMs.max}).` },
+  { id: 'failover-timeout-ms', long: 'failover-timeout-ms', arg: 'MS', help: `Declare the primary dead after this many milliseconds without a heartbeat (default ${FAILOVER_TIMEOUT_FACTOR} x heartbeat; must exceed the heartbeat).` },
+  { id: 'unsafe', short: 'F', long: 'unsafe', help: 'Run in unsafe mode (needed by xl for -n, -d and -b); failover may not work as intended.' },
+  HELP_OPTION,
+];
+
+const MODE_SUMMARIES: Record<HaMode, string> = {
+  remus: 'Protect a domain with Remus (asynchronous checkpoint replication).',
+  kemari: 'Protect a domain with Kemari (checkpoint on I/O events).',
+  colo: 'Protect a domain with COLO (coarse-grained lock-stepping).',
+  llm: 'Protect a domain with LLM (lightweight live migration).',
+};
+
+const LISTEN_OPTIONS = (dflt: string): OptionDef[] => [
+  { id: 'listen', short: 'l', long: 'listen', arg: 'ADDR[:PORT]', help: `Address to accept replication streams on${dflt}; port defaults to ${DEFAULT_REPLICATION_PORT}.` },
+  { id: 'host-name', long: 'host-name', arg: 'NAME', help: 'Name of this host as seen by its peers (default: the system host name).' },
+  { id: 'state-dir', long: 'state-dir', arg: 'DIR', help: 'Directory for persistent state.' },
+  HELP_OPTION,
+];
+
+const JSON_OPTIONS: OptionDef[] = [{ id: 'json', long: 'json', help: 'Machine-readable JSON output.' }, HELP_OPTION];
+
+function replicateDef(mode: HaMode): CommandDef {
+  return {
+    synopsis: `${mode} [options] <Domain> <host[:port]>`,
+    summary: MODE_SUMMARIES[mode],
+    description:
+      `Replicate <Domain> (a name or domid) to the xl-ha receiver at <host[:port]> ` +
+      `(port defaults to ${DEFAULT_REPLICATION_PORT}; write IPv6 addresses as [addr]:port).`,
+    options: REPLICATE_OPTIONS,
+  };
+}
+
+const COMMANDS: Record<CommandName, CommandDef> = {
+  remus: replicateDef('remus'),
+  kemari: replicateDef('kemari'),
+  colo: replicateDef('colo'),
+  llm: replicateDef('llm'),
+  receive: {
+    synopsis: 'receive [options]',
+    summary: 'Run as the backup: accept one replication stream and fail over when the primary dies.',
+    options: LISTEN_OPTIONS(` (default 0.0.0.0:${DEFAULT_REPLICATION_PORT})`),
+  },
+  daemon: {
+    synopsis: 'daemon [options]',
+    summary: 'Run the xl-ha daemon (primary side; also a receiver when -l is given).',
+    description: 'Without -l the daemon only protects local domains and accepts no replication streams.',
+    options: LISTEN_OPTIONS(''),
+  },
+  status: { synopsis: 'status [--json]', summary: 'Show replication and failover status.', options: JSON_OPTIONS },
+  list: { synopsis: 'list [--json]', summary: 'List domains and their protection state.', options: JSON_OPTIONS },
+  failover: {
+    synopsis: 'failover [--force] <Domain>',
+    summary: 'Activate the backup copy of a protected domain.',
+    options: [
+      { id: 'force', long: 'force', help: 'Fail over even if the primary still looks alive.' },
+      HELP_OPTION,
+    ],
+  },
+  stop: { synopsis: 'stop <Domain>', summary: 'Stop protecting a domain (the domain keeps running).', options: [HELP_OPTION] },
+  destroy: { synopsis: 'destroy <Domain>', summary: 'Stop protection and destroy the domain.', options: [HELP_OPTION] },
+  create: {
+    synopsis: 'create <cfg-file>',
+    summary: 'Create a domain from an xl config file (on the sim backend this is how domains are made).',
+    options: [HELP_OPTION],
+  },
+  help: { synopsis: 'help [command]', summary: 'Show general help, or help for one command.', options: [HELP_OPTION] },
+};
+
+// ---------------------------------------------------------------------------
+// Tokenizer
+// ---------------------------------------------------------------------------
+
+interface OptionValue {
+  /** How the option was spelled (`-i`, `--interval`). */
+  spelled: string;
+  value: string;
+}
+
+interface Scanned {
+  /** Flags: how many times given. */
+  flags: Map<string, number>;
+  /** Valued options: every occurrence, in order (the last one counts). */
+  values: Map<string, OptionValue[]>;
+  positionals: string[];
+  /** Index in argv just after what was consumed. */
+  next: number;
+}
+
+const GLOBAL_SPELLINGS = new Set(
+  GLOBAL_OPTIONS.filter((o) => o.id !== 'help').flatMap((o) => [o.short && `-${o.short}`, o.long && `--${o.long}`].filter(Boolean)),
+);
+
+/**
+ * Scan options starting at argv[start].
+ * With stopAtPositional, stop at the first positional (its index is `next`);
+ * otherwise collect positionals and keep going (GNU-style permutation).
+ */
+function scan(argv: readonly string[], start: number, defs: readonly OptionDef[], command: string | undefined, stopAtPositional: boolean): Scanned {
+  const flags = new Map<string, number>();
+  const values = new Map<string, OptionValue[]>();
+  const positionals: string[] = [];
+  const where = command === undefined ? ' (before the command)' : '';
+
+  const unknown = (spelled: string, arg: string): never => {
+    const hint =
+      command !== undefined && GLOBAL_SPELLINGS.has(spelled.split('=')[0]!)
+        ? ` (global options such as ${spelled.split('=')[0]} go before the command)`
+        : '';
+    const inCluster = arg !== spelled ? ` in "${arg}"` : '';
+    throw new UsageError(`unknown option ${spelled}${inCluster}${where}${hint}`, command, arg);
+  };
+  const missingValue = (spelled: string, def: OptionDef): never => {
+    throw new UsageError(`option ${spelled} expects a value (${def.arg})`, command, spelled);
+  };
+  const record = (def: OptionDef, spelled: string, value: string | undefined): void => {
+    if (value === undefined) flags.set(def.id, (flags.get(def.id) ?? 0) + 1);
+    else {
+      const list = values.get(def.id) ?? [];
+      list.push({ spelled, value });
+      values.set(def.id, list);
+    }
+  };
+
+  let i = start;
+  let endOfOptions = false;
+  while (i < argv.length) {
+    const arg = argv[i]!;
+    if (endOfOptions || arg === '-' || !arg.startsWith('-')) {
+      if (stopAtPositional) break;
+      positionals.push(arg);
+      i++;
+      continue;
+    }
+    if (arg === '--') {
+      endOfOptions = true;
+      i++;
+      if (stopAtPositional) break;
+      continue;
+    }
+    i++;
+    if (arg.startsWith('--')) {
+      const eq = arg.indexOf('=');
+      const name = eq < 0 ? arg.slice(2) : arg.slice(2, eq);
+      const spelled = `--${name}`;
+      const def = defs.find((d) => d.long === name);
+      if (!def) unknown(spelled, arg);
+      if (def!.arg === undefined) {
+        if (eq >= 0) throw new UsageError(`option ${spelled} does not take a value (got "${arg.slice(eq + 1)}")`, command, arg);
+        record(def!, spelled, undefined);
+      } else if (eq >= 0) {
+        record(def!, spelled, arg.slice(eq + 1));
+      } else {
+        if (i >= argv.length) missingValue(spelled, def!);
+        record(def!, spelled, argv[i++]!);
+      }
+      continue;
+    }
+    // Cluster of short options.
+    for (let j = 1; j < arg.length; j++) {
+      const ch = arg[j]!;
+      const spelled = `-${ch}`;
+      const def = defs.find((d) => d.short === ch);
+      if (!def) unknown(spelled, arg);
+      if (def!.arg === undefined) {
+        record(def!, spelled, undefined);
+        continue;
+      }
+      const attached = arg.slice(j + 1);
+      if (attached !== '') record(def!, spelled, attached);
+      else {
+        if (i >= argv.length) missingValue(spelled, def!);
+        record(def!, spelled, argv[i++]!);
+      }
+      break;
+    }
+  }
+  // When stopping at a positional after `--`, `next` points at it.
+  return { flags, values, positionals, next: i };
+}
+
+function lastValue(s: Scanned, id: string): OptionValue | undefined {
+  const list = s.values.get(id);
+  return list === undefined ? undefined : list[list.length - 1];
+}
+
+// ---------------------------------------------------------------------------
+// Value parsers
+// ---------------------------------------------------------------------------
+
+function intOption(command: string, opt: OptionValue, range: { min: number; max: number }, unit: string): number {
+  const got = JSON.stringify(opt.value);
+  if (!/^[0-9]+$/.test(opt.value)) {
+    throw new UsageError(`option ${opt.spelled} expects a positive integer (${unit}), got ${got}`, command, opt.spelled);
+  }
+  const n = Number(opt.value);
+  if (n < range.min || n > range.max) {
+    throw new UsageError(`option ${opt.spelled} expects an integer from ${range.min} to ${range.max} (${unit}), got ${got}`, command, opt.spelled);
+  }
+  return n;
+}
+
+function addressOption(command: string, opt: OptionValue, defaultPort: number): HostPort {
+  try {
+    return parseHostPort(opt.value, defaultPort);
+  } catch (err) {
+    const reason = err instanceof HostPortError ? err.reason : String(err);
+    throw new UsageError(`option ${opt.spelled} expects ADDR[:PORT], got ${JSON.stringify(opt.value)}: ${reason}`, command, opt.spelled);
+  }
+}
+
+function nameOption(command: string, opt: OptionValue, what: string): string {
+  if (!DOMAIN_NAME_PATTERN.test(opt.value)) {
+    throw new UsageError(
+      `option ${opt.spelled} expects ${what} of 1 to 64 characters from A-Z a-z 0-9 _ . - (starting with a letter or digit), got ${JSON.stringify(opt.value)}`,
+      command,
+      opt.spelled,
+    );
+  }
+  return opt.value;
+}
+
+function pathOption(command: string | undefined, opt: OptionValue | undefined): string | undefined {
+  if (opt === undefined) return undefined;
+  if (opt.value === '') throw new UsageError(`option ${opt.spelled} expects a non-empty path`, command, opt.spelled);
+  return opt.value;
+}
+
+/** Parse a <Domain> argument: all digits = domid, otherwise a domain name. */
+export function parseDomainRef(text: string): DomainRef {
+  if (/^[0-9]+$/.test(text)) {
+    const domid = Number(text);
+    if (domid > MAX_DOMID) throw new Error(`domid ${text} is out of range (0 to ${MAX_DOMID})`);
+    return domid;
+  }
+  if (!DOMAIN_NAME_PATTERN.test(text)) {
+    throw new Error('expected a domain name (1 to 64 characters from A-Z a-z 0-9 _ . -, starting with a letter or digit) or a numeric domid');
+  }
+  return text;
+}
+
+function domainArg(command: string, text: string): DomainRef {
+  let ref: DomainRef;
+  try {
+    ref = parseDomainRef(text);
+  } catch (err) {
+    throw new UsageError(`<Domain> argument ${JSON.stringify(text)} is not valid: ${(err as Error).message}`, command, text);
+  }
+  if (ref === 0 || ref === 'Domain-0') {
+    throw new UsageError(`<Domain> argument ${JSON.stringify(text)} is not valid: Domain-0 (domid 0) cannot be ${command === 'destroy' ? 'destroyed' : 'managed by xl-ha'}`, command, text);
+  }
+  return ref;
+}
+
+/** Check the number of positionals; `names` are the placeholders, e.g. ['<Domain>']. */
+function expectPositionals(command: string, got: readonly string[], names: readonly string[], optional = 0): void {
+  const required = names.length - optional;
+  if (got.length < required) {
+    const missing = names.slice(got.length, required);
+    const list = missing.length === 1 ? missing[0]! : `${missing.slice(0, -1).join(', ')} and ${missing[missing.length - 1]}`;
+    throw new UsageError(`missing ${list} argument${missing.length > 1 ? 's' : ''} (usage: xl-ha ${COMMANDS[command as CommandName].synopsis})`, command);
+  }
+  if (got.length > names.length) {
+    const extra = got[names.length]!;
+    throw new UsageError(`unexpected extra argument ${JSON.stringify(extra)} (usage: xl-ha ${COMMANDS[command as CommandName].synopsis})`, command, extra);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// parseArgs
+// ---------------------------------------------------------------------------
+
+/**
+ * Parse the arguments after the program name (i.e. `process.argv.slice(2)`).
+ * @throws UsageError naming the bad argument
+ */
+export function parseArgs(argv: readonly string[]): Command {
+  // --- global options
+  const g = scan(argv, 0, GLOBAL_OPTIONS, undefined, true);
+  const backendOpt = lastValue(g, 'backend');
+  let backend: Backend = 'auto';
+  if (backendOpt) {
+    if (!(BACKEND_IDS as readonly string[]).includes(backendOpt.value)) {
+      throw new UsageError(`option ${backendOpt.spelled} expects one of ${BACKEND_IDS.join(', ')}, got ${JSON.stringify(backendOpt.value)}`, undefined, backendOpt.spelled);
+    }
+    backend = backendOpt.value as Backend;
+  }
+  const globals: GlobalOptions = { backend, verbose: g.flags.get('verbose') ?? 0 };
+  const control = pathOption(undefined, lastValue(g, 'control'));
+  if (control !== undefined) globals.control = control;
+
+  const word = argv[g.next];
+  if (g.flags.has('help')) {
+    return word !== undefined && isCommandName(word) ? { cmd: 'help', topic: word, globals } : { cmd: 'help', globals };
+  }
+  if (word === undefined) {
+    throw new UsageError(`missing command: expected one of ${COMMAND_NAMES.join(', ')} (try "xl-ha help")`);
+  }
+  if (!isCommandName(word)) {
+    throw new UsageError(`unknown command ${JSON.stringify(word)}: expected one of ${COMMAND_NAMES.join(', ')}`, undefined, word);
+  }
+
+  const command = word;
+  const def = COMMANDS[command];
+  const s = scan(argv, g.next + 1, def.options, command, false);
+  if (s.flags.has('help')) return { cmd: 'help', topic: command, globals };
+  const pos = s.positionals;
+
+  switch (command) {
+    case 'remus':
+    case 'kemari':
+    case 'colo':
+    case 'llm': {
+      expectPositionals(command, pos, ['<Domain>', '<host[:port]>']);
+      const domain = domainArg(command, pos[0]!);
+      let peer: HostPort;
+      try {
+        peer = parseHostPort(pos[1]!, DEFAULT_REPLICATION_PORT);
+      } catch (err) {
+        const reason = err instanceof HostPortError ? err.reason : String(err);
+        throw new UsageError(`<host[:port]> argument ${JSON.stringify(pos[1])} is not valid: ${reason}`, command, pos[1]);
+      }
+      const intervalOpt = lastValue(s, 'interval');
+      const intervalMs = intervalOpt ? intOption(command, intervalOpt, LIMITS.intervalMs, 'milliseconds') : DEFAULT_INTERVAL_MS;
+      const hbOpt = lastValue(s, 'heartbeat-ms');
+      const heartbeatMs = hbOpt ? intOption(command, hbOpt, LIMITS.heartbeatMs, 'milliseconds') : DEFAULT_HEARTBEAT_MS;
+      const ftOpt = lastValue(s, 'failover-timeout-ms');
+      let failoverTimeoutMs = FAILOVER_TIMEOUT_FACTOR * heartbeatMs;
+      if (ftOpt) {
+        failoverTimeoutMs = intOption(command, ftOpt, LIMITS.failoverTimeoutMs, 'milliseconds');
+        if (failoverTimeoutMs <= heartbeatMs) {
+          throw new UsageError(
+            `option ${ftOpt.spelled} must be greater than the heartbeat interval (${heartbeatMs} ms), got ${JSON.stringify(ftOpt.value)}`,
+            command,
+            ftOpt.spelled,
+          );
+        }
+      }
+      return {
+        cmd: 'remus',
+        mode: command,
+        domain,
+        peer,
+        intervalMs,
+        netbuf: !s.flags.has('no-netbuf'),
+        disk: !s.flags.has('no-disk'),
+        blackhole: s.flags.has('blackhole'),
+        heartbeatMs,
+        failoverTimeoutMs,
+        allowUnsafe: s.flags.has('unsafe'),
+        globals,
+      };
+    }
+
+    case 'receive':
+    case 'daemon': {
+      expectPositionals(command, pos, []);
+      const listenOpt = lastValue(s, 'listen');
+      const listen = listenOpt ? addressOption(command, listenOpt, DEFAULT_REPLICATION_PORT) : undefined;
+      const hostOpt = lastValue(s, 'host-name');
+      const hostName = hostOpt ? nameOption(command, hostOpt, 'a host name') : undefined;
+      const stateDir = pathOption(command, lastValue(s, 'state-dir'));
+      const extra: { hostName?: string; stateDir?: string } = {};
+      if (hostName !== undefined) extra.hostName = hostName;
+      if (stateDir !== undefined) extra.stateDir = stateDir;
+      if (command === 'receive') {
+        return { cmd: 'receive', listen: listen ?? { host: '0.0.0.0', port: DEFAULT_REPLICATION_PORT }, ...extra, globals };
+      }
+      return listen ? { cmd: 'daemon', listen, ...extra, globals } : { cmd: 'daemon', ...extra, globals };
+    }
+
+    case 'status':
+    case 'list':
+      expectPositionals(command, pos, []);
+      return { cmd: command, json: s.flags.has('json'), globals };
+
+    case 'failover':
+      expectPositionals(command, pos, ['<Domain>']);
+      return { cmd: 'failover', domain: domainArg(command, pos[0]!), force: s.flags.has('force'), globals };
+
+    case 'stop':
+    case 'destroy':
+      expectPositionals(command, pos, ['<Domain>']);
+      return { cmd: command, domain: domainArg(command, pos[0]!), globals };
+
+    case 'create':
+      expectPositionals(command, pos, ['<cfg-file>']);
+      if (pos[0] === '') throw new UsageError('<cfg-file> argument must not be empty', command, '');
+      return { cmd: 'create', cfgFile: pos[0]!, globals };
+
+    case 'help': {
+      expectPositionals(command, pos, ['[command]'], 1);
+      const topic = pos[0];
+      if (topic === undefined) return { cmd: 'help', globals };
+      if (!isCommandName(topic)) {
+        throw new UsageError(`unknown command ${JSON.stringify(topic)}: expected one of ${COMMAND_NAMES.join(', ')}`, command, topic);
+      }
+      return { cmd: 'help', topic, globals };
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Help text
+// ---------------------------------------------------------------------------
+
+function optionLines(options: readonly OptionDef[]): string[] {
+  const heads = options.map((o) => {
+    const names = [o.short && `-${o.short}`, o.long && `--${o.long}`].filter(Boolean).join(', ');
+    return o.arg ? `${names} ${o.arg}` : names;
+  });
+  const width = Math.max(...heads.map((h) => h.length));
+  return options.map((o, i) => `  ${heads[i]!.padEnd(width)}  ${o.help}`);
+}
+
+/**
+ * Help text: general (no argument or an unknown command) or for one command.
+ * Ends with a newline.
+ */
+export function usage(command?: string): string {
+  if (command !== undefined && isCommandName(command)) {
+    const def = COMMANDS[command];
+    const lines = [`Usage: xl-ha [global options] ${def.synopsis}`, '', def.summary];
+    if (def.description) lines.push(def.description);
+    lines.push('', 'Options:', ...optionLines(def.options));
+    return lines.join('\n') + '\n';
+  }
+  const width = Math.max(...COMMAND_NAMES.map((c) => c.length));
+  return (
+    [
+      'Usage: xl-ha [global options] <command> [args]',
+      '',
+      'High availability for Xen VMs by continuous checkpoint replication, as a plug-in to xl.',
+      '',
+      'Global options:',
+      ...optionLines(GLOBAL_OPTIONS),
+      '',
+      'Commands:',
+      ...COMMAND_NAMES.map((c) => `  ${c.padEnd(width)}  ${COMMANDS[c].summary}`),
+      '',
+      'Run "xl-ha help <command>" for the options of one command.',
+    ].join('\n') + '\n'
+  );
+}

@@ -1,0 +1,164 @@
+#!/usr/bin/env node
+/**
+ * xl-ha: the command-line interface, in xl's style. `daemon` and `receive` run a host's
+ * daemon in the foreground; every other command talks to the local daemon over its control
+ * socket. Exit codes: 0 success, 1 failure, 2 bad usage.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs, usage, UsageError, type Command } from './args.js';
+import { controlRequest, Daemon } from '../daemon/daemon.js';
+import { createBackend } from '../backend/select.js';
+import { createLogger } from '../util/log.js';
+
+export function defaultControlPath(): string {
+  if (process.env.XLHA_CONTROL) return process.env.XLHA_CONTROL;
+  if (process.getuid?.() === 0) return '/run/xl-ha/control.sock';
+  return path.join(process.env.XDG_RUNTIME_DIR ?? os.tmpdir(), `xl-ha-${process.getuid?.() ?? 0}`, 'control.sock');
+}
+
+function defaultStateDir(): string {
+  if (process.env.XLHA_STATE_DIR) return process.env.XLHA_STATE_DIR;
+  if (process.getuid?.() === 0) return '/var/lib/xl-ha';
+  return path.join(os.homedir(), '.local', 'state', 'xl-ha');
+}
+
+function table(rows: (string | number)[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => String(r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => String(c ?? '').padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+}
+
+async function runDaemon(cmd: Extract<Command, { cmd: 'daemon' | 'receive' }>): Promise<number> {
+  const hostName = cmd.hostName ?? os.hostname();
+  const stateDir = cmd.stateDir ?? defaultStateDir();
+  const log = createLogger({ host: hostName, level: cmd.globals.verbose > 0 ? 'debug' : undefined });
+  const backend = createBackend(cmd.globals.backend, { hostName, stateDir: path.join(stateDir, 'sim') });
+  const daemon = new Daemon({
+    backend,
+    hostName,
+    stateDir,
+    controlPath: cmd.globals.control ?? defaultControlPath(),
+    ...(cmd.listen ? { listen: cmd.listen } : {}),
+    log,
+  });
+  await daemon.start();
+  await new Promise<void>((resolve) => {
+    const stop = (sig: string) => {
+      log.info('stopping', { signal: sig });
+      void daemon.stop().finally(resolve);
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  return 0;
+}
+
+async function request(cmd: Command, req: Record<string, unknown> & { cmd: string }): Promise<unknown> {
+  const resp = await controlRequest(cmd.globals.control ?? defaultControlPath(), req);
+  if (!resp.ok) throw new Error(resp.error);
+  return resp.result;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let cmd: Command;
+  try {
+    cmd = parseArgs(argv);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`xl-ha: ${err.message}\n\n${usage(err.command)}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  switch (cmd.cmd) {
+    case 'help':
+      process.stdout.write(usage(cmd.topic) + '\n');
+      return 0;
+    case 'daemon':
+    case 'receive':
+      return runDaemon(cmd);
+    case 'remus': {
+      const r = (await request(cmd, {
+        cmd: 'protect',
+        options: {
+          domain: cmd.domain,
+          mode: cmd.mode,
+          peer: cmd.peer,
+          intervalMs: cmd.intervalMs,
+          netbuf: cmd.netbuf,
+          disk: cmd.disk,
+          blackhole: cmd.blackhole,
+          heartbeatMs: cmd.heartbeatMs,
+          failoverTimeoutMs: cmd.failoverTimeoutMs,
+        },
+      })) as Record<string, unknown>;
+      process.stdout.write(
+        `domain ${String(r.domain)} (domid ${String(r.domid)}) protected: mode ${cmd.mode}, backup ${String(r.peer)}, ` +
+          `interval ${cmd.intervalMs} ms, first checkpoint after ${String(r.precopyPages)} pages of precopy\n`,
+      );
+      return 0;
+    }
+    case 'status': {
+      const s = (await request(cmd, { cmd: 'status' })) as { host: string; backend: string; protections: Record<string, unknown>[]; replicas: Record<string, unknown>[] };
+      if (cmd.json) {
+        process.stdout.write(JSON.stringify(s) + '\n');
+        return 0;
+      }
+      const rows: (string | number)[][] = [['Name', 'Role', 'Mode', 'State', 'Peer', 'Epoch', 'Ckpt/s', 'Pause p99 ms', 'Note']];
+      for (const p of s.protections) rows.push([String(p.domain), 'primary', String(p.mode), String(p.state), String(p.peer), Number(p.committed), Number(p.checkpointsPerSec), Number(p.pauseMsP99), String(p.error ?? '')]);
+      for (const b of s.replicas) rows.push([String(b.domain ?? '-'), 'backup', String(b.mode ?? '-'), String(b.state), String(b.primary ?? '-'), Number(b.epoch), '-', '-', String(b.error ?? '')]);
+      process.stdout.write(`host ${s.host} (backend ${s.backend})\n${table(rows)}\n`);
+      return 0;
+    }
+    case 'list': {
+      const l = (await request(cmd, { cmd: 'list' })) as { name: string; domid: number; memoryMiB: number; vcpus: number; state: string }[];
+      if (cmd.json) {
+        process.stdout.write(JSON.stringify(l) + '\n');
+        return 0;
+      }
+      const rows: (string | number)[][] = [['Name', 'ID', 'Mem', 'VCPUs', 'State']];
+      for (const d of l) rows.push([d.name, d.domid, d.memoryMiB, d.vcpus, d.state]);
+      process.stdout.write(table(rows) + '\n');
+      return 0;
+    }
+    case 'create': {
+      let text: string;
+      try {
+        text = fs.readFileSync(cmd.cfgFile, 'utf8');
+      } catch (err) {
+        throw new Error(`cannot read config file ${cmd.cfgFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      }
+      const r = (await request(cmd, { cmd: 'create', text, source: cmd.cfgFile })) as { domain: { name: string; domid: number }; protection?: Record<string, unknown> };
+      process.stdout.write(`domain ${r.domain.name} created (domid ${r.domain.domid})${r.protection ? `, protected by ${String(r.protection.mode)} → ${String(r.protection.peer)}` : ''}\n`);
+      return 0;
+    }
+    case 'stop': {
+      const r = (await request(cmd, { cmd: 'stop', domain: cmd.domain })) as { domain: string; state: string };
+      process.stdout.write(`protection of ${r.domain} ${r.state}\n`);
+      return 0;
+    }
+    case 'failover': {
+      const r = (await request(cmd, { cmd: 'failover', domain: cmd.domain, force: cmd.force })) as Record<string, unknown>;
+      if (r.state !== 'active') throw new Error(`failover of ${String(r.domain)} did not complete: ${String(r.error ?? r.state)}`);
+      process.stdout.write(`domain ${String(r.domain)} now runs on this host from checkpoint ${String(r.epoch)}\n`);
+      return 0;
+    }
+    case 'destroy': {
+      await request(cmd, { cmd: 'destroy', domain: cmd.domain });
+      process.stdout.write(`domain ${String(cmd.domain)} destroyed\n`);
+      return 0;
+    }
+  }
+}
+
+const isMain = process.argv[1] && fs.realpathSync(process.argv[1]) === fs.realpathSync(new URL(import.meta.url).pathname);
+if (isMain) {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (err: Error) => {
+      process.stderr.write(`xl-ha: ${err.message}\n`);
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,169 @@
+/**
+ * Starting protection of one running domain on the primary: connect to the backup, agree in
+ * HELLO, wire the devices and the mode policy to the engine, and run it. This is the
+ * `xl-ha remus <Domain> <host>` of the daemon.
+ */
+import type { Logger } from 'winston';
+import type { HypervisorBackend, ModeId } from '../backend/types.js';
+import { CheckpointEngine, type EngineState } from '../engine/engine.js';
+import { BlackholeLink, ChannelLink, type ReplicationLink } from '../engine/link.js';
+import { createPolicy } from '../engine/modes/index.js';
+import { NetbufDevice } from '../devices/netbuf.js';
+import { DiskReplicationDevice } from '../devices/disk.js';
+import type { CheckpointDevice } from '../engine/types.js';
+import { Channel } from '../transport/channel.js';
+import { XLHA_REC, decodeHello, encodeHello } from '../transport/records.js';
+import { PROTOCOL_VERSION, type HelloBody } from '../engine/hello.js';
+import { round } from '../engine/stats.js';
+
+export interface ProtectOptions {
+  domain: string | number;
+  mode: ModeId;
+  peer: { host: string; port: number };
+  intervalMs: number;
+  netbuf: boolean;
+  disk: boolean;
+  blackhole: boolean;
+  heartbeatMs: number;
+  failoverTimeoutMs: number;
+}
+
+export class Protection {
+  readonly abort = new AbortController();
+  done!: Promise<EngineState>;
+  startedAt = Date.now();
+
+  constructor(
+    readonly opts: ProtectOptions,
+    readonly domid: number,
+    readonly name: string,
+    readonly engine: CheckpointEngine,
+    readonly link: ReplicationLink,
+    readonly netbuf: NetbufDevice | null,
+  ) {}
+
+  status(): Record<string, unknown> {
+    const s = this.engine.stats;
+    const elapsed = (performance.now() - (s.firstCheckpointAt || performance.now())) / 1000;
+    const pause = s.pauseMs.summary();
+    return {
+      role: 'primary',
+      domain: this.name,
+      domid: this.domid,
+      mode: this.opts.mode,
+      state: this.engine.state,
+      peer: this.opts.blackhole ? 'blackhole' : `${this.opts.peer.host}:${this.opts.peer.port}`,
+      intervalMs: this.opts.intervalMs,
+      epoch: s.epoch,
+      committed: s.committed,
+      checkpointsPerSec: elapsed > 0 ? round(Math.max(0, s.committed - 1) / elapsed, 2) : 0,
+      pauseMsP50: round(pause.p50),
+      pauseMsP99: round(pause.p99),
+      pauseMsMax: round(pause.max),
+      ackMsP50: round(s.ackMs.percentile(50)),
+      bytesPerCheckpointP50: round(s.bytesPerCheckpoint.percentile(50), 0),
+      pagesPerCheckpointP50: round(s.pagesPerCheckpoint.percentile(50), 0),
+      precopyPages: s.precopyPages,
+      resyncs: s.resyncs,
+      bufferedBytes: this.netbuf?.bufferedBytes ?? 0,
+      bytesSent: this.link.bytesSent,
+      error: this.engine.error?.message,
+    };
+  }
+
+  /** Clean stop: in-flight checkpoints commit, the backup drops its replica. */
+  async stop(): Promise<EngineState> {
+    this.abort.abort(new Error('protection stopped'));
+    return this.done;
+  }
+}
+
+async function handshake(channel: Channel, hello: HelloBody, timeoutMs: number): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`backup did not answer HELLO within ${timeoutMs} ms`)), timeoutMs);
+    channel.onClose((err) => {
+      clearTimeout(timer);
+      reject(new Error(`backup closed the connection during the handshake: ${err?.message ?? 'closed'}`));
+    });
+    channel.onFrame((f) => {
+      clearTimeout(timer);
+      try {
+        if (f.type !== XLHA_REC.HELLO_ACK) throw new Error(`expected HELLO_ACK from the backup, got frame 0x${f.type.toString(16)}`);
+        const ack = decodeHello(f.body);
+        if (ack.ok !== true) throw new Error(`backup refused protection: ${String(ack.error ?? 'no reason given')}`);
+        resolve(ack);
+      } catch (err) {
+        reject(err);
+      }
+    });
+    channel.send(XLHA_REC.HELLO, encodeHello(hello as unknown as Record<string, unknown>));
+  });
+}
+
+/**
+ * Connects, shakes hands and starts the engine. Resolves once the first checkpoint is
+ * acknowledged (the domain is protected); rejects with a clear error otherwise, leaving the
+ * domain running as it was.
+ */
+export async function startProtection(backend: HypervisorBackend, opts: ProtectOptions, log: Logger, hostName: string): Promise<Protection> {
+  const info = await backend.findDomain(opts.domain);
+  const policy = createPolicy(opts.mode, { intervalMs: opts.intervalMs });
+  policy.setup({ capabilities: backend.capabilities, backendKind: backend.kind, devices: [] });
+  if (opts.netbuf && !backend.capabilities.netbuf) throw new Error(`network buffering is not available on the ${backend.kind} backend; use -n to protect without it (unsafe)`);
+  if (opts.disk && !backend.capabilities.disk) throw new Error(`disk replication is not available on the ${backend.kind} backend; use -d to protect without it`);
+  const cfg = await backend.getDomainConfig(info.domid);
+  let link: ReplicationLink;
+  if (opts.blackhole) {
+    link = new BlackholeLink();
+  } else {
+    const channel = await Channel.connect(opts.peer.host, opts.peer.port);
+    try {
+      await handshake(
+        channel,
+        {
+          protocol: PROTOCOL_VERSION,
+          host: hostName,
+          mode: opts.mode,
+          uuid: info.uuid,
+          domain: cfg,
+          intervalMs: opts.intervalMs,
+          heartbeatMs: opts.heartbeatMs,
+          failoverTimeoutMs: opts.failoverTimeoutMs,
+          transfer: 'full',
+          netbuf: opts.netbuf,
+          disk: opts.disk,
+        },
+        Math.max(5000, opts.failoverTimeoutMs),
+      );
+    } catch (err) {
+      channel.dispose();
+      throw err;
+    }
+    link = new ChannelLink(channel, { heartbeatMs: opts.heartbeatMs, timeoutMs: opts.failoverTimeoutMs });
+  }
+  const session = await backend.openSave(info.domid);
+  const netbuf = opts.netbuf ? new NetbufDevice() : null;
+  const devices: CheckpointDevice[] = [];
+  if (netbuf) devices.push(netbuf);
+  if (opts.disk) devices.push(new DiskReplicationDevice());
+  const elog = log.child({ module: 'engine', domid: info.domid, domain: info.name, mode: opts.mode });
+  const engine = new CheckpointEngine({
+    session,
+    link,
+    policy,
+    devices,
+    capabilities: backend.capabilities,
+    backendKind: backend.kind,
+    domainName: info.name,
+    log: elog,
+    maxInFlight: backend.capabilities.maxInFlight,
+  });
+  const p = new Protection(opts, info.domid, info.name, engine, link, netbuf);
+  let protectedResolve!: () => void;
+  const protectedP = new Promise<void>((r) => (protectedResolve = r));
+  p.done = engine.run(p.abort.signal, protectedResolve);
+  const first = await Promise.race([protectedP.then(() => 'ok' as const), p.done]);
+  if (first !== 'ok') throw new Error(`protection of ${info.name} failed to start: ${engine.error?.message ?? first}`);
+  elog.info('domain protected', { peer: opts.blackhole ? 'blackhole' : `${opts.peer.host}:${opts.peer.port}`, intervalMs: opts.intervalMs });
+  return p;
+}

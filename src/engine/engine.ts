@@ -1,0 +1,272 @@
+/**
+ * The checkpoint engine, primary side. One loop, the same for every mode:
+ *
+ *   nextCheckpoint (policy) → suspend → postsuspend (devices) → send (capture the dirty pages
+ *   and vCPU context into the stream) → preresume (devices) → resume → transmit + seal →
+ *   ack → commit (devices release the epoch's output)
+ *
+ * The guest runs again as soon as its state is captured (speculative execution); the
+ * transmission and the wait for the ack overlap the next epoch, up to `maxInFlight`
+ * checkpoints. Read top to bottom: `run` → `checkpoint` → `settle`.
+ */
+import type { Logger } from 'winston';
+import type { BackendCapabilities, SaveSession } from '../backend/types.js';
+import { XLHA_REC } from '../transport/records.js';
+import type { CheckpointDevice, LoopState, ModePolicy, Phase } from './types.js';
+import { NackError, SEAL_FLAG_FULL, type ReplicationLink } from './link.js';
+import { Samples } from './stats.js';
+
+export interface EngineOptions {
+  session: SaveSession;
+  link: ReplicationLink;
+  policy: ModePolicy;
+  devices: CheckpointDevice[];
+  capabilities: BackendCapabilities;
+  backendKind: string;
+  domainName: string;
+  log: Logger;
+  /** Checkpoints sent but not yet acknowledged, at most. */
+  maxInFlight?: number;
+  /** Called after each committed checkpoint (tests, diagnostics). */
+  onCommit?: (epoch: number) => void;
+  /** Called while the guest is suspended, after capture (tests: snapshot of memory). */
+  onCaptured?: (epoch: number) => void;
+  /** Full resyncs in a row the backup may reject before protection is given up. */
+  maxResyncs?: number;
+}
+
+export interface EngineStats {
+  epoch: number;
+  committed: number;
+  startedAt: number;
+  firstCheckpointAt: number;
+  pauseMs: Samples;
+  transmitMs: Samples;
+  ackMs: Samples;
+  bytesPerCheckpoint: Samples;
+  pagesPerCheckpoint: Samples;
+  precopyPages: number;
+  resyncs: number;
+  phaseMs: Record<Phase, number>;
+}
+
+export type EngineState = 'starting' | 'protected' | 'stopping' | 'stopped' | 'lost' | 'failed';
+
+export class CheckpointEngine {
+  private epochNo = 0;
+  private lastCheckpointAt = 0;
+  private readonly inFlight = new Map<number, Promise<void>>();
+  private needFull = false;
+  private fullEpoch = 0;
+  private resyncsInRow = 0;
+  private failure: Error | null = null;
+  state: EngineState = 'starting';
+  readonly stats: EngineStats = {
+    epoch: 0,
+    committed: 0,
+    startedAt: performance.now(),
+    firstCheckpointAt: 0,
+    pauseMs: new Samples(),
+    transmitMs: new Samples(),
+    ackMs: new Samples(),
+    bytesPerCheckpoint: new Samples(),
+    pagesPerCheckpoint: new Samples(),
+    precopyPages: 0,
+    resyncs: 0,
+    phaseMs: { suspend: 0, postsuspend: 0, send: 0, preresume: 0, resume: 0, commit: 0 },
+  };
+
+  constructor(private readonly o: EngineOptions) {}
+
+  get epoch(): number {
+    return this.epochNo;
+  }
+
+  get error(): Error | null {
+    return this.failure;
+  }
+
+  /**
+   * Runs protection until `signal` aborts (a clean stop: in-flight checkpoints are committed,
+   * then the backup is told GOODBYE) or replication is lost (held output is released and the
+   * domain keeps running unprotected). Never leaves the guest suspended.
+   */
+  async run(signal: AbortSignal, onProtected?: () => void): Promise<EngineState> {
+    const { session, link, policy, devices, log } = this.o;
+    const ready: CheckpointDevice[] = [];
+    try {
+      policy.setup({ capabilities: this.o.capabilities, backendKind: this.o.backendKind, devices });
+      for (const d of devices) {
+        ready.push(d); // teardown is called even if setup fails
+        await d.setup?.({ session, domainName: this.o.domainName });
+      }
+      const pre = await session.begin((chunk) => link.sendContent(XLHA_REC.XEN_STREAM, chunk));
+      this.stats.precopyPages = pre.pages;
+      for (const d of devices) await d.begin?.((f) => link.sendContent(f.type, f.body));
+      log.info('precopy done', { pages: pre.pages, rounds: pre.rounds });
+      this.fullEpoch = 1;
+      await this.checkpoint(true);
+      await this.drainInFlight(1);
+      this.state = 'protected';
+      this.stats.firstCheckpointAt = performance.now();
+      onProtected?.();
+      const state: LoopState = this.loopState();
+      while (!signal.aborted) {
+        await Promise.race([policy.nextCheckpoint(state, signal), link.lost]);
+        const full = this.needFull;
+        if (full) await this.resync();
+        await this.checkpoint(full);
+        await this.drainInFlight(this.o.maxInFlight ?? 1);
+      }
+    } catch (err) {
+      if (!signal.aborted || link.isLost) {
+        this.failure = err as Error;
+      }
+    } finally {
+      await this.finish(signal, ready);
+    }
+    return this.state;
+  }
+
+  private loopState(): LoopState {
+    const self = this;
+    return {
+      get epoch() {
+        return self.epochNo;
+      },
+      get lastCheckpointAt() {
+        return self.lastCheckpointAt;
+      },
+      get inFlight() {
+        return self.inFlight.size;
+      },
+    };
+  }
+
+  /** One checkpoint: the guest is suspended only between `suspend` and `resume`. */
+  private async checkpoint(full: boolean): Promise<void> {
+    const { session, link, devices } = this.o;
+    const epoch = ++this.epochNo;
+    this.stats.epoch = epoch;
+    const t0 = performance.now();
+    this.lastCheckpointAt = t0;
+    let suspended = false;
+    let capture;
+    let extra;
+    try {
+      await session.suspend();
+      suspended = true;
+      const t1 = performance.now();
+      for (const d of devices) d.postsuspend?.(epoch);
+      const t2 = performance.now();
+      capture = await session.capture();
+      extra = devices.flatMap((d) => d.contribute?.(epoch) ?? []);
+      this.o.onCaptured?.(epoch);
+      const t3 = performance.now();
+      for (const d of devices) d.preresume?.(epoch);
+      const t4 = performance.now();
+      await session.resume();
+      suspended = false;
+      const t5 = performance.now();
+      const ph = this.stats.phaseMs;
+      ph.suspend += t1 - t0;
+      ph.postsuspend += t2 - t1;
+      ph.send += t3 - t2;
+      ph.preresume += t4 - t3;
+      ph.resume += t5 - t4;
+      this.stats.pauseMs.add(t5 - t0);
+    } finally {
+      if (suspended) await session.resume();
+    }
+    // The guest runs again; the checkpoint travels meanwhile.
+    const t6 = performance.now();
+    for (const c of capture.chunks) await link.sendContent(XLHA_REC.XEN_STREAM, c);
+    for (const f of extra) await link.sendContent(f.type, f.body);
+    link.seal(epoch, full ? SEAL_FLAG_FULL : 0);
+    const sealedAt = performance.now();
+    this.stats.transmitMs.add(sealedAt - t6);
+    this.stats.bytesPerCheckpoint.add(capture.bytes + extra.reduce((s, f) => s + f.body.length, 0));
+    this.stats.pagesPerCheckpoint.add(capture.pages);
+    const settled = link.waitAck(epoch).then(
+      () => this.settle(epoch, sealedAt),
+      (err: Error) => {
+        if (!(err instanceof NackError) || epoch === 1) throw err;
+        this.o.log.warn('checkpoint rejected by backup', { epoch, reason: err.message });
+        if (epoch >= this.fullEpoch) {
+          if (++this.resyncsInRow > (this.o.maxResyncs ?? 3)) {
+            throw new Error(`backup rejected ${this.resyncsInRow} full resyncs in a row; last: ${err.message}`);
+          }
+          this.needFull = true;
+        }
+      },
+    );
+    this.inFlight.set(epoch, settled);
+  }
+
+  /** Checkpoint `epoch` is on the backup: its output may leave. */
+  private settle(epoch: number, sealedAt: number): void {
+    const t = performance.now();
+    this.stats.ackMs.add(t - sealedAt);
+    for (const d of this.o.devices) d.commit?.(epoch);
+    this.stats.phaseMs.commit += performance.now() - t;
+    this.stats.committed = epoch;
+    if (epoch >= this.fullEpoch) this.resyncsInRow = 0;
+    this.o.onCommit?.(epoch);
+  }
+
+  /** Waits until fewer than `limit` checkpoints are in flight. */
+  private async drainInFlight(limit: number): Promise<void> {
+    while (this.inFlight.size >= limit) {
+      const [epoch, p] = this.inFlight.entries().next().value as [number, Promise<void>];
+      try {
+        await Promise.race([p, this.o.link.lost]);
+      } finally {
+        this.inFlight.delete(epoch);
+      }
+    }
+  }
+
+  /**
+   * After the backup rejected a checkpoint it waits for one that stands alone: every page
+   * and the whole disk again, sent live, then a checkpoint flagged FULL.
+   */
+  private async resync(): Promise<void> {
+    const { session, link, devices, log } = this.o;
+    this.needFull = false;
+    this.stats.resyncs++;
+    this.fullEpoch = this.epochNo + 1;
+    log.warn('resending a full checkpoint', { epoch: this.fullEpoch });
+    await session.resync((chunk) => link.sendContent(XLHA_REC.XEN_STREAM, chunk));
+    for (const d of devices) await d.begin?.((f) => link.sendContent(f.type, f.body));
+  }
+
+  private async finish(signal: AbortSignal, ready: CheckpointDevice[]): Promise<void> {
+    const { link, log, session } = this.o;
+    const clean = signal.aborted && !this.failure && !link.isLost;
+    if (clean) {
+      this.state = 'stopping';
+      try {
+        await this.drainInFlight(1); // everything sent is committed before output flows freely
+        await link.goodbye('protection stopped');
+      } catch (err) {
+        this.failure = err as Error;
+      }
+    }
+    for (const d of ready) {
+      try {
+        d.release?.();
+        await d.teardown?.();
+      } catch (err) {
+        log.error('device teardown failed', { device: d.kind, error: (err as Error).message });
+      }
+    }
+    await session.close().catch(() => {});
+    link.close();
+    if (this.failure) {
+      this.state = link.isLost && !clean ? 'lost' : 'failed';
+      log.error('protection ended: domain keeps running unprotected', { error: this.failure.message, epoch: this.epochNo });
+    } else {
+      this.state = 'stopped';
+    }
+  }
+}

@@ -1,0 +1,164 @@
+/**
+ * The primary's end of replication: sends checkpoint content and seals, tracks the backup's
+ * acknowledgements, and watches the backup's heartbeats. `BlackholeLink` is `xl-ha remus -b`:
+ * checkpoints go nowhere and are acknowledged at once (to measure the checkpoint cost alone).
+ */
+import { Channel } from '../transport/channel.js';
+import { XLHA_REC, decodeAck, decodeNack, encodeSeal, type Frame } from '../transport/records.js';
+import { HeartbeatMonitor } from '../failover/heartbeat.js';
+
+export const SEAL_FLAG_FULL = 1;
+
+export class NackError extends Error {
+  readonly code = 'ENACK';
+  constructor(readonly epoch: number, reason: string) {
+    super(`backup rejected checkpoint ${epoch}: ${reason}`);
+  }
+}
+
+export class ReplicationLostError extends Error {
+  readonly code = 'ELOST';
+}
+
+export interface ReplicationLink {
+  sendContent(type: number, body: Buffer): Promise<void>;
+  seal(epoch: number, flags: number): void;
+  /** Resolves with the backup's apply time (µs) when it acknowledges `epoch`. */
+  waitAck(epoch: number): Promise<number>;
+  /** Rejects when the link is lost; never resolves. */
+  readonly lost: Promise<never>;
+  readonly isLost: boolean;
+  /** Ends protection cleanly: GOODBYE, then close. */
+  goodbye(reason: string): Promise<void>;
+  close(): void;
+  readonly bytesSent: number;
+}
+
+type Waiter = { resolve: (us: number) => void; reject: (err: Error) => void };
+
+export class ChannelLink implements ReplicationLink {
+  private readonly waiters = new Map<number, Waiter>();
+  private readonly early = new Map<number, number | Error>();
+  private lostError: Error | null = null;
+  private rejectLost!: (err: Error) => void;
+  readonly lost: Promise<never>;
+  private readonly hb: HeartbeatMonitor;
+  lastAcked = 0;
+
+  constructor(readonly channel: Channel, hb: { heartbeatMs: number; timeoutMs: number }) {
+    this.lost = new Promise<never>((_, reject) => (this.rejectLost = reject));
+    this.lost.catch(() => {});
+    this.hb = new HeartbeatMonitor(
+      hb,
+      (silent) => this.fail(new ReplicationLostError(`backup silent for ${Math.round(silent)} ms (timeout ${hb.timeoutMs} ms): declared dead`)),
+      () => this.lastAcked,
+    );
+    channel.onFrame((f) => this.onFrame(f));
+    channel.onClose((err) => this.fail(new ReplicationLostError(`replication channel lost: ${err?.message ?? 'closed'}`)));
+    this.hb.start(channel);
+  }
+
+  get isLost(): boolean {
+    return this.lostError !== null;
+  }
+
+  get bytesSent(): number {
+    return this.channel.bytesSent;
+  }
+
+  private onFrame(f: Frame): void {
+    this.hb.alive();
+    try {
+      switch (f.type) {
+        case XLHA_REC.CHECKPOINT_ACK: {
+          const a = decodeAck(f.body);
+          this.lastAcked = Math.max(this.lastAcked, a.epoch);
+          this.settle(a.epoch, a.applyMicros);
+          break;
+        }
+        case XLHA_REC.CHECKPOINT_NACK: {
+          const n = decodeNack(f.body);
+          this.settle(n.epoch, new NackError(n.epoch, n.reason));
+          break;
+        }
+        case XLHA_REC.HEARTBEAT:
+          break;
+        case XLHA_REC.GOODBYE:
+          this.fail(new ReplicationLostError('backup ended protection (GOODBYE)'));
+          break;
+        default:
+          throw new Error(`unexpected frame 0x${f.type.toString(16)} from the backup`);
+      }
+    } catch (err) {
+      this.fail(new ReplicationLostError(`protocol error from backup: ${(err as Error).message}`));
+    }
+  }
+
+  private settle(epoch: number, v: number | Error): void {
+    const w = this.waiters.get(epoch);
+    if (!w) {
+      this.early.set(epoch, v);
+      return;
+    }
+    this.waiters.delete(epoch);
+    if (v instanceof Error) w.reject(v);
+    else w.resolve(v);
+  }
+
+  sendContent(type: number, body: Buffer): Promise<void> {
+    if (this.lostError) return Promise.reject(this.lostError);
+    return this.channel.sendContent(type, body);
+  }
+
+  seal(epoch: number, flags: number): void {
+    const s = this.channel.sealContent();
+    this.channel.send(XLHA_REC.CHECKPOINT_SEAL, encodeSeal({ epoch, flags, ...s }));
+  }
+
+  waitAck(epoch: number): Promise<number> {
+    if (this.lostError) return Promise.reject(this.lostError);
+    const e = this.early.get(epoch);
+    if (e !== undefined) {
+      this.early.delete(epoch);
+      return e instanceof Error ? Promise.reject(e) : Promise.resolve(e);
+    }
+    return new Promise((resolve, reject) => this.waiters.set(epoch, { resolve, reject }));
+  }
+
+  fail(err: Error): void {
+    if (this.lostError) return;
+    this.lostError = err;
+    this.hb.stop();
+    for (const w of this.waiters.values()) w.reject(err);
+    this.waiters.clear();
+    this.rejectLost(err);
+    this.channel.fail(err);
+  }
+
+  async goodbye(reason: string): Promise<void> {
+    if (this.lostError) return;
+    this.hb.stop();
+    this.channel.send(XLHA_REC.GOODBYE, Buffer.from(reason, 'utf8'));
+    await this.channel.end();
+    this.lostError = new ReplicationLostError('protection ended');
+  }
+
+  close(): void {
+    this.fail(new ReplicationLostError('link closed'));
+  }
+}
+
+export class BlackholeLink implements ReplicationLink {
+  readonly lost = new Promise<never>(() => {});
+  readonly isLost = false;
+  bytesSent = 0;
+  async sendContent(_type: number, body: Buffer): Promise<void> {
+    this.bytesSent += body.length + 8;
+  }
+  seal(): void {}
+  async waitAck(): Promise<number> {
+    return 0;
+  }
+  async goodbye(): Promise<void> {}
+  close(): void {}
+}

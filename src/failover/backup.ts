@@ -1,0 +1,279 @@
+/**
+ * The backup's end of one protected domain. It builds a replica from the first checkpoint,
+ * applies each later checkpoint only once it is complete (its SEAL arrived and the byte count,
+ * frame count and sha256 of its content verify) and valid (the Xen stream parses), and
+ * acknowledges it. A torn or corrupt checkpoint is discarded and the previous one stays in
+ * force; after a rejection only a FULL checkpoint is accepted.
+ *
+ * Failover: when the primary has been silent for the failover timeout, the replica is
+ * activated from its last applied checkpoint. A closed connection alone does not trigger it
+ * before the timeout, and `failoverNow()` lets an admin declare the primary dead.
+ */
+import type { Logger } from 'winston';
+import type { DiskWrite, HypervisorBackend, ReplicaDomain } from '../backend/types.js';
+import { Channel, ContentHasher } from '../transport/channel.js';
+import {
+  XLHA_REC,
+  decodeDiskWrites,
+  decodeHello,
+  decodeSeal,
+  encodeAck,
+  encodeHello,
+  encodeNack,
+  type Frame,
+} from '../transport/records.js';
+import { XenStreamParser } from '../transport/xenstream.js';
+import { HeartbeatMonitor } from './heartbeat.js';
+import { SEAL_FLAG_FULL } from '../engine/link.js';
+import { parseHello, PROTOCOL_VERSION, type HelloBody } from '../engine/hello.js';
+
+export type BackupState = 'handshake' | 'replicating' | 'failing-over' | 'active' | 'stopped' | 'failed';
+
+export interface BackupEvents {
+  onState?: (s: BackupSession) => void;
+}
+
+export class BackupSession {
+  state: BackupState = 'handshake';
+  hello: HelloBody | null = null;
+  replica: ReplicaDomain | null = null;
+  error: string | null = null;
+  checkpointsApplied = 0;
+  checkpointsRejected = 0;
+  failoverStartedAt = 0;
+  failoverMs = 0;
+  private parser = new XenStreamParser();
+  private hasher = new ContentHasher();
+  private xen: Buffer[] = [];
+  private disk: Buffer[] = [];
+  private pendingBytes = 0;
+  private maxPendingBytes = 0;
+  private awaitingFull = false;
+  private hb: HeartbeatMonitor | null = null;
+  private applying: Promise<void> = Promise.resolve();
+  private queue: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly backend: HypervisorBackend,
+    private channel: Channel | null,
+    private readonly log: Logger,
+    private readonly hostName: string,
+    private readonly events: BackupEvents = {},
+  ) {
+    channel!.onFrame((f) => this.enqueue(f));
+    channel!.onClose((err) => this.onChannelClosed(err));
+  }
+
+  get domainName(): string | undefined {
+    return this.hello?.domain.name;
+  }
+
+  /** Frames are handled one at a time, in order, even when handling awaits. */
+  private enqueue(f: Frame): void {
+    this.hb?.alive();
+    this.queue = this.queue.then(() => this.onFrame(f)).catch((err: Error) => this.abort(err));
+  }
+
+  private async onFrame(f: Frame): Promise<void> {
+    if (this.state !== 'handshake' && this.state !== 'replicating') return;
+    switch (f.type) {
+      case XLHA_REC.HELLO:
+        return this.onHello(f.body);
+      case XLHA_REC.XEN_STREAM:
+      case XLHA_REC.DISK_WRITES:
+        return this.onContent(f);
+      case XLHA_REC.CHECKPOINT_SEAL:
+        return this.onSeal(f.body);
+      case XLHA_REC.HEARTBEAT:
+        return;
+      case XLHA_REC.GOODBYE:
+        return this.onGoodbye(f.body.toString('utf8'));
+      default:
+        throw new Error(`unexpected frame 0x${f.type.toString(16)} from the primary`);
+    }
+  }
+
+  private async onHello(body: Buffer): Promise<void> {
+    if (this.hello) throw new Error('second HELLO on one connection');
+    let hello: HelloBody;
+    try {
+      hello = parseHello(decodeHello(body));
+    } catch (err) {
+      this.reply(XLHA_REC.HELLO_ACK, encodeHello({ ok: false, error: (err as Error).message }));
+      throw err;
+    }
+    if (!this.backend.capabilities.modes.includes(hello.mode)) {
+      const msg = `mode ${hello.mode} is not supported by the ${this.backend.kind} backend on host ${this.hostName}`;
+      this.reply(XLHA_REC.HELLO_ACK, encodeHello({ ok: false, error: msg }));
+      throw new Error(msg);
+    }
+    try {
+      this.replica = await this.backend.createReplica({ domain: hello.domain, uuid: hello.uuid });
+    } catch (err) {
+      this.reply(XLHA_REC.HELLO_ACK, encodeHello({ ok: false, error: (err as Error).message }));
+      throw err;
+    }
+    this.hello = hello;
+    // Content of one checkpoint may not exceed twice the guest's memory plus its disk.
+    this.maxPendingBytes = hello.domain.memoryMiB * 2 * 1048576 + (hello.diskBytes ?? 0) * 2 + (64 << 20);
+    this.state = 'replicating';
+    this.reply(XLHA_REC.HELLO_ACK, encodeHello({ ok: true, protocol: PROTOCOL_VERSION, host: this.hostName, domid: this.replica.domid }));
+    this.hb = new HeartbeatMonitor(
+      { heartbeatMs: hello.heartbeatMs, timeoutMs: hello.failoverTimeoutMs },
+      (silent) => void this.failover(`primary silent for ${Math.round(silent)} ms (timeout ${hello.failoverTimeoutMs} ms)`),
+      () => this.replica?.lastEpoch ?? 0,
+    );
+    this.hb.start(this.channel);
+    this.log.info('replicating', { domain: hello.domain.name, mode: hello.mode, domid: this.replica.domid, from: hello.host });
+    this.events.onState?.(this);
+  }
+
+  private onContent(f: Frame): void {
+    if (!this.hello) throw new Error('checkpoint data before HELLO');
+    this.hasher.update(f.body);
+    this.pendingBytes += f.body.length;
+    if (this.pendingBytes > this.maxPendingBytes) {
+      throw new Error(`checkpoint content exceeds ${this.maxPendingBytes} bytes without a SEAL`);
+    }
+    (f.type === XLHA_REC.XEN_STREAM ? this.xen : this.disk).push(f.body);
+  }
+
+  private async onSeal(body: Buffer): Promise<void> {
+    if (!this.hello || !this.replica) throw new Error('SEAL before HELLO');
+    const seal = decodeSeal(body);
+    const got = this.hasher.finish();
+    const xen = this.xen;
+    const disk = this.disk;
+    this.xen = [];
+    this.disk = [];
+    this.pendingBytes = 0;
+    const full = (seal.flags & SEAL_FLAG_FULL) !== 0;
+    const reject = (reason: string) => {
+      this.checkpointsRejected++;
+      this.awaitingFull = true;
+      this.log.warn('checkpoint discarded; the previous one stays in force', { epoch: seal.epoch, reason, kept: this.replica?.lastEpoch });
+      this.reply(XLHA_REC.CHECKPOINT_NACK, encodeNack({ epoch: seal.epoch, reason }));
+    };
+    if (got.contentBytes !== seal.contentBytes || got.contentFrames !== seal.contentFrames) {
+      return reject(`torn checkpoint: ${got.contentBytes} bytes in ${got.contentFrames} frames arrived, the seal says ${seal.contentBytes} in ${seal.contentFrames}`);
+    }
+    if (!got.sha256.equals(seal.sha256)) return reject('checksum mismatch: the content is corrupt');
+    if (this.awaitingFull && !full) return reject(`waiting for a full checkpoint after a rejected one (have ${this.replica.lastEpoch})`);
+    if (seal.epoch <= this.replica.lastEpoch) return reject(`epoch ${seal.epoch} is not after the applied ${this.replica.lastEpoch}`);
+    let parsed;
+    let diskWrites: DiskWrite[];
+    try {
+      parsed = this.parser.parseCheckpoint(xen.length === 1 ? xen[0]! : Buffer.concat(xen));
+      diskWrites = disk.flatMap((b) => decodeDiskWrites(b));
+    } catch (err) {
+      return reject(`invalid stream: ${(err as Error).message}`);
+    }
+    const t0 = performance.now();
+    const apply = this.replica.applyCheckpoint({ epoch: seal.epoch, xen, pages: parsed.pages, vcpus: parsed.vcpus, diskWrites });
+    this.applying = apply.catch(() => {});
+    try {
+      await apply;
+    } catch (err) {
+      return reject(`cannot apply: ${(err as Error).message}`);
+    }
+    this.awaitingFull = false;
+    this.checkpointsApplied++;
+    this.reply(XLHA_REC.CHECKPOINT_ACK, encodeAck({ epoch: seal.epoch, applyMicros: Math.round((performance.now() - t0) * 1000) }));
+  }
+
+  private async onGoodbye(reason: string): Promise<void> {
+    this.log.info('protection ended by the primary', { domain: this.domainName, reason });
+    this.state = 'stopped';
+    this.hb?.stop();
+    await this.replica?.destroy();
+    this.channel?.dispose();
+    this.events.onState?.(this);
+  }
+
+  private reply(type: number, body: Buffer): void {
+    this.channel?.send(type, body);
+  }
+
+  private onChannelClosed(err?: Error): void {
+    if (this.state === 'replicating') {
+      this.log.warn('replication channel closed; waiting for the failover timeout', { domain: this.domainName, reason: err?.message });
+    } else if (this.state === 'handshake') {
+      this.state = 'failed';
+      this.error = err?.message ?? 'closed during handshake';
+      this.events.onState?.(this);
+    }
+  }
+
+  private abort(err: Error): void {
+    this.log.error('replication stream error', { domain: this.domainName, error: err.message });
+    this.error = err.message;
+    if (this.state === 'handshake') {
+      this.state = 'failed';
+      this.channel?.fail(err);
+      this.events.onState?.(this);
+      return;
+    }
+    // Protocol violation mid-stream: stop listening to this peer; the replica keeps its
+    // last good checkpoint and fails over if the primary stays silent.
+    this.channel?.fail(err);
+  }
+
+  /** Declares the primary dead and runs the domain from the last applied checkpoint. */
+  async failover(reason: string): Promise<void> {
+    if (this.state !== 'replicating') throw new Error(`cannot fail over domain ${this.domainName ?? '?'}: replication is ${this.state}`);
+    this.state = 'failing-over';
+    this.failoverStartedAt = performance.now();
+    this.hb?.stop();
+    this.channel?.fail(new Error(`failover: ${reason}`));
+    this.events.onState?.(this);
+    await this.applying; // a checkpoint being applied completes first
+    const replica = this.replica!;
+    this.log.warn('primary declared dead: failing over', { domain: this.domainName, reason, epoch: replica.lastEpoch });
+    if (replica.lastEpoch === 0) {
+      this.state = 'failed';
+      this.error = 'primary lost before the first checkpoint completed: nothing to fail over to';
+      await replica.destroy();
+      this.log.error(this.error, { domain: this.domainName });
+      this.events.onState?.(this);
+      return;
+    }
+    try {
+      await replica.activate();
+      this.state = 'active';
+      this.failoverMs = performance.now() - this.failoverStartedAt;
+      this.log.warn('failover complete: domain running on this host', { domain: this.domainName, epoch: replica.lastEpoch, ms: Math.round(this.failoverMs) });
+    } catch (err) {
+      this.state = 'failed';
+      this.error = `activation failed: ${(err as Error).message}`;
+      this.log.error(this.error, { domain: this.domainName });
+    }
+    this.events.onState?.(this);
+  }
+
+  /** An admin's `xl-ha failover`: no waiting for the timeout. */
+  failoverNow(): Promise<void> {
+    return this.failover('declared dead by the administrator');
+  }
+
+  status(): Record<string, unknown> {
+    return {
+      role: 'backup',
+      domain: this.domainName,
+      mode: this.hello?.mode,
+      state: this.state,
+      primary: this.hello?.host,
+      domid: this.replica?.domid,
+      epoch: this.replica?.lastEpoch ?? 0,
+      checkpointsApplied: this.checkpointsApplied,
+      checkpointsRejected: this.checkpointsRejected,
+      primarySilentMs: this.hb ? Math.round(this.hb.silentMs) : undefined,
+      failoverMs: this.failoverMs ? Math.round(this.failoverMs) : undefined,
+      error: this.error ?? undefined,
+    };
+  }
+
+  dispose(): void {
+    this.hb?.stop();
+    this.channel?.dispose();
+  }
+}

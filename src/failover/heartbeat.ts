@@ -1,0 +1,71 @@
+/**
+ * Heartbeats, both ways. Each side sends a HEARTBEAT every `heartbeatMs` and declares its
+ * peer dead when nothing at all (heartbeat, checkpoint data or ack) has arrived for
+ * `timeoutMs`. A closed connection is not, by itself, a death certificate: the peer is dead
+ * when it has been silent for the timeout, whatever the socket says.
+ */
+import { encodeHeartbeat } from '../transport/records.js';
+import { XLHA_REC } from '../transport/records.js';
+import type { Channel } from '../transport/channel.js';
+
+export interface HeartbeatOptions {
+  heartbeatMs: number;
+  timeoutMs: number;
+}
+
+export class HeartbeatMonitor {
+  private seq = 0;
+  private sendTimer: NodeJS.Timeout | null = null;
+  private checkTimer: NodeJS.Timeout | null = null;
+  private lastRx = performance.now();
+  private fired = false;
+
+  constructor(
+    private readonly opts: HeartbeatOptions,
+    private readonly onDead: (silentMs: number) => void,
+    private readonly lastEpoch: () => number,
+  ) {}
+
+  /** Starts sending on `channel` (when given) and watching for silence. */
+  start(channel: Channel | null): void {
+    this.lastRx = performance.now();
+    if (channel) this.attach(channel);
+    this.checkTimer = setInterval(() => this.check(), Math.max(1, Math.floor(this.opts.heartbeatMs / 4)));
+  }
+
+  attach(channel: Channel): void {
+    if (this.sendTimer) clearInterval(this.sendTimer);
+    const beat = () => {
+      if (channel.isClosed) return;
+      const e = this.lastEpoch();
+      channel.send(XLHA_REC.HEARTBEAT, encodeHeartbeat({ seq: ++this.seq, sentAtMs: Date.now(), lastEpoch: e < 0 ? null : e }));
+    };
+    beat();
+    this.sendTimer = setInterval(beat, this.opts.heartbeatMs);
+  }
+
+  /** Anything received from the peer counts as a sign of life. */
+  alive(at = performance.now()): void {
+    if (at > this.lastRx) this.lastRx = at;
+  }
+
+  get silentMs(): number {
+    return performance.now() - this.lastRx;
+  }
+
+  private check(): void {
+    if (this.fired) return;
+    const silent = this.silentMs;
+    if (silent >= this.opts.timeoutMs) {
+      this.fired = true;
+      this.stop();
+      this.onDead(silent);
+    }
+  }
+
+  stop(): void {
+    if (this.sendTimer) clearInterval(this.sendTimer);
+    if (this.checkTimer) clearInterval(this.checkTimer);
+    this.sendTimer = this.checkTimer = null;
+  }
+}

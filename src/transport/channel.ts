@@ -1,0 +1,188 @@
+/**
+ * The replication channel: one TCP connection between the primary's and the backup's daemon,
+ * carrying xl-ha channel frames (docs/protocol.md). Content frames (Xen stream bytes, disk
+ * writes) are hashed as they are sent or received; a SEAL closes a checkpoint with the byte
+ * count, frame count and sha256 of its content, so the backup can tell a complete checkpoint
+ * from a torn or corrupt one.
+ *
+ * Owns its socket: `dispose()` destroys it. `onClose` fires once, with the error if any.
+ */
+import net from 'node:net';
+import crypto from 'node:crypto';
+import { FrameReader } from './reader.js';
+import { XLHA_REC, type Frame } from './records.js';
+
+const PAD = Buffer.alloc(8);
+
+export interface SealInfo {
+  contentBytes: number;
+  contentFrames: number;
+  sha256: Buffer;
+}
+
+export class ContentHasher {
+  private hash = crypto.createHash('sha256');
+  bytes = 0;
+  frames = 0;
+  update(body: Uint8Array): void {
+    this.hash.update(body);
+    this.bytes += body.length;
+    this.frames++;
+  }
+  finish(): SealInfo {
+    const out = { contentBytes: this.bytes, contentFrames: this.frames, sha256: this.hash.digest() };
+    this.hash = crypto.createHash('sha256');
+    this.bytes = 0;
+    this.frames = 0;
+    return out;
+  }
+}
+
+export function isContentFrame(type: number): boolean {
+  return type === XLHA_REC.XEN_STREAM || type === XLHA_REC.DISK_WRITES;
+}
+
+export class Channel {
+  private readonly reader: FrameReader;
+  private readonly hasher = new ContentHasher();
+  private frameListener: ((f: Frame) => void) | null = null;
+  private closeListeners: ((err?: Error) => void)[] = [];
+  private closed = false;
+  private closeError: Error | undefined;
+  /** performance.now() of the last byte received. */
+  lastRxAt = performance.now();
+  bytesSent = 0;
+  bytesReceived = 0;
+
+  constructor(readonly socket: net.Socket, opts: { maxFrameBytes?: number } = {}) {
+    this.reader = new FrameReader(opts.maxFrameBytes !== undefined ? { maxFrameBytes: opts.maxFrameBytes } : {});
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => {
+      this.lastRxAt = performance.now();
+      this.bytesReceived += chunk.length;
+      let frames: Frame[];
+      try {
+        frames = this.reader.push(chunk);
+      } catch (err) {
+        this.fail(err as Error);
+        return;
+      }
+      for (const f of frames) {
+        if (this.closed) return;
+        this.frameListener?.(f);
+      }
+    });
+    socket.on('error', (err) => this.fail(err));
+    socket.on('close', () => this.fail(this.closeError ?? new Error('connection closed by peer')));
+  }
+
+  static connect(host: string, port: number, timeoutMs = 5000): Promise<Channel> {
+    return new Promise((resolve, reject) => {
+      const sock = net.connect({ host, port });
+      const timer = setTimeout(() => {
+        sock.destroy();
+        reject(new Error(`connecting to ${host}:${port} timed out after ${timeoutMs} ms`));
+      }, timeoutMs);
+      sock.once('connect', () => {
+        clearTimeout(timer);
+        sock.removeAllListeners('error');
+        resolve(new Channel(sock));
+      });
+      sock.once('error', (err) => {
+        clearTimeout(timer);
+        reject(new Error(`cannot connect to ${host}:${port}: ${err.message}`));
+      });
+    });
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  get error(): Error | undefined {
+    return this.closeError;
+  }
+
+  onFrame(listener: (f: Frame) => void): void {
+    this.frameListener = listener;
+  }
+
+  onClose(listener: (err?: Error) => void): void {
+    if (this.closed) queueMicrotask(() => listener(this.closeError));
+    else this.closeListeners.push(listener);
+  }
+
+  /** Writes one frame; returns false when the socket's buffer is full. */
+  send(type: number, body: Uint8Array = PAD.subarray(0, 0)): boolean {
+    if (this.closed) return false;
+    const hdr = Buffer.alloc(8);
+    hdr.writeUInt32LE(type >>> 0, 0);
+    hdr.writeUInt32LE(body.length, 4);
+    const pad = (8 - (body.length & 7)) & 7;
+    this.socket.cork();
+    this.socket.write(hdr);
+    if (body.length) this.socket.write(body);
+    const ok = this.socket.write(pad ? PAD.subarray(0, pad) : Buffer.alloc(0));
+    this.socket.uncork();
+    this.bytesSent += 8 + body.length + pad;
+    return ok;
+  }
+
+  /** Sends a content frame of the current checkpoint, waiting for the socket to drain. */
+  async sendContent(type: number, body: Uint8Array): Promise<void> {
+    if (this.closed) throw this.closeError ?? new Error('channel closed');
+    this.hasher.update(body);
+    if (!this.send(type, body)) await this.drained();
+  }
+
+  /** Closes the current checkpoint's content: the numbers its SEAL carries. */
+  sealContent(): SealInfo {
+    return this.hasher.finish();
+  }
+
+  drained(): Promise<void> {
+    if (this.closed) return Promise.reject(this.closeError ?? new Error('channel closed'));
+    if (!this.socket.writableNeedDrain) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const onDrain = () => {
+        cleanup();
+        resolve();
+      };
+      const onClose = () => {
+        cleanup();
+        reject(this.closeError ?? new Error('channel closed'));
+      };
+      const cleanup = () => {
+        this.socket.off('drain', onDrain);
+        this.socket.off('close', onClose);
+      };
+      this.socket.on('drain', onDrain);
+      this.socket.on('close', onClose);
+    });
+  }
+
+  /** Ends the channel with an error (protocol violation, timeout) or cleanly. */
+  fail(err?: Error): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.closeError = err;
+    this.socket.destroy();
+    const ls = this.closeListeners;
+    this.closeListeners = [];
+    for (const l of ls) l(err);
+  }
+
+  /** Flushes what was written, then closes. */
+  async end(): Promise<void> {
+    if (this.closed) return;
+    await new Promise<void>((resolve) => {
+      this.socket.end(() => resolve());
+      setTimeout(resolve, 1000).unref();
+    });
+    this.fail(new Error('channel closed locally'));
+  }
+
+  dispose(): void {
+    this.fail(new Error('channel disposed'));
+  }
+}
