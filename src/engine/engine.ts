@@ -100,6 +100,7 @@ export class CheckpointEngine {
         ready.push(d); // teardown is called even if setup fails
         await d.setup?.({ session, domainName: this.o.domainName });
       }
+      link.slowPhase(true);
       const pre = await session.begin((chunk) => link.sendContent(XLHA_REC.XEN_STREAM, chunk));
       this.stats.precopyPages = pre.pages;
       for (const d of devices) await d.begin?.((f) => link.sendContent(f.type, f.body));
@@ -107,6 +108,7 @@ export class CheckpointEngine {
       this.fullEpoch = 1;
       await this.checkpoint(true);
       await this.drainInFlight(1);
+      link.slowPhase(false);
       this.state = 'protected';
       this.stats.firstCheckpointAt = performance.now();
       onProtected?.();
@@ -210,7 +212,10 @@ export class CheckpointEngine {
     for (const d of this.o.devices) d.commit?.(epoch);
     this.stats.phaseMs.commit += performance.now() - t;
     this.stats.committed = epoch;
-    if (epoch >= this.fullEpoch) this.resyncsInRow = 0;
+    if (epoch >= this.fullEpoch) {
+      this.resyncsInRow = 0;
+      this.o.link.slowPhase(false);
+    }
     this.o.onCommit?.(epoch);
   }
 
@@ -236,6 +241,7 @@ export class CheckpointEngine {
     this.stats.resyncs++;
     this.fullEpoch = this.epochNo + 1;
     log.warn('resending a full checkpoint', { epoch: this.fullEpoch });
+    link.slowPhase(true);
     await session.resync((chunk) => link.sendContent(XLHA_REC.XEN_STREAM, chunk));
     for (const d of devices) await d.begin?.((f) => link.sendContent(f.type, f.body));
   }

@@ -28,6 +28,8 @@ export interface ReplicationLink {
   /** Rejects when the link is lost; never resolves. */
   readonly lost: Promise<never>;
   readonly isLost: boolean;
+  /** A full checkpoint is (or is no longer) in flight: tolerate a longer silence meanwhile. */
+  slowPhase(on: boolean): void;
   /** Ends protection cleanly: GOODBYE, then close. */
   goodbye(reason: string): Promise<void>;
   close(): void;
@@ -105,6 +107,10 @@ export class ChannelLink implements ReplicationLink {
     else w.resolve(v);
   }
 
+  slowPhase(on: boolean): void {
+    this.hb.grace(on ? 60 * 60 * 1000 : 0);
+  }
+
   sendContent(type: number, body: Buffer): Promise<void> {
     if (this.lostError) return Promise.reject(this.lostError);
     return this.channel.sendContent(type, body);
@@ -156,6 +162,7 @@ export class BlackholeLink implements ReplicationLink {
     this.bytesSent += body.length + 8;
   }
   seal(): void {}
+  slowPhase(): void {}
   async waitAck(): Promise<number> {
     return 0;
   }

@@ -124,6 +124,7 @@ export class BackupSession {
       () => this.replica?.lastEpoch ?? 0,
     );
     this.hb.start(this.channel);
+    this.hb.grace(60 * 60 * 1000); // until the first checkpoint is applied there is nothing to fail over to
     this.log.info('replicating', { domain: hello.domain.name, mode: hello.mode, domid: this.replica.domid, from: hello.host });
     this.events.onState?.(this);
   }
@@ -178,6 +179,7 @@ export class BackupSession {
     }
     this.awaitingFull = false;
     this.checkpointsApplied++;
+    if (this.checkpointsApplied === 1) this.hb?.grace(0);
     this.reply(XLHA_REC.CHECKPOINT_ACK, encodeAck({ epoch: seal.epoch, applyMicros: Math.round((performance.now() - t0) * 1000) }));
   }
 

@@ -8,6 +8,9 @@ import { encodeHeartbeat } from '../transport/records.js';
 import { XLHA_REC } from '../transport/records.js';
 import type { Channel } from '../transport/channel.js';
 
+/** Silence tolerated while a full checkpoint is in flight. */
+export const GRACE_TIMEOUT_MS = 10_000;
+
 export interface HeartbeatOptions {
   heartbeatMs: number;
   timeoutMs: number;
@@ -18,7 +21,9 @@ export class HeartbeatMonitor {
   private sendTimer: NodeJS.Timeout | null = null;
   private checkTimer: NodeJS.Timeout | null = null;
   private lastRx = performance.now();
+  private lastCheck = performance.now();
   private fired = false;
+  private graceUntil = 0;
 
   constructor(
     private readonly opts: HeartbeatOptions,
@@ -44,6 +49,14 @@ export class HeartbeatMonitor {
     this.sendTimer = setInterval(beat, this.opts.heartbeatMs);
   }
 
+  /**
+   * While a full checkpoint (the whole memory) is in flight either side may be busy for longer
+   * than a heartbeat period; until `ms` from now silence is measured against `graceMs`.
+   */
+  grace(ms: number): void {
+    this.graceUntil = ms > 0 ? performance.now() + ms : 0;
+  }
+
   /** Anything received from the peer counts as a sign of life. */
   alive(at = performance.now()): void {
     if (at > this.lastRx) this.lastRx = at;
@@ -55,8 +68,14 @@ export class HeartbeatMonitor {
 
   private check(): void {
     if (this.fired) return;
+    const now = performance.now();
+    // If this process itself was stalled (GC, a long synchronous step), the peer's silence
+    // cannot be judged: its heartbeats may sit unread in our socket. Give it a fresh window.
+    if (now - this.lastCheck > this.opts.timeoutMs / 2) this.lastRx = Math.max(this.lastRx, now);
+    this.lastCheck = now;
     const silent = this.silentMs;
-    if (silent >= this.opts.timeoutMs) {
+    const limit = now < this.graceUntil ? Math.max(this.opts.timeoutMs, GRACE_TIMEOUT_MS) : this.opts.timeoutMs;
+    if (silent >= limit) {
       this.fired = true;
       this.stop();
       this.onDead(silent);

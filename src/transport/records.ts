@@ -901,7 +901,7 @@ export interface Ack {
 /** CHECKPOINT_ACK body (16 bytes). */
 export function encodeAck(a: Ack): Buffer {
   checkU64(a.epoch, 'ack epoch');
-  const micros = Math.min(MAX_U32, Math.max(0, Math.round(a.applyMicros)));
+  const micros = Number.isFinite(a.applyMicros) ? Math.min(MAX_U32, Math.max(0, Math.round(a.applyMicros))) : 0;
   const b = Buffer.alloc(BODY_BYTES.CHECKPOINT_ACK);
   writeU64(b, a.epoch, 0);
   b.writeUInt32LE(micros, 8);

@@ -261,9 +261,13 @@ class SimReplica implements ReplicaDomain {
     for (const w of cp.diskWrites) {
       if (w.offset < 0 || w.offset + w.data.length > this.disk.sizeBytes) throw new Error(`checkpoint ${cp.epoch}: disk write at ${w.offset}+${w.data.length} is beyond the ${this.disk.sizeBytes}-byte disk`);
     }
-    for (const p of cp.pages) {
+    // Large checkpoints are applied in slices so the daemon keeps answering heartbeats; a
+    // failover waits for the apply to finish, so no one sees the half-applied state.
+    for (let i = 0; i < cp.pages.length; i++) {
+      const p = cp.pages[i]!;
       if (p.data.length) this.mem.bytes.set(p.data, p.pfn * PAGE_SIZE);
       else this.mem.bytes.fill(0, p.pfn * PAGE_SIZE, (p.pfn + 1) * PAGE_SIZE);
+      if ((i & 8191) === 8191) await new Promise((r) => setImmediate(r));
     }
     for (const v of cp.vcpus) this.regs.set(new Int32Array(v.context.buffer.slice(v.context.byteOffset, v.context.byteOffset + v.context.length)));
     this.disk.applyAll(cp.diskWrites);
