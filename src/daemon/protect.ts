@@ -3,6 +3,7 @@
  * HELLO, wire the devices and the mode policy to the engine, and run it. This is the
  * `xl-ha remus <Domain> <host>` of the daemon.
  */
+import fs from 'node:fs';
 import type { Logger } from 'winston';
 import type { HypervisorBackend, ModeId } from '../backend/types.js';
 import { CheckpointEngine, type EngineState } from '../engine/engine.js';
@@ -78,6 +79,21 @@ export class Protection {
   }
 }
 
+/**
+ * Diagnostics for tests: with XLHA_DEBUG_DIGESTS=<file>, the primary appends the sha256 of the
+ * guest memory captured in every checkpoint (computed while the guest is suspended) and every
+ * committed epoch, so a test can compare the backup's memory with a checkpoint byte for byte.
+ */
+function debugDigestHooks(backend: HypervisorBackend, domid: number): { onCaptured?: (e: number) => void; onCommit?: (e: number) => void } {
+  const file = process.env.XLHA_DEBUG_DIGESTS;
+  const sim = backend as unknown as { memoryDigestSync?: (domid: number) => string };
+  if (!file || !sim.memoryDigestSync) return {};
+  return {
+    onCaptured: (e) => fs.appendFileSync(file, `captured ${e} ${sim.memoryDigestSync!(domid)}\n`),
+    onCommit: (e) => fs.appendFileSync(file, `committed ${e}\n`),
+  };
+}
+
 async function handshake(channel: Channel, hello: HelloBody, timeoutMs: number): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`backup did not answer HELLO within ${timeoutMs} ms`)), timeoutMs);
@@ -147,7 +163,9 @@ export async function startProtection(backend: HypervisorBackend, opts: ProtectO
   if (netbuf) devices.push(netbuf);
   if (opts.disk) devices.push(new DiskReplicationDevice());
   const elog = log.child({ module: 'engine', domid: info.domid, domain: info.name, mode: opts.mode });
+  const debug = debugDigestHooks(backend, info.domid);
   const engine = new CheckpointEngine({
+    ...debug,
     session,
     link,
     policy,

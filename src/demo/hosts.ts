@@ -23,9 +23,9 @@ export async function freePort(): Promise<number> {
   });
 }
 
-function spawnHost(args: string[], logPath: string) {
+function spawnHost(args: string[], logPath: string, env: Record<string, string>) {
   const log = { file: logPath, append: true } as const;
-  return execa(process.execPath, [CLI, ...args], { stdin: 'ignore', stdout: log, stderr: log, reject: false, cleanup: true });
+  return execa(process.execPath, [CLI, ...args], { stdin: 'ignore', stdout: log, stderr: log, reject: false, cleanup: true, env });
 }
 
 export class SimHostProcess {
@@ -34,7 +34,7 @@ export class SimHostProcess {
   proc!: ReturnType<typeof spawnHost>;
   exited = false;
 
-  constructor(readonly name: string, readonly dir: string, readonly listenPort?: number) {
+  constructor(readonly name: string, readonly dir: string, readonly listenPort?: number, readonly env: Record<string, string> = {}) {
     this.control = path.join(dir, `${name}.sock`);
     this.logPath = path.join(dir, `${name}.log`);
   }
@@ -45,7 +45,7 @@ export class SimHostProcess {
     if (this.listenPort) args.push('receive', '-l', `127.0.0.1:${this.listenPort}`);
     else args.push('daemon');
     args.push('--host-name', this.name, '--state-dir', path.join(this.dir, this.name));
-    this.proc = spawnHost(args, this.logPath);
+    this.proc = spawnHost(args, this.logPath, this.env);
     void this.proc.then(() => {
       this.exited = true;
     });

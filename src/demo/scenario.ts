@@ -27,8 +27,8 @@ export interface ScenarioOptions {
   noKill?: boolean;
   dir?: string;
   progress?: (line: string) => void;
-  /** Extra environment for the host processes. */
-  env?: Record<string, string>;
+  /** Extra environment for each host process, by host name. */
+  env?: (host: 'primary' | 'backup') => Record<string, string>;
 }
 
 export interface PhaseResult {
@@ -67,8 +67,8 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
   const dir = o.dir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'xl-ha-demo-'));
   const replPort = await freePort();
   const servicePort = await freePort();
-  const backup = new SimHostProcess('backup', dir, replPort);
-  const primary = new SimHostProcess('primary', dir);
+  const backup = new SimHostProcess('backup', dir, replPort, o.env?.('backup'));
+  const primary = new SimHostProcess('primary', dir, undefined, o.env?.('primary'));
   let load: KvLoad | null = null;
   try {
     await Promise.all([backup.start(), primary.start()]);

@@ -9,6 +9,7 @@
  * activated from its last applied checkpoint. A closed connection alone does not trigger it
  * before the timeout, and `failoverNow()` lets an admin declare the primary dead.
  */
+import fs from 'node:fs';
 import type { Logger } from 'winston';
 import type { DiskWrite, HypervisorBackend, ReplicaDomain } from '../backend/types.js';
 import { Channel, ContentHasher } from '../transport/channel.js';
@@ -238,6 +239,9 @@ export class BackupSession {
       this.log.error(this.error, { domain: this.domainName });
       this.events.onState?.(this);
       return;
+    }
+    if (process.env.XLHA_DEBUG_DIGESTS) {
+      fs.appendFileSync(process.env.XLHA_DEBUG_DIGESTS, `activated ${replica.lastEpoch} ${await replica.memoryDigest()}\n`);
     }
     try {
       await replica.activate();

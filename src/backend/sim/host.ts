@@ -77,26 +77,24 @@ class SimDomain {
     };
   }
 
-  /** Wires devices and starts the vCPU. `regs` resumes a restored guest. */
-  async start(diskPath: string, regs?: Int32Array): Promise<void> {
+  /** Wires the disk and the vCPU. A `standby` domain (a replica) is parked until `go()`. */
+  async prepare(diskPath: string, standby: boolean): Promise<void> {
     const w = workloadOf(this.cfg);
     this.disk = new SimDisk(diskPath, diskBytesOf(this.cfg));
-    this.vcpu = new Vcpu(
-      this.mem,
-      w.workload,
-      w.dirtyMiBPerSec,
-      {
-        net: (conn, data) => this.nic?.gate.send(conn, data),
-        disk: (offset, data) => this.disk.write(offset, data),
-      },
-      regs,
-    );
+    this.vcpu = new Vcpu(this.mem, w.workload, w.dirtyMiBPerSec, {
+      net: (conn, data) => this.nic?.gate.send(conn, data),
+      disk: (offset, data) => this.disk.write(offset, data),
+    });
+    await this.vcpu.start(w.seed, standby);
+  }
+
+  /** Brings up the NIC on the service address and lets the vCPU run. */
+  async go(): Promise<void> {
     if (this.cfg.sim?.service) {
       const nic = new SimNic(this.cfg.sim.service, (conn, data) => this.vcpu.deliver(conn, data));
       try {
         await nic.listen();
       } catch (err) {
-        this.disk.close();
         const e = err as NodeJS.ErrnoException;
         if (e.code === 'EADDRINUSE') {
           throw Object.assign(
@@ -110,7 +108,7 @@ class SimDomain {
       }
       this.nic = nic;
     }
-    await this.vcpu.start(w.seed);
+    this.vcpu.resume();
     this.state = 'running';
   }
 
@@ -213,87 +211,83 @@ class SimSaveSession implements SaveSession {
 }
 
 class SimReplica implements ReplicaDomain {
-  readonly mem: GuestMemory;
-  private readonly regs = new Int32Array(REG_COUNT);
-  private readonly disk: SimDisk;
   private epoch = 0;
-  private active: SimDomain | null = null;
+  private activated = false;
 
   constructor(
     private readonly host: SimBackend,
-    readonly domid: number,
-    readonly cfg: DomainConfig,
-    readonly uuid: string,
-    readonly diskPath: string,
-  ) {
-    this.mem = GuestMemory.allocate(cfg.memoryMiB);
-    this.disk = new SimDisk(diskPath, diskBytesOf(cfg));
+    private readonly dom: SimDomain,
+  ) {}
+
+  /** A parked domain: memory, registers and disk are filled by checkpoints. */
+  static async create(host: SimBackend, domid: number, cfg: DomainConfig, uuid: string, diskPath: string): Promise<SimReplica> {
+    const dom = new SimDomain(domid, cfg, uuid, GuestMemory.allocate(cfg.memoryMiB));
+    await dom.prepare(diskPath, true);
+    dom.state = 'replica';
+    return new SimReplica(host, dom);
   }
 
+  get domid(): number {
+    return this.dom.domid;
+  }
   get name(): string {
-    return this.cfg.name;
+    return this.dom.cfg.name;
   }
   get lastEpoch(): number {
     return this.epoch;
   }
 
   info(): DomainInfo {
-    return this.active?.info() ?? {
-      domid: this.domid,
-      name: this.cfg.name,
-      uuid: this.uuid,
-      memoryMiB: this.cfg.memoryMiB,
-      vcpus: this.cfg.vcpus,
-      state: 'replica',
-    };
+    return this.dom.info();
   }
 
   async applyCheckpoint(cp: VerifiedCheckpoint): Promise<void> {
-    if (this.active) throw new Error(`domain ${this.cfg.name} is active; it takes no more checkpoints`);
+    if (this.activated) throw new Error(`domain ${this.name} is active; it takes no more checkpoints`);
+    const mem = this.dom.mem;
+    const disk = this.dom.disk;
     // Validate everything first, so a bad checkpoint changes nothing.
     for (const p of cp.pages) {
-      if (p.pfn >= this.mem.pages) throw new Error(`checkpoint ${cp.epoch}: pfn ${p.pfn} is beyond the domain's ${this.mem.pages} pages`);
+      if (p.pfn >= mem.pages) throw new Error(`checkpoint ${cp.epoch}: pfn ${p.pfn} is beyond the domain's ${mem.pages} pages`);
       if (p.data.length !== PAGE_SIZE && p.data.length !== 0) throw new Error(`checkpoint ${cp.epoch}: page ${p.pfn} has ${p.data.length} bytes`);
     }
     for (const v of cp.vcpus) {
       if (v.id !== 0 || v.context.length !== REG_COUNT * 4) throw new Error(`checkpoint ${cp.epoch}: vCPU context ${v.id} of ${v.context.length} bytes is not a sim register file`);
     }
     for (const w of cp.diskWrites) {
-      if (w.offset < 0 || w.offset + w.data.length > this.disk.sizeBytes) throw new Error(`checkpoint ${cp.epoch}: disk write at ${w.offset}+${w.data.length} is beyond the ${this.disk.sizeBytes}-byte disk`);
+      if (w.offset < 0 || w.offset + w.data.length > disk.sizeBytes) throw new Error(`checkpoint ${cp.epoch}: disk write at ${w.offset}+${w.data.length} is beyond the ${disk.sizeBytes}-byte disk`);
     }
     // Large checkpoints are applied in slices so the daemon keeps answering heartbeats; a
     // failover waits for the apply to finish, so no one sees the half-applied state.
     for (let i = 0; i < cp.pages.length; i++) {
       const p = cp.pages[i]!;
-      if (p.data.length) this.mem.bytes.set(p.data, p.pfn * PAGE_SIZE);
-      else this.mem.bytes.fill(0, p.pfn * PAGE_SIZE, (p.pfn + 1) * PAGE_SIZE);
+      if (p.data.length) mem.bytes.set(p.data, p.pfn * PAGE_SIZE);
+      else mem.bytes.fill(0, p.pfn * PAGE_SIZE, (p.pfn + 1) * PAGE_SIZE);
       if ((i & 8191) === 8191) await new Promise((r) => setImmediate(r));
     }
-    for (const v of cp.vcpus) this.regs.set(new Int32Array(v.context.buffer.slice(v.context.byteOffset, v.context.byteOffset + v.context.length)));
-    this.disk.applyAll(cp.diskWrites);
+    const regs = this.dom.vcpu.regs;
+    for (const v of cp.vcpus) {
+      for (let r = 0; r < REG_COUNT; r++) regs[r] = v.context.readInt32LE(r * 4);
+    }
+    disk.applyAll(cp.diskWrites);
     this.epoch = cp.epoch;
   }
 
   async activate(): Promise<DomainInfo> {
-    if (this.active) return this.active.info();
-    if (this.epoch === 0) throw new Error(`domain ${this.cfg.name} has no complete checkpoint to run from`);
-    this.disk.sync();
-    this.disk.close();
-    const dom = new SimDomain(this.domid, this.cfg, this.uuid, this.mem);
-    await dom.start(this.diskPath, this.regs);
-    this.active = dom;
-    this.host.adopt(this.domid, dom);
-    return dom.info();
+    if (this.activated) return this.dom.info();
+    if (this.epoch === 0) throw new Error(`domain ${this.name} has no complete checkpoint to run from`);
+    await this.dom.go(); // on failure (address in use) the replica stays parked and intact
+    this.activated = true;
+    this.host.adopt(this.domid, this.dom);
+    return this.dom.info();
   }
 
   async destroy(): Promise<void> {
     this.host.forget(this.domid);
-    if (this.active) await this.active.destroy();
-    else this.disk.close();
+    await this.dom.destroy();
   }
 
   async memoryDigest(): Promise<string> {
-    return crypto.createHash('sha256').update(this.mem.bytes).digest('hex');
+    return crypto.createHash('sha256').update(this.dom.mem.bytes).digest('hex');
   }
 }
 
@@ -344,7 +338,13 @@ export class SimBackend implements HypervisorBackend {
     if (cfg.vcpus !== 1) throw new BackendUnsupportedError(`vcpus = ${cfg.vcpus}: the sim backend runs 1 vCPU per domain`);
     const domid = this.nextDomid++;
     const dom = new SimDomain(domid, cfg, cfg.uuid ?? crypto.randomUUID(), GuestMemory.allocate(cfg.memoryMiB));
-    await dom.start(cfg.disks[0]?.target ?? path.join(this.opts.stateDir, `${cfg.name}.img`));
+    await dom.prepare(cfg.disks[0]?.target ?? path.join(this.opts.stateDir, `${cfg.name}.img`), false);
+    try {
+      await dom.go();
+    } catch (err) {
+      await dom.destroy();
+      throw err;
+    }
     this.domains.set(domid, dom);
     this.emit({ kind: 'introduce', domid });
     return dom.info();
@@ -383,13 +383,14 @@ export class SimBackend implements HypervisorBackend {
     if (clash) throw new Error(`host ${this.opts.hostName} already has a domain named ${spec.domain.name} (domid ${clash.domid})`);
     const domid = this.nextDomid++;
     const diskPath = spec.diskPaths?.[0] ?? path.join(this.opts.stateDir, `${spec.domain.name}.replica.img`);
-    const r = new SimReplica(this, domid, spec.domain, spec.uuid, diskPath);
+    const r = await SimReplica.create(this, domid, spec.domain, spec.uuid, diskPath);
     this.replicas.set(domid, r);
     return r;
   }
 
   /** A replica that was activated becomes an ordinary domain of this host. */
   adopt(domid: number, dom: SimDomain): void {
+    dom.state = 'running';
     this.replicas.delete(domid);
     this.domains.set(domid, dom);
     this.emit({ kind: 'introduce', domid });
@@ -400,8 +401,12 @@ export class SimBackend implements HypervisorBackend {
     this.domains.delete(domid);
   }
 
-  /** sha256 of a running domain's memory, the vCPU paused meanwhile (tests, diagnostics). */
+  /** sha256 of a domain's memory as it stands (tests, diagnostics). */
   async memoryDigest(domid: number): Promise<string> {
+    return this.memoryDigestSync(domid);
+  }
+
+  memoryDigestSync(domid: number): string {
     const d = this.domain(domid);
     return crypto.createHash('sha256').update(d.mem.bytes).digest('hex');
   }

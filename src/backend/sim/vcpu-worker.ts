@@ -17,12 +17,20 @@ interface VcpuInit {
   out: MessagePort;
   workload: Workload;
   dirtyMiBPerSec: number;
+  standby: boolean;
 }
 
 const init = workerData as VcpuInit;
 const ctl = new Int32Array(init.ctl);
 const regs = new Int32Array(init.regs);
 const mem = new GuestMemory(init.shared);
+
+// A standby vCPU (a replica on the backup) is parked before the guest boots: memory and
+// registers are filled by checkpoints meanwhile, and activation lets it run.
+if (Atomics.load(ctl, CTL.STATE) === RUN.PAUSED) {
+  parentPort?.postMessage({ k: 'booted' });
+  while (Atomics.load(ctl, CTL.STATE) === RUN.PAUSED) Atomics.wait(ctl, CTL.STATE, RUN.PAUSED);
+}
 
 const out = init.out;
 const kv =
@@ -35,7 +43,7 @@ const kv =
 kv?.boot();
 const dirtier = new Dirtier(mem, regs, init.dirtyMiBPerSec, init.workload === 'kv' ? Math.ceil(KV_END / 4096) : 1);
 
-parentPort?.postMessage({ k: 'booted' });
+if (!init.standby) parentPort?.postMessage({ k: 'booted' });
 
 for (;;) {
   const bell = Atomics.load(ctl, CTL.DOORBELL);

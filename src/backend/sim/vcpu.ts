@@ -34,9 +34,16 @@ export class Vcpu {
     if (regs) this.regs.set(regs);
   }
 
-  /** Boots (or, for a restored domain, resumes) the guest program. */
-  async start(seed: number): Promise<void> {
+  /**
+   * Boots (or, for a restored domain, resumes) the guest program. A `standby` vCPU is parked
+   * before the guest boots, until `resume()`.
+   */
+  async start(seed: number, standby = false): Promise<void> {
     if (this.regs[8] === 0) seedRegs(this.regs, seed);
+    if (standby) {
+      Atomics.store(this.ctl, CTL.STATE, RUN.PAUSED);
+      this.paused = true;
+    }
     const rxc = new MessageChannel();
     const outc = new MessageChannel();
     this.rx = rxc.port1;
@@ -51,6 +58,7 @@ export class Vcpu {
         out: outc.port2,
         workload: this.workload,
         dirtyMiBPerSec: this.dirtyMiBPerSec,
+        standby,
       },
       transferList: [rxc.port2, outc.port2],
     });
