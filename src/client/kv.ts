@@ -39,6 +39,10 @@ export class KvConnection {
   private readonly pending = new Map<number, Pending>();
   reconnects = 0;
   retries = 0;
+  /** performance.now() when the current socket connected. */
+  connectedAt = 0;
+  /** Called with the connect time of the socket each answer arrived on. */
+  onAnswer: ((connectedAt: number) => void) | null = null;
 
   constructor(private readonly o: KvClientOptions) {}
 
@@ -49,6 +53,7 @@ export class KvConnection {
     const split = new FrameSplitter();
     sock.on('connect', () => {
       this.connecting = false;
+      this.connectedAt = performance.now();
       this.sock = sock;
       for (const p of this.pending.values()) this.transmit(p);
     });
@@ -60,6 +65,7 @@ export class KvConnection {
         if (!p || r.seq !== p.payload.readUInt32LE(8)) continue; // stale duplicate
         this.pending.delete(r.clientId);
         if (p.timer) clearTimeout(p.timer);
+        this.onAnswer?.(this.connectedAt);
         p.resolve(r);
       }
     });
@@ -172,11 +178,29 @@ export class KvLoad {
   latenciesMs: number[] = [];
   errors: string[] = [];
   lastOkAt = 0;
+  /** First answer that came over a connection opened after `since` (see `firstAnswerAfter`). */
+  private since = Infinity;
+  firstAnswerOnNewConnectionAt = 0;
   private recording = true;
 
   constructor(readonly o: KvClientOptions & { clients: number; connections: number; keysPerClient?: number; readEvery?: number }) {
     for (let i = 0; i < o.connections; i++) this.conns.push(new KvConnection(o));
     for (let i = 0; i < o.clients; i++) this.clients.push(new KvClient(this.conns[i % o.connections]!));
+    for (const c of this.conns) {
+      c.onAnswer = (connectedAt) => {
+        if (connectedAt > this.since && this.firstAnswerOnNewConnectionAt === 0) this.firstAnswerOnNewConnectionAt = performance.now();
+      };
+    }
+  }
+
+  /**
+   * Starts watching for the first answer over a connection opened after now: after a host
+   * failure, answers still in flight from the dead host arrive on old connections; the first
+   * answer on a new one comes from the host that took over.
+   */
+  watchNewConnections(): void {
+    this.since = performance.now();
+    this.firstAnswerOnNewConnectionAt = 0;
   }
 
   /** Latency samples are kept only while recording. */

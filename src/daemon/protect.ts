@@ -62,6 +62,8 @@ export class Protection {
       pauseMsP99: round(pause.p99),
       pauseMsMax: round(pause.max),
       ackMsP50: round(s.ackMs.percentile(50)),
+      suspendMsP99: round(s.suspendMs.percentile(99)),
+      captureMsP99: round(s.captureMs.percentile(99)),
       bytesPerCheckpointP50: round(s.bytesPerCheckpoint.percentile(50), 0),
       pagesPerCheckpointP50: round(s.pagesPerCheckpoint.percentile(50), 0),
       precopyPages: s.precopyPages,

@@ -48,6 +48,9 @@ export interface EngineStats {
   precopyPages: number;
   resyncs: number;
   phaseMs: Record<Phase, number>;
+  /** Per-checkpoint time in the two phases that dominate the pause. */
+  suspendMs: Samples;
+  captureMs: Samples;
 }
 
 export type EngineState = 'starting' | 'protected' | 'stopping' | 'stopped' | 'lost' | 'failed';
@@ -74,6 +77,8 @@ export class CheckpointEngine {
     precopyPages: 0,
     resyncs: 0,
     phaseMs: { suspend: 0, postsuspend: 0, send: 0, preresume: 0, resume: 0, commit: 0 },
+    suspendMs: new Samples(),
+    captureMs: new Samples(),
   };
 
   constructor(private readonly o: EngineOptions) {}
@@ -176,6 +181,8 @@ export class CheckpointEngine {
       ph.send += t3 - t2;
       ph.preresume += t4 - t3;
       ph.resume += t5 - t4;
+      this.stats.suspendMs.add(t1 - t0);
+      this.stats.captureMs.add(t3 - t2);
       this.stats.pauseMs.add(t5 - t0);
     } finally {
       if (suspended) await session.resume();

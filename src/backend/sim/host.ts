@@ -91,7 +91,7 @@ class SimDomain {
   /** Brings up the NIC on the service address and lets the vCPU run. */
   async go(): Promise<void> {
     if (this.cfg.sim?.service) {
-      const nic = new SimNic(this.cfg.sim.service, (conn, data) => this.vcpu.deliver(conn, data));
+      const nic = new SimNic(this.cfg.sim.service, (packets) => this.vcpu.deliver(packets));
       try {
         await nic.listen();
       } catch (err) {

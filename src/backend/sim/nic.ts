@@ -86,7 +86,7 @@ export class SimNic {
 
   constructor(
     readonly service: { host: string; port: number },
-    private readonly toGuest: (conn: number, data: Uint8Array) => void,
+    private readonly toGuest: (packets: { conn: number; data: Uint8Array }[]) => void,
   ) {
     this.gate = new OutputGate(
       (conn, data) => this.write(conn, data),
@@ -119,7 +119,7 @@ export class SimNic {
         sock.destroy();
         return;
       }
-      for (const f of frames) this.toGuest(id, f);
+      this.toGuest(frames.map((data) => ({ conn: id, data })));
     });
     sock.on('error', () => {});
     sock.on('close', () => {

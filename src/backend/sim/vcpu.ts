@@ -48,7 +48,7 @@ export class Vcpu {
     const outc = new MessageChannel();
     this.rx = rxc.port1;
     this.out = outc.port1;
-    this.out.on('message', (m: OutMsg) => this.route(m));
+    this.out.on('message', (m: OutMsg[]) => this.route(m));
     const worker = new Worker(new URL('./vcpu-worker.js', import.meta.url), {
       workerData: {
         shared: this.mem.shared,
@@ -61,6 +61,7 @@ export class Vcpu {
         standby,
       },
       transferList: [rxc.port2, outc.port2],
+      resourceLimits: { maxYoungGenerationSizeMb: 64 },
     });
     this.worker = worker;
     const [msg] = (await once(worker, 'message')) as [{ k: string }];
@@ -71,9 +72,10 @@ export class Vcpu {
     });
   }
 
-  /** Packet from the NIC to the guest. */
-  deliver(conn: number, data: Uint8Array): void {
-    this.rx.postMessage({ conn, data });
+  /** Packets from the NIC to the guest, in arrival order. */
+  deliver(packets: { conn: number; data: Uint8Array }[]): void {
+    if (packets.length === 0) return;
+    this.rx.postMessage(packets);
     Atomics.add(this.ctl, CTL.DOORBELL, 1);
     Atomics.notify(this.ctl, CTL.DOORBELL);
   }
@@ -112,13 +114,15 @@ export class Vcpu {
     for (;;) {
       const m = receiveMessageOnPort(this.out);
       if (!m) break;
-      this.route(m.message as OutMsg);
+      this.route(m.message as OutMsg[]);
     }
   }
 
-  private route(m: OutMsg): void {
-    if (m.k === 0) this.sink.net(m.conn, m.data);
-    else this.sink.disk(m.offset, m.data);
+  private route(batch: OutMsg[]): void {
+    for (const m of batch) {
+      if (m.k === 0) this.sink.net(m.conn, m.data);
+      else this.sink.disk(m.offset, m.data);
+    }
   }
 
   async stop(): Promise<void> {
