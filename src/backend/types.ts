@@ -85,6 +85,8 @@ export interface CaptureResult {
   chunks: Buffer[];
   pages: number;
   bytes: number;
+  /** The checkpoint is on the backup (or abandoned): its buffers may be reused. */
+  release?: () => void;
 }
 
 /** Primary side: a checkpointed (Remus/COLO) save of one running domain. */

@@ -82,27 +82,34 @@ async function run(name: string, o: Partial<ScenarioOptions> & { intervalMs: num
   return s;
 }
 
+// Latency is measured at light load (16 clients): there it is the cost of output commit.
+// Throughput is measured at saturation (2048 clients): with fewer closed-loop clients the
+// ratio only restates the added latency, not the capacity protection costs.
 const runs: RunSummary[] = [];
-runs.push(await run('remus-25ms', { intervalMs: 25 }));
-runs.push(await run('remus-10ms', { intervalMs: 10, noKill: true, clients: 16, connections: 4 }));
+runs.push(await run('remus-25ms-light', { intervalMs: 25, clients: 16, connections: 4 }));
+runs.push(await run('remus-25ms-saturated', { intervalMs: 25, noKill: true, clients: 2048, connections: 16 }));
+runs.push(await run('remus-10ms-light', { intervalMs: 10, noKill: true, clients: 16, connections: 4 }));
 
-const r25 = runs[0]!;
-const r10 = runs[1]!;
+const [light, sat, r10] = runs as [RunSummary, RunSummary, RunSummary];
 const remus = {
   mode: 'remus',
-  addedLatencyMsP50: r25.addedLatencyMsP50,
-  addedLatencyMsP99: r25.addedLatencyMsP99,
-  throughputRatio: r25.throughputRatio,
-  pauseMsP50: r25.pauseMsP50,
-  pauseMsP99: r25.pauseMsP99,
-  bytesPerCheckpoint: r25.bytesPerCheckpoint,
-  checkpointsPerSec: r25.checkpointsPerSec,
-  failoverMs: r25.failoverMs,
+  addedLatencyMsP50: light.addedLatencyMsP50,
+  addedLatencyMsP99: light.addedLatencyMsP99,
+  throughputRatio: sat.throughputRatio,
+  pauseMsP50: light.pauseMsP50,
+  pauseMsP99: light.pauseMsP99,
+  bytesPerCheckpoint: light.bytesPerCheckpoint,
+  checkpointsPerSec: light.checkpointsPerSec,
+  failoverMs: light.failoverMs,
   checkpointsPerSecAt10ms: r10.checkpointsPerSec,
+  pauseMsP50At10ms: r10.pauseMsP50,
   pauseMsP99At10ms: r10.pauseMsP99,
   bytesPerCheckpointAt10ms: r10.bytesPerCheckpoint,
-  lostAckedWrites: r25.lostAckedWrites + r10.lostAckedWrites,
-  workload: `kv, ${r25.memoryMiB} MiB guest dirtying ${r25.dirtyMiBPerSec} MiB/s, ${r25.clients} clients`,
+  pauseMsP99Saturated: sat.pauseMsP99,
+  bytesPerCheckpointSaturated: sat.bytesPerCheckpoint,
+  lostAckedWrites: runs.reduce((s, r) => s + r.lostAckedWrites, 0),
+  exactlyOnce: runs.every((r) => r.exactlyOnce),
+  workload: `kv, ${light.memoryMiB} MiB guest dirtying ${light.dirtyMiBPerSec} MiB/s; 16 clients (light), 2048 (saturated); clients at nice 10`,
 };
 
 fs.mkdirSync('bench-results', { recursive: true });
@@ -132,7 +139,8 @@ if (json) {
     [
       '',
       'targets: 100 ckpt/s at 10 ms with 256 MiB dirtying 20 MiB/s; pause p99 < 2 ms there; failover < 300 ms with 50 ms heartbeats; throughput ratio ≥ 0.8 at 40 ckpt/s',
-      `reached: ${r10.checkpointsPerSec} ckpt/s; pause p99 ${r10.pauseMsP99} ms; failover ${r25.failoverMs} ms; throughput ratio ${r25.throughputRatio}`,
+      `reached: ${r10.checkpointsPerSec} ckpt/s; pause p99 ${r10.pauseMsP99} ms; failover ${light.failoverMs} ms; throughput ratio ${sat.throughputRatio} (saturated, ${sat.checkpointsPerSec} ckpt/s)`,
+      'clients share the 2 cores with both hosts, at nice 10 (they stand in for remote machines)',
       '',
     ].join('\n'),
   );

@@ -20,6 +20,8 @@ export interface ScenarioOptions {
   failoverTimeoutMs: number;
   clients: number;
   connections: number;
+  /** Keys each client writes (the guest holds 16384 keys in all). */
+  keysPerClient?: number;
   baselineMs: number;
   protectedMs: number;
   afterMs: number;
@@ -85,7 +87,7 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
     await primary.request({ cmd: 'create', text: fs.readFileSync(cfgPath, 'utf8'), source: cfgPath });
     say(`domain kv-demo booted on primary: ${o.memoryMiB} MiB, kv service on 127.0.0.1:${servicePort}, dirtying ${o.dirtyMiBPerSec} MiB/s`);
 
-    load = new KvLoad({ host: '127.0.0.1', port: servicePort, clients: o.clients, connections: o.connections, retryMs: 1000 });
+    load = new KvLoad({ host: '127.0.0.1', port: servicePort, clients: o.clients, connections: o.connections, keysPerClient: o.keysPerClient ?? 4, retryMs: 1000 });
     let running = true;
     const loadDone = load.run(() => !running);
     await new Promise((r) => setTimeout(r, Math.min(1000, o.baselineMs / 3))); // warm-up

@@ -189,15 +189,20 @@ export class CheckpointEngine {
     }
     // The guest runs again; the checkpoint travels meanwhile.
     const t6 = performance.now();
-    for (const c of capture.chunks) await link.sendContent(XLHA_REC.XEN_STREAM, c);
+    // One frame per checkpoint: the backup gets the checkpoint's Xen bytes in one buffer.
+    await link.sendContent(XLHA_REC.XEN_STREAM, capture.chunks);
     for (const f of extra) await link.sendContent(f.type, f.body);
     link.seal(epoch, full ? SEAL_FLAG_FULL : 0);
     const sealedAt = performance.now();
     this.stats.transmitMs.add(sealedAt - t6);
     this.stats.bytesPerCheckpoint.add(capture.bytes + extra.reduce((s, f) => s + f.body.length, 0));
     this.stats.pagesPerCheckpoint.add(capture.pages);
+    const release = capture.release;
     const settled = link.waitAck(epoch).then(
-      () => this.settle(epoch, sealedAt),
+      () => {
+        release?.(); // acknowledged: the backup has every byte, the buffers are free
+        this.settle(epoch, sealedAt);
+      },
       (err: Error) => {
         if (!(err instanceof NackError) || epoch === 1) throw err;
         this.o.log.warn('checkpoint rejected by backup', { epoch, reason: err.message });

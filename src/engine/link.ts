@@ -21,7 +21,8 @@ export class ReplicationLostError extends Error {
 }
 
 export interface ReplicationLink {
-  sendContent(type: number, body: Buffer): Promise<void>;
+  /** One content frame; an array is sent as one frame made of its parts. */
+  sendContent(type: number, body: Buffer | readonly Buffer[]): Promise<void>;
   seal(epoch: number, flags: number): void;
   /** Resolves with the backup's apply time (µs) when it acknowledges `epoch`. */
   waitAck(epoch: number): Promise<number>;
@@ -111,7 +112,7 @@ export class ChannelLink implements ReplicationLink {
     this.hb.grace(on ? 60 * 60 * 1000 : 0);
   }
 
-  sendContent(type: number, body: Buffer): Promise<void> {
+  sendContent(type: number, body: Buffer | readonly Buffer[]): Promise<void> {
     if (this.lostError) return Promise.reject(this.lostError);
     return this.channel.sendContent(type, body);
   }
@@ -158,8 +159,9 @@ export class BlackholeLink implements ReplicationLink {
   readonly lost = new Promise<never>(() => {});
   readonly isLost = false;
   bytesSent = 0;
-  async sendContent(_type: number, body: Buffer): Promise<void> {
-    this.bytesSent += body.length + 8;
+  async sendContent(_type: number, body: Buffer | readonly Buffer[]): Promise<void> {
+    for (const b of Array.isArray(body) ? (body as readonly Buffer[]) : [body as Buffer]) this.bytesSent += b.length;
+    this.bytesSent += 8;
   }
   seal(): void {}
   slowPhase(): void {}

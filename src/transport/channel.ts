@@ -24,9 +24,12 @@ export class ContentHasher {
   private hash = crypto.createHash('sha256');
   bytes = 0;
   frames = 0;
-  update(body: Uint8Array): void {
-    this.hash.update(body);
-    this.bytes += body.length;
+  /** One content frame: its body, or its body's parts in order. */
+  update(body: Uint8Array | readonly Uint8Array[]): void {
+    for (const p of body instanceof Uint8Array ? [body] : body) {
+      this.hash.update(p);
+      this.bytes += p.length;
+    }
     this.frames++;
   }
   finish(): SealInfo {
@@ -112,24 +115,30 @@ export class Channel {
     else this.closeListeners.push(listener);
   }
 
-  /** Writes one frame; returns false when the socket's buffer is full. */
-  send(type: number, body: Uint8Array = PAD.subarray(0, 0)): boolean {
+  /**
+   * Writes one frame whose body is `body`, or the concatenation of `body` parts (written
+   * vectored, not copied); returns false when the socket's buffer is full.
+   */
+  send(type: number, body: Uint8Array | readonly Uint8Array[] = PAD.subarray(0, 0)): boolean {
     if (this.closed) return false;
+    const parts = body instanceof Uint8Array ? [body] : body;
+    let length = 0;
+    for (const p of parts) length += p.length;
     const hdr = Buffer.alloc(8);
     hdr.writeUInt32LE(type >>> 0, 0);
-    hdr.writeUInt32LE(body.length, 4);
-    const pad = (8 - (body.length & 7)) & 7;
+    hdr.writeUInt32LE(length, 4);
+    const pad = (8 - (length & 7)) & 7;
     this.socket.cork();
-    this.socket.write(hdr);
-    if (body.length) this.socket.write(body);
-    const ok = this.socket.write(pad ? PAD.subarray(0, pad) : Buffer.alloc(0));
+    let ok = this.socket.write(hdr);
+    for (const p of parts) if (p.length) ok = this.socket.write(p);
+    if (pad) ok = this.socket.write(PAD.subarray(0, pad));
     this.socket.uncork();
-    this.bytesSent += 8 + body.length + pad;
+    this.bytesSent += 8 + length + pad;
     return ok;
   }
 
   /** Sends a content frame of the current checkpoint, waiting for the socket to drain. */
-  async sendContent(type: number, body: Uint8Array): Promise<void> {
+  async sendContent(type: number, body: Uint8Array | readonly Uint8Array[]): Promise<void> {
     if (this.closed) throw this.closeError ?? new Error('channel closed');
     this.hasher.update(body);
     if (!this.send(type, body)) await this.drained();

@@ -682,9 +682,9 @@ export function encodePageData(input: PageDataInput): Buffer {
  * of 8 so there is no padding) built with a single allocation, each page
  * copied once.
  */
-export function encodePageDataRecord(input: PageDataInput): Buffer {
+export function encodePageDataRecord(input: PageDataInput, alloc: (bytes: number) => Buffer = Buffer.allocUnsafe): Buffer {
   const length = validatePageDataInput(input);
-  const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + length);
+  const out = alloc(FRAME_HEADER_BYTES + length);
   out.writeUInt32LE(XC_REC.PAGE_DATA, 0);
   out.writeUInt32LE(length, 4);
   writePageData(out, FRAME_HEADER_BYTES, input);

@@ -424,6 +424,12 @@ export class XenStreamWriter {
    * order, or a function returning the 4096 bytes of entry `i` (an index into
    * `pfns`). `types` defaults to all NOTAB.
    */
+  /**
+   * Where PAGE_DATA records are built (default: a fresh buffer each). A save session can hand
+   * out slices of a reused arena, so a checkpoint's copy does not page-fault in new memory.
+   */
+  alloc: (bytes: number) => Buffer = Buffer.allocUnsafe;
+
   pageDataRecords(pfns: ArrayLike<number>, pages: Uint8Array | PageProvider, types?: ArrayLike<number>): Buffer[] {
     this.requireOpen('pageData');
     if (types && types.length !== pfns.length) {
@@ -454,7 +460,7 @@ export class XenStreamWriter {
         data = pages.subarray(dataOff, dataEnd);
         dataOff = dataEnd;
       }
-      out.push(encodePageDataRecord({ pfns: chunkPfns, types: types ? chunkTypes : undefined, data }));
+      out.push(encodePageDataRecord({ pfns: chunkPfns, types: types ? chunkTypes : undefined, data }, this.alloc));
     }
     if (typeof pages !== 'function' && dataOff !== pages.length) {
       throw new RangeError(`pageData: ${pages.length} bytes of page data for ${dataOff / PAGE_SIZE} data page(s)`);

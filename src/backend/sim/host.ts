@@ -120,8 +120,37 @@ class SimDomain {
   }
 }
 
+/**
+ * Reused memory for the records of one checkpoint: bump allocation in an arena taken from a
+ * free list and given back when the checkpoint is acknowledged.
+ */
+class ArenaPool {
+  private free: Buffer[] = [];
+  constructor(private readonly arenaBytes = 8 << 20, private readonly keep = 4) {}
+
+  take(): { alloc: (n: number) => Buffer; release: () => void } {
+    const arena = this.free.pop() ?? Buffer.allocUnsafeSlow(this.arenaBytes);
+    let off = 0;
+    let released = false;
+    return {
+      alloc: (n) => {
+        if (off + n > arena.length) return Buffer.allocUnsafe(n); // too big for the arena
+        const b = arena.subarray(off, off + n);
+        off += (n + 7) & ~7;
+        return b;
+      },
+      release: () => {
+        if (released) return;
+        released = true;
+        if (this.free.length < this.keep) this.free.push(arena);
+      },
+    };
+  }
+}
+
 class SimSaveSession implements SaveSession {
   private readonly writer = new XenStreamWriter();
+  private readonly arenas = new ArenaPool();
   private closed = false;
 
   constructor(private readonly dom: SimDomain, private readonly opts: SaveOptions) {}
@@ -185,16 +214,19 @@ class SimSaveSession implements SaveSession {
     const mem = this.dom.mem;
     const pfns = mem.readAndClearDirty();
     const chunks: Buffer[] = [];
+    const arena = this.arenas.take();
+    this.writer.alloc = arena.alloc;
     for (let i = 0; i < pfns.length; i += 1024) {
       const part = pfns.subarray(i, i + 1024);
-      chunks.push(this.writer.pageData(part, (k) => mem.page(part[k]!)));
+      chunks.push(...this.writer.pageDataRecords(part, (k) => mem.page(part[k]!)));
     }
+    this.writer.alloc = Buffer.allocUnsafe;
     const regs = Buffer.from(new Uint8Array(this.dom.vcpu.regs.buffer).slice());
     chunks.push(this.writer.vcpuBasic(0, regs));
     chunks.push(this.writer.checkpoint());
     let bytes = 0;
     for (const c of chunks) bytes += c.length;
-    return { chunks, pages: pfns.length, bytes };
+    return { chunks, pages: pfns.length, bytes, release: arena.release };
   }
 
   async resume(): Promise<void> {
