@@ -83,6 +83,7 @@ export class Daemon {
         onState: (s) => {
           if (s.state === 'stopped' || (s.state === 'failed' && !s.replica)) this.backups.delete(s);
         },
+        beforeReplica: (s, hello) => this.supersede(s, hello.domain.name, hello.host),
       });
       this.backups.add(b);
     });
@@ -93,6 +94,25 @@ export class Daemon {
       server.listen({ host: addr.host, port: addr.port }, () => resolve());
     });
     this.replication = server;
+  }
+
+  /**
+   * A new stream for a domain this host already replicates: a session whose primary is gone
+   * (or halted) is stale and gives way; one still connected, or a domain already running
+   * here after a failover, makes the new stream a clear error.
+   */
+  private async supersede(current: BackupSession, name: string, from: string): Promise<void> {
+    for (const other of this.backups) {
+      if (other === current || other.domainName !== name) continue;
+      if (other.state === 'active') throw new Error(`domain ${name} already runs on host ${this.o.hostName} (it failed over here)`);
+      if (other.state === 'replicating' && !other.disconnected) {
+        throw new Error(`domain ${name} is already replicated to host ${this.o.hostName} from ${String(other.status().primary)}`);
+      }
+      if (other.state === 'replicating' || other.state === 'halted') {
+        await other.retire(`new replication stream from ${from}`);
+        this.backups.delete(other);
+      }
+    }
   }
 
   private serveControl(sock: net.Socket): void {

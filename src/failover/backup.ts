@@ -21,6 +21,7 @@ import {
   encodeAck,
   encodeHello,
   encodeNack,
+  ProtocolError,
   type Frame,
 } from '../transport/records.js';
 import { XenStreamParser } from '../transport/xenstream.js';
@@ -28,10 +29,17 @@ import { HeartbeatMonitor } from './heartbeat.js';
 import { SEAL_FLAG_FULL } from '../engine/link.js';
 import { parseHello, PROTOCOL_VERSION, type HelloBody } from '../engine/hello.js';
 
-export type BackupState = 'handshake' | 'replicating' | 'failing-over' | 'active' | 'stopped' | 'failed';
+/**
+ * `halted`: the primary broke the protocol. It was alive a moment ago, so failing over on
+ * its silence could run two copies; the replica is kept and only an admin's failover
+ * activates it.
+ */
+export type BackupState = 'handshake' | 'replicating' | 'halted' | 'failing-over' | 'active' | 'stopped' | 'failed';
 
 export interface BackupEvents {
   onState?: (s: BackupSession) => void;
+  /** Before a replica is built for `hello`: may retire a stale session or refuse (throw). */
+  beforeReplica?: (s: BackupSession, hello: HelloBody) => Promise<void>;
 }
 
 export class BackupSession {
@@ -109,6 +117,7 @@ export class BackupSession {
       throw new Error(msg);
     }
     try {
+      await this.events.beforeReplica?.(this, hello);
       this.replica = await this.backend.createReplica({ domain: hello.domain, uuid: hello.uuid });
     } catch (err) {
       this.reply(XLHA_REC.HELLO_ACK, encodeHello({ ok: false, error: (err as Error).message }));
@@ -197,8 +206,15 @@ export class BackupSession {
     this.channel?.send(type, body);
   }
 
+  /** True once the connection to the primary is gone. */
+  get disconnected(): boolean {
+    return this.channel?.isClosed ?? true;
+  }
+
   private onChannelClosed(err?: Error): void {
-    if (this.state === 'replicating') {
+    if (this.state === 'replicating' && err instanceof ProtocolError) {
+      this.halt(err);
+    } else if (this.state === 'replicating') {
       this.log.warn('replication channel closed; waiting for the failover timeout', { domain: this.domainName, reason: err?.message });
     } else if (this.state === 'handshake') {
       this.state = 'failed';
@@ -216,14 +232,37 @@ export class BackupSession {
       this.events.onState?.(this);
       return;
     }
-    // Protocol violation mid-stream: stop listening to this peer; the replica keeps its
-    // last good checkpoint and fails over if the primary stays silent.
+    this.halt(err);
+  }
+
+  /** The primary misbehaved: keep the last good checkpoint, stop watching, do not fail over. */
+  private halt(err: Error): void {
+    if (this.state !== 'replicating') return;
+    this.hb?.stop();
+    this.state = 'halted';
+    this.error =
+      `stream error from the primary: ${err.message}; replica kept at checkpoint ${this.replica?.lastEpoch ?? 0}; ` +
+      'no automatic failover (the primary was alive): run xl-ha failover to activate it';
+    this.log.error(this.error, { domain: this.domainName });
     this.channel?.fail(err);
+    this.events.onState?.(this);
+  }
+
+  /** Drops this session and its replica (a newer connection from the primary supersedes it). */
+  async retire(reason: string): Promise<void> {
+    this.log.warn('replica superseded', { domain: this.domainName, reason });
+    this.hb?.stop();
+    this.state = 'stopped';
+    this.channel?.dispose();
+    await this.replica?.destroy();
+    this.events.onState?.(this);
   }
 
   /** Declares the primary dead and runs the domain from the last applied checkpoint. */
   async failover(reason: string): Promise<void> {
-    if (this.state !== 'replicating') throw new Error(`cannot fail over domain ${this.domainName ?? '?'}: replication is ${this.state}`);
+    if (this.state !== 'replicating' && this.state !== 'halted') {
+      throw new Error(`cannot fail over domain ${this.domainName ?? '?'}: replication is ${this.state}`);
+    }
     this.state = 'failing-over';
     this.failoverStartedAt = performance.now();
     this.hb?.stop();
@@ -279,6 +318,7 @@ export class BackupSession {
   }
 
   dispose(): void {
+    if (this.state === 'replicating' || this.state === 'handshake') this.state = 'stopped';
     this.hb?.stop();
     this.channel?.dispose();
   }

@@ -1,0 +1,510 @@
+import t from 'tap';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { SimBackend } from '../../src/backend/sim/host.js';
+import type { DomainInfo } from '../../src/backend/types.js';
+import { CheckpointEngine, type EngineState } from '../../src/engine/engine.js';
+import { NackError, ReplicationLostError, SEAL_FLAG_FULL, type ReplicationLink } from '../../src/engine/link.js';
+import { createPolicy } from '../../src/engine/modes/index.js';
+import { RemusPolicy } from '../../src/engine/modes/remus.js';
+import { ModeSetupError, type CheckpointDevice, type LoopState } from '../../src/engine/types.js';
+import { NetbufDevice } from '../../src/devices/netbuf.js';
+import { DiskReplicationDevice } from '../../src/devices/disk.js';
+import { XLHA_REC, decodeDiskWrites } from '../../src/transport/records.js';
+import { XenStreamParser } from '../../src/transport/xenstream.js';
+import { FrameSplitter, KV_OP, decodeResponse, encodeRequest, type KvResponse } from '../../src/backend/sim/kvproto.js';
+import { KV_DISK_BYTES, RECORD } from '../../src/backend/sim/guest.js';
+import { silentLogger } from '../../src/util/log.js';
+
+type TT = { teardown(fn: () => unknown): void };
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function until(what: string, cond: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!cond()) {
+    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(2);
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+interface Sealed {
+  epoch: number;
+  flags: number;
+  content: { type: number; body: Buffer }[];
+}
+
+type Deferred = { promise: Promise<number>; resolve: (v: number) => void; reject: (e: Error) => void; settled: boolean };
+
+/**
+ * A replication link that goes nowhere: it records what the engine sends and lets the test
+ * decide, epoch by epoch, whether and when the backup acknowledges.
+ */
+class FakeLink implements ReplicationLink {
+  readonly sealed: Sealed[] = [];
+  readonly events: string[] = [];
+  readonly slowCalls: boolean[] = [];
+  goodbyes = 0;
+  closed = false;
+  bytesSent = 0;
+  /** What happens to a sealed checkpoint without the test's intervention. */
+  auto: (epoch: number) => 'ack' | 'nack' | 'hold' = () => 'ack';
+  readonly lost: Promise<never>;
+  private lostError: Error | null = null;
+  private rejectLost!: (e: Error) => void;
+  private pending: { type: number; body: Buffer }[] = [];
+  private readonly acks = new Map<number, Deferred>();
+
+  constructor() {
+    this.lost = new Promise<never>((_, reject) => (this.rejectLost = reject));
+    this.lost.catch(() => {});
+  }
+
+  get isLost(): boolean {
+    return this.lostError !== null;
+  }
+
+  private deferred(epoch: number): Deferred {
+    let d = this.acks.get(epoch);
+    if (!d) {
+      let resolve!: (v: number) => void;
+      let reject!: (e: Error) => void;
+      const promise = new Promise<number>((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
+      promise.catch(() => {});
+      d = { promise, resolve, reject, settled: false };
+      this.acks.set(epoch, d);
+    }
+    return d;
+  }
+
+  async sendContent(type: number, body: Buffer): Promise<void> {
+    if (this.lostError) throw this.lostError;
+    this.pending.push({ type, body: Buffer.from(body) });
+    this.bytesSent += body.length + 8;
+  }
+
+  seal(epoch: number, flags: number): void {
+    this.sealed.push({ epoch, flags, content: this.pending });
+    this.pending = [];
+    this.events.push(`seal ${epoch}`);
+    const what = this.auto(epoch);
+    if (what === 'ack') queueMicrotask(() => this.ack(epoch));
+    else if (what === 'nack') queueMicrotask(() => this.nack(epoch, 'test says no'));
+  }
+
+  waitAck(epoch: number): Promise<number> {
+    if (this.lostError) return Promise.reject(this.lostError);
+    return this.deferred(epoch).promise;
+  }
+
+  ack(epoch: number): void {
+    const d = this.deferred(epoch);
+    if (d.settled) return;
+    d.settled = true;
+    this.events.push(`ack ${epoch}`);
+    d.resolve(100);
+  }
+
+  /** Acknowledges every sealed epoch up to `epoch`. */
+  ackUpTo(epoch: number): void {
+    for (const s of this.sealed) if (s.epoch <= epoch) this.ack(s.epoch);
+  }
+
+  nack(epoch: number, reason: string): void {
+    const d = this.deferred(epoch);
+    if (d.settled) return;
+    d.settled = true;
+    this.events.push(`nack ${epoch}`);
+    d.reject(new NackError(epoch, reason));
+  }
+
+  lose(reason: string): void {
+    if (this.lostError) return;
+    this.lostError = new ReplicationLostError(reason);
+    this.events.push('lost');
+    for (const d of this.acks.values()) if (!d.settled) d.reject(this.lostError);
+    this.rejectLost(this.lostError);
+  }
+
+  slowPhase(on: boolean): void {
+    this.slowCalls.push(on);
+  }
+
+  async goodbye(reason: string): Promise<void> {
+    this.goodbyes++;
+    this.events.push(`goodbye ${reason}`);
+  }
+
+  close(): void {
+    this.closed = true;
+  }
+
+  seal_(epoch: number): Sealed | undefined {
+    return this.sealed.find((s) => s.epoch === epoch);
+  }
+
+  waitSeal(epoch: number, timeoutMs = 5000): Promise<void> {
+    return until(`seal of checkpoint ${epoch}`, () => this.sealed.some((s) => s.epoch >= epoch), timeoutMs);
+  }
+}
+
+/** A raw client of the kv guest. */
+async function rawConn(t: TT, port: number) {
+  const sock = net.connect({ host: '127.0.0.1', port });
+  await new Promise<void>((resolve, reject) => {
+    sock.once('connect', resolve);
+    sock.once('error', reject);
+  });
+  t.teardown(() => sock.destroy());
+  const split = new FrameSplitter();
+  const responses: KvResponse[] = [];
+  sock.on('data', (chunk: Buffer) => {
+    for (const f of split.push(chunk)) responses.push(decodeResponse(Buffer.from(f))!);
+  });
+  return {
+    responses,
+    send: (clientId: number, seq: number, op: number, key = '', value = '') =>
+      sock.write(encodeRequest({ clientId, seq, op, key: Buffer.from(key), value: Buffer.from(value) })),
+    waitFor: (n: number, timeoutMs = 5000) => until(`${n} responses`, () => responses.length >= n, timeoutMs),
+  };
+}
+
+// One primary host and one kv domain serve every scenario: a protection ends with the domain
+// running, and the next one protects it again. (vCPU threads are slow to start under tap.)
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xlha-engine-'));
+const stateDir = path.join(dir, 'p');
+const backend = new SimBackend({ hostName: 'p', stateDir });
+let dom: DomainInfo;
+let port: number;
+let nextClient = 1000;
+const log = silentLogger();
+
+t.before(async () => {
+  port = await freePort();
+  dom = await backend.createDomain({
+    name: 'kv',
+    memoryMiB: 8,
+    vcpus: 1,
+    disks: [],
+    vifs: [],
+    sim: { workload: 'kv', dirtyMiBPerSec: 0, seed: 9, service: { host: '127.0.0.1', port } },
+  });
+});
+t.teardown(async () => {
+  await backend.dispose();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+interface Run {
+  engine: CheckpointEngine;
+  link: FakeLink;
+  netbuf: NetbufDevice;
+  abort: AbortController;
+  done: Promise<EngineState>;
+  protectedP: Promise<void>;
+  commits: number[];
+}
+
+async function protect(o: { intervalMs?: number; maxInFlight?: number; disk?: boolean; maxResyncs?: number; link?: FakeLink } = {}): Promise<Run> {
+  const session = await backend.openSave(dom.domid);
+  const link = o.link ?? new FakeLink();
+  const netbuf = new NetbufDevice();
+  const devices: CheckpointDevice[] = [netbuf];
+  if (o.disk) devices.push(new DiskReplicationDevice());
+  const commits: number[] = [];
+  const engine = new CheckpointEngine({
+    session,
+    link,
+    policy: new RemusPolicy({ intervalMs: o.intervalMs ?? 20 }),
+    devices,
+    capabilities: backend.capabilities,
+    backendKind: backend.kind,
+    domainName: dom.name,
+    log,
+    maxInFlight: o.maxInFlight ?? 1,
+    ...(o.maxResyncs !== undefined ? { maxResyncs: o.maxResyncs } : {}),
+    onCommit: (e) => {
+      commits.push(e);
+      link.events.push(`commit ${e}`);
+    },
+  });
+  const abort = new AbortController();
+  let onProtected!: () => void;
+  const protectedP = new Promise<void>((r) => (onProtected = r));
+  const done = engine.run(abort.signal, onProtected);
+  return { engine, link, netbuf, abort, done, protectedP, commits };
+}
+
+/** Ends a run cleanly (acknowledging whatever is left) and checks the domain runs on. */
+async function finish(t: Tap, r: Run, want: EngineState = 'stopped'): Promise<void> {
+  r.link.auto = () => 'ack';
+  r.abort.abort(new Error('test over'));
+  r.link.ackUpTo(Number.MAX_SAFE_INTEGER);
+  t.equal(await r.done, want, `protection ended ${want}`);
+  t.equal((await backend.findDomain(dom.domid)).state, 'running', 'the domain keeps running');
+}
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Tap = { equal: (...args: any[]) => unknown };
+
+t.test('network output of an epoch is held until the backup acknowledges that checkpoint', async (t) => {
+  const r = await protect({ intervalMs: 20 });
+  await r.protectedP;
+  t.equal(r.engine.state, 'protected');
+  r.link.auto = () => 'hold';
+  await r.link.waitSeal(r.engine.epoch + 1); // the engine now waits for an ack it will not get yet
+  const e0 = r.engine.epoch;
+  const c = await rawConn(t, port);
+  const ids = [nextClient++, nextClient++, nextClient++];
+  for (const id of ids) c.send(id, 1, KV_OP.PING);
+  await until('the three responses to be held', () => r.netbuf.bufferedBytes === 36);
+  t.equal(r.engine.epoch, e0, 'no checkpoint began meanwhile: the responses belong to the open epoch');
+  const epoch = e0 + 1;
+
+  r.link.ackUpTo(e0);
+  await r.link.waitSeal(epoch);
+  await sleep(150);
+  t.equal(c.responses.length, 0, `nothing reached the client before checkpoint ${epoch} was acknowledged`);
+  t.equal(r.netbuf.bufferedBytes, 36, 'still held');
+
+  r.link.ack(epoch);
+  await c.waitFor(3, 2000);
+  t.same(c.responses.map((x) => x.clientId).sort(), ids, `all three responses arrived once checkpoint ${epoch} was acknowledged`);
+  t.equal(r.netbuf.bufferedBytes, 0);
+  t.ok(r.commits.includes(epoch));
+  await finish(t, r);
+});
+
+t.test('disk writes travel in the checkpoint of their epoch; the first checkpoint carries the whole disk', async (t) => {
+  const r = await protect({ intervalMs: 20, disk: true });
+  await r.protectedP;
+  r.link.auto = () => 'hold';
+
+  const first = r.link.seal_(1)!;
+  t.equal(first.flags, SEAL_FLAG_FULL, 'checkpoint 1 is sealed FULL');
+  const initial = first.content.filter((f) => f.type === XLHA_REC.DISK_WRITES).flatMap((f) => decodeDiskWrites(f.body));
+  initial.sort((a, b) => a.offset - b.offset);
+  let next = 0;
+  for (const w of initial) {
+    if (w.offset !== next) break;
+    next += w.data.length;
+  }
+  t.equal(next, KV_DISK_BYTES, 'checkpoint 1 covers the disk from byte 0 to its end without a gap');
+  const image = fs.readFileSync(path.join(stateDir, 'kv.img'));
+  t.ok(Buffer.concat(initial.map((w) => w.data)).equals(image.subarray(0, KV_DISK_BYTES)), 'with the disk content');
+
+  await r.link.waitSeal(r.engine.epoch + 1);
+  const e0 = r.engine.epoch;
+  const c = await rawConn(t, port);
+  const key = 'disk-key';
+  const value = 'disk-value-123';
+  c.send(nextClient++, 1, KV_OP.PUT, key, value);
+  await until('the PUT response to be held', () => r.netbuf.bufferedBytes > 0);
+  t.equal(r.engine.epoch, e0);
+  const epoch = e0 + 1;
+  r.link.ackUpTo(e0);
+  await r.link.waitSeal(epoch);
+  r.link.ack(epoch);
+  await c.waitFor(1, 2000);
+
+  const writesOf = (e: number) => r.link.seal_(e)!.content.filter((f) => f.type === XLHA_REC.DISK_WRITES).flatMap((f) => decodeDiskWrites(f.body));
+  for (let e = 2; e < epoch; e++) t.same(writesOf(e), [], `checkpoint ${e} carries no disk write`);
+  const writes = writesOf(epoch);
+  t.equal(writes.length, 1, `checkpoint ${epoch} carries the one write of its epoch`);
+  const w = writes[0]!;
+  t.equal(w.offset % RECORD, 0);
+  t.equal(w.data.length, RECORD);
+  t.equal(w.data[1], key.length);
+  t.equal(w.data.subarray(8, 8 + key.length).toString(), key);
+  t.equal(w.data.subarray(64, 64 + value.length).toString(), value);
+  t.ok(image.length >= w.offset + RECORD);
+  t.equal(r.link.seal_(epoch)!.flags, 0, 'an ordinary checkpoint is not FULL');
+  await finish(t, r);
+});
+
+t.test('a rejected checkpoint makes the engine resend everything in a checkpoint flagged FULL', async (t) => {
+  const link = new FakeLink();
+  link.auto = (e) => (e === 3 ? 'nack' : 'ack');
+  const r = await protect({ intervalMs: 10, disk: true, link });
+  await r.protectedP;
+  await link.waitSeal(5);
+
+  const parser = new XenStreamParser();
+  const parse = (e: number) =>
+    parser.parseCheckpoint(Buffer.concat(link.seal_(e)!.content.filter((f) => f.type === XLHA_REC.XEN_STREAM).map((f) => f.body)));
+  const pages = (8 << 20) >> 12;
+  t.equal(new Set(parse(1).pages.map((p) => p.pfn)).size, pages, 'checkpoint 1 has every page');
+  parse(2);
+  parse(3);
+  const full = parse(4);
+  t.same(link.sealed.slice(0, 5).map((s) => s.flags), [SEAL_FLAG_FULL, 0, 0, SEAL_FLAG_FULL, 0], 'only checkpoints 1 and 4 are FULL');
+  t.equal(new Set(full.pages.map((p) => p.pfn)).size, pages, 'checkpoint 4 has every page again');
+  const disk = link.seal_(4)!.content.filter((f) => f.type === XLHA_REC.DISK_WRITES).flatMap((f) => decodeDiskWrites(f.body));
+  t.equal(disk.reduce((s, w) => s + w.data.length, 0), KV_DISK_BYTES, 'and the whole disk again');
+  t.ok(parse(5).pages.length < pages, 'checkpoint 5 is incremental again');
+  t.equal(r.engine.stats.resyncs, 1);
+  t.notOk(r.commits.includes(3), 'the rejected checkpoint is never committed');
+  t.ok(r.commits.includes(4));
+  t.equal(r.engine.state, 'protected', 'protection goes on');
+  t.ok(link.slowCalls.filter((x) => x).length >= 2, 'the link was told about both slow phases');
+  await finish(t, r);
+});
+
+t.test('a rejected first checkpoint fails protection and leaves the domain running', async (t) => {
+  const link = new FakeLink();
+  link.auto = (e) => (e === 1 ? 'nack' : 'ack');
+  const r = await protect({ link });
+  t.equal(await r.done, 'failed');
+  t.match(r.engine.error?.message, /checkpoint 1.*test says no/);
+  t.equal(link.goodbyes, 0, 'no GOODBYE on failure');
+  t.ok(link.closed, 'the link is closed');
+  t.equal((await backend.findDomain(dom.domid)).state, 'running');
+  const c = await rawConn(t, port);
+  c.send(nextClient++, 1, KV_OP.PING);
+  await c.waitFor(1, 2000);
+  t.pass('the domain answers, unbuffered');
+});
+
+t.test('protection gives up when the backup keeps rejecting full resyncs', async (t) => {
+  const link = new FakeLink();
+  link.auto = (e) => (e >= 2 ? 'nack' : 'ack');
+  const r = await protect({ intervalMs: 5, link, maxResyncs: 2 });
+  t.equal(await r.done, 'failed');
+  t.match(r.engine.error?.message, /rejected 3 full resyncs in a row/);
+  t.equal(r.engine.stats.resyncs, 2);
+  t.equal((await backend.findDomain(dom.domid)).state, 'running');
+});
+
+t.test('a lost link ends protection as lost, releases held output and keeps the domain running', async (t) => {
+  const r = await protect({ intervalMs: 20 });
+  await r.protectedP;
+  r.link.auto = () => 'hold';
+  await r.link.waitSeal(r.engine.epoch + 1);
+  const c = await rawConn(t, port);
+  const id = nextClient++;
+  c.send(id, 1, KV_OP.PUT, 'lost-key', 'v');
+  await until('the response to be held', () => r.netbuf.bufferedBytes > 0);
+  await sleep(50);
+  t.equal(c.responses.length, 0);
+
+  r.link.lose('backup vanished');
+  t.equal(await r.done, 'lost');
+  t.type(r.engine.error, ReplicationLostError);
+  t.match(r.engine.error?.message, /backup vanished/);
+  await c.waitFor(1, 2000);
+  t.equal(c.responses[0]!.clientId, id, 'the held response was released');
+  t.equal(r.netbuf.bufferedBytes, 0);
+  t.equal(r.link.goodbyes, 0);
+  t.ok(r.link.closed);
+
+  const info = await backend.findDomain(dom.domid);
+  t.equal(info.state, 'running', 'the domain is not left suspended');
+  c.send(id, 2, KV_OP.GET, 'lost-key');
+  await c.waitFor(2, 2000);
+  t.equal(Buffer.from(c.responses[1]!.value).toString(), 'v', 'and answers new requests at once');
+});
+
+t.test('a clean stop commits the checkpoints in flight before saying goodbye', async (t) => {
+  const r = await protect({ intervalMs: 10, maxInFlight: 3 });
+  await r.protectedP;
+  r.link.auto = () => 'hold';
+  const e0 = r.engine.epoch;
+  await r.link.waitSeal(e0 + 3);
+  await sleep(60);
+  const last = Math.max(...r.link.sealed.map((s) => s.epoch));
+  t.equal(last, e0 + 3, 'at most 3 checkpoints in flight: the engine waits');
+  const c = await rawConn(t, port);
+  c.send(nextClient++, 1, KV_OP.PING);
+  await until('a held response', () => r.netbuf.bufferedBytes > 0);
+
+  r.abort.abort(new Error('stop'));
+  await sleep(100);
+  t.equal(r.link.goodbyes, 0, 'no GOODBYE while checkpoints are in flight');
+  t.equal(r.engine.state, 'protected');
+  let settled = false;
+  void r.done.then(() => (settled = true));
+  t.notOk(settled, 'run() waits for the acks');
+
+  // Acknowledge one at a time: until the last one is in, no GOODBYE and run() goes on.
+  for (let e = e0 + 1; e < last; e++) {
+    r.link.ack(e);
+    await sleep(40);
+    t.equal(r.link.goodbyes, 0, `no GOODBYE with checkpoint ${e + 1} still in flight`);
+    t.notOk(settled, `run() still waits after the ack of ${e}`);
+  }
+  r.link.ack(last);
+  t.equal(await r.done, 'stopped');
+  t.equal(r.engine.error, null);
+  for (let e = e0 + 1; e <= last; e++) t.ok(r.commits.includes(e), `checkpoint ${e} was committed`);
+  const ev = r.link.events;
+  const bye = ev.findIndex((x) => x.startsWith('goodbye'));
+  t.ok(bye > ev.indexOf(`commit ${last}`), 'GOODBYE after the last commit');
+  t.equal(r.link.goodbyes, 1);
+  t.equal(Math.max(...r.link.sealed.map((s) => s.epoch)), last, 'no checkpoint was taken after the stop');
+  await c.waitFor(1, 2000);
+  t.equal(r.netbuf.bufferedBytes, 0, 'output flows freely after the stop');
+  t.equal((await backend.findDomain(dom.domid)).state, 'running');
+});
+
+t.test('modes other than remus fail at setup with an error naming the mode', async (t) => {
+  for (const mode of ['kemari', 'colo', 'llm'] as const) {
+    let err: unknown = null;
+    try {
+      createPolicy(mode, { intervalMs: 25 });
+    } catch (e) {
+      err = e;
+    }
+    t.type(err, ModeSetupError, `${mode} throws a ModeSetupError`);
+    t.match((err as Error | null)?.message, new RegExp(`\\bmode ${mode}\\b`), 'naming the mode');
+    t.equal((err as ModeSetupError | null)?.code, 'EMODESETUP');
+  }
+  const p = createPolicy('remus', { intervalMs: 25 });
+  t.equal(p.id, 'remus');
+  t.type(p, RemusPolicy);
+  t.throws(() => p.setup({ capabilities: { ...backend.capabilities, modes: [] }, backendKind: 'xen', devices: [] }), /mode remus is not supported by the xen backend/);
+  t.throws(() => new RemusPolicy({ intervalMs: 0 }).setup({ capabilities: backend.capabilities, backendKind: 'sim', devices: [] }), /interval/);
+});
+
+t.test('RemusPolicy takes the first checkpoint at once and then waits an interval', async (t) => {
+  const p = new RemusPolicy({ intervalMs: 60 });
+  const ac = new AbortController();
+  const state = (last: number): LoopState => ({ epoch: 1, lastCheckpointAt: last, inFlight: 0 });
+  let t0 = performance.now();
+  await p.nextCheckpoint(state(0), ac.signal);
+  t.ok(performance.now() - t0 < 30, 'no wait before the first checkpoint');
+  t0 = performance.now();
+  await p.nextCheckpoint(state(t0), ac.signal);
+  const waited = performance.now() - t0;
+  t.ok(waited >= 55 && waited < 1000, `waited about an interval (${waited.toFixed(1)} ms)`);
+  t0 = performance.now();
+  await p.nextCheckpoint(state(t0 - 100), ac.signal);
+  t.ok(performance.now() - t0 < 30, 'no wait when the interval is already over');
+  const pending = p.nextCheckpoint(state(performance.now()), ac.signal);
+  ac.abort(new Error('aborted by test'));
+  await t.rejects(pending, /aborted by test/, 'an abort ends the wait');
+});
+
+t.test('the engine checkpoints about once per interval', async (t) => {
+  const r = await protect({ intervalMs: 50 });
+  await r.protectedP;
+  const start = r.link.sealed.length;
+  await sleep(600);
+  const n = r.link.sealed.length - start;
+  t.ok(n >= 4 && n <= 15, `${n} checkpoints in 600 ms at a 50 ms interval`);
+  await finish(t, r);
+});
