@@ -1,7 +1,8 @@
 /**
  * `npm run bench`: remus against the same kv workload unprotected, measured in one run.
  * Not a test: it reports figures, as JSON lines (one per run) and a table; `--json` prints
- * one JSON object per mode. Results are also written to bench-results/latest.json.
+ * one JSON object per mode. Results are also written to bench-results/latest.json and a
+ * chart to bench-results/latest.svg.
  *
  * Runs:
  *  - remus-25ms: 256 MiB guest dirtying 20 MiB/s, many concurrent clients (throughput and
@@ -13,6 +14,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { runScenario, type ScenarioOptions, type ScenarioResult } from '../demo/scenario.js';
 import { round } from '../engine/stats.js';
+import { chartSvg } from './chart.js';
 
 const json = process.argv.includes('--json');
 const quick = process.argv.includes('--quick');
@@ -114,6 +116,7 @@ const remus = {
 
 fs.mkdirSync('bench-results', { recursive: true });
 fs.writeFileSync(path.join('bench-results', 'latest.json'), JSON.stringify({ at: new Date().toISOString(), runs, modes: [remus] }, null, 2) + '\n');
+fs.writeFileSync(path.join('bench-results', 'latest.svg'), chartSvg(runs, 'xl-ha remus on the sim backend: client latency and guest pause'));
 
 if (json) {
   process.stdout.write(JSON.stringify(remus) + '\n');

@@ -91,6 +91,7 @@ export async function main(argv: string[]): Promise<number> {
           blackhole: cmd.blackhole,
           heartbeatMs: cmd.heartbeatMs,
           failoverTimeoutMs: cmd.failoverTimeoutMs,
+          allowUnsafe: cmd.allowUnsafe,
         },
       })) as Record<string, unknown>;
       process.stdout.write(

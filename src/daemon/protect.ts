@@ -27,6 +27,8 @@ export interface ProtectOptions {
   blackhole: boolean;
   heartbeatMs: number;
   failoverTimeoutMs: number;
+  /** -F: allow -n, -d and -b, which let output reach clients before it is replicated. */
+  allowUnsafe?: boolean;
 }
 
 export class Protection {
@@ -124,6 +126,10 @@ async function handshake(channel: Channel, hello: HelloBody, timeoutMs: number):
  * domain running as it was.
  */
 export async function startProtection(backend: HypervisorBackend, opts: ProtectOptions, log: Logger, hostName: string): Promise<Protection> {
+  if ((!opts.netbuf || !opts.disk || opts.blackhole) && !opts.allowUnsafe) {
+    const what = [!opts.netbuf && '-n (no network buffering)', !opts.disk && '-d (no disk replication)', opts.blackhole && '-b (blackhole)'].filter(Boolean).join(', ');
+    throw new Error(`${what} lets output reach clients before it is replicated: add -F to run in unsafe mode`);
+  }
   const info = await backend.findDomain(opts.domain);
   const policy = createPolicy(opts.mode, { intervalMs: opts.intervalMs });
   policy.setup({ capabilities: backend.capabilities, backendKind: backend.kind, devices: [] });

@@ -35,6 +35,7 @@ export class GuestMemory {
 
   /** Marks the pages covering [offset, offset+length) dirty (what the guest's MMU does). */
   markDirty(offset: number, length: number): void {
+    if (length <= 0) return;
     const first = offset >>> PAGE_SHIFT;
     const last = (offset + length - 1) >>> PAGE_SHIFT;
     for (let pfn = first; pfn <= last; pfn++) Atomics.or(this.dirtyWords, pfn >>> 5, 1 << (pfn & 31));
