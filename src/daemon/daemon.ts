@@ -211,7 +211,7 @@ export class Daemon {
           if (this.protections.has(name)) throw new Error(`domain ${name} runs here as the primary; run xl-ha failover on its backup host`);
           throw new Error(`no replica of domain ${name} on this host`);
         }
-        await b.failoverNow();
+        await b.failoverNow(req.force === true);
         return b.status();
       }
       case 'status':

@@ -63,6 +63,7 @@ export class Protection {
       pauseMsP50: round(pause.p50),
       pauseMsP99: round(pause.p99),
       pauseMsMax: round(pause.max),
+      firstPauseMs: round(s.firstPauseMs),
       ackMsP50: round(s.ackMs.percentile(50)),
       suspendMsP99: round(s.suspendMs.percentile(99)),
       captureMsP99: round(s.captureMs.percentile(99)),

@@ -40,7 +40,10 @@ export interface EngineStats {
   committed: number;
   startedAt: number;
   firstCheckpointAt: number;
+  /** Guest pause of checkpoints after the first. */
   pauseMs: Samples;
+  /** Guest pause of the first checkpoint, which ends the live precopy (migration downtime). */
+  firstPauseMs: number;
   transmitMs: Samples;
   ackMs: Samples;
   bytesPerCheckpoint: Samples;
@@ -70,6 +73,7 @@ export class CheckpointEngine {
     startedAt: performance.now(),
     firstCheckpointAt: 0,
     pauseMs: new Samples(),
+    firstPauseMs: 0,
     transmitMs: new Samples(),
     ackMs: new Samples(),
     bytesPerCheckpoint: new Samples(),
@@ -183,7 +187,8 @@ export class CheckpointEngine {
       ph.resume += t5 - t4;
       this.stats.suspendMs.add(t1 - t0);
       this.stats.captureMs.add(t3 - t2);
-      this.stats.pauseMs.add(t5 - t0);
+      if (epoch === 1) this.stats.firstPauseMs = t5 - t0;
+      else this.stats.pauseMs.add(t5 - t0);
     } finally {
       if (suspended) await session.resume();
     }

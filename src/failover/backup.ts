@@ -288,15 +288,26 @@ export class BackupSession {
       this.failoverMs = performance.now() - this.failoverStartedAt;
       this.log.warn('failover complete: domain running on this host', { domain: this.domainName, epoch: replica.lastEpoch, ms: Math.round(this.failoverMs) });
     } catch (err) {
-      this.state = 'failed';
-      this.error = `activation failed: ${(err as Error).message}`;
+      // The replica stays parked with its checkpoint: the admin can fail over again.
+      this.state = 'halted';
+      this.error = `activation failed: ${(err as Error).message}; replica kept at checkpoint ${replica.lastEpoch}`;
       this.log.error(this.error, { domain: this.domainName });
     }
     this.events.onState?.(this);
   }
 
-  /** An admin's `xl-ha failover`: no waiting for the timeout. */
-  failoverNow(): Promise<void> {
+  /**
+   * An admin's `xl-ha failover`: no waiting for the timeout. While the primary is still
+   * connected and heard from within the failover timeout, it is refused unless forced: two
+   * running copies are worse than a late failover.
+   */
+  failoverNow(force = false): Promise<void> {
+    if (!force && this.state === 'replicating' && !this.disconnected && this.hb && this.hb.silentMs < (this.hello?.failoverTimeoutMs ?? 0)) {
+      throw new Error(
+        `the primary of ${this.domainName} (${this.hello?.host}) is connected and was heard from ${Math.round(this.hb.silentMs)} ms ago: ` +
+          'refusing to fail over while it is alive (split brain); use --force if it is really dead',
+      );
+    }
     return this.failover('declared dead by the administrator');
   }
 
