@@ -134,7 +134,8 @@ export class BackupSession {
       () => this.replica?.lastEpoch ?? 0,
     );
     this.hb.start(this.channel);
-    this.hb.grace(60 * 60 * 1000); // until the first checkpoint is applied there is nothing to fail over to
+    // Until the first (full) checkpoint is applied, silence is judged against GRACE_TIMEOUT_MS.
+    this.hb.grace(60 * 60 * 1000);
     this.log.info('replicating', { domain: hello.domain.name, mode: hello.mode, domid: this.replica.domid, from: hello.host });
     this.events.onState?.(this);
   }
@@ -301,7 +302,7 @@ export class BackupSession {
    * connected and heard from within the failover timeout, it is refused unless forced: two
    * running copies are worse than a late failover.
    */
-  failoverNow(force = false): Promise<void> {
+  async failoverNow(force = false): Promise<void> {
     if (!force && this.state === 'replicating' && !this.disconnected && this.hb && this.hb.silentMs < (this.hello?.failoverTimeoutMs ?? 0)) {
       throw new Error(
         `the primary of ${this.domainName} (${this.hello?.host}) is connected and was heard from ${Math.round(this.hb.silentMs)} ms ago: ` +

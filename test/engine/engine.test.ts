@@ -18,7 +18,9 @@ import { FrameSplitter, KV_OP, decodeResponse, encodeRequest, type KvResponse } 
 import { KV_DISK_BYTES, RECORD } from '../../src/backend/sim/guest.js';
 import { silentLogger } from '../../src/util/log.js';
 
+/** The parts of a tap test the helpers need. */
 type TT = { teardown(fn: () => unknown): void };
+type Tap = { equal: (...args: any[]) => unknown };
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -93,10 +95,12 @@ class FakeLink implements ReplicationLink {
     return d;
   }
 
-  async sendContent(type: number, body: Buffer): Promise<void> {
+  async sendContent(type: number, body: Buffer | readonly Buffer[]): Promise<void> {
     if (this.lostError) throw this.lostError;
-    this.pending.push({ type, body: Buffer.from(body) });
-    this.bytesSent += body.length + 8;
+    // A copy: the engine may reuse its buffers once the checkpoint is acknowledged.
+    const copy = Buffer.concat(Buffer.isBuffer(body) ? [body] : [...body]);
+    this.pending.push({ type, body: copy });
+    this.bytesSent += copy.length + 8;
   }
 
   seal(epoch: number, flags: number): void {
@@ -221,7 +225,7 @@ interface Run {
   commits: number[];
 }
 
-async function protect(o: { intervalMs?: number; maxInFlight?: number; disk?: boolean; maxResyncs?: number; link?: FakeLink } = {}): Promise<Run> {
+async function protect(t: TT, o: { intervalMs?: number; maxInFlight?: number; disk?: boolean; maxResyncs?: number; link?: FakeLink } = {}): Promise<Run> {
   const session = await backend.openSave(dom.domid);
   const link = o.link ?? new FakeLink();
   const netbuf = new NetbufDevice();
@@ -248,6 +252,13 @@ async function protect(o: { intervalMs?: number; maxInFlight?: number; disk?: bo
   let onProtected!: () => void;
   const protectedP = new Promise<void>((r) => (onProtected = r));
   const done = engine.run(abort.signal, onProtected);
+  // Whatever the test did, the engine is stopped before the next test protects the domain.
+  t.teardown(async () => {
+    link.auto = () => 'ack';
+    abort.abort(new Error('teardown'));
+    link.ackUpTo(Number.MAX_SAFE_INTEGER);
+    await done;
+  });
   return { engine, link, netbuf, abort, done, protectedP, commits };
 }
 
@@ -259,11 +270,9 @@ async function finish(t: Tap, r: Run, want: EngineState = 'stopped'): Promise<vo
   t.equal(await r.done, want, `protection ended ${want}`);
   t.equal((await backend.findDomain(dom.domid)).state, 'running', 'the domain keeps running');
 }
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-type Tap = { equal: (...args: any[]) => unknown };
 
 t.test('network output of an epoch is held until the backup acknowledges that checkpoint', async (t) => {
-  const r = await protect({ intervalMs: 20 });
+  const r = await protect(t, { intervalMs: 20 });
   await r.protectedP;
   t.equal(r.engine.state, 'protected');
   r.link.auto = () => 'hold';
@@ -291,7 +300,7 @@ t.test('network output of an epoch is held until the backup acknowledges that ch
 });
 
 t.test('disk writes travel in the checkpoint of their epoch; the first checkpoint carries the whole disk', async (t) => {
-  const r = await protect({ intervalMs: 20, disk: true });
+  const r = await protect(t, { intervalMs: 20, disk: true });
   await r.protectedP;
   r.link.auto = () => 'hold';
 
@@ -340,7 +349,7 @@ t.test('disk writes travel in the checkpoint of their epoch; the first checkpoin
 t.test('a rejected checkpoint makes the engine resend everything in a checkpoint flagged FULL', async (t) => {
   const link = new FakeLink();
   link.auto = (e) => (e === 3 ? 'nack' : 'ack');
-  const r = await protect({ intervalMs: 10, disk: true, link });
+  const r = await protect(t, { intervalMs: 10, disk: true, link });
   await r.protectedP;
   await link.waitSeal(5);
 
@@ -365,10 +374,34 @@ t.test('a rejected checkpoint makes the engine resend everything in a checkpoint
   await finish(t, r);
 });
 
+t.test('output of a rejected epoch is released only when the FULL checkpoint after it is acknowledged', async (t) => {
+  const r = await protect(t, { intervalMs: 10 });
+  await r.protectedP;
+  r.link.auto = () => 'hold';
+  await r.link.waitSeal(r.engine.epoch + 1);
+  const e0 = r.engine.epoch;
+  const c = await rawConn(t, port);
+  c.send(nextClient++, 1, KV_OP.PING);
+  await until('the response to be held', () => r.netbuf.bufferedBytes > 0);
+  t.equal(r.engine.epoch, e0);
+  const rejected = e0 + 1;
+  r.link.ackUpTo(e0);
+  await r.link.waitSeal(rejected);
+  r.link.nack(rejected, 'torn');
+  await r.link.waitSeal(rejected + 1);
+  t.equal(r.link.seal_(rejected + 1)!.flags, SEAL_FLAG_FULL);
+  await sleep(100);
+  t.equal(c.responses.length, 0, 'not released by the NACK nor by the FULL checkpoint being sent');
+  r.link.ack(rejected + 1);
+  await c.waitFor(1, 2000);
+  t.pass('released by the ack of the FULL checkpoint');
+  await finish(t, r);
+});
+
 t.test('a rejected first checkpoint fails protection and leaves the domain running', async (t) => {
   const link = new FakeLink();
   link.auto = (e) => (e === 1 ? 'nack' : 'ack');
-  const r = await protect({ link });
+  const r = await protect(t, { link });
   t.equal(await r.done, 'failed');
   t.match(r.engine.error?.message, /checkpoint 1.*test says no/);
   t.equal(link.goodbyes, 0, 'no GOODBYE on failure');
@@ -383,7 +416,7 @@ t.test('a rejected first checkpoint fails protection and leaves the domain runni
 t.test('protection gives up when the backup keeps rejecting full resyncs', async (t) => {
   const link = new FakeLink();
   link.auto = (e) => (e >= 2 ? 'nack' : 'ack');
-  const r = await protect({ intervalMs: 5, link, maxResyncs: 2 });
+  const r = await protect(t, { intervalMs: 5, link, maxResyncs: 2 });
   t.equal(await r.done, 'failed');
   t.match(r.engine.error?.message, /rejected 3 full resyncs in a row/);
   t.equal(r.engine.stats.resyncs, 2);
@@ -391,7 +424,7 @@ t.test('protection gives up when the backup keeps rejecting full resyncs', async
 });
 
 t.test('a lost link ends protection as lost, releases held output and keeps the domain running', async (t) => {
-  const r = await protect({ intervalMs: 20 });
+  const r = await protect(t, { intervalMs: 20 });
   await r.protectedP;
   r.link.auto = () => 'hold';
   await r.link.waitSeal(r.engine.epoch + 1);
@@ -420,7 +453,7 @@ t.test('a lost link ends protection as lost, releases held output and keeps the 
 });
 
 t.test('a clean stop commits the checkpoints in flight before saying goodbye', async (t) => {
-  const r = await protect({ intervalMs: 10, maxInFlight: 3 });
+  const r = await protect(t, { intervalMs: 10, maxInFlight: 3 });
   await r.protectedP;
   r.link.auto = () => 'hold';
   const e0 = r.engine.epoch;
@@ -500,7 +533,7 @@ t.test('RemusPolicy takes the first checkpoint at once and then waits an interva
 });
 
 t.test('the engine checkpoints about once per interval', async (t) => {
-  const r = await protect({ intervalMs: 50 });
+  const r = await protect(t, { intervalMs: 50 });
   await r.protectedP;
   const start = r.link.sealed.length;
   await sleep(600);

@@ -1,0 +1,410 @@
+import t from 'tap';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { SimBackend } from '../../src/backend/sim/host.js';
+import { BackupSession, type BackupState } from '../../src/failover/backup.js';
+import { Channel } from '../../src/transport/channel.js';
+import {
+  DOMAIN_TYPE,
+  XLHA_REC,
+  decodeAck,
+  decodeHelloAck,
+  decodeNack,
+  encodeHeartbeat,
+  encodeHello,
+  encodeSeal,
+  type Frame,
+} from '../../src/transport/records.js';
+import { XenStreamWriter } from '../../src/transport/xenstream.js';
+import { SEAL_FLAG_FULL } from '../../src/engine/link.js';
+import { PROTOCOL_VERSION } from '../../src/engine/hello.js';
+import { silentLogger } from '../../src/util/log.js';
+
+type TT = { teardown(fn: () => unknown): void };
+
+const log = silentLogger();
+const PAGE = 4096;
+const MEMORY_MIB = 8;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function until(what: string, cond: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!cond()) {
+    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(5);
+  }
+}
+
+const domainCfg = (name: string) => ({ name, memoryMiB: MEMORY_MIB, vcpus: 1, disks: [], vifs: [], sim: { workload: 'idle', dirtyMiBPerSec: 0, seed: 1 } });
+
+function helloBody(name: string, over: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    protocol: PROTOCOL_VERSION,
+    host: 'primary-host',
+    mode: 'remus',
+    uuid: crypto.randomUUID(),
+    domain: domainCfg(name),
+    intervalMs: 25,
+    heartbeatMs: 50,
+    failoverTimeoutMs: 2000,
+    transfer: 'full',
+    netbuf: false,
+    disk: false,
+    ...over,
+  };
+}
+
+/** A backup host: a sim backend and a replication listener that runs BackupSessions. */
+async function backupHost(t: TT, name: string) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `xlha-backup-${name}-`));
+  const be = new SimBackend({ hostName: 'b', stateDir: dir });
+  const sessions: BackupSession[] = [];
+  const states: BackupState[] = [];
+  const server = net.createServer((sock) => {
+    sessions.push(new BackupSession(be, new Channel(sock), log, 'b', { onState: (s) => states.push(s.state) }));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  t.teardown(async () => {
+    for (const s of sessions) s.dispose();
+    await new Promise((r) => server.close(r));
+    await be.dispose();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  return { be, port, sessions, states, session: () => sessions[sessions.length - 1]! };
+}
+
+/** Plays the primary: raw frames, seals computed (or miscomputed) by the test. */
+class Primary {
+  readonly frames: Frame[] = [];
+  closed = false;
+  private hb: NodeJS.Timeout | null = null;
+  private readonly writer = new XenStreamWriter();
+  private headerSent = false;
+
+  constructor(readonly ch: Channel) {
+    ch.onFrame((f) => {
+      if (f.type !== XLHA_REC.HEARTBEAT) this.frames.push(f);
+    });
+    ch.onClose(() => (this.closed = true));
+  }
+
+  static async connect(t: TT, port: number): Promise<Primary> {
+    const p = new Primary(await Channel.connect('127.0.0.1', port));
+    t.teardown(() => p.close());
+    return p;
+  }
+
+  async next(timeoutMs = 5000): Promise<Frame> {
+    await until('a frame from the backup', () => this.frames.length > 0, timeoutMs);
+    return this.frames.shift()!;
+  }
+
+  hello(body: Record<string, unknown>): void {
+    this.ch.send(XLHA_REC.HELLO, encodeHello(body));
+  }
+
+  /** Xen stream bytes of one checkpoint writing `pages` ([pfn, fill byte]). */
+  checkpointBytes(pages: [number, number][]): Buffer {
+    const parts: Buffer[] = [];
+    if (!this.headerSent) {
+      parts.push(this.writer.begin({ domainType: DOMAIN_TYPE.XLHA_SIM, xenMajor: 4, xenMinor: 17 }));
+      this.headerSent = true;
+    }
+    parts.push(this.writer.pageData(pages.map(([p]) => p), Buffer.concat(pages.map(([, fill]) => Buffer.alloc(PAGE, fill)))));
+    const regs = Buffer.alloc(64);
+    regs.writeInt32LE(1, 8 * 4); // booted
+    parts.push(this.writer.vcpuBasic(0, regs));
+    parts.push(this.writer.checkpoint());
+    return Buffer.concat(parts);
+  }
+
+  /** Sends `sent` as content frames and a SEAL describing `sealed` (by default the same). */
+  checkpoint(epoch: number, sent: Buffer[], o: { flags?: number; sealed?: Buffer[] } = {}): void {
+    const sealed = o.sealed ?? sent;
+    for (const b of sent) this.ch.send(XLHA_REC.XEN_STREAM, b);
+    const hash = crypto.createHash('sha256');
+    for (const b of sealed) hash.update(b);
+    this.ch.send(
+      XLHA_REC.CHECKPOINT_SEAL,
+      encodeSeal({ epoch, flags: o.flags ?? 0, contentBytes: sealed.reduce((s, b) => s + b.length, 0), contentFrames: sealed.length, sha256: hash.digest() }),
+    );
+  }
+
+  heartbeats(ms: number): void {
+    let seq = 0;
+    this.hb = setInterval(() => this.ch.send(XLHA_REC.HEARTBEAT, encodeHeartbeat({ seq: ++seq, sentAtMs: Date.now(), lastEpoch: null })), ms);
+  }
+
+  stopHeartbeats(): void {
+    if (this.hb) clearInterval(this.hb);
+    this.hb = null;
+  }
+
+  close(): void {
+    this.stopHeartbeats();
+    this.ch.dispose();
+  }
+}
+
+/** What the replica's memory must be: the pages of the applied checkpoints. */
+class Model {
+  readonly mem = Buffer.alloc(MEMORY_MIB << 20);
+  apply(pages: [number, number][]): void {
+    for (const [pfn, fill] of pages) this.mem.fill(fill, pfn * PAGE, (pfn + 1) * PAGE);
+  }
+  digest(): string {
+    return crypto.createHash('sha256').update(this.mem).digest('hex');
+  }
+}
+
+async function expectAck(t: { equal: (...a: any[]) => unknown }, p: Primary, epoch: number): Promise<void> {
+  const f = await p.next();
+  t.equal(f.type, XLHA_REC.CHECKPOINT_ACK, `checkpoint ${epoch} acknowledged`);
+  if (f.type === XLHA_REC.CHECKPOINT_ACK) t.equal(decodeAck(f.body).epoch, epoch);
+}
+
+async function expectNack(t: { equal: (...a: any[]) => unknown; match: (...a: any[]) => unknown }, p: Primary, epoch: number, reason: RegExp): Promise<void> {
+  const f = await p.next();
+  t.equal(f.type, XLHA_REC.CHECKPOINT_NACK, `checkpoint ${epoch} rejected`);
+  if (f.type !== XLHA_REC.CHECKPOINT_NACK) return;
+  const n = decodeNack(f.body);
+  t.equal(n.epoch, epoch);
+  t.match(n.reason, reason);
+}
+
+// The slow case (the grace before the first checkpoint is 10 s) runs alongside the others.
+t.jobs = 2;
+
+t.test('silence before any checkpoint was applied: a long grace, then failure with nothing to fail over to', async (t) => {
+  const h = await backupHost(t, 'grace');
+  const p = await Primary.connect(t, h.port);
+  p.hello(helloBody('vm-grace', { heartbeatMs: 500, failoverTimeoutMs: 1000 }));
+  const ack = await p.next();
+  t.equal(decodeHelloAck(ack.body).ok, true);
+  const s = h.session();
+  const since = performance.now();
+  await sleep(3000);
+  t.equal(s.state, 'replicating', 'three failover timeouts of silence do not fail over before the first checkpoint');
+  await until('the session to give up', () => s.state !== 'replicating', 15_000);
+  const after = performance.now() - since;
+  t.equal(s.state, 'failed');
+  t.match(s.error, /nothing to fail over to/);
+  t.ok(after >= 9000, `it waited for the grace period (${Math.round(after)} ms)`);
+  t.same(await h.be.listDomains(), [], 'the empty replica is dropped, nothing runs');
+});
+
+t.test('the backup side of one protected domain', async (t) => {
+  t.test('a bad HELLO is refused with an error naming what is wrong', async (t) => {
+    const h = await backupHost(t, 'hello');
+    const cases: [string, Record<string, unknown>, RegExp][] = [
+      ['missing uuid', { uuid: undefined }, /field uuid/],
+      ['missing intervalMs', { intervalMs: undefined }, /field intervalMs/],
+      ['protocol version 2', { protocol: 2 }, /protocol version 2 is not supported/],
+      ['unknown mode', { mode: 'warp' }, /field mode/],
+      ['mode the sim backend cannot run', { mode: 'colo' }, /mode colo is not supported by the sim backend/],
+      ['memory of 0', { domain: { ...domainCfg('vm'), memoryMiB: 0 } }, /field memoryMiB/],
+      ['failover timeout not above the heartbeat', { heartbeatMs: 100, failoverTimeoutMs: 100 }, /field failoverTimeoutMs/],
+      ['bad sim workload', { domain: { ...domainCfg('vm'), sim: { workload: 'mine', dirtyMiBPerSec: 0, seed: 1 } } }, /field domain\.sim\.workload/],
+    ];
+    for (const [what, over, want] of cases) {
+      const p = await Primary.connect(t, h.port);
+      const body = helloBody('vm', over);
+      for (const k of Object.keys(over)) if (over[k] === undefined) delete body[k];
+      p.hello(body);
+      const f = await p.next();
+      t.equal(f.type, XLHA_REC.HELLO_ACK, `${what}: HELLO_ACK`);
+      const ack = decodeHelloAck(f.body);
+      t.equal(ack.ok, false, `${what}: refused`);
+      t.match(ack.error, want, `${what}: the error names it`);
+      await until('the backup to close the connection', () => p.closed, 2000);
+      t.equal(h.session().state, 'failed', `${what}: the session failed`);
+    }
+    t.same(await h.be.listDomains(), [], 'no replica was built');
+  });
+
+  t.test('checkpoints are applied whole or not at all', async (t) => {
+    const h = await backupHost(t, 'main');
+    const p = await Primary.connect(t, h.port);
+    p.heartbeats(20);
+    const model = new Model();
+    p.hello(helloBody('vm-main'));
+    const f = await p.next();
+    t.equal(f.type, XLHA_REC.HELLO_ACK);
+    const ack = decodeHelloAck(f.body);
+    t.equal(ack.ok, true, 'HELLO accepted');
+    t.equal(ack.protocol, PROTOCOL_VERSION);
+    t.equal(ack.host, 'b');
+    const s = h.session();
+    t.equal(s.state, 'replicating');
+    const replica = s.replica!;
+    t.equal(ack.domid, replica.domid);
+    const listed = await h.be.findDomain('vm-main');
+    t.equal(listed.state, 'replica', 'the replica exists, parked');
+
+    // Checkpoint 1: the headers and two pages, sent in two frames.
+    const cp1: [number, number][] = [[0, 0x11], [5, 0x22]];
+    const bytes1 = p.checkpointBytes(cp1);
+    p.checkpoint(1, [bytes1.subarray(0, 100), bytes1.subarray(100)], { flags: SEAL_FLAG_FULL });
+    await expectAck(t, p, 1);
+    model.apply(cp1);
+    t.equal(replica.lastEpoch, 1);
+    t.equal(await replica.memoryDigest(), model.digest(), 'replica memory = checkpoint 1');
+
+    await t.test('a torn checkpoint is rejected and the previous one stays in force', async (t) => {
+      const body = p.checkpointBytes([[0, 0x99], [7, 0x98]]);
+      const a = body.subarray(0, 64);
+      const b = body.subarray(64);
+      p.checkpoint(2, [a], { sealed: [a, b] }); // the second frame never arrived
+      await expectNack(t, p, 2, /torn/);
+      t.equal(replica.lastEpoch, 1);
+      t.equal(await replica.memoryDigest(), model.digest(), 'memory unchanged');
+    });
+
+    await t.test('a corrupt checkpoint is rejected on its checksum', async (t) => {
+      const body = p.checkpointBytes([[0, 0x77]]);
+      const bad = Buffer.from(body);
+      bad[bad.length - 4200] ^= 0xff; // a byte of the page data
+      p.checkpoint(3, [bad], { sealed: [body], flags: SEAL_FLAG_FULL });
+      await expectNack(t, p, 3, /checksum/);
+      t.equal(replica.lastEpoch, 1);
+      t.equal(await replica.memoryDigest(), model.digest(), 'memory unchanged');
+    });
+
+    await t.test('after a rejection only a FULL checkpoint is accepted', async (t) => {
+      p.checkpoint(4, [p.checkpointBytes([[3, 0x44]])]);
+      await expectNack(t, p, 4, /waiting for a full checkpoint/);
+      t.equal(replica.lastEpoch, 1);
+      t.equal(await replica.memoryDigest(), model.digest());
+
+      const cp5: [number, number][] = [[0, 0x55], [9, 0x56]];
+      p.checkpoint(5, [p.checkpointBytes(cp5)], { flags: SEAL_FLAG_FULL });
+      await expectAck(t, p, 5);
+      model.apply(cp5);
+      t.equal(replica.lastEpoch, 5);
+      t.equal(await replica.memoryDigest(), model.digest(), 'replica memory = checkpoints 1 and 5, nothing of 2, 3, 4');
+
+      const cp6: [number, number][] = [[10, 0x66]];
+      p.checkpoint(6, [p.checkpointBytes(cp6)]);
+      await expectAck(t, p, 6);
+      model.apply(cp6);
+      t.equal(await replica.memoryDigest(), model.digest(), 'ordinary checkpoints are accepted again');
+    });
+
+    await t.test('a checkpoint that is not after the applied one is rejected', async (t) => {
+      p.checkpoint(6, [p.checkpointBytes([[11, 0x67]])]);
+      await expectNack(t, p, 6, /epoch 6 is not after the applied 6/);
+      t.equal(await replica.memoryDigest(), model.digest());
+    });
+
+    await t.test('a checkpoint whose Xen stream is invalid is rejected', async (t) => {
+      const body = p.checkpointBytes([[12, 0x68]]);
+      const cut = body.subarray(0, body.length - 8); // without its libxl CHECKPOINT_END
+      p.checkpoint(7, [cut], { flags: SEAL_FLAG_FULL });
+      await expectNack(t, p, 7, /invalid stream/);
+      t.equal(replica.lastEpoch, 6);
+      t.equal(await replica.memoryDigest(), model.digest());
+    });
+
+    await t.test("an administrator's failover is refused while the primary is connected and heard from", async (t) => {
+      await t.rejects(async () => s.failoverNow(), /refusing to fail over while it is alive/);
+      t.equal(s.state, 'replicating', 'replication goes on');
+      p.checkpoint(8, [p.checkpointBytes([[13, 0x69]])], { flags: SEAL_FLAG_FULL });
+      await expectAck(t, p, 8);
+      model.apply([[13, 0x69]]);
+      t.equal(await replica.memoryDigest(), model.digest());
+    });
+
+    await t.test('GOODBYE stops replication without a failover', async (t) => {
+      p.stopHeartbeats();
+      p.ch.send(XLHA_REC.GOODBYE, Buffer.from('protection stopped'));
+      await until('the session to stop', () => s.state !== 'replicating');
+      t.equal(s.state, 'stopped');
+      await sleep(300);
+      t.equal(s.state, 'stopped', 'still stopped after more than the failover timeout of silence');
+      t.notOk(h.states.includes('active'), 'never activated');
+      t.same(await h.be.listDomains(), [], 'the replica is gone and nothing runs');
+    });
+  });
+
+  t.test('primary silent for the failover timeout after checkpoint 1: the replica takes over', async (t) => {
+    const h = await backupHost(t, 'failover');
+    const p = await Primary.connect(t, h.port);
+    const model = new Model();
+    p.hello(helloBody('vm-fo', { heartbeatMs: 20, failoverTimeoutMs: 100 }));
+    t.equal(decodeHelloAck((await p.next()).body).ok, true);
+    const s = h.session();
+    const cp1: [number, number][] = [[1, 0xa1], [2047, 0xa2]];
+    p.checkpoint(1, [p.checkpointBytes(cp1)], { flags: SEAL_FLAG_FULL });
+    await expectAck(t, p, 1);
+    model.apply(cp1);
+    const ackedAt = performance.now();
+    // The primary says nothing more.
+    await until('the failover', () => s.state === 'active' || s.state === 'failed', 5000);
+    const silent = performance.now() - ackedAt;
+    t.equal(s.state, 'active', `failed over (${s.error ?? 'no error'})`);
+    t.ok(silent >= 50, `not before the timeout (${Math.round(silent)} ms)`);
+    t.ok(s.failoverMs > 0);
+    const d = await h.be.findDomain('vm-fo');
+    t.equal(d.state, 'running', 'the domain runs on the backup');
+    t.equal(await h.be.memoryDigest(d.domid), model.digest(), 'from the memory of checkpoint 1');
+    t.equal(s.status().epoch, 1);
+  });
+
+  t.test('a failover whose service address is taken keeps the replica parked for another try', async (t) => {
+    const h = await backupHost(t, 'busy');
+    // Someone else answers on the domain's service address (the primary, still alive).
+    const squatter = net.createServer();
+    await new Promise<void>((resolve) => squatter.listen(0, '127.0.0.1', resolve));
+    const port = (squatter.address() as net.AddressInfo).port;
+    t.teardown(() => new Promise((r) => squatter.close(r)));
+    const domain = { ...domainCfg('vm-busy'), sim: { workload: 'kv', dirtyMiBPerSec: 0, seed: 1, service: { host: '127.0.0.1', port } } };
+    const p = await Primary.connect(t, h.port);
+    p.hello(helloBody('vm-busy', { domain, heartbeatMs: 20, failoverTimeoutMs: 100 }));
+    t.equal(decodeHelloAck((await p.next()).body).ok, true);
+    const s = h.session();
+    const model = new Model();
+    p.checkpoint(1, [p.checkpointBytes([[2000, 0x5a]])], { flags: SEAL_FLAG_FULL });
+    await expectAck(t, p, 1);
+    model.apply([[2000, 0x5a]]);
+    await until('the failover attempt', () => s.state !== 'replicating' && s.state !== 'failing-over', 5000);
+    t.equal(s.state, 'halted', 'the activation failed, the replica is parked');
+    t.match(s.error, `127.0.0.1:${port}`, 'the error names the address in use');
+    t.equal((await h.be.findDomain('vm-busy')).state, 'replica');
+    t.equal(s.replica?.lastEpoch, 1);
+    t.equal(await s.replica?.memoryDigest(), model.digest(), 'with its checkpoint');
+
+    await new Promise((r) => squatter.close(r));
+    await s.failoverNow();
+    t.equal(s.state, 'active', 'once the address is free, a manual failover activates it');
+    t.equal((await h.be.findDomain('vm-busy')).state, 'running');
+  });
+
+  t.test('a protocol error from the primary halts the backup without an automatic failover', async (t) => {
+    const h = await backupHost(t, 'halt');
+    const p = await Primary.connect(t, h.port);
+    p.hello(helloBody('vm-halt', { heartbeatMs: 20, failoverTimeoutMs: 100 }));
+    t.equal(decodeHelloAck((await p.next()).body).ok, true);
+    const s = h.session();
+    p.heartbeats(20);
+    p.checkpoint(1, [p.checkpointBytes([[4, 0x44]])], { flags: SEAL_FLAG_FULL });
+    await expectAck(t, p, 1);
+    const hdr = Buffer.alloc(8);
+    hdr.writeUInt32LE(0xdeadbeef, 0); // an unknown frame type
+    p.ch.socket.write(hdr);
+    await until('the session to halt', () => s.state !== 'replicating', 2000);
+    t.equal(s.state, 'halted');
+    t.match(s.error, /no automatic failover/);
+    p.stopHeartbeats();
+    await sleep(400);
+    t.equal(s.state, 'halted', 'silence after the error does not fail over');
+    t.equal((await h.be.findDomain('vm-halt')).state, 'replica', 'the replica is kept');
+    t.equal(s.replica?.lastEpoch, 1);
+    await s.failoverNow();
+    t.equal(s.state, 'active', "an administrator's failover activates it");
+    t.equal((await h.be.findDomain('vm-halt')).state, 'running');
+  });
+});
