@@ -118,8 +118,7 @@ export class ChannelLink implements ReplicationLink {
   }
 
   seal(epoch: number, flags: number): void {
-    const s = this.channel.sealContent();
-    this.channel.send(XLHA_REC.CHECKPOINT_SEAL, encodeSeal({ epoch, flags, ...s }));
+    this.channel.send(XLHA_REC.CHECKPOINT_SEAL, encodeSeal(this.channel.digest.seal(epoch, flags)));
   }
 
   waitAck(epoch: number): Promise<number> {

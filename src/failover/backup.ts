@@ -12,7 +12,7 @@
 import fs from 'node:fs';
 import type { Logger } from 'winston';
 import type { DiskWrite, HypervisorBackend, ReplicaDomain } from '../backend/types.js';
-import { Channel, ContentHasher } from '../transport/channel.js';
+import { Channel } from '../transport/channel.js';
 import {
   XLHA_REC,
   decodeDiskWrites,
@@ -21,6 +21,7 @@ import {
   encodeAck,
   encodeHello,
   encodeNack,
+  CheckpointDigest,
   ProtocolError,
   type Frame,
 } from '../transport/records.js';
@@ -52,7 +53,7 @@ export class BackupSession {
   failoverStartedAt = 0;
   failoverMs = 0;
   private parser = new XenStreamParser();
-  private hasher = new ContentHasher();
+  private digest = new CheckpointDigest();
   private xen: Buffer[] = [];
   private disk: Buffer[] = [];
   private pendingBytes = 0;
@@ -142,7 +143,7 @@ export class BackupSession {
 
   private onContent(f: Frame): void {
     if (!this.hello) throw new Error('checkpoint data before HELLO');
-    this.hasher.update(f.body);
+    this.digest.update(f.body);
     this.pendingBytes += f.body.length;
     if (this.pendingBytes > this.maxPendingBytes) {
       throw new Error(`checkpoint content exceeds ${this.maxPendingBytes} bytes without a SEAL`);
@@ -153,7 +154,6 @@ export class BackupSession {
   private async onSeal(body: Buffer): Promise<void> {
     if (!this.hello || !this.replica) throw new Error('SEAL before HELLO');
     const seal = decodeSeal(body);
-    const got = this.hasher.finish();
     const xen = this.xen;
     const disk = this.disk;
     this.xen = [];
@@ -166,10 +166,12 @@ export class BackupSession {
       this.log.warn('checkpoint discarded; the previous one stays in force', { epoch: seal.epoch, reason, kept: this.replica?.lastEpoch });
       this.reply(XLHA_REC.CHECKPOINT_NACK, encodeNack({ epoch: seal.epoch, reason }));
     };
-    if (got.contentBytes !== seal.contentBytes || got.contentFrames !== seal.contentFrames) {
-      return reject(`torn checkpoint: ${got.contentBytes} bytes in ${got.contentFrames} frames arrived, the seal says ${seal.contentBytes} in ${seal.contentFrames}`);
+    try {
+      this.digest.verify(seal);
+    } catch (err) {
+      const e = err as ProtocolError;
+      return reject(e.code === 'ECHECKSUM' ? `checksum mismatch, the content is corrupt: ${e.message}` : `torn checkpoint: ${e.message}`);
     }
-    if (!got.sha256.equals(seal.sha256)) return reject('checksum mismatch: the content is corrupt');
     if (this.awaitingFull && !full) return reject(`waiting for a full checkpoint after a rejected one (have ${this.replica.lastEpoch})`);
     if (seal.epoch <= this.replica.lastEpoch) return reject(`epoch ${seal.epoch} is not after the applied ${this.replica.lastEpoch}`);
     let parsed;

@@ -8,46 +8,15 @@
  * Owns its socket: `dispose()` destroys it. `onClose` fires once, with the error if any.
  */
 import net from 'node:net';
-import crypto from 'node:crypto';
 import { FrameReader } from './reader.js';
-import { XLHA_REC, type Frame } from './records.js';
+import { CheckpointDigest, type Frame } from './records.js';
 
 const PAD = Buffer.alloc(8);
 
-export interface SealInfo {
-  contentBytes: number;
-  contentFrames: number;
-  sha256: Buffer;
-}
-
-export class ContentHasher {
-  private hash = crypto.createHash('sha256');
-  bytes = 0;
-  frames = 0;
-  /** One content frame: its body, or its body's parts in order. */
-  update(body: Uint8Array | readonly Uint8Array[]): void {
-    for (const p of body instanceof Uint8Array ? [body] : body) {
-      this.hash.update(p);
-      this.bytes += p.length;
-    }
-    this.frames++;
-  }
-  finish(): SealInfo {
-    const out = { contentBytes: this.bytes, contentFrames: this.frames, sha256: this.hash.digest() };
-    this.hash = crypto.createHash('sha256');
-    this.bytes = 0;
-    this.frames = 0;
-    return out;
-  }
-}
-
-export function isContentFrame(type: number): boolean {
-  return type === XLHA_REC.XEN_STREAM || type === XLHA_REC.DISK_WRITES;
-}
-
 export class Channel {
   private readonly reader: FrameReader;
-  private readonly hasher = new ContentHasher();
+  /** Digest of the content sent since the last seal. */
+  readonly digest = new CheckpointDigest();
   private frameListener: ((f: Frame) => void) | null = null;
   private closeListeners: ((err?: Error) => void)[] = [];
   private closed = false;
@@ -140,13 +109,8 @@ export class Channel {
   /** Sends a content frame of the current checkpoint, waiting for the socket to drain. */
   async sendContent(type: number, body: Uint8Array | readonly Uint8Array[]): Promise<void> {
     if (this.closed) throw this.closeError ?? new Error('channel closed');
-    this.hasher.update(body);
+    this.digest.update(body);
     if (!this.send(type, body)) await this.drained();
-  }
-
-  /** Closes the current checkpoint's content: the numbers its SEAL carries. */
-  sealContent(): SealInfo {
-    return this.hasher.finish();
   }
 
   drained(): Promise<void> {

@@ -1070,10 +1070,12 @@ export class CheckpointDigest {
     return this.frames;
   }
 
-  /** Add one content frame body. */
-  update(body: Uint8Array): void {
-    this.hash.update(body);
-    this.bytes += body.length;
+  /** Add one content frame body (or the parts it is written from, in order). */
+  update(body: Uint8Array | readonly Uint8Array[]): void {
+    for (const part of body instanceof Uint8Array ? [body] : body) {
+      this.hash.update(part);
+      this.bytes += part.length;
+    }
     this.frames++;
   }
 

@@ -11,20 +11,11 @@ import { FrameSplitter, KV_OP, KV_STATUS, decodeResponse, encodeRequest, type Kv
 import { KvClient, KvConnection } from '../../src/client/kv.js';
 import { XenStreamParser, type ParsedCheckpoint } from '../../src/transport/xenstream.js';
 import { PAGE_SIZE } from '../../src/backend/sim/memory.js';
+import { freePort } from '../../src/demo/hosts.js';
 
 /** The part of a tap test the helpers need. */
 type TT = { teardown(fn: () => unknown): void };
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 function kvCfg(name: string, port: number, over: Partial<DomainConfig> = {}): DomainConfig {
   return { name, memoryMiB: 8, vcpus: 1, disks: [], vifs: [], sim: { workload: 'kv', dirtyMiBPerSec: 0, seed: 3, service: { host: '127.0.0.1', port } }, ...over };

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { spawn, execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { controlRequest } from '../../src/daemon/daemon.js';
+import { freePort } from '../../src/demo/hosts.js';
 
 const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 
@@ -33,16 +34,6 @@ function xlha(args: string[], timeoutMs = 30_000): Promise<{ code: number | null
   });
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 t.test('bad arguments exit with code 2 and a usage text naming the bad argument', async (t) => {
   const cases: [string[], RegExp, RegExp][] = [

@@ -17,6 +17,7 @@ import { XenStreamParser } from '../../src/transport/xenstream.js';
 import { FrameSplitter, KV_OP, decodeResponse, encodeRequest, type KvResponse } from '../../src/backend/sim/kvproto.js';
 import { KV_DISK_BYTES, RECORD } from '../../src/backend/sim/guest.js';
 import { silentLogger } from '../../src/util/log.js';
+import { freePort } from '../../src/demo/hosts.js';
 
 /** The parts of a tap test the helpers need. */
 type TT = { teardown(fn: () => unknown): void };
@@ -32,16 +33,6 @@ async function until(what: string, cond: () => boolean, timeoutMs = 5000): Promi
   }
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 interface Sealed {
   epoch: number;
