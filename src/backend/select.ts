@@ -2,6 +2,7 @@
 import fs from 'node:fs';
 import type { HypervisorBackend } from './types.js';
 import { SimBackend } from './sim/host.js';
+import { XenBackend } from './xen/host.js';
 
 export function xenDetected(): boolean {
   try {
@@ -11,13 +12,15 @@ export function xenDetected(): boolean {
   }
 }
 
+/** `auto` is xen on a Xen dom0 and sim elsewhere. */
 export function createBackend(kind: 'sim' | 'xen' | 'auto', opts: { hostName: string; stateDir: string }): HypervisorBackend {
   const want = kind === 'auto' ? (xenDetected() ? 'xen' : 'sim') : kind;
   if (want === 'xen') {
-    throw new Error(
-      'the xen backend (libxl-shim through koffi) is not part of this build yet' +
-        (kind === 'auto' ? ' and this host runs Xen; pass --backend sim to use the simulated host' : '; use --backend sim'),
-    );
+    try {
+      return new XenBackend();
+    } catch (err) {
+      throw new Error(`the xen backend cannot start: ${(err as Error).message}`);
+    }
   }
   return new SimBackend(opts);
 }

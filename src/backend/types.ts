@@ -120,6 +120,8 @@ export interface ReplicaSpec {
   uuid: string;
   /** Disk image path on the backup for each of the domain's disks (same order). */
   diskPaths?: string[];
+  /** The backend's own description of the domain (xen: libxl's JSON configuration). */
+  backendConfig?: string;
 }
 
 /** A complete, verified checkpoint, ready to apply. */
@@ -160,6 +162,8 @@ export interface HypervisorBackend {
   findDomain(ref: string | number): Promise<DomainInfo>;
   /** The domain's configuration as the toolstack holds it (sent to the backup in HELLO). */
   getDomainConfig(domid: number): Promise<DomainConfig>;
+  /** What the backup's backend needs beyond DomainConfig to rebuild the domain (xen: libxl JSON). */
+  getBackendConfig?(domid: number): Promise<string>;
   createDomain(cfg: DomainConfig): Promise<DomainInfo>;
   destroyDomain(domid: number): Promise<void>;
   pause(domid: number): Promise<void>;

@@ -137,6 +137,7 @@ export async function startProtection(backend: HypervisorBackend, opts: ProtectO
   if (opts.netbuf && !backend.capabilities.netbuf) throw new Error(`network buffering is not available on the ${backend.kind} backend; use -n to protect without it (unsafe)`);
   if (opts.disk && !backend.capabilities.disk) throw new Error(`disk replication is not available on the ${backend.kind} backend; use -d to protect without it`);
   const cfg = await backend.getDomainConfig(info.domid);
+  const backendConfig = await backend.getBackendConfig?.(info.domid);
   let link: ReplicationLink;
   if (opts.blackhole) {
     link = new BlackholeLink();
@@ -157,6 +158,7 @@ export async function startProtection(backend: HypervisorBackend, opts: ProtectO
           transfer: 'full',
           netbuf: opts.netbuf,
           disk: opts.disk,
+          ...(backendConfig ? { backendConfig } : {}),
         },
         Math.max(5000, opts.failoverTimeoutMs),
       );

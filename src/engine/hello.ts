@@ -20,6 +20,8 @@ export interface HelloBody {
   netbuf: boolean;
   disk: boolean;
   diskBytes?: number;
+  /** The primary backend's own configuration of the domain (xen: libxl JSON). */
+  backendConfig?: string;
 }
 
 function fail(field: string, v: unknown, want: string): never {
@@ -84,5 +86,6 @@ export function parseHello(o: Record<string, unknown>): HelloBody {
     netbuf: o.netbuf === true,
     disk: o.disk === true,
     ...(o.diskBytes !== undefined ? { diskBytes: int(o, 'diskBytes', 0, Number.MAX_SAFE_INTEGER) } : {}),
+    ...(o.backendConfig !== undefined ? { backendConfig: str(o, 'backendConfig', /^[\s\S]{1,1048576}$/, 'a configuration of at most 1 MiB') } : {}),
   };
 }

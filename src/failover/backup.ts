@@ -119,7 +119,11 @@ export class BackupSession {
     }
     try {
       await this.events.beforeReplica?.(this, hello);
-      this.replica = await this.backend.createReplica({ domain: hello.domain, uuid: hello.uuid });
+      this.replica = await this.backend.createReplica({
+        domain: hello.domain,
+        uuid: hello.uuid,
+        ...(hello.backendConfig ? { backendConfig: hello.backendConfig } : {}),
+      });
     } catch (err) {
       this.reply(XLHA_REC.HELLO_ACK, encodeHello({ ok: false, error: (err as Error).message }));
       throw err;

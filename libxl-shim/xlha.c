@@ -1,0 +1,469 @@
+/*
+ * xlha.c — libxl-shim implementation (see xlha.h). Xen 4.17, libxl latest API.
+ */
+#define _GNU_SOURCE
+#include "xlha.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <libxl.h>
+#include <libxl_utils.h>
+#include <xenctrl.h>
+#include <xenguest.h>
+#include <xenstore.h>
+#include <xentoollog.h>
+
+#define XLHA_VERSION ((1 << 16) | 0)
+
+struct xlha_ctx {
+    libxl_ctx *xl;
+    xc_interface *xch;
+    struct xs_handle *xs;
+    xentoollog_logger_stdiostream *log;
+    pthread_mutex_t err_lock;
+    char err[512];
+};
+
+struct xlha_save {
+    xlha_ctx *ctx;
+    uint32_t domid;
+    int fd;
+    int stream_type;
+    xlha_event_fn fn;
+    void *opaque;
+    pthread_mutex_t m;
+    pthread_cond_t c;
+    int pending;   /* event awaiting a reply, 0 if none */
+    int has_reply;
+    int reply;
+    int aborted;
+};
+
+/* ---- errors ---------------------------------------------------------------------------------- */
+
+static int xlha__fail(xlha_ctx *ctx, int err, const char *fmt, ...)
+{
+    if (ctx) {
+        va_list ap;
+        pthread_mutex_lock(&ctx->err_lock);
+        va_start(ap, fmt);
+        vsnprintf(ctx->err, sizeof(ctx->err), fmt, ap);
+        va_end(ap);
+        pthread_mutex_unlock(&ctx->err_lock);
+    }
+    return -(err > 0 ? err : EIO);
+}
+
+/* libxl's ERROR_* codes as errno values. */
+static int xlha__errno(int libxl_rc)
+{
+    switch (libxl_rc) {
+    case ERROR_NOMEM: return ENOMEM;
+    case ERROR_INVAL: return EINVAL;
+    case ERROR_DOMAIN_NOTFOUND: return ESRCH;
+    case ERROR_NOPARAVIRT: return EOPNOTSUPP;
+    case ERROR_NOT_READY: return EAGAIN;
+    case ERROR_OSEVENT_REG_FAIL: return EIO;
+    case ERROR_TIMEDOUT: return ETIMEDOUT;
+    case ERROR_NOTFOUND: return ENOENT;
+    default: return EIO;
+    }
+}
+
+static int xlha__libxl_fail(xlha_ctx *ctx, int rc, const char *what, uint32_t domid)
+{
+    return xlha__fail(ctx, xlha__errno(rc), "%s of domain %u failed: libxl %s (%d)",
+                      what, domid, libxl_error_to_string(rc), rc);
+}
+
+int xlha_version(void) { return XLHA_VERSION; }
+
+const char *xlha_last_error(const xlha_ctx *ctx)
+{
+    return ctx ? ctx->err : "out of memory";
+}
+
+void xlha_free(void *p) { free(p); }
+
+/* ---- context ----------------------------------------------------------------------------------- */
+
+int xlha_open(xlha_ctx **out)
+{
+    xlha_ctx *ctx = calloc(1, sizeof(*ctx));
+    int rc;
+
+    *out = ctx;
+    if (!ctx) return -ENOMEM;
+    pthread_mutex_init(&ctx->err_lock, NULL);
+    if (access("/dev/xen/privcmd", F_OK) != 0) {
+        rc = xlha__fail(ctx, ENOENT, "this host is not a Xen dom0: /dev/xen/privcmd is missing "
+                                     "(boot Xen, or load the xen-privcmd module)");
+        goto out;
+    }
+    if (access("/dev/xen/privcmd", R_OK | W_OK) != 0) {
+        rc = xlha__fail(ctx, EACCES, "no access to /dev/xen/privcmd: xl-ha must run as root in dom0");
+        goto out;
+    }
+    ctx->log = xtl_createlogger_stdiostream(stderr, XTL_ERROR, 0);
+    if (!ctx->log) {
+        rc = xlha__fail(ctx, ENOMEM, "cannot create the Xen tool logger");
+        goto out;
+    }
+    rc = libxl_ctx_alloc(&ctx->xl, LIBXL_VERSION, 0, (xentoollog_logger *)ctx->log);
+    if (rc) {
+        rc = xlha__fail(ctx, xlha__errno(rc), "libxl_ctx_alloc failed: libxl %s (%d)",
+                        libxl_error_to_string(rc), rc);
+        goto out;
+    }
+    ctx->xch = xc_interface_open((xentoollog_logger *)ctx->log, (xentoollog_logger *)ctx->log, 0);
+    if (!ctx->xch) {
+        rc = xlha__fail(ctx, errno, "xc_interface_open failed: %s", strerror(errno));
+        goto out;
+    }
+    ctx->xs = xs_open(0);
+    if (!ctx->xs) {
+        rc = xlha__fail(ctx, errno, "cannot connect to xenstore: %s (is xenstored running?)",
+                        strerror(errno));
+        goto out;
+    }
+    rc = 0;
+out:
+    return rc;
+}
+
+void xlha_close(xlha_ctx *ctx)
+{
+    if (!ctx) return;
+    if (ctx->xs) xs_close(ctx->xs);
+    if (ctx->xch) xc_interface_close(ctx->xch);
+    if (ctx->xl) libxl_ctx_free(ctx->xl);
+    if (ctx->log) xtl_logger_destroy((xentoollog_logger *)ctx->log);
+    pthread_mutex_destroy(&ctx->err_lock);
+    free(ctx);
+}
+
+static int xlha__need(xlha_ctx *ctx)
+{
+    if (!ctx || !ctx->xl) return xlha__fail(ctx, ENODEV, "the shim is not connected to Xen");
+    return 0;
+}
+
+/* ---- domains ----------------------------------------------------------------------------------- */
+
+static void xlha__fill(xlha_ctx *ctx, const libxl_dominfo *di, xlha_dominfo *out)
+{
+    char *name = libxl_domid_to_name(ctx->xl, di->domid);
+
+    memset(out, 0, sizeof(*out));
+    out->domid = di->domid;
+    if (name) snprintf(out->name, sizeof(out->name), "%s", name);
+    free(name);
+    memcpy(out->uuid, libxl_uuid_bytearray_const(&di->uuid), 16);
+    out->memory_kb = di->current_memkb;
+    out->max_memory_kb = di->max_memkb;
+    out->vcpus = di->vcpu_online;
+    out->flags = (di->running ? XLHA_DOM_RUNNING : 0) | (di->blocked ? XLHA_DOM_BLOCKED : 0) |
+                 (di->paused ? XLHA_DOM_PAUSED : 0) | (di->shutdown ? XLHA_DOM_SHUTDOWN : 0) |
+                 (di->dying ? XLHA_DOM_DYING : 0) |
+                 (di->domain_type == LIBXL_DOMAIN_TYPE_PV ? XLHA_DOM_PV : 0) |
+                 (di->domain_type == LIBXL_DOMAIN_TYPE_HVM ? XLHA_DOM_HVM : 0);
+}
+
+int xlha_domain_list(xlha_ctx *ctx, xlha_dominfo *out, int max)
+{
+    int n = 0, i, rc = xlha__need(ctx);
+    libxl_dominfo *all;
+
+    if (rc) return rc;
+    all = libxl_list_domain(ctx->xl, &n);
+    if (!all) return xlha__fail(ctx, EIO, "libxl_list_domain failed");
+    for (i = 0; i < n && i < max; i++) xlha__fill(ctx, &all[i], &out[i]);
+    libxl_dominfo_list_free(all, n);
+    return n;
+}
+
+int xlha_domain_info(xlha_ctx *ctx, uint32_t domid, xlha_dominfo *out)
+{
+    libxl_dominfo di;
+    int rc = xlha__need(ctx);
+
+    if (rc) return rc;
+    libxl_dominfo_init(&di);
+    rc = libxl_domain_info(ctx->xl, &di, domid);
+    if (rc) {
+        rc = rc == ERROR_DOMAIN_NOTFOUND ? xlha__fail(ctx, ESRCH, "domain %u does not exist", domid)
+                                         : xlha__libxl_fail(ctx, rc, "libxl_domain_info", domid);
+        goto out;
+    }
+    xlha__fill(ctx, &di, out);
+out:
+    libxl_dominfo_dispose(&di);
+    return rc;
+}
+
+int xlha_domain_by_name(xlha_ctx *ctx, const char *name)
+{
+    uint32_t domid;
+    int rc = xlha__need(ctx);
+
+    if (rc) return rc;
+    if (libxl_name_to_domid(ctx->xl, name, &domid))
+        return xlha__fail(ctx, ENOENT, "no domain named \"%s\"", name);
+    return (int)domid;
+}
+
+int xlha_domain_pause(xlha_ctx *ctx, uint32_t domid)
+{
+    int rc = xlha__need(ctx);
+    if (rc) return rc;
+    rc = libxl_domain_pause(ctx->xl, domid, NULL);
+    return rc ? xlha__libxl_fail(ctx, rc, "pause", domid) : 0;
+}
+
+int xlha_domain_unpause(xlha_ctx *ctx, uint32_t domid)
+{
+    int rc = xlha__need(ctx);
+    if (rc) return rc;
+    rc = libxl_domain_unpause(ctx->xl, domid, NULL);
+    return rc ? xlha__libxl_fail(ctx, rc, "unpause", domid) : 0;
+}
+
+int xlha_domain_destroy(xlha_ctx *ctx, uint32_t domid)
+{
+    int rc = xlha__need(ctx);
+    if (rc) return rc;
+    rc = libxl_domain_destroy(ctx->xl, domid, NULL);
+    return rc ? xlha__libxl_fail(ctx, rc, "destroy", domid) : 0;
+}
+
+int xlha_domain_suspend(xlha_ctx *ctx, uint32_t domid)
+{
+    int rc = xlha__need(ctx);
+    if (rc) return rc;
+    rc = libxl_domain_suspend_only(ctx->xl, domid, NULL);
+    return rc ? xlha__libxl_fail(ctx, rc, "suspend", domid) : 0;
+}
+
+int xlha_domain_resume(xlha_ctx *ctx, uint32_t domid, int fast)
+{
+    int rc = xlha__need(ctx);
+    if (rc) return rc;
+    rc = libxl_domain_resume(ctx->xl, domid, fast ? 1 : 0, NULL);
+    return rc ? xlha__libxl_fail(ctx, rc, "resume", domid) : 0;
+}
+
+int xlha_domain_rename(xlha_ctx *ctx, uint32_t domid, const char *old_name, const char *new_name)
+{
+    int rc = xlha__need(ctx);
+    if (rc) return rc;
+    rc = libxl_domain_rename(ctx->xl, domid, old_name, new_name);
+    return rc ? xlha__libxl_fail(ctx, rc, "rename", domid) : 0;
+}
+
+char *xlha_domain_config_json(xlha_ctx *ctx, uint32_t domid)
+{
+    libxl_domain_config cfg;
+    char *json = NULL;
+    int rc;
+
+    if (xlha__need(ctx)) return NULL;
+    libxl_domain_config_init(&cfg);
+    rc = libxl_retrieve_domain_configuration(ctx->xl, domid, &cfg, NULL);
+    if (rc) {
+        xlha__libxl_fail(ctx, rc, "libxl_retrieve_domain_configuration", domid);
+        goto out;
+    }
+    json = libxl_domain_config_to_json(ctx->xl, &cfg);
+    if (!json) xlha__fail(ctx, ENOMEM, "cannot encode the configuration of domain %u", domid);
+out:
+    libxl_domain_config_dispose(&cfg);
+    return json;
+}
+
+/* ---- checkpointed save ------------------------------------------------------------------------- */
+
+/* Delivers `ev` and waits, on the save thread, for the caller's reply. */
+static int xlha__event(xlha_save *s, int ev)
+{
+    int r;
+
+    pthread_mutex_lock(&s->m);
+    if (s->aborted) {
+        pthread_mutex_unlock(&s->m);
+        return 0;
+    }
+    s->pending = ev;
+    s->has_reply = 0;
+    pthread_mutex_unlock(&s->m);
+    s->fn(s->opaque, ev);
+    pthread_mutex_lock(&s->m);
+    while (!s->has_reply && !s->aborted) pthread_cond_wait(&s->c, &s->m);
+    r = s->aborted ? 0 : s->reply;
+    s->pending = 0;
+    pthread_mutex_unlock(&s->m);
+    return r;
+}
+
+static int xlha__cb_suspend(void *data) { return xlha__event(data, XLHA_EV_SUSPEND); }
+static int xlha__cb_postcopy(void *data) { return xlha__event(data, XLHA_EV_POSTCOPY); }
+static int xlha__cb_checkpoint(void *data) { return xlha__event(data, XLHA_EV_CHECKPOINT); }
+static int xlha__cb_wait_checkpoint(void *data) { return xlha__event(data, XLHA_EV_WAIT_CHECKPOINT); }
+static int xlha__cb_logdirty(uint32_t domid, unsigned enable, void *data)
+{
+    (void)domid; (void)enable; (void)data;
+    return 0; /* PV guests have no device model to switch */
+}
+
+int xlha_save_new(xlha_ctx *ctx, uint32_t domid, int io_fd, int stream_type,
+                  xlha_event_fn fn, void *opaque, xlha_save **out)
+{
+    xlha_save *s;
+    int rc = xlha__need(ctx);
+
+    *out = NULL;
+    if (rc) return rc;
+    if (stream_type != XLHA_STREAM_REMUS && stream_type != XLHA_STREAM_COLO)
+        return xlha__fail(ctx, EINVAL, "stream type %d is not a checkpointed stream", stream_type);
+    if (!fn) return xlha__fail(ctx, EINVAL, "no event function given");
+    s = calloc(1, sizeof(*s));
+    if (!s) return xlha__fail(ctx, ENOMEM, "out of memory");
+    s->ctx = ctx;
+    s->domid = domid;
+    s->fd = io_fd;
+    s->stream_type = stream_type;
+    s->fn = fn;
+    s->opaque = opaque;
+    pthread_mutex_init(&s->m, NULL);
+    pthread_cond_init(&s->c, NULL);
+    *out = s;
+    return 0;
+}
+
+int xlha_save_run(xlha_save *s)
+{
+    struct save_callbacks cb;
+    int rc;
+
+    memset(&cb, 0, sizeof(cb));
+    cb.suspend = xlha__cb_suspend;
+    cb.postcopy = xlha__cb_postcopy;
+    cb.checkpoint = xlha__cb_checkpoint;
+    if (s->stream_type == XLHA_STREAM_COLO) cb.wait_checkpoint = xlha__cb_wait_checkpoint;
+    cb.switch_qemu_logdirty = xlha__cb_logdirty;
+    cb.data = s;
+    rc = xc_domain_save(s->ctx->xch, s->fd, s->domid, XCFLAGS_LIVE, &cb,
+                        s->stream_type == XLHA_STREAM_COLO ? XC_STREAM_COLO : XC_STREAM_REMUS, -1);
+    if (rc) rc = xlha__fail(s->ctx, errno ? errno : EIO, "xc_domain_save of domain %u failed: %s",
+                            s->domid, strerror(errno ? errno : EIO));
+    s->fn(s->opaque, XLHA_EV_DONE);
+    return rc;
+}
+
+int xlha_save_reply(xlha_save *s, int value)
+{
+    int rc = 0;
+
+    pthread_mutex_lock(&s->m);
+    if (!s->pending || s->has_reply) {
+        rc = -EAGAIN;
+    } else {
+        s->reply = value;
+        s->has_reply = 1;
+        pthread_cond_signal(&s->c);
+    }
+    pthread_mutex_unlock(&s->m);
+    return rc;
+}
+
+void xlha_save_abort(xlha_save *s)
+{
+    pthread_mutex_lock(&s->m);
+    s->aborted = 1;
+    pthread_cond_broadcast(&s->c);
+    pthread_mutex_unlock(&s->m);
+}
+
+void xlha_save_free(xlha_save *s)
+{
+    if (!s) return;
+    pthread_mutex_destroy(&s->m);
+    pthread_cond_destroy(&s->c);
+    free(s);
+}
+
+/* ---- checkpointed restore ---------------------------------------------------------------------- */
+
+int xlha_restore_run(xlha_ctx *ctx, const char *config_json, int io_fd, int stream_type)
+{
+    libxl_domain_config cfg;
+    libxl_domain_restore_params params;
+    uint32_t domid = INVALID_DOMID;
+    int rc = xlha__need(ctx);
+
+    if (rc) return rc;
+    libxl_domain_config_init(&cfg);
+    libxl_domain_restore_params_init(&params);
+    rc = libxl_domain_config_from_json(ctx->xl, &cfg, config_json);
+    if (rc) {
+        rc = xlha__fail(ctx, EINVAL, "the domain configuration is not valid libxl JSON (libxl %s)",
+                        libxl_error_to_string(rc));
+        goto out;
+    }
+    params.checkpointed_stream = stream_type;
+    params.stream_version = 2;
+    rc = libxl_domain_create_restore(ctx->xl, &cfg, &domid, io_fd, -1, &params, NULL, NULL);
+    if (rc) {
+        rc = xlha__fail(ctx, xlha__errno(rc), "restore of %s failed: libxl %s (%d)",
+                        cfg.c_info.name ? cfg.c_info.name : "domain", libxl_error_to_string(rc), rc);
+        goto out;
+    }
+    rc = (int)domid;
+out:
+    libxl_domain_restore_params_dispose(&params);
+    libxl_domain_config_dispose(&cfg);
+    return rc;
+}
+
+int xlha_pipe(int *fds)
+{
+    return pipe2(fds, O_CLOEXEC) ? -errno : 0;
+}
+
+/* ---- xenstore watch ------------------------------------------------------------------------------ */
+
+int xlha_watch_domains(xlha_ctx *ctx)
+{
+    int rc = xlha__need(ctx);
+    if (rc) return rc;
+    if (!xs_watch(ctx->xs, "@introduceDomain", "xlha") || !xs_watch(ctx->xs, "@releaseDomain", "xlha"))
+        return xlha__fail(ctx, errno, "xenstore watch failed: %s", strerror(errno));
+    return 0;
+}
+
+int xlha_watch_wait(xlha_ctx *ctx, int timeout_ms, char *path, int path_len)
+{
+    struct pollfd p;
+    unsigned int n;
+    char **ev;
+    int rc = xlha__need(ctx);
+
+    if (rc) return rc;
+    p.fd = xs_fileno(ctx->xs);
+    p.events = POLLIN;
+    rc = poll(&p, 1, timeout_ms);
+    if (rc < 0) return xlha__fail(ctx, errno, "poll on xenstore failed: %s", strerror(errno));
+    if (rc == 0) return 0;
+    ev = xs_read_watch(ctx->xs, &n);
+    if (!ev) return xlha__fail(ctx, errno, "reading a xenstore watch failed: %s", strerror(errno));
+    if (path && path_len > 0) snprintf(path, (size_t)path_len, "%s", ev[XS_WATCH_PATH]);
+    free(ev);
+    return 1;
+}

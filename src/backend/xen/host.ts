@@ -1,0 +1,375 @@
+/**
+ * The xen backend: real Xen 4.17 through libxl-shim.
+ *
+ * Primary side. xc_domain_save runs on a koffi worker thread and writes the libxc stream into
+ * a pipe; each of its callbacks becomes an event (SUSPEND, POSTCOPY, CHECKPOINT) that waits in
+ * the shim until we answer. The engine's calls map onto them:
+ *   begin    → libxl header + LIBXC_CONTEXT, then the precopy until libxc asks to SUSPEND
+ *   suspend  → (answer the pending CHECKPOINT with 1, wait for SUSPEND) libxl suspend, answer 1
+ *   capture  → wait for POSTCOPY and the CHECKPOINT record; the bytes since suspend plus our
+ *              libxl CHECKPOINT_END are the checkpoint
+ *   resume   → libxl fast resume, answer POSTCOPY with 1
+ *   close    → answer the pending CHECKPOINT with 0: xc_domain_save ends cleanly
+ *
+ * Backup side. libxl_domain_create_restore with a checkpointed stream reads, from a pipe, the
+ * checkpoints we write only once verified; the domain is built as <name>--incoming (as xl
+ * does). Closing the pipe is the failover: libxl resumes the last complete checkpoint; we
+ * rename the domain and unpause it.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import koffi from 'koffi';
+import type { DomainConfig } from '../../config/domain.js';
+import {
+  BackendUnsupportedError,
+  DomainNotFoundError,
+  type BackendCapabilities,
+  type CaptureResult,
+  type DomainEvent,
+  type DomainInfo,
+  type HypervisorBackend,
+  type ReplicaDomain,
+  type ReplicaSpec,
+  type SaveSession,
+  type VerifiedCheckpoint,
+} from '../types.js';
+import { XL_REC, encodeFrame, encodeLibxlHeader } from '../../transport/records.js';
+import { ShimContext, XLHA_DOM, XLHA_EV, XLHA_STREAM, type ShimDomInfo } from './shim.js';
+import { LibxcSplitter } from './splitter.js';
+
+const XEN_CAPS: BackendCapabilities = {
+  modes: ['remus'],
+  // Output buffering (tc plug on an IFB) and disk replication are not wired yet on Xen:
+  // protection on this backend needs -n -d -F, and says so at setup.
+  netbuf: false,
+  disk: false,
+  maxInFlight: 1,
+};
+
+const EV_NAME: Record<number, string> = { 1: 'SUSPEND', 2: 'POSTCOPY', 3: 'CHECKPOINT', 4: 'WAIT_CHECKPOINT', 5: 'DONE' };
+
+function uuidOf(bytes: number[]): string {
+  const h = Buffer.from(bytes).toString('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+function toInfo(d: ShimDomInfo): DomainInfo {
+  const state: DomainInfo['state'] =
+    d.flags & XLHA_DOM.SHUTDOWN ? 'suspended' : d.flags & XLHA_DOM.PAUSED ? 'paused' : d.flags & XLHA_DOM.DYING ? 'shutdown' : 'running';
+  return {
+    domid: d.domid,
+    name: d.name,
+    uuid: uuidOf(d.uuid),
+    memoryMiB: Math.round(Number(d.max_memory_kb) / 1024),
+    vcpus: d.vcpus,
+    state,
+  };
+}
+
+/** Events from the save thread, in order, with waiters. */
+class EventQueue {
+  private queue: number[] = [];
+  private waiters: ((ev: number) => void)[] = [];
+  push(ev: number): void {
+    const w = this.waiters.shift();
+    if (w) w(ev);
+    else this.queue.push(ev);
+  }
+  next(timeoutMs: number, what: string): Promise<number> {
+    const ev = this.queue.shift();
+    if (ev !== undefined) return Promise.resolve(ev);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w !== done);
+        reject(new Error(`xc_domain_save: no ${what} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const done = (e: number) => {
+        clearTimeout(timer);
+        resolve(e);
+      };
+      this.waiters.push(done);
+    });
+  }
+}
+
+class XenSaveSession implements SaveSession {
+  private readonly events = new EventQueue();
+  private readonly splitter = new LibxcSplitter();
+  private pending = 0; // event awaiting our answer
+  private save: unknown = null;
+  private cb: bigint | null = null;
+  private fds: [number, number] = [-1, -1];
+  private sock: net.Socket | null = null;
+  private run: Promise<number> | null = null;
+  private bytes: Buffer[] = [];
+  private checkpointsRead = 0;
+  private checkpointsTaken = 0;
+  private pagesRead = 0;
+  private readWaiter: (() => void) | null = null;
+  private closed = false;
+  readonly net = null;
+  readonly disk = null;
+
+  constructor(private readonly ctx: ShimContext, readonly domid: number, private readonly timeoutMs = 120_000) {}
+
+  private onData(chunk: Buffer): void {
+    const r = this.splitter.push(chunk);
+    if (r.bytes.length) this.bytes.push(Buffer.from(r.bytes));
+    this.checkpointsRead += r.checkpoints;
+    this.pagesRead += r.pages;
+    this.readWaiter?.();
+  }
+
+  private reply(value: number): void {
+    if (!this.pending) throw new Error('xc_domain_save is not waiting for an answer');
+    this.pending = 0;
+    this.ctx.check(this.ctx.shim.fn.saveReply!(this.save, value) as number);
+  }
+
+  private async expect(ev: number): Promise<void> {
+    const got = await this.events.next(this.timeoutMs, EV_NAME[ev]!);
+    if (got === XLHA_EV.DONE) {
+      const rc = await this.run;
+      throw new Error(`xc_domain_save of domain ${this.domid} ended early${rc && rc < 0 ? `: ${this.ctx.lastError()}` : ''}`);
+    }
+    if (got !== ev) throw new Error(`xc_domain_save: expected ${EV_NAME[ev]}, got ${EV_NAME[got] ?? got}`);
+    this.pending = got;
+  }
+
+  private take(): Buffer[] {
+    const b = this.bytes;
+    this.bytes = [];
+    return b;
+  }
+
+  async begin(sink: (chunk: Buffer) => Promise<void>): Promise<{ pages: number; rounds: number }> {
+    const shim = this.ctx.shim;
+    this.fds = shim.pipe();
+    this.sock = new net.Socket({ fd: this.fds[0], readable: true, writable: false });
+    this.sock.on('data', (d: Buffer) => this.onData(d));
+    this.sock.on('error', () => {});
+    this.cb = koffi.register((_opaque: unknown, ev: number) => this.events.push(ev), koffi.pointer(shim.eventProto));
+    const out = [null];
+    this.ctx.check(shim.fn.saveNew!(this.ctx.ptr, this.domid, this.fds[1], XLHA_STREAM.REMUS, this.cb, null, out) as number);
+    this.save = out[0];
+    this.run = shim.call<number>(shim.fn.saveRun!, this.save);
+    await sink(Buffer.concat([encodeLibxlHeader(), encodeFrame(XL_REC.LIBXC_CONTEXT, Buffer.alloc(0))]));
+    // The precopy streams while libxc works; it ends when libxc asks for the suspend.
+    const suspendAsked = this.expect(XLHA_EV.SUSPEND).then(() => true);
+    for (;;) {
+      const done = await Promise.race([suspendAsked, new Promise<false>((r) => setTimeout(() => r(false), 20))]);
+      for (const b of this.take()) await sink(b);
+      if (done) break;
+    }
+    return { pages: this.pagesRead, rounds: 0 };
+  }
+
+  async resync(): Promise<{ pages: number }> {
+    throw new BackendUnsupportedError('a full resync is not available on the xen backend yet (libxenguest streams deltas only)');
+  }
+
+  async suspend(): Promise<void> {
+    if (this.pending === XLHA_EV.CHECKPOINT) {
+      this.reply(1); // take another checkpoint
+      await this.expect(XLHA_EV.SUSPEND);
+    }
+    if (this.pending !== XLHA_EV.SUSPEND) throw new Error('xc_domain_save is not ready to suspend');
+    await this.ctx.run('suspend', this.domid);
+    this.reply(1);
+  }
+
+  async capture(): Promise<CaptureResult> {
+    await this.expect(XLHA_EV.POSTCOPY);
+    const pagesBefore = this.pagesRead;
+    while (this.checkpointsRead <= this.checkpointsTaken) {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('xc_domain_save: the CHECKPOINT record did not arrive')), this.timeoutMs);
+        this.readWaiter = () => {
+          clearTimeout(timer);
+          this.readWaiter = null;
+          resolve();
+        };
+      });
+    }
+    this.checkpointsTaken++;
+    const chunks = this.take();
+    chunks.push(encodeFrame(XL_REC.CHECKPOINT_END, Buffer.alloc(0)));
+    let bytes = 0;
+    for (const c of chunks) bytes += c.length;
+    return { chunks, pages: this.pagesRead - pagesBefore, bytes };
+  }
+
+  async resume(): Promise<void> {
+    if (this.pending !== XLHA_EV.POSTCOPY) return;
+    await this.ctx.resume(this.domid, true);
+    this.reply(1);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const shim = this.ctx.shim;
+    if (this.save) {
+      if (this.pending === XLHA_EV.CHECKPOINT) this.reply(0);
+      else {
+        if (this.pending === XLHA_EV.POSTCOPY) await this.ctx.resume(this.domid, true).catch(() => {});
+        shim.fn.saveAbort!(this.save);
+      }
+      await Promise.race([this.run, new Promise((r) => setTimeout(r, 10_000))]);
+      shim.fn.saveFree!(this.save);
+      this.save = null;
+    }
+    if (this.cb) koffi.unregister(this.cb);
+    this.sock?.destroy();
+    if (this.fds[1] >= 0) fs.closeSync(this.fds[1]);
+  }
+}
+
+class XenReplica implements ReplicaDomain {
+  private epoch = 0;
+  private activated = false;
+  private failedWith: string | null = null;
+  private writer: net.Socket;
+  private readonly run: Promise<number>;
+  private readonly incoming: string;
+  private id = -1;
+
+  constructor(private readonly ctx: ShimContext, readonly name: string, configJson: string) {
+    let cfg: { c_info?: { name?: string } };
+    try {
+      cfg = JSON.parse(configJson) as { c_info?: { name?: string } };
+    } catch (err) {
+      throw new Error(`the primary's libxl configuration of ${name} is not JSON: ${(err as Error).message}`);
+    }
+    this.incoming = `${name}--incoming`;
+    cfg.c_info = { ...(cfg.c_info ?? {}), name: this.incoming };
+    const shim = ctx.shim;
+    const [r, w] = shim.pipe();
+    this.writer = new net.Socket({ fd: w, readable: false, writable: true });
+    this.writer.on('error', () => {});
+    this.run = shim.call<number>(shim.fn.restoreRun!, ctx.ptr, JSON.stringify(cfg), r, XLHA_STREAM.REMUS).then(
+      (rc) => {
+        fs.closeSync(r);
+        if (rc < 0) this.failedWith = ctx.lastError();
+        return rc;
+      },
+      (err: Error) => {
+        fs.closeSync(r);
+        this.failedWith = err.message;
+        return -5;
+      },
+    );
+  }
+
+  get domid(): number {
+    if (this.id < 0) {
+      try {
+        this.id = this.ctx.byName(this.incoming);
+      } catch {
+        /* not built yet */
+      }
+    }
+    return this.id;
+  }
+
+  get lastEpoch(): number {
+    return this.epoch;
+  }
+
+  async applyCheckpoint(cp: VerifiedCheckpoint): Promise<void> {
+    if (this.failedWith) throw new Error(`the restore of ${this.name} failed: ${this.failedWith}`);
+    if (this.activated) throw new Error(`domain ${this.name} is active; it takes no more checkpoints`);
+    for (const b of cp.xen) {
+      if (!this.writer.write(b)) await new Promise((r) => this.writer.once('drain', r));
+    }
+    this.epoch = cp.epoch;
+  }
+
+  async activate(): Promise<DomainInfo> {
+    if (this.epoch === 0) throw new Error(`domain ${this.name} has no complete checkpoint to run from`);
+    this.activated = true;
+    this.writer.end(); // end of stream after a complete checkpoint: libxl fails over
+    const domid = await this.run;
+    if (domid < 0) throw new Error(`failover of ${this.name} failed: ${this.failedWith ?? 'restore error'}`);
+    this.id = domid;
+    this.ctx.rename(domid, this.incoming, this.name);
+    await this.ctx.run('unpause', domid).catch(() => {}); // already running if libxl unpaused it
+    return toInfo(this.ctx.info(domid));
+  }
+
+  async destroy(): Promise<void> {
+    this.writer.destroy();
+    const domid = await this.run;
+    if (domid >= 0) await this.ctx.run('destroy', domid).catch(() => {});
+  }
+
+  async memoryDigest(): Promise<string> {
+    throw new BackendUnsupportedError('memory digests are available on the sim backend only');
+  }
+}
+
+export class XenBackend implements HypervisorBackend {
+  readonly kind = 'xen' as const;
+  readonly capabilities = XEN_CAPS;
+  private readonly ctx: ShimContext;
+
+  constructor() {
+    this.ctx = ShimContext.open();
+  }
+
+  async listDomains(): Promise<DomainInfo[]> {
+    return this.ctx.list().map(toInfo);
+  }
+
+  async findDomain(ref: string | number): Promise<DomainInfo> {
+    const all = await this.listDomains();
+    const byId = typeof ref === 'number' || /^\d+$/.test(ref) ? Number(ref) : NaN;
+    const hit = all.find((d) => d.domid === byId || d.name === ref);
+    if (!hit) throw new DomainNotFoundError(ref);
+    return hit;
+  }
+
+  async getDomainConfig(domid: number): Promise<DomainConfig> {
+    const d = toInfo(this.ctx.info(domid));
+    return { name: d.name, memoryMiB: d.memoryMiB, vcpus: d.vcpus, disks: [], vifs: [] };
+  }
+
+  async getBackendConfig(domid: number): Promise<string> {
+    return this.ctx.configJson(domid);
+  }
+
+  async createDomain(): Promise<DomainInfo> {
+    throw new BackendUnsupportedError('on the xen backend, domains are created with xl create');
+  }
+
+  async destroyDomain(domid: number): Promise<void> {
+    await this.ctx.run('destroy', domid);
+  }
+
+  async pause(domid: number): Promise<void> {
+    await this.ctx.run('pause', domid);
+  }
+
+  async unpause(domid: number): Promise<void> {
+    await this.ctx.run('unpause', domid);
+  }
+
+  async openSave(domid: number): Promise<SaveSession> {
+    const d = this.ctx.info(domid);
+    if (!(d.flags & XLHA_DOM.PV)) throw new BackendUnsupportedError(`domain ${d.name} is not PV: the xen backend protects PV domains only for now`);
+    return new XenSaveSession(this.ctx, domid);
+  }
+
+  async createReplica(spec: ReplicaSpec): Promise<ReplicaDomain> {
+    if (!spec.backendConfig) throw new Error(`the primary sent no libxl configuration for ${spec.domain.name}: is it running the xen backend?`);
+    return new XenReplica(this.ctx, spec.domain.name, spec.backendConfig);
+  }
+
+  onDomainEvent(_listener: (ev: DomainEvent) => void): () => void {
+    return () => {};
+  }
+
+  async dispose(): Promise<void> {
+    this.ctx.close();
+  }
+}

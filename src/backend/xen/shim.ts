@@ -1,0 +1,195 @@
+/**
+ * koffi binding of libxl-shim (libxl-shim/xlha.h). Blocking calls (suspend, resume, the save
+ * and restore loops) run off the event loop through koffi's `.async()`; the save loop's events
+ * come back through a registered koffi callback that only queues them.
+ *
+ * The library is looked up, in order, at $XLHA_SHIM, next to this checkout
+ * (libxl-shim/libxlha.so) and at /usr/lib/xl-ha/libxlha.so.
+ */
+import fs from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import koffi, { type LibraryHandle, type TypeObject } from 'koffi';
+
+type Fn = ReturnType<LibraryHandle['func']>;
+
+export const XLHA_EV = { SUSPEND: 1, POSTCOPY: 2, CHECKPOINT: 3, WAIT_CHECKPOINT: 4, DONE: 5 } as const;
+export const XLHA_STREAM = { PLAIN: 0, REMUS: 1, COLO: 2 } as const;
+export const XLHA_DOM = { RUNNING: 0x01, BLOCKED: 0x02, PAUSED: 0x04, SHUTDOWN: 0x08, DYING: 0x10, PV: 0x20, HVM: 0x40 } as const;
+
+export interface ShimDomInfo {
+  domid: number;
+  name: string;
+  uuid: number[];
+  memory_kb: number | bigint;
+  max_memory_kb: number | bigint;
+  vcpus: number;
+  flags: number;
+}
+
+export class ShimError extends Error {
+  constructor(readonly errno: number, message: string) {
+    super(message);
+  }
+}
+
+
+export function shimCandidates(): string[] {
+  const here = fileURLToPath(new URL('../../../../libxl-shim/libxlha.so', import.meta.url));
+  return [process.env.XLHA_SHIM, here, '/usr/lib/xl-ha/libxlha.so'].filter((p): p is string => !!p);
+}
+
+/** The loaded library: one per process. */
+export class Shim {
+  private static instance: Shim | null = null;
+  readonly path: string;
+  readonly fn: Record<string, Fn>;
+  readonly eventProto: TypeObject;
+
+  private constructor(path: string) {
+    this.path = path;
+    const lib = koffi.load(path);
+    koffi.opaque('xlha_ctx');
+    koffi.opaque('xlha_save');
+    koffi.struct('xlha_dominfo', {
+      domid: 'uint32_t',
+      name: koffi.array('char', 64, 'String'),
+      uuid: koffi.array('uint8_t', 16, 'Array'),
+      memory_kb: 'uint64_t',
+      max_memory_kb: 'uint64_t',
+      vcpus: 'uint32_t',
+      flags: 'uint32_t',
+    });
+    this.eventProto = koffi.proto('void xlha_event_fn(void *opaque, int event)');
+    const f = (decl: string) => lib.func(decl);
+    this.fn = {
+      version: f('int xlha_version(void)'),
+      open: f('int xlha_open(_Out_ xlha_ctx **out)'),
+      close: f('void xlha_close(xlha_ctx *ctx)'),
+      lastError: f('const char *xlha_last_error(xlha_ctx *ctx)'),
+      free: f('void xlha_free(void *p)'),
+      list: f('int xlha_domain_list(xlha_ctx *ctx, _Out_ xlha_dominfo *out, int max)'),
+      info: f('int xlha_domain_info(xlha_ctx *ctx, uint32_t domid, _Out_ xlha_dominfo *out)'),
+      byName: f('int xlha_domain_by_name(xlha_ctx *ctx, const char *name)'),
+      pause: f('int xlha_domain_pause(xlha_ctx *ctx, uint32_t domid)'),
+      unpause: f('int xlha_domain_unpause(xlha_ctx *ctx, uint32_t domid)'),
+      destroy: f('int xlha_domain_destroy(xlha_ctx *ctx, uint32_t domid)'),
+      suspend: f('int xlha_domain_suspend(xlha_ctx *ctx, uint32_t domid)'),
+      resume: f('int xlha_domain_resume(xlha_ctx *ctx, uint32_t domid, int fast)'),
+      rename: f('int xlha_domain_rename(xlha_ctx *ctx, uint32_t domid, const char *old_name, const char *new_name)'),
+      configJson: f('void *xlha_domain_config_json(xlha_ctx *ctx, uint32_t domid)'),
+      saveNew: f('int xlha_save_new(xlha_ctx *ctx, uint32_t domid, int io_fd, int stream_type, xlha_event_fn *fn, void *opaque, _Out_ xlha_save **out)'),
+      saveRun: f('int xlha_save_run(xlha_save *s)'),
+      saveReply: f('int xlha_save_reply(xlha_save *s, int value)'),
+      saveAbort: f('void xlha_save_abort(xlha_save *s)'),
+      saveFree: f('void xlha_save_free(xlha_save *s)'),
+      restoreRun: f('int xlha_restore_run(xlha_ctx *ctx, const char *config_json, int io_fd, int stream_type)'),
+      pipe: f('int xlha_pipe(_Out_ int *fds)'),
+      watchDomains: f('int xlha_watch_domains(xlha_ctx *ctx)'),
+    };
+  }
+
+  /** Loads the shim; throws a clear error naming where it looked. */
+  static load(): Shim {
+    if (Shim.instance) return Shim.instance;
+    const tried: string[] = [];
+    for (const p of shimCandidates()) {
+      if (!fs.existsSync(p)) {
+        tried.push(`${p} (missing)`);
+        continue;
+      }
+      try {
+        Shim.instance = new Shim(p);
+        return Shim.instance;
+      } catch (err) {
+        tried.push(`${p} (${(err as Error).message})`);
+      }
+    }
+    throw new Error(`libxl-shim (libxlha.so) cannot be loaded: build it with "make -C libxl-shim" (needs libxen-dev); tried ${tried.join(', ')}`);
+  }
+
+  /** Calls `fn` off the event loop. */
+  call<T>(fn: Fn, ...args: unknown[]): Promise<T> {
+    return new Promise((resolve, reject) => {
+      fn.async(...args, (err: Error | null, res: T) => (err ? reject(err) : resolve(res)));
+    });
+  }
+
+  /** A pipe whose ends are plain fds: [read, write]. */
+  pipe(): [number, number] {
+    const fds = [0, 0];
+    const rc = this.fn.pipe!(fds) as number;
+    if (rc < 0) throw new ShimError(-rc, `pipe failed: errno ${-rc}`);
+    return [fds[0]!, fds[1]!];
+  }
+}
+
+/** A connection to Xen (libxl context, libxc interface, xenstore handle). */
+export class ShimContext {
+  private constructor(readonly shim: Shim, readonly ptr: unknown) {}
+
+  static open(): ShimContext {
+    const shim = Shim.load();
+    const out = [null];
+    const rc = shim.fn.open!(out) as number;
+    const ctx = new ShimContext(shim, out[0]);
+    if (rc < 0) {
+      const msg = ctx.lastError();
+      ctx.close();
+      throw new ShimError(-rc, msg);
+    }
+    return ctx;
+  }
+
+  lastError(): string {
+    return (this.shim.fn.lastError!(this.ptr) as string | null) ?? 'unknown error';
+  }
+
+  /** Throws a ShimError with the shim's message when `rc` is negative. */
+  check(rc: number): number {
+    if (rc < 0) throw new ShimError(-rc, this.lastError());
+    return rc;
+  }
+
+  list(): ShimDomInfo[] {
+    const max = 1024;
+    const out: ShimDomInfo[] = new Array(max).fill(null).map(() => ({}) as ShimDomInfo);
+    const n = this.check(this.shim.fn.list!(this.ptr, out, max) as number);
+    return out.slice(0, Math.min(n, max));
+  }
+
+  info(domid: number): ShimDomInfo {
+    const out = {} as ShimDomInfo;
+    this.check(this.shim.fn.info!(this.ptr, domid, out) as number);
+    return out;
+  }
+
+  byName(name: string): number {
+    return this.check(this.shim.fn.byName!(this.ptr, name) as number);
+  }
+
+  async run(name: 'pause' | 'unpause' | 'destroy' | 'suspend', domid: number): Promise<void> {
+    this.check(await this.shim.call<number>(this.shim.fn[name]!, this.ptr, domid));
+  }
+
+  async resume(domid: number, fast: boolean): Promise<void> {
+    this.check(await this.shim.call<number>(this.shim.fn.resume!, this.ptr, domid, fast ? 1 : 0));
+  }
+
+  rename(domid: number, from: string, to: string): void {
+    this.check(this.shim.fn.rename!(this.ptr, domid, from, to) as number);
+  }
+
+  configJson(domid: number): string {
+    const p = this.shim.fn.configJson!(this.ptr, domid);
+    if (!p) throw new ShimError(5, this.lastError());
+    try {
+      return koffi.decode(p, 'char', -1) as string;
+    } finally {
+      this.shim.fn.free!(p);
+    }
+  }
+
+  close(): void {
+    this.shim.fn.close!(this.ptr);
+  }
+}
