@@ -9,7 +9,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs, usage, UsageError, type Command } from './args.js';
 import { controlRequest, Daemon } from '../daemon/daemon.js';
-import { createBackend } from '../backend/select.js';
 import { createLogger } from '../util/log.js';
 
 export function defaultControlPath(): string {
@@ -33,6 +32,8 @@ async function runDaemon(cmd: Extract<Command, { cmd: 'daemon' | 'receive' }>): 
   const hostName = cmd.hostName ?? os.hostname();
   const stateDir = cmd.stateDir ?? defaultStateDir();
   const log = createLogger({ host: hostName, level: cmd.globals.verbose > 0 ? 'debug' : undefined });
+  // Backends (and koffi, for xen) are loaded only by the daemon; client commands never need them.
+  const { createBackend } = await import('../backend/select.js');
   const backend = createBackend(cmd.globals.backend, { hostName, stateDir: path.join(stateDir, 'sim') });
   const daemon = new Daemon({
     backend,

@@ -46,6 +46,11 @@ const XEN_CAPS: BackendCapabilities = {
   maxInFlight: 1,
 };
 
+/** XLHA_DEBUG_XEN=1: trace save/restore events on stderr (lab diagnostics). */
+const trace = process.env.XLHA_DEBUG_XEN
+  ? (msg: string) => process.stderr.write(`${new Date().toISOString()} xen-trace ${msg}\n`)
+  : () => {};
+
 const EV_NAME: Record<number, string> = { 1: 'SUSPEND', 2: 'POSTCOPY', 3: 'CHECKPOINT', 4: 'WAIT_CHECKPOINT', 5: 'DONE' };
 
 function uuidOf(bytes: number[]): string {
@@ -148,11 +153,19 @@ class XenSaveSession implements SaveSession {
     this.sock = new net.Socket({ fd: this.fds[0], readable: true, writable: false });
     this.sock.on('data', (d: Buffer) => this.onData(d));
     this.sock.on('error', () => {});
-    this.cb = koffi.register((_opaque: unknown, ev: number) => this.events.push(ev), koffi.pointer(shim.eventProto));
+    this.cb = koffi.register((_opaque: unknown, ev: number) => {
+      trace(`domain ${this.domid}: event ${EV_NAME[ev] ?? ev} (read ${this.pagesRead} pages, ${this.checkpointsRead} checkpoints)`);
+      this.events.push(ev);
+    }, koffi.pointer(shim.eventProto));
     const out = [null];
     this.ctx.check(shim.fn.saveNew!(this.ctx.ptr, this.domid, this.fds[1], XLHA_STREAM.REMUS, this.cb, null, out) as number);
     this.save = out[0];
+    trace(`domain ${this.domid}: xc_domain_save starting (pipe ${this.fds[0]}<-${this.fds[1]})`);
     this.run = shim.call<number>(shim.fn.saveRun!, this.save);
+    void this.run.then(
+      (rc) => trace(`domain ${this.domid}: xc_domain_save returned ${rc}${rc < 0 ? `: ${this.ctx.lastError()}` : ''}`),
+      (err: Error) => trace(`domain ${this.domid}: xc_domain_save call failed: ${err.message}`),
+    );
     await sink(Buffer.concat([encodeLibxlHeader(), encodeFrame(XL_REC.LIBXC_CONTEXT, Buffer.alloc(0))]));
     // The precopy streams while libxc works; it ends when libxc asks for the suspend.
     const suspendAsked = this.expect(XLHA_EV.SUSPEND).then(() => true);
@@ -169,6 +182,7 @@ class XenSaveSession implements SaveSession {
   }
 
   async suspend(): Promise<void> {
+    trace(`domain ${this.domid}: suspend (pending ${EV_NAME[this.pending] ?? 'none'})`);
     if (this.pending === XLHA_EV.CHECKPOINT) {
       this.reply(1); // take another checkpoint
       await this.expect(XLHA_EV.SUSPEND);
@@ -247,8 +261,10 @@ class XenReplica implements ReplicaDomain {
     const [r, w] = shim.pipe();
     this.writer = new net.Socket({ fd: w, readable: false, writable: true });
     this.writer.on('error', () => {});
+    trace(`replica ${name}: restore starting as ${this.incoming}`);
     this.run = shim.call<number>(shim.fn.restoreRun!, ctx.ptr, JSON.stringify(cfg), r, XLHA_STREAM.REMUS).then(
       (rc) => {
+        trace(`replica ${name}: restore returned ${rc}${rc < 0 ? `: ${ctx.lastError()}` : ''}`);
         fs.closeSync(r);
         if (rc < 0) this.failedWith = ctx.lastError();
         return rc;
@@ -283,6 +299,7 @@ class XenReplica implements ReplicaDomain {
       if (!this.writer.write(b)) await new Promise((r) => this.writer.once('drain', r));
     }
     this.epoch = cp.epoch;
+    trace(`replica ${this.name}: checkpoint ${cp.epoch} handed to libxl (${cp.xen.reduce((n, b) => n + b.length, 0)} bytes)`);
   }
 
   async activate(): Promise<DomainInfo> {
