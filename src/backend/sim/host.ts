@@ -169,16 +169,9 @@ class SimSaveSession implements SaveSession {
     const mem = this.dom.mem;
     mem.clearDirty(); // enable log-dirty: from here on every write is tracked
     await sink(this.writer.begin({ domainType: DHDR_TYPE_SIM, xenMajor: 4, xenMinor: 17 }));
-    let sent = 0;
     // Round 0: every page, while the guest runs.
+    let sent = await this.sendAllPages(sink);
     const batch = 1024;
-    for (let pfn = 0; pfn < mem.pages; pfn += batch) {
-      const n = Math.min(batch, mem.pages - pfn);
-      const pfns = new Uint32Array(n);
-      for (let i = 0; i < n; i++) pfns[i] = pfn + i;
-      await sink(this.writer.pageData(pfns, (i) => mem.page(pfns[i]!)));
-      sent += n;
-    }
     // Further rounds: what was dirtied meanwhile, until it is small.
     const maxRounds = this.opts.maxPrecopyRounds ?? 5;
     let rounds = 1;
@@ -195,6 +188,11 @@ class SimSaveSession implements SaveSession {
   }
 
   async resync(sink: (chunk: Buffer) => Promise<void>): Promise<{ pages: number }> {
+    return { pages: await this.sendAllPages(sink) };
+  }
+
+  /** Every page of the guest, in PAGE_DATA records of 1024 pages, while the guest runs. */
+  private async sendAllPages(sink: (chunk: Buffer) => Promise<void>): Promise<number> {
     const mem = this.dom.mem;
     for (let pfn = 0; pfn < mem.pages; pfn += 1024) {
       const n = Math.min(1024, mem.pages - pfn);
@@ -202,7 +200,7 @@ class SimSaveSession implements SaveSession {
       for (let i = 0; i < n; i++) pfns[i] = pfn + i;
       await sink(this.writer.pageData(pfns, (i) => mem.page(pfns[i]!)));
     }
-    return { pages: mem.pages };
+    return mem.pages;
   }
 
   async suspend(): Promise<void> {
