@@ -6,21 +6,23 @@ import { SimBackend } from '../../src/backend/sim/host.js';
 import { Daemon } from '../../src/daemon/daemon.js';
 import { silentLogger, createLogger } from '../../src/util/log.js';
 import { startProtection } from '../../src/daemon/protect.js';
+import { freePort } from '../../src/demo/hosts.js';
 
 t.test('remus protects a kv domain in process', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xlha-smoke-'));
   const log = process.env.XLHA_TEST_LOG ? createLogger() : silentLogger();
   const primary = new SimBackend({ hostName: 'p', stateDir: path.join(dir, 'p') });
+  const replPort = await freePort();
+  const servicePort = await freePort();
   const backupBe = new SimBackend({ hostName: 'b', stateDir: path.join(dir, 'b') });
-  const backup = new Daemon({ backend: backupBe, hostName: 'b', stateDir: path.join(dir, 'b'), controlPath: path.join(dir, 'b.sock'), listen: { host: '127.0.0.1', port: 17720 }, log });
+  const backup = new Daemon({ backend: backupBe, hostName: 'b', stateDir: path.join(dir, 'b'), controlPath: path.join(dir, 'b.sock'), listen: { host: '127.0.0.1', port: replPort }, log });
   await backup.start();
-  const dom = await primary.createDomain({ name: 'kv1', memoryMiB: 16, vcpus: 1, disks: [], vifs: [], sim: { workload: 'kv', dirtyMiBPerSec: 4, seed: 7, service: { host: '127.0.0.1', port: 17800 } } });
-  const p = await startProtection(primary, { domain: dom.domid, mode: 'remus', peer: { host: '127.0.0.1', port: 17720 }, intervalMs: 20, netbuf: true, disk: true, blackhole: false, heartbeatMs: 50, failoverTimeoutMs: 150 }, log, 'p');
+  const dom = await primary.createDomain({ name: 'kv1', memoryMiB: 16, vcpus: 1, disks: [], vifs: [], sim: { workload: 'kv', dirtyMiBPerSec: 4, seed: 7, service: { host: '127.0.0.1', port: servicePort } } });
+  const p = await startProtection(primary, { domain: dom.domid, mode: 'remus', peer: { host: '127.0.0.1', port: replPort }, intervalMs: 20, netbuf: true, disk: true, blackhole: false, heartbeatMs: 50, failoverTimeoutMs: 150 }, log, 'p');
   await new Promise((r) => setTimeout(r, 1000));
   const st = p.status();
   t.ok(Number(st.committed) > 20, `committed ${st.committed}`);
   t.equal(st.state, 'protected');
-  console.log(st);
   await p.stop();
   await backup.stop();
   await primary.dispose();
