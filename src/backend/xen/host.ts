@@ -119,7 +119,7 @@ class XenSaveSession implements SaveSession {
 
   private onData(chunk: Buffer): void {
     const r = this.splitter.push(chunk);
-    if (r.bytes.length) this.bytes.push(Buffer.from(r.bytes));
+    for (const rec of r.records) this.bytes.push(rec);
     this.checkpointsRead += r.checkpoints;
     this.pagesRead += r.pages;
     this.readWaiter?.();
