@@ -1,0 +1,23 @@
+#!/bin/bash
+# Build dom0.img, the lab's dom0 disk: the debootstrapped rootfs plus files/ (in /xenlab) and
+# whatever was staged into rootfs/ beforehand (stage-xlha.sh puts xl-ha in /opt/xl-ha).
+# Loop mounts fail in this sandbox, so the ext4 image is made with mkfs.ext4 -d. The image is
+# rebuilt on every run: every boot starts from a clean dom0.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+L=${XENLAB_DIR:-/var/tmp/xenlab}; cd "$L"
+KVER=$(ls /boot/vmlinuz-*-amd64 | sort -V | tail -1 | sed 's|/boot/vmlinuz-||')
+[ -f domu-initrd.cpio.gz ] || { echo "domu-initrd.cpio.gz missing: run setup.sh" >&2; exit 1; }
+rm -rf rootfs/xenlab; mkdir -p rootfs/xenlab rootfs/lib/modules
+cp "$HERE"/files/* rootfs/xenlab/
+cp "/boot/vmlinuz-$KVER" rootfs/xenlab/vmlinuz
+cp domu-initrd.cpio.gz rootfs/xenlab/
+[ -d "rootfs/lib/modules/$KVER" ] || cp -a "/lib/modules/$KVER" rootfs/lib/modules/
+echo xenlab-dom0 > rootfs/etc/hostname
+echo "/dev/vda / ext4 rw 0 1" > rootfs/etc/fstab
+# size: content + 1.5 GiB of room for logs, saved images and the backup's state; at least 2 GiB
+used_mb=$(du -sm rootfs | cut -f1)
+size_mb=$(( used_mb + 1536 )); [ "$size_mb" -ge 2048 ] || size_mb=2048
+rm -f dom0.img
+mkfs.ext4 -q -F -L xenlab -d rootfs dom0.img "${size_mb}M"
+echo "dom0.img: ${size_mb} MiB (rootfs ${used_mb} MiB)"

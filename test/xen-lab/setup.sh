@@ -1,0 +1,51 @@
+#!/bin/bash
+# One-time set-up of the Xen lab, cached in $XENLAB_DIR (default /var/tmp/xenlab): host packages,
+# a Debian dom0 root filesystem with the Xen tools, a Xen 4.17 hypervisor rebuilt with shadow
+# paging (Debian's build leaves CONFIG_SHADOW_PAGING off, so PV log-dirty — and with it PV
+# migration and Remus — fails with "Failed to enable logdirty: 95"), and the domU initramfs.
+# Every step is skipped when its output already exists; a fresh machine takes about 3-5 minutes.
+# dom0.img is NOT built here: build-images.sh does that (run.ts stages xl-ha into the rootfs first).
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+L=${XENLAB_DIR:-/var/tmp/xenlab}; mkdir -p "$L"; cd "$L"
+PKGS="qemu-system-x86 xen-hypervisor-4.17-amd64 xen-utils-4.17 debootstrap busybox-static linux-image-amd64 e2fsprogs cpio bison flex gcc make python3"
+missing=""
+for p in $PKGS; do
+  dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  echo "xenlab setup: installing host packages:$missing"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $PKGS
+else
+  echo "xenlab setup: host packages present"
+fi
+# the mirror apt already uses
+MIRROR=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+MIRROR=${MIRROR:-http://deb.debian.org/debian}
+if [ ! -x rootfs/usr/sbin/xl ]; then
+  echo "xenlab setup: debootstrap dom0 rootfs from $MIRROR"
+  rm -rf rootfs
+  debootstrap --variant=minbase \
+    --include=xen-utils-4.17,xen-utils-common,xenstore-utils,iproute2,busybox-static,kmod,udev,procps,bridge-utils,netcat-openbsd \
+    bookworm rootfs "$MIRROR"
+else
+  echo "xenlab setup: rootfs with xl present"
+fi
+if [ ! -f xen-4.17-shadow ]; then
+  echo "xenlab setup: rebuilding the hypervisor with shadow paging"
+  "$HERE/build-xen-shadow.sh"
+else
+  echo "xenlab setup: xen-4.17-shadow present"
+fi
+if [ ! -f domu-initrd.cpio.gz ]; then
+  echo "xenlab setup: building the domU initramfs"
+  rm -rf domu-initrd && mkdir -p domu-initrd/{bin,proc,sys,dev}
+  cp /bin/busybox domu-initrd/bin/busybox
+  cp "$HERE/files/domu-init" domu-initrd/init
+  (cd domu-initrd && find . | cpio -o -H newc --quiet | gzip -1) > domu-initrd.cpio.gz.tmp
+  mv domu-initrd.cpio.gz.tmp domu-initrd.cpio.gz
+else
+  echo "xenlab setup: domu-initrd.cpio.gz present"
+fi
+echo "xenlab setup: done"
