@@ -41,6 +41,8 @@ export interface BackupEvents {
   onState?: (s: BackupSession) => void;
   /** Before a replica is built for `hello`: may retire a stale session or refuse (throw). */
   beforeReplica?: (s: BackupSession, hello: HelloBody) => Promise<void>;
+  /** Silence tolerated until the first checkpoint is applied (default GRACE_TIMEOUT_MS). */
+  graceTimeoutMs?: number;
 }
 
 export class BackupSession {
@@ -134,7 +136,11 @@ export class BackupSession {
     this.state = 'replicating';
     this.reply(XLHA_REC.HELLO_ACK, encodeHello({ ok: true, protocol: PROTOCOL_VERSION, host: this.hostName, domid: this.replica.domid }));
     this.hb = new HeartbeatMonitor(
-      { heartbeatMs: hello.heartbeatMs, timeoutMs: hello.failoverTimeoutMs },
+      {
+        heartbeatMs: hello.heartbeatMs,
+        timeoutMs: hello.failoverTimeoutMs,
+        ...(this.events.graceTimeoutMs !== undefined ? { graceTimeoutMs: this.events.graceTimeoutMs } : {}),
+      },
       (silent) => void this.failover(`primary silent for ${Math.round(silent)} ms (timeout ${hello.failoverTimeoutMs} ms)`),
       () => this.replica?.lastEpoch ?? 0,
     );

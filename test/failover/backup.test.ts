@@ -64,7 +64,7 @@ async function backupHost(t: TT, name: string) {
   const sessions: BackupSession[] = [];
   const states: BackupState[] = [];
   const server = net.createServer((sock) => {
-    sessions.push(new BackupSession(be, new Channel(sock), log, 'b', { onState: (s) => states.push(s.state) }));
+    sessions.push(new BackupSession(be, new Channel(sock), log, 'b', { onState: (s) => states.push(s.state), graceTimeoutMs: 10_000 }));
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as net.AddressInfo).port;
@@ -176,7 +176,7 @@ async function expectNack(t: { equal: (...a: any[]) => unknown; match: (...a: an
   t.match(n.reason, reason);
 }
 
-// The slow case (the grace before the first checkpoint is 10 s) runs alongside the others.
+// The slow case (the grace before the first checkpoint, 10 s here) runs alongside the others.
 t.jobs = 2;
 
 t.test('silence before any checkpoint was applied: a long grace, then failure with nothing to fail over to', async (t) => {

@@ -115,7 +115,12 @@ class XenSaveSession implements SaveSession {
   readonly net = null;
   readonly disk = null;
 
-  constructor(private readonly ctx: ShimContext, readonly domid: number, private readonly timeoutMs = 120_000) {}
+  constructor(
+    private readonly ctx: ShimContext,
+    readonly domid: number,
+    private readonly timeoutMs = 120_000,
+    private readonly onFinished: () => void = () => {},
+  ) {}
 
   private onData(chunk: Buffer): void {
     const r = this.splitter.push(chunk);
@@ -236,6 +241,7 @@ class XenSaveSession implements SaveSession {
     if (this.cb) koffi.unregister(this.cb);
     this.sock?.destroy();
     if (this.fds[1] >= 0) fs.closeSync(this.fds[1]);
+    this.onFinished();
   }
 }
 
@@ -248,7 +254,12 @@ class XenReplica implements ReplicaDomain {
   private readonly incoming: string;
   private id = -1;
 
-  constructor(private readonly ctx: ShimContext, readonly name: string, configJson: string) {
+  constructor(
+    private readonly ctx: ShimContext,
+    readonly name: string,
+    configJson: string,
+    onFinished: () => void,
+  ) {
     let cfg: { c_info?: { name?: string } };
     try {
       cfg = JSON.parse(configJson) as { c_info?: { name?: string } };
@@ -265,11 +276,13 @@ class XenReplica implements ReplicaDomain {
     this.run = shim.call<number>(shim.fn.restoreRun!, ctx.ptr, JSON.stringify(cfg), r, XLHA_STREAM.REMUS).then(
       (rc) => {
         trace(`replica ${name}: restore returned ${rc}${rc < 0 ? `: ${ctx.lastError()}` : ''}`);
+        onFinished();
         fs.closeSync(r);
         if (rc < 0) this.failedWith = ctx.lastError();
         return rc;
       },
       (err: Error) => {
+        onFinished();
         fs.closeSync(r);
         this.failedWith = err.message;
         return -5;
@@ -329,6 +342,8 @@ export class XenBackend implements HypervisorBackend {
   readonly kind = 'xen' as const;
   readonly capabilities = XEN_CAPS;
   private readonly ctx: ShimContext;
+  /** Save loops and restores running on worker threads: the context outlives them. */
+  private busy = 0;
 
   constructor() {
     this.ctx = ShimContext.open();
@@ -374,12 +389,14 @@ export class XenBackend implements HypervisorBackend {
   async openSave(domid: number): Promise<SaveSession> {
     const d = this.ctx.info(domid);
     if (!(d.flags & XLHA_DOM.PV)) throw new BackendUnsupportedError(`domain ${d.name} is not PV: the xen backend protects PV domains only for now`);
-    return new XenSaveSession(this.ctx, domid);
+    this.busy++;
+    return new XenSaveSession(this.ctx, domid, undefined, () => this.busy--);
   }
 
   async createReplica(spec: ReplicaSpec): Promise<ReplicaDomain> {
     if (!spec.backendConfig) throw new Error(`the primary sent no libxl configuration for ${spec.domain.name}: is it running the xen backend?`);
-    return new XenReplica(this.ctx, spec.domain.name, spec.backendConfig);
+    this.busy++;
+    return new XenReplica(this.ctx, spec.domain.name, spec.backendConfig, () => this.busy--);
   }
 
   onDomainEvent(_listener: (ev: DomainEvent) => void): () => void {
@@ -387,6 +404,8 @@ export class XenBackend implements HypervisorBackend {
   }
 
   async dispose(): Promise<void> {
-    this.ctx.close();
+    // Freeing libxl's context under a running save or restore trips libxl's own assertions
+    // (children still listed); the process is ending anyway, so leave it to the exit.
+    if (this.busy === 0) this.ctx.close();
   }
 }
