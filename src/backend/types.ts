@@ -174,6 +174,14 @@ export interface HypervisorBackend {
   dispose(): Promise<void>;
 }
 
+/** The domain `ref` (a name or a domid, as text or number) among `all`, or DomainNotFoundError. */
+export function pickDomain(all: readonly DomainInfo[], ref: string | number): DomainInfo {
+  const byId = typeof ref === 'number' || /^\d+$/.test(ref) ? Number(ref) : NaN;
+  const hit = all.find((d) => d.domid === byId || d.name === ref);
+  if (!hit) throw new DomainNotFoundError(ref);
+  return hit;
+}
+
 export class DomainNotFoundError extends Error {
   readonly code = 'ENODOMAIN';
   constructor(ref: string | number) {

@@ -12,6 +12,7 @@ import type { DomainConfig } from '../../config/domain.js';
 import {
   BackendUnsupportedError,
   DomainNotFoundError,
+  pickDomain,
   type BackendCapabilities,
   type CaptureResult,
   type DomainEvent,
@@ -341,11 +342,7 @@ export class SimBackend implements HypervisorBackend {
   }
 
   async findDomain(ref: string | number): Promise<DomainInfo> {
-    const all = await this.listDomains();
-    const byId = typeof ref === 'number' || /^\d+$/.test(ref) ? Number(ref) : NaN;
-    const hit = all.find((d) => d.domid === byId || d.name === ref);
-    if (!hit) throw new DomainNotFoundError(ref);
-    return hit;
+    return pickDomain(await this.listDomains(), ref);
   }
 
   private domain(domid: number): SimDomain {

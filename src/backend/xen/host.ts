@@ -23,6 +23,7 @@ import type { DomainConfig } from '../../config/domain.js';
 import {
   BackendUnsupportedError,
   DomainNotFoundError,
+  pickDomain,
   type BackendCapabilities,
   type CaptureResult,
   type DomainEvent,
@@ -354,11 +355,7 @@ export class XenBackend implements HypervisorBackend {
   }
 
   async findDomain(ref: string | number): Promise<DomainInfo> {
-    const all = await this.listDomains();
-    const byId = typeof ref === 'number' || /^\d+$/.test(ref) ? Number(ref) : NaN;
-    const hit = all.find((d) => d.domid === byId || d.name === ref);
-    if (!hit) throw new DomainNotFoundError(ref);
-    return hit;
+    return pickDomain(await this.listDomains(), ref);
   }
 
   async getDomainConfig(domid: number): Promise<DomainConfig> {
