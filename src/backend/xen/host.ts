@@ -137,8 +137,8 @@ class XenSaveSession implements SaveSession {
     this.ctx.check(this.ctx.shim.fn.saveReply!(this.save, value) as number);
   }
 
-  private async expect(ev: number): Promise<void> {
-    const got = await this.events.next(this.timeoutMs, EV_NAME[ev]!);
+  private async expect(ev: number, timeoutMs = this.timeoutMs): Promise<void> {
+    const got = await this.events.next(timeoutMs, EV_NAME[ev]!);
     if (got === XLHA_EV.DONE) {
       const rc = await this.run;
       throw new Error(`xc_domain_save of domain ${this.domid} ended early${rc && rc < 0 ? `: ${this.ctx.lastError()}` : ''}`);
@@ -189,6 +189,9 @@ class XenSaveSession implements SaveSession {
 
   async suspend(): Promise<void> {
     trace(`domain ${this.domid}: suspend (pending ${EV_NAME[this.pending] ?? 'none'})`);
+    // After the previous resume answered POSTCOPY, libxenguest goes on to its checkpoint
+    // callback; that event may still be on its way.
+    if (this.pending === 0) await this.expect(XLHA_EV.CHECKPOINT);
     if (this.pending === XLHA_EV.CHECKPOINT) {
       this.reply(1); // take another checkpoint
       await this.expect(XLHA_EV.SUSPEND);
@@ -230,6 +233,7 @@ class XenSaveSession implements SaveSession {
     this.closed = true;
     const shim = this.ctx.shim;
     if (this.save) {
+      if (this.pending === 0) await this.expect(XLHA_EV.CHECKPOINT, 10_000).catch(() => {});
       if (this.pending === XLHA_EV.CHECKPOINT) this.reply(0);
       else {
         if (this.pending === XLHA_EV.POSTCOPY) await this.ctx.resume(this.domid, true).catch(() => {});
