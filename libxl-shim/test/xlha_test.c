@@ -12,7 +12,7 @@ static int failures, passes;
                               else { passes++; printf("ok - "); printf(__VA_ARGS__); printf("\n"); } } while (0)
 
 /* ---- a fake save thread: calls the callbacks the way libxenguest does ---------------------- */
-struct fake { xlha_save *s; int results[8]; int n; };
+struct fake { xlha_save *s; int results[8]; int n; volatile int gate; };
 static int seen[16];
 static int nseen;
 static pthread_mutex_t seen_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -30,7 +30,9 @@ static void *save_thread(void *arg)
     struct fake *f = arg;
     f->results[f->n++] = xlha__cb_suspend(f->s);
     f->results[f->n++] = xlha__cb_postcopy(f->s);
-    f->results[f->n++] = xlha__cb_checkpoint(f->s);
+    f->results[f->n] = xlha__cb_checkpoint(f->s);
+    __atomic_store_n(&f->n, f->n + 1, __ATOMIC_RELEASE);
+    while (!__atomic_load_n(&f->gate, __ATOMIC_ACQUIRE)) usleep(1000); /* the test aborts first */
     f->results[f->n++] = xlha__cb_suspend(f->s); /* after abort: answered 0 at once */
     return NULL;
 }
@@ -98,8 +100,9 @@ int main(void)
     CHECK(xlha_save_reply(&s, 1) == 0, "POSTCOPY answered");
     CHECK(pending_event(&s) == XLHA_EV_CHECKPOINT, "then waits at CHECKPOINT");
     CHECK(xlha_save_reply(&s, 1) == 0 && xlha_save_reply(&s, 1) == -EAGAIN, "a second reply to one event is refused");
-    usleep(20000);
+    for (int i = 0; i < 5000 && __atomic_load_n(&f.n, __ATOMIC_ACQUIRE) < 3; i++) usleep(1000); /* CHECKPOINT returned */
     xlha_save_abort(&s);
+    __atomic_store_n(&f.gate, 1, __ATOMIC_RELEASE);
     pthread_join(th, NULL);
     CHECK(f.n == 4 && f.results[0] == 1 && f.results[1] == 1 && f.results[2] == 1, "the callbacks returned the replies");
     CHECK(f.results[3] == 0, "after abort a callback returns 0 (ends xc_domain_save)");
