@@ -47,6 +47,7 @@ import {
   XLHA_REC,
 } from '../../src/transport/records.js';
 import { FrameReader, FrameReaderError } from '../../src/transport/reader.js';
+import { expectProtocolError } from '../helpers/protocol-error.js';
 
 /** Deterministic PRNG (mulberry32) so random chunkings are reproducible. */
 function prng(seed: number): () => number {
@@ -60,20 +61,6 @@ function prng(seed: number): () => number {
   };
 }
 
-/** Run `fn`, expect a ProtocolError with `code` whose message contains every `parts`. */
-function protocolError(fn: () => unknown, code: string, ...parts: string[]): { ok: boolean; message: string } {
-  try {
-    fn();
-  } catch (err) {
-    if (!(err instanceof ProtocolError)) return { ok: false, message: `not a ProtocolError: ${String(err)}` };
-    const missing = parts.filter((p) => !err.message.includes(p));
-    if (err.code !== code || missing.length > 0) {
-      return { ok: false, message: `got ${err.code} "${err.message}", wanted ${code} with ${JSON.stringify(parts)}` };
-    }
-    return { ok: true, message: err.message };
-  }
-  return { ok: false, message: 'no error thrown' };
-}
 
 t.test('frames are padded with zeros to a multiple of 8 bytes', async (t) => {
   for (let len = 0; len <= 17; len++) {
@@ -99,15 +86,15 @@ t.test('the libxl header is 16 big-endian bytes spelling LibxlFmt', async (t) =>
   t.same(decodeLibxlHeader(h), { version: 2, options: 0 });
   const bad = Buffer.from(h);
   bad[0] = 0x6d;
-  let r = protocolError(() => decodeLibxlHeader(bad), 'EBADHDR', 'libxl header', 'ident', 'LibxlFmt');
+  let r = expectProtocolError(() => decodeLibxlHeader(bad), 'EBADHDR', 'libxl header', 'ident', 'LibxlFmt');
   t.ok(r.ok, r.message);
-  r = protocolError(() => decodeLibxlHeader(encodeLibxlHeader({ version: 3 })), 'EBADHDR', 'version 3');
+  r = expectProtocolError(() => decodeLibxlHeader(encodeLibxlHeader({ version: 3 })), 'EBADHDR', 'version 3');
   t.ok(r.ok, r.message);
-  r = protocolError(() => decodeLibxlHeader(encodeLibxlHeader({ options: 1 })), 'EBADHDR', 'big-endian');
+  r = expectProtocolError(() => decodeLibxlHeader(encodeLibxlHeader({ options: 1 })), 'EBADHDR', 'big-endian');
   t.ok(r.ok, r.message);
-  r = protocolError(() => decodeLibxlHeader(encodeLibxlHeader({ options: 2 })), 'EBADHDR', 'legacy');
+  r = expectProtocolError(() => decodeLibxlHeader(encodeLibxlHeader({ options: 2 })), 'EBADHDR', 'legacy');
   t.ok(r.ok, r.message);
-  r = protocolError(() => decodeLibxlHeader(h.subarray(0, 10)), 'ETRUNC', 'libxl header truncated', '10 of 16');
+  r = expectProtocolError(() => decodeLibxlHeader(h.subarray(0, 10)), 'ETRUNC', 'libxl header truncated', '10 of 16');
   t.ok(r.ok, r.message);
 });
 
@@ -118,17 +105,17 @@ t.test('the image header is 24 big-endian bytes with the XENF id', async (t) => 
   t.same(decodeImageHeader(encodeImageHeader({ version: 2 })), { version: 2, options: 0 });
   const badMarker = Buffer.from(h);
   badMarker[3] = 0;
-  let r = protocolError(() => decodeImageHeader(badMarker), 'EBADHDR', 'image header', 'marker');
+  let r = expectProtocolError(() => decodeImageHeader(badMarker), 'EBADHDR', 'image header', 'marker');
   t.ok(r.ok, r.message);
   const badId = Buffer.from(h);
   badId.writeUInt32BE(0x58454e47, 8);
-  r = protocolError(() => decodeImageHeader(badId), 'EBADHDR', 'id 0x58454e47', 'XENF');
+  r = expectProtocolError(() => decodeImageHeader(badId), 'EBADHDR', 'id 0x58454e47', 'XENF');
   t.ok(r.ok, r.message);
-  r = protocolError(() => decodeImageHeader(encodeImageHeader({ version: 4 })), 'EBADHDR', 'version 4');
+  r = expectProtocolError(() => decodeImageHeader(encodeImageHeader({ version: 4 })), 'EBADHDR', 'version 4');
   t.ok(r.ok, r.message);
-  r = protocolError(() => decodeImageHeader(encodeImageHeader({ options: 1 })), 'EBADHDR', 'big-endian');
+  r = expectProtocolError(() => decodeImageHeader(encodeImageHeader({ options: 1 })), 'EBADHDR', 'big-endian');
   t.ok(r.ok, r.message);
-  r = protocolError(() => decodeImageHeader(h.subarray(0, 23)), 'ETRUNC', 'image header truncated');
+  r = expectProtocolError(() => decodeImageHeader(h.subarray(0, 23)), 'ETRUNC', 'image header truncated');
   t.ok(r.ok, r.message);
 });
 
@@ -136,19 +123,19 @@ t.test('the domain header is 16 little-endian bytes', async (t) => {
   const h = encodeDomainHeader({ type: DOMAIN_TYPE.XLHA_SIM, xenMajor: 4, xenMinor: 17 });
   t.equal(h.toString('hex'), '0100ffff' + '0c00' + '0000' + '04000000' + '11000000');
   t.same(decodeDomainHeader(h), { type: DOMAIN_TYPE.XLHA_SIM, pageShift: 12, xenMajor: 4, xenMinor: 17 });
-  let r = protocolError(
+  let r = expectProtocolError(
     () => decodeDomainHeader(encodeDomainHeader({ type: 7, xenMajor: 4, xenMinor: 1 })),
     'EBADHDR',
     'guest type 0x00000007 is unknown',
   );
   t.ok(r.ok, r.message);
-  r = protocolError(
+  r = expectProtocolError(
     () => decodeDomainHeader(encodeDomainHeader({ type: 1, pageShift: 16, xenMajor: 4, xenMinor: 1 })),
     'EBADHDR',
     'page_shift 16',
   );
   t.ok(r.ok, r.message);
-  r = protocolError(() => decodeDomainHeader(h.subarray(0, 4)), 'ETRUNC', 'domain header truncated');
+  r = expectProtocolError(() => decodeDomainHeader(h.subarray(0, 4)), 'ETRUNC', 'domain header truncated');
   t.ok(r.ok, r.message);
 });
 
@@ -208,7 +195,7 @@ t.test('PAGE_DATA decoding names what is wrong', async (t) => {
     ],
   ];
   for (const [name, body, code, parts] of cases) {
-    const r = protocolError(() => decodePageData(body), code, ...parts);
+    const r = expectProtocolError(() => decodePageData(body), code, ...parts);
     t.ok(r.ok, `${name}: ${r.message}`);
   }
   t.throws(() => encodePageData({ pfns: [], data: Buffer.alloc(0) }), RangeError);
@@ -224,14 +211,14 @@ t.test('X86_PV_VCPU_BASIC and CHECKPOINT_STATE round-trip', async (t) => {
   const v = decodeVcpuBasic(body);
   t.equal(v.id, 3);
   t.same(v.context, ctx);
-  let r = protocolError(() => decodeVcpuBasic(body.subarray(0, 6)), 'ETRUNC', 'X86_PV_VCPU_BASIC', '6 bytes');
+  let r = expectProtocolError(() => decodeVcpuBasic(body.subarray(0, 6)), 'ETRUNC', 'X86_PV_VCPU_BASIC', '6 bytes');
   t.ok(r.ok, r.message);
 
   for (let s = 0; s <= 3; s++) t.equal(decodeCheckpointState(encodeCheckpointState(s)), s);
   t.equal(encodeFrame(XL_REC.CHECKPOINT_STATE, encodeCheckpointState(2)).length, 16, 'a 4-byte body is padded to 8');
-  r = protocolError(() => decodeCheckpointState(encodeCheckpointState(9)), 'EBADVALUE', 'CHECKPOINT_STATE', 'state 9');
+  r = expectProtocolError(() => decodeCheckpointState(encodeCheckpointState(9)), 'EBADVALUE', 'CHECKPOINT_STATE', 'state 9');
   t.ok(r.ok, r.message);
-  r = protocolError(() => decodeCheckpointState(Buffer.alloc(8)), 'EBADLEN', 'CHECKPOINT_STATE', '8 bytes, expected 4');
+  r = expectProtocolError(() => decodeCheckpointState(Buffer.alloc(8)), 'EBADLEN', 'CHECKPOINT_STATE', '8 bytes, expected 4');
   t.ok(r.ok, r.message);
 });
 
@@ -246,21 +233,21 @@ t.test('HELLO and HELLO_ACK carry JSON objects and reject anything else', async 
     ['string', Buffer.from('"x"'), 'got a string'],
   ];
   for (const [name, body, part] of bad) {
-    const r = protocolError(() => decodeHello(body), 'EBADVALUE', part);
+    const r = expectProtocolError(() => decodeHello(body), 'EBADVALUE', part);
     t.ok(r.ok, `${name}: ${r.message}`);
   }
-  let r = protocolError(() => decodeHello(Buffer.from('{"a":')), 'EBADVALUE', 'HELLO body is not valid JSON');
+  let r = expectProtocolError(() => decodeHello(Buffer.from('{"a":')), 'EBADVALUE', 'HELLO body is not valid JSON');
   t.ok(r.ok, r.message);
-  r = protocolError(() => decodeHelloAck(Buffer.from([0x7b, 0xff, 0x7d])), 'EBADVALUE', 'HELLO_ACK body is not valid UTF-8');
+  r = expectProtocolError(() => decodeHelloAck(Buffer.from([0x7b, 0xff, 0x7d])), 'EBADVALUE', 'HELLO_ACK body is not valid UTF-8');
   t.ok(r.ok, r.message);
-  r = protocolError(() => decodeHelloAck(Buffer.from('[]')), 'EBADVALUE', 'HELLO_ACK body must be a JSON object');
+  r = expectProtocolError(() => decodeHelloAck(Buffer.from('[]')), 'EBADVALUE', 'HELLO_ACK body must be a JSON object');
   t.ok(r.ok, r.message);
 });
 
 t.test('GOODBYE carries a UTF-8 reason', async (t) => {
   t.equal(decodeGoodbye(encodeGoodbye('operator stopped protection ✓')), 'operator stopped protection ✓');
   t.equal(decodeGoodbye(Buffer.alloc(0)), '');
-  const r = protocolError(() => decodeGoodbye(Buffer.from([0xc3])), 'EBADVALUE', 'GOODBYE reason is not valid UTF-8');
+  const r = expectProtocolError(() => decodeGoodbye(Buffer.from([0xc3])), 'EBADVALUE', 'GOODBYE reason is not valid UTF-8');
   t.ok(r.ok, r.message);
 });
 
@@ -275,13 +262,13 @@ t.test('CHECKPOINT_SEAL has a fixed 56-byte layout and round-trips', async (t) =
   t.equal(body.readUInt32LE(20), 0);
   t.same(body.subarray(24), sha);
   t.same(decodeSeal(body), seal);
-  let r = protocolError(() => decodeSeal(body.subarray(0, 40)), 'ETRUNC', 'CHECKPOINT_SEAL body is 40 bytes, expected 56');
+  let r = expectProtocolError(() => decodeSeal(body.subarray(0, 40)), 'ETRUNC', 'CHECKPOINT_SEAL body is 40 bytes, expected 56');
   t.ok(r.ok, r.message);
-  r = protocolError(() => decodeSeal(Buffer.concat([body, Buffer.alloc(8)])), 'EBADLEN', 'CHECKPOINT_SEAL body is 64 bytes');
+  r = expectProtocolError(() => decodeSeal(Buffer.concat([body, Buffer.alloc(8)])), 'EBADLEN', 'CHECKPOINT_SEAL body is 64 bytes');
   t.ok(r.ok, r.message);
   const huge = Buffer.from(body);
   huge.writeBigUInt64LE(2n ** 60n, 0);
-  r = protocolError(() => decodeSeal(huge), 'EBADVALUE', 'CHECKPOINT_SEAL epoch', 'exceeds 2^53-1');
+  r = expectProtocolError(() => decodeSeal(huge), 'EBADVALUE', 'CHECKPOINT_SEAL epoch', 'exceeds 2^53-1');
   t.ok(r.ok, r.message);
 });
 
@@ -290,13 +277,13 @@ t.test('CHECKPOINT_ACK and CHECKPOINT_NACK round-trip', async (t) => {
   t.equal(ack.length, 16);
   t.same(decodeAck(ack), { epoch: 9, applyMicros: 1500 });
   t.equal(decodeAck(encodeAck({ epoch: 1, applyMicros: 1e12 })).applyMicros, 0xffff_ffff, 'applyMicros saturates');
-  let r = protocolError(() => decodeAck(Buffer.alloc(8)), 'ETRUNC', 'CHECKPOINT_ACK body is 8 bytes, expected 16');
+  let r = expectProtocolError(() => decodeAck(Buffer.alloc(8)), 'ETRUNC', 'CHECKPOINT_ACK body is 8 bytes, expected 16');
   t.ok(r.ok, r.message);
 
   const nack = encodeNack({ epoch: 4, reason: 'sha256 mismatch' });
   t.same(decodeNack(nack), { epoch: 4, reason: 'sha256 mismatch' });
   t.same(decodeNack(encodeNack({ epoch: 0, reason: '' })), { epoch: 0, reason: '' });
-  r = protocolError(() => decodeNack(Buffer.alloc(7)), 'ETRUNC', 'CHECKPOINT_NACK', 'at least 8');
+  r = expectProtocolError(() => decodeNack(Buffer.alloc(7)), 'ETRUNC', 'CHECKPOINT_NACK', 'at least 8');
   t.ok(r.ok, r.message);
 });
 
@@ -308,7 +295,7 @@ t.test('HEARTBEAT round-trips and writes "no epoch" as all ones', async (t) => {
   const none = encodeHeartbeat({ seq: 0, sentAtMs: 1, lastEpoch: null });
   t.equal(none.subarray(16).toString('hex'), 'ffffffffffffffff');
   t.equal(decodeHeartbeat(none).lastEpoch, null);
-  const r = protocolError(() => decodeHeartbeat(Buffer.alloc(23)), 'ETRUNC', 'HEARTBEAT body is 23 bytes, expected 24');
+  const r = expectProtocolError(() => decodeHeartbeat(Buffer.alloc(23)), 'ETRUNC', 'HEARTBEAT body is 23 bytes, expected 24');
   t.ok(r.ok, r.message);
 });
 
@@ -325,15 +312,15 @@ t.test('DISK_WRITES round-trips with each write padded to 8 bytes', async (t) =>
   t.same(decodeDiskWrites(body), writes);
   t.same(decodeDiskWrites(encodeDiskWrites([])), []);
 
-  let r = protocolError(() => decodeDiskWrites(body.subarray(0, 4)), 'ETRUNC', 'DISK_WRITES body is 4 bytes');
+  let r = expectProtocolError(() => decodeDiskWrites(body.subarray(0, 4)), 'ETRUNC', 'DISK_WRITES body is 4 bytes');
   t.ok(r.ok, r.message);
-  r = protocolError(() => decodeDiskWrites(body.subarray(0, 8 + 24 + 100)), 'ETRUNC', 'DISK_WRITES: write 1 of 3 (length 4096)', 'runs past the end');
+  r = expectProtocolError(() => decodeDiskWrites(body.subarray(0, 8 + 24 + 100)), 'ETRUNC', 'DISK_WRITES: write 1 of 3 (length 4096)', 'runs past the end');
   t.ok(r.ok, r.message);
-  r = protocolError(() => decodeDiskWrites(Buffer.concat([body, Buffer.alloc(8)])), 'ETRAILING', 'DISK_WRITES: 8 trailing bytes');
+  r = expectProtocolError(() => decodeDiskWrites(Buffer.concat([body, Buffer.alloc(8)])), 'ETRAILING', 'DISK_WRITES: 8 trailing bytes');
   t.ok(r.ok, r.message);
   const lying = Buffer.from(body);
   lying.writeUInt32LE(1_000_000, 0);
-  r = protocolError(() => decodeDiskWrites(lying), 'EBADLEN', 'count 1000000 cannot fit');
+  r = expectProtocolError(() => decodeDiskWrites(lying), 'EBADLEN', 'count 1000000 cannot fit');
   t.ok(r.ok, r.message);
 });
 
@@ -353,17 +340,17 @@ t.test('the checkpoint digest produces seals that verify and rejects torn or cor
   t.doesNotThrow(() => rx.verify(wire));
 
   rx.update(bodies[0]!);
-  let r = protocolError(() => rx.verify(wire), 'EBADLEN', 'checkpoint 5', 'announces 3 content frame(s), received 1');
+  let r = expectProtocolError(() => rx.verify(wire), 'EBADLEN', 'checkpoint 5', 'announces 3 content frame(s), received 1');
   t.ok(r.ok, r.message);
   rx.update(bodies[0]!);
   rx.update(bodies[1]!);
   rx.update(Buffer.alloc(5));
-  r = protocolError(() => rx.verify(wire), 'EBADLEN', 'seal announces 9100 content bytes, received 9105');
+  r = expectProtocolError(() => rx.verify(wire), 'EBADLEN', 'seal announces 9100 content bytes, received 9105');
   t.ok(r.ok, r.message);
   const corrupt = bodies.map((b) => Buffer.from(b));
   corrupt[1]![10]! ^= 1;
   for (const b of corrupt) rx.update(b);
-  r = protocolError(() => rx.verify(wire), 'ECHECKSUM', 'checkpoint 5: sha256 mismatch');
+  r = expectProtocolError(() => rx.verify(wire), 'ECHECKSUM', 'checkpoint 5: sha256 mismatch');
   t.ok(r.ok, r.message);
 });
 
@@ -371,7 +358,7 @@ t.test('channel frames decode by type and unknown types are named in hex', async
   t.equal(decodeChannelFrame({ type: XLHA_REC.GOODBYE, body: encodeGoodbye('bye') }).kind, 'goodbye');
   const ack = decodeChannelFrame({ type: XLHA_REC.CHECKPOINT_ACK, body: encodeAck({ epoch: 3, applyMicros: 1 }) });
   t.same(ack, { kind: 'ack', ack: { epoch: 3, applyMicros: 1 } });
-  const r = protocolError(() => decodeChannelFrame({ type: 0x12345678, body: Buffer.alloc(0) }), 'EBADTYPE', 'channel frame type 0x12345678 is unknown');
+  const r = expectProtocolError(() => decodeChannelFrame({ type: 0x12345678, body: Buffer.alloc(0) }), 'EBADTYPE', 'channel frame type 0x12345678 is unknown');
   t.ok(r.ok, r.message);
   t.equal(recordTypeName('libxc', XC_REC.PAGE_DATA), 'PAGE_DATA');
   t.equal(recordTypeName('libxl', XL_REC.CHECKPOINT_END), 'CHECKPOINT_END');
@@ -454,9 +441,9 @@ t.test('the frame reader rejects unknown types and oversized frames with named e
   const unknown = Buffer.alloc(16);
   unknown.writeUInt32LE(0x12345678, 0);
   let r = new FrameReader();
-  let res = protocolError(() => r.push(unknown), 'EBADTYPE', 'channel frame type 0x12345678 is unknown');
+  let res = expectProtocolError(() => r.push(unknown), 'EBADTYPE', 'channel frame type 0x12345678 is unknown');
   t.ok(res.ok, res.message);
-  res = protocolError(() => r.push(Buffer.alloc(0)), 'EBADTYPE', '0x12345678');
+  res = expectProtocolError(() => r.push(Buffer.alloc(0)), 'EBADTYPE', '0x12345678');
   t.ok(res.ok, `a failed reader stays failed: ${res.message}`);
 
   // The error carries the good frames that preceded the bad one in the same push.
@@ -474,16 +461,16 @@ t.test('the frame reader rejects unknown types and oversized frames with named e
   const hdr = Buffer.alloc(8);
   hdr.writeUInt32LE(XLHA_REC.XEN_STREAM, 0);
   hdr.writeUInt32LE(2048, 4);
-  res = protocolError(() => r.push(hdr), 'ETOOBIG', 'XEN_STREAM', 'length 2048 exceeds the limit of 1024 bytes');
+  res = expectProtocolError(() => r.push(hdr), 'ETOOBIG', 'XEN_STREAM', 'length 2048 exceeds the limit of 1024 bytes');
   t.ok(res.ok, res.message);
 
   r = new FrameReader();
   r.push(encodeFrame(XLHA_REC.XEN_STREAM, Buffer.alloc(100)).subarray(0, 50));
-  res = protocolError(() => r.finish(), 'ETRUNC', 'inside a XEN_STREAM frame', '50 of 112');
+  res = expectProtocolError(() => r.finish(), 'ETRUNC', 'inside a XEN_STREAM frame', '50 of 112');
   t.ok(res.ok, res.message);
   r = new FrameReader();
   r.push(Buffer.alloc(3));
-  res = protocolError(() => r.finish(), 'ETRUNC', 'inside a frame header');
+  res = expectProtocolError(() => r.finish(), 'ETRUNC', 'inside a frame header');
   t.ok(res.ok, res.message);
 });
 

@@ -15,6 +15,7 @@ import {
   XL_REC,
 } from '../../src/transport/records.js';
 import { XenStreamParser, XenStreamWriter } from '../../src/transport/xenstream.js';
+import { expectProtocolError } from '../helpers/protocol-error.js';
 
 const EMPTY = Buffer.alloc(0);
 const rec = (type: number, body: Uint8Array = EMPTY): Buffer => encodeFrame(type, body);
@@ -51,19 +52,6 @@ function startedParser(): XenStreamParser {
   return p;
 }
 
-function expectError(fn: () => unknown, code: string, ...parts: string[]): { ok: boolean; message: string } {
-  try {
-    fn();
-  } catch (err) {
-    if (!(err instanceof ProtocolError)) return { ok: false, message: `not a ProtocolError: ${String(err)}` };
-    const missing = parts.filter((p) => !err.message.includes(p));
-    if (err.code !== code || missing.length > 0) {
-      return { ok: false, message: `got ${err.code} "${err.message}", wanted ${code} with ${JSON.stringify(parts)}` };
-    }
-    return { ok: true, message: err.message };
-  }
-  return { ok: false, message: 'no error thrown' };
-}
 
 t.test('the writer lays out the stream headers as a checkpointed save sends them', async (t) => {
   const w = new XenStreamWriter();
@@ -137,7 +125,7 @@ t.test('checkpoints round-trip through the writer and the parser', async (t) => 
   t.equal(d.pages.length, 1);
   t.equal(p.streamEnded, true);
   t.equal(p.checkpointsParsed, 4);
-  const r = expectError(() => p.parseCheckpoint(CP_TAIL), 'EBADSEQ', 'after the end of the stream');
+  const r = expectProtocolError(() => p.parseCheckpoint(CP_TAIL), 'EBADSEQ', 'after the end of the stream');
   t.ok(r.ok, r.message);
 });
 
@@ -200,7 +188,7 @@ t.test('every truncation of a checkpoint is rejected as truncated', async (t) =>
   const fresh = new XenStreamParser();
   let bad = 0;
   for (let n = 0; n < first.length; n += n < 200 ? 1 : 97) {
-    const r = expectError(() => fresh.parseCheckpoint(first.subarray(0, n)), 'ETRUNC');
+    const r = expectProtocolError(() => fresh.parseCheckpoint(first.subarray(0, n)), 'ETRUNC');
     if (!r.ok) {
       bad++;
       t.fail(`first checkpoint cut at ${n}: ${r.message}`);
@@ -208,7 +196,7 @@ t.test('every truncation of a checkpoint is rejected as truncated', async (t) =>
   }
   const p = startedParser();
   for (let n = 0; n < second.length; n += n < 200 || n > second.length - 100 ? 1 : 89) {
-    const r = expectError(() => p.parseCheckpoint(second.subarray(0, n)), 'ETRUNC');
+    const r = expectProtocolError(() => p.parseCheckpoint(second.subarray(0, n)), 'ETRUNC');
     if (!r.ok) {
       bad++;
       t.fail(`later checkpoint cut at ${n}: ${r.message}`);
@@ -218,11 +206,11 @@ t.test('every truncation of a checkpoint is rejected as truncated', async (t) =>
   t.equal(fresh.parseCheckpoint(first).first, true, 'the fresh parser still takes the whole first checkpoint');
   t.equal(p.parseCheckpoint(second).index, 1, 'the started parser still takes the whole later checkpoint');
 
-  const r = expectError(() => p.parseCheckpoint(second.subarray(0, 8 + 8 + 16 + 100)), 'ETRUNC', 'libxc PAGE_DATA record of length', 'truncated');
+  const r = expectProtocolError(() => p.parseCheckpoint(second.subarray(0, 8 + 8 + 16 + 100)), 'ETRUNC', 'libxc PAGE_DATA record of length', 'truncated');
   t.ok(r.ok, r.message);
-  const r2 = expectError(() => p.parseCheckpoint(rec(XC_REC.CHECKPOINT)), 'ETRUNC', 'before the libxl CHECKPOINT_END');
+  const r2 = expectProtocolError(() => p.parseCheckpoint(rec(XC_REC.CHECKPOINT)), 'ETRUNC', 'before the libxl CHECKPOINT_END');
   t.ok(r2.ok, r2.message);
-  const r3 = expectError(() => p.parseCheckpoint(EMPTY), 'ETRUNC', 'before the libxc CHECKPOINT');
+  const r3 = expectProtocolError(() => p.parseCheckpoint(EMPTY), 'ETRUNC', 'before the libxc CHECKPOINT');
   t.ok(r3.ok, r3.message);
 });
 
@@ -305,7 +293,7 @@ t.test('malformed checkpoints are rejected with errors naming the problem', asyn
   const p = startedParser();
   const { second } = sampleStream();
   for (const [name, bytes, code, parts] of cases) {
-    const r = expectError(() => p.parseCheckpoint(bytes), code, 'Xen stream checkpoint 1, byte', ...parts);
+    const r = expectProtocolError(() => p.parseCheckpoint(bytes), code, 'Xen stream checkpoint 1, byte', ...parts);
     t.ok(r.ok, `${name}: ${r.message}`);
   }
   t.equal(p.checkpointsParsed, 1, 'no rejected checkpoint was counted');
@@ -317,7 +305,7 @@ t.test('malformed checkpoints are rejected with errors naming the problem', asyn
 t.test('errors give the byte offset of the offending record', async (t) => {
   const p = startedParser();
   const bytes = Buffer.concat([rec(XC_REC.HVM_PARAMS, Buffer.alloc(16)), rec(0x55), CP_TAIL]);
-  const r = expectError(() => p.parseCheckpoint(bytes), 'EBADTYPE', 'checkpoint 1, byte 24:', '0x00000055');
+  const r = expectProtocolError(() => p.parseCheckpoint(bytes), 'EBADTYPE', 'checkpoint 1, byte 24:', '0x00000055');
   t.ok(r.ok, r.message);
 });
 
@@ -356,7 +344,7 @@ t.test('the first checkpoint must carry valid headers in order', async (t) => {
   ];
   const p = new XenStreamParser();
   for (const [name, bytes, code, parts] of cases) {
-    const r = expectError(() => p.parseCheckpoint(bytes), code, 'Xen stream checkpoint 0', ...parts);
+    const r = expectProtocolError(() => p.parseCheckpoint(bytes), code, 'Xen stream checkpoint 0', ...parts);
     t.ok(r.ok, `${name}: ${r.message}`);
   }
   t.equal(p.headers, undefined, 'no headers were recorded by rejected first checkpoints');
