@@ -13,6 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <net/if.h>
+#include <sys/socket.h>
+#include <linux/netlink.h>
+#include <linux/pkt_sched.h>
+#include <linux/rtnetlink.h>
+#include <linux/gen_stats.h>
 
 #include <libxl.h>
 #include <libxl_utils.h>
@@ -434,7 +440,14 @@ out:
 
 int xlha_pipe(int *fds)
 {
-    return pipe2(fds, O_CLOEXEC) ? -errno : 0;
+    int size;
+
+    if (pipe2(fds, O_CLOEXEC)) return -errno;
+    /* A checkpoint is a few MB: with the default 64 KiB, libxenguest stalls on every 16 pages
+     * until the daemon's event loop reads. Grow the pipe as far as the kernel lets us. */
+    for (size = XLHA_PIPE_BYTES; size >= 65536; size /= 2)
+        if (fcntl(fds[1], F_SETPIPE_SZ, size) >= 0) break;
+    return 0;
 }
 
 /* ---- xenstore watch ------------------------------------------------------------------------------ */
@@ -466,4 +479,220 @@ int xlha_watch_wait(xlha_ctx *ctx, int timeout_ms, char *path, int path_len)
     if (path && path_len > 0) snprintf(path, (size_t)path_len, "%s", ev[XS_WATCH_PATH]);
     free(ev);
     return 1;
+}
+
+/* ---- net output buffering (sch_plug over rtnetlink) ---------------------------------------------- */
+
+static int xlha__neterr(char *err, int errlen, int e, const char *fmt, ...)
+{
+    if (err && errlen > 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, (size_t)errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -(e > 0 ? e : EIO);
+}
+
+static int xlha__nl_open(void)
+{
+    struct sockaddr_nl sa;
+    int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+
+    if (fd < 0) return -errno;
+    memset(&sa, 0, sizeof(sa));
+    sa.nl_family = AF_NETLINK;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+static void xlha__nl_attr(struct nlmsghdr *n, size_t cap, unsigned short type, const void *data, size_t len)
+{
+    struct rtattr *a = (struct rtattr *)((char *)n + NLMSG_ALIGN(n->nlmsg_len));
+    size_t alen = RTA_LENGTH(len);
+
+    if (NLMSG_ALIGN(n->nlmsg_len) + RTA_ALIGN(alen) > cap) return; /* cannot happen: fixed sizes */
+    a->rta_type = type;
+    a->rta_len = (unsigned short)alen;
+    memcpy(RTA_DATA(a), data, len);
+    n->nlmsg_len = (uint32_t)(NLMSG_ALIGN(n->nlmsg_len) + RTA_ALIGN(alen));
+}
+
+static const char *xlha__plug_action(int action)
+{
+    switch (action) {
+    case XLHA_PLUG_BUFFER: return "buffer";
+    case XLHA_PLUG_RELEASE_ONE: return "release one epoch";
+    case XLHA_PLUG_RELEASE_ALL: return "release all";
+    case XLHA_PLUG_LIMIT: return "set limit";
+    default: return "?";
+    }
+}
+
+int xlha_plug(const char *ifname, int action, uint32_t limit, char *err, int errlen)
+{
+    struct {
+        struct nlmsghdr n;
+        struct tcmsg t;
+        char attrs[128];
+    } req;
+    struct tc_plug_qopt opt;
+    char buf[1024];
+    struct sockaddr_nl to;
+    unsigned int ifindex;
+    ssize_t got;
+    int fd, rc;
+
+    if (action < XLHA_PLUG_BUFFER || action > XLHA_PLUG_LIMIT)
+        return xlha__neterr(err, errlen, EINVAL, "unknown plug action %d", action);
+    ifindex = ifname ? if_nametoindex(ifname) : 0;
+    if (!ifindex)
+        return xlha__neterr(err, errlen, ENODEV, "no network interface named \"%s\"", ifname ? ifname : "");
+    fd = xlha__nl_open();
+    if (fd < 0) return xlha__neterr(err, errlen, -fd, "cannot open an rtnetlink socket: %s", strerror(-fd));
+
+    memset(&req, 0, sizeof(req));
+    req.n.nlmsg_len = NLMSG_LENGTH(sizeof(struct tcmsg));
+    req.n.nlmsg_type = RTM_NEWQDISC;
+    req.n.nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK; /* no CREATE: change the qdisc in place */
+    req.n.nlmsg_seq = 1;
+    req.t.tcm_family = AF_UNSPEC;
+    req.t.tcm_ifindex = (int)ifindex;
+    req.t.tcm_parent = TC_H_ROOT;
+    xlha__nl_attr(&req.n, sizeof(req), TCA_KIND, "plug", 5);
+    memset(&opt, 0, sizeof(opt));
+    opt.action = action;
+    opt.limit = limit;
+    xlha__nl_attr(&req.n, sizeof(req), TCA_OPTIONS, &opt, sizeof(opt));
+
+    memset(&to, 0, sizeof(to));
+    to.nl_family = AF_NETLINK;
+    if (sendto(fd, &req, req.n.nlmsg_len, 0, (struct sockaddr *)&to, sizeof(to)) < 0) {
+        rc = xlha__neterr(err, errlen, errno, "plug %s on %s: sending to rtnetlink failed: %s",
+                          xlha__plug_action(action), ifname, strerror(errno));
+        goto out;
+    }
+    for (;;) {
+        struct nlmsghdr *h;
+        got = recv(fd, buf, sizeof(buf), 0);
+        if (got < 0) {
+            if (errno == EINTR) continue;
+            rc = xlha__neterr(err, errlen, errno, "plug %s on %s: no answer from rtnetlink: %s",
+                              xlha__plug_action(action), ifname, strerror(errno));
+            goto out;
+        }
+        for (h = (struct nlmsghdr *)buf; NLMSG_OK(h, (unsigned int)got); h = NLMSG_NEXT(h, got)) {
+            if (h->nlmsg_seq != 1 || h->nlmsg_type != NLMSG_ERROR) continue;
+            {
+                const struct nlmsgerr *e = NLMSG_DATA(h);
+                if (e->error == 0) {
+                    rc = 0;
+                } else if (e->error == -EINVAL || e->error == -ENOENT || e->error == -EOPNOTSUPP) {
+                    rc = xlha__neterr(err, errlen, -e->error,
+                                      "plug %s on %s failed: %s (is its root qdisc a plug? "
+                                      "needs the sch_plug module)",
+                                      xlha__plug_action(action), ifname, strerror(-e->error));
+                } else {
+                    rc = xlha__neterr(err, errlen, -e->error, "plug %s on %s failed: %s",
+                                      xlha__plug_action(action), ifname, strerror(-e->error));
+                }
+                goto out;
+            }
+        }
+    }
+out:
+    close(fd);
+    return rc;
+}
+
+/* Backlog bytes from one RTM_NEWQDISC message's attributes, or -1 when it has none. */
+static long long xlha__qdisc_msg_backlog(struct nlmsghdr *h)
+{
+    struct tcmsg *t = NLMSG_DATA(h);
+    int len = (int)h->nlmsg_len - NLMSG_LENGTH(sizeof(*t));
+    struct rtattr *a;
+    long long old = -1;
+
+    for (a = (struct rtattr *)((char *)t + NLMSG_ALIGN(sizeof(*t))); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
+        if (a->rta_type == TCA_STATS2) {
+            int nlen = (int)RTA_PAYLOAD(a);
+            struct rtattr *b;
+            for (b = RTA_DATA(a); RTA_OK(b, nlen); b = RTA_NEXT(b, nlen)) {
+                if (b->rta_type == TCA_STATS_QUEUE && RTA_PAYLOAD(b) >= sizeof(struct gnet_stats_queue)) {
+                    struct gnet_stats_queue q;
+                    memcpy(&q, RTA_DATA(b), sizeof(q));
+                    return q.backlog;
+                }
+            }
+        } else if (a->rta_type == TCA_STATS && RTA_PAYLOAD(a) >= sizeof(struct tc_stats)) {
+            struct tc_stats st;
+            memcpy(&st, RTA_DATA(a), sizeof(st));
+            old = st.backlog;
+        }
+    }
+    return old;
+}
+
+long long xlha_qdisc_backlog(const char *ifname, char *err, int errlen)
+{
+    struct {
+        struct nlmsghdr n;
+        struct tcmsg t;
+    } req;
+    char buf[16384];
+    struct sockaddr_nl to;
+    unsigned int ifindex = ifname ? if_nametoindex(ifname) : 0;
+    long long found = -1;
+    ssize_t got;
+    int fd, done = 0;
+
+    if (!ifindex)
+        return xlha__neterr(err, errlen, ENODEV, "no network interface named \"%s\"", ifname ? ifname : "");
+    fd = xlha__nl_open();
+    if (fd < 0) return xlha__neterr(err, errlen, -fd, "cannot open an rtnetlink socket: %s", strerror(-fd));
+    memset(&req, 0, sizeof(req));
+    req.n.nlmsg_len = NLMSG_LENGTH(sizeof(struct tcmsg));
+    req.n.nlmsg_type = RTM_GETQDISC;
+    req.n.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    req.n.nlmsg_seq = 2;
+    req.t.tcm_family = AF_UNSPEC;
+    req.t.tcm_ifindex = (int)ifindex;
+    memset(&to, 0, sizeof(to));
+    to.nl_family = AF_NETLINK;
+    if (sendto(fd, &req, req.n.nlmsg_len, 0, (struct sockaddr *)&to, sizeof(to)) < 0) {
+        int e = errno;
+        close(fd);
+        return xlha__neterr(err, errlen, e, "qdisc query on %s: sending to rtnetlink failed: %s", ifname, strerror(e));
+    }
+    while (!done) {
+        struct nlmsghdr *h;
+        got = recv(fd, buf, sizeof(buf), 0);
+        if (got < 0) {
+            int e = errno;
+            if (e == EINTR) continue;
+            close(fd);
+            return xlha__neterr(err, errlen, e, "qdisc query on %s: %s", ifname, strerror(e));
+        }
+        if (got == 0) break;
+        for (h = (struct nlmsghdr *)buf; NLMSG_OK(h, (unsigned int)got); h = NLMSG_NEXT(h, got)) {
+            if (h->nlmsg_type == NLMSG_DONE) { done = 1; break; }
+            if (h->nlmsg_type == NLMSG_ERROR) {
+                const struct nlmsgerr *e = NLMSG_DATA(h);
+                close(fd);
+                return xlha__neterr(err, errlen, -e->error, "qdisc query on %s failed: %s", ifname, strerror(-e->error));
+            }
+            if (h->nlmsg_type == RTM_NEWQDISC) {
+                struct tcmsg *t = NLMSG_DATA(h);
+                if ((unsigned int)t->tcm_ifindex == ifindex && t->tcm_parent == TC_H_ROOT && found < 0)
+                    found = xlha__qdisc_msg_backlog(h);
+            }
+        }
+    }
+    close(fd);
+    if (found < 0) return xlha__neterr(err, errlen, ENOENT, "%s has no root qdisc with statistics", ifname);
+    return found;
 }

@@ -153,8 +153,12 @@ void xlha_save_free(xlha_save *s);
  * resumed from that checkpoint and its domid (>= 0) is returned. */
 int xlha_restore_run(xlha_ctx *ctx, const char *config_json, int io_fd, int stream_type);
 
+/* Largest pipe buffer xlha_pipe asks for (F_SETPIPE_SZ; it falls back by halves). */
+#define XLHA_PIPE_BYTES (8 * 1024 * 1024)
+
 /* A pipe (O_CLOEXEC) for the stream between libxenguest and the caller: fds[0] reads,
- * fds[1] writes. */
+ * fds[1] writes. Its buffer is grown towards XLHA_PIPE_BYTES so that a whole checkpoint fits
+ * and libxenguest does not wait for the caller's reads while the guest is suspended. */
 int xlha_pipe(int *fds);
 
 /* xenstore watch on @introduceDomain and @releaseDomain. xlha_watch_wait blocks up to
@@ -162,6 +166,27 @@ int xlha_pipe(int *fds);
  * timeout, negative errno on failure. */
 int xlha_watch_domains(xlha_ctx *ctx);
 int xlha_watch_wait(xlha_ctx *ctx, int timeout_ms, char *path, int path_len);
+
+/* ---- net output buffering (sch_plug) ------------------------------------------------------ *
+ * The guest's output leaves dom0 through an IFB to which its vif's ingress is redirected; a
+ * `plug` qdisc at the IFB's root holds it per epoch (xl-ha sets the IFB, the redirect and the
+ * qdisc up with ip/tc once; these calls drive the qdisc per checkpoint, over rtnetlink, in
+ * microseconds). They need no Xen context: errors are written to err (errlen bytes).
+ *
+ * sch_plug keeps two epochs: BUFFER closes the current epoch (its packets wait behind a barrier)
+ * and opens a new one; RELEASE_ONE lets the packets of the closed epoch go; RELEASE_ALL lets
+ * everything go and stops holding until the next BUFFER; LIMIT sets the queue limit in bytes
+ * (packets beyond it are dropped). */
+#define XLHA_PLUG_BUFFER      0
+#define XLHA_PLUG_RELEASE_ONE 1
+#define XLHA_PLUG_RELEASE_ALL 2
+#define XLHA_PLUG_LIMIT       3
+
+/* Changes the plug qdisc at the root of `ifname`. 0 or negative errno. */
+int xlha_plug(const char *ifname, int action, uint32_t limit, char *err, int errlen);
+
+/* Bytes (>= 0) queued in the root qdisc of `ifname`, or negative errno. */
+long long xlha_qdisc_backlog(const char *ifname, char *err, int errlen);
 
 #ifdef __cplusplus
 }

@@ -59,12 +59,15 @@ export interface DiskWrite {
  * buffering and lets everything out.
  */
 export interface NetPlug {
-  startBuffering(): void;
+  /** May set up plumbing first (xen: an IFB and a plug qdisc per vif). */
+  startBuffering(): void | Promise<void>;
   barrier(epoch: number): void;
   release(epoch: number): void;
   releaseAll(): void;
   /** Bytes currently held back. */
   readonly bufferedBytes: number;
+  /** Optional: removes what startBuffering set up (after releaseAll). */
+  close?(): Promise<void>;
 }
 
 /**
@@ -106,6 +109,8 @@ export interface SaveSession {
   readonly disk: DiskTap | null;
   /** Ends log-dirty mode; the domain keeps running. Idempotent. */
   close(): Promise<void>;
+  /** Optional: median milliseconds of the backend's own steps of a checkpoint (diagnostics). */
+  timings?(): Record<string, number>;
 }
 
 export interface SaveOptions {
@@ -141,6 +146,14 @@ export interface ReplicaDomain {
   readonly name: string;
   /** Applies a checkpoint whole. On failure the previous checkpoint stays in force. */
   applyCheckpoint(cp: VerifiedCheckpoint): Promise<void>;
+  /**
+   * Optional: the xen-stream bytes of the *first* checkpoint as they arrive, before its seal is
+   * verified, so the domain builds while the precopy streams (libxl restores as it reads).
+   * They count for nothing until `applyCheckpoint` of epoch 1, whose `xen` holds the same
+   * bytes again (already delivered). If the first checkpoint is rejected, the backup drops
+   * this replica.
+   */
+  preload?(chunk: Buffer): Promise<void>;
   /** Failover: the domain runs from the last applied checkpoint. */
   activate(): Promise<DomainInfo>;
   /** Drops the replica (protection stopped cleanly). */

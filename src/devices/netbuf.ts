@@ -10,10 +10,10 @@ export class NetbufDevice implements CheckpointDevice {
   readonly kind = 'netbuf';
   private plug: NetPlug | null = null;
 
-  setup(ctx: DeviceContext): void {
+  async setup(ctx: DeviceContext): Promise<void> {
     this.plug = ctx.session.net;
     if (!this.plug) return; // a domain without a NIC has no network output to hold
-    this.plug.startBuffering();
+    await this.plug.startBuffering();
   }
 
   postsuspend(epoch: number): void {
@@ -32,8 +32,10 @@ export class NetbufDevice implements CheckpointDevice {
     return this.plug?.bufferedBytes ?? 0;
   }
 
-  teardown(): void {
+  async teardown(): Promise<void> {
     this.release();
+    const plug = this.plug;
     this.plug = null;
+    await plug?.close?.();
   }
 }

@@ -95,6 +95,11 @@ export class CheckpointEngine {
     return this.failure;
   }
 
+  /** The backend's own step timings (median ms), when it keeps them. */
+  backendTimings(): Record<string, number> | undefined {
+    return this.o.session.timings?.();
+  }
+
   /**
    * Runs protection until `signal` aborts (a clean stop: in-flight checkpoints are committed,
    * then the backup is told GOODBYE) or replication is lost (held output is released and the
@@ -219,6 +224,9 @@ export class CheckpointEngine {
         }
       },
     );
+    // Only the oldest in-flight checkpoint is awaited (drainInFlight); the others may be
+    // rejected (link lost) before anyone awaits them, which must not count as unhandled.
+    settled.catch(() => {});
     this.inFlight.set(epoch, settled);
   }
 

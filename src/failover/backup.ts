@@ -61,6 +61,8 @@ export class BackupSession {
   private pendingBytes = 0;
   private maxPendingBytes = 0;
   private awaitingFull = false;
+  /** Bytes of the first checkpoint went into the replica before its seal was verified. */
+  private preloaded = false;
   private hb: HeartbeatMonitor | null = null;
   private applying: Promise<void> = Promise.resolve();
   private queue: Promise<void> = Promise.resolve();
@@ -151,7 +153,7 @@ export class BackupSession {
     this.events.onState?.(this);
   }
 
-  private onContent(f: Frame): void {
+  private async onContent(f: Frame): Promise<void> {
     if (!this.hello) throw new Error('checkpoint data before HELLO');
     this.digest.update(f.body);
     this.pendingBytes += f.body.length;
@@ -159,6 +161,12 @@ export class BackupSession {
       throw new Error(`checkpoint content exceeds ${this.maxPendingBytes} bytes without a SEAL`);
     }
     (f.type === XLHA_REC.XEN_STREAM ? this.xen : this.disk).push(f.body);
+    // Before the first checkpoint there is nothing to protect: a replica that can build while
+    // the precopy streams gets the bytes now (they count only once the seal verifies).
+    if (f.type === XLHA_REC.XEN_STREAM && this.replica?.preload && this.replica.lastEpoch === 0 && !this.awaitingFull) {
+      this.preloaded = true;
+      await this.replica.preload(f.body);
+    }
   }
 
   private async onSeal(body: Buffer): Promise<void> {
@@ -175,6 +183,10 @@ export class BackupSession {
       this.awaitingFull = true;
       this.log.warn('checkpoint discarded; the previous one stays in force', { epoch: seal.epoch, reason, kept: this.replica?.lastEpoch });
       this.reply(XLHA_REC.CHECKPOINT_NACK, encodeNack({ epoch: seal.epoch, reason }));
+      if (this.preloaded && this.replica?.lastEpoch === 0) {
+        // The replica already consumed the rejected bytes: it cannot become a good copy.
+        throw new Error(`the first checkpoint was rejected after it had been streamed into the replica (${reason})`);
+      }
     };
     try {
       this.digest.verify(seal);

@@ -443,6 +443,20 @@ t.test('a lost link ends protection as lost, releases held output and keeps the 
   t.equal(Buffer.from(c.responses[1]!.value).toString(), 'v', 'and answers new requests at once');
 });
 
+t.test('a link lost with several checkpoints in flight ends protection as lost, not the process', async (t) => {
+  const r = await protect(t, { intervalMs: 10, maxInFlight: 3 });
+  await r.protectedP;
+  r.link.auto = () => 'hold';
+  const e0 = r.engine.epoch;
+  await r.link.waitSeal(e0 + 3);
+  await sleep(30);
+  r.link.lose('backup silent: declared dead');
+  t.equal(await r.done, 'lost', 'every in-flight ack is rejected; run() reports the loss');
+  await sleep(50); // an unhandled rejection of an in-flight checkpoint would end this process here
+  t.match(r.engine.error?.message, /declared dead/);
+  t.equal((await backend.findDomain(dom.domid)).state, 'running');
+});
+
 t.test('a clean stop commits the checkpoints in flight before saying goodbye', async (t) => {
   const r = await protect(t, { intervalMs: 10, maxInFlight: 3 });
   await r.protectedP;

@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { SimBackend } from '../../src/backend/sim/host.js';
+import type { DomainInfo, ReplicaDomain, ReplicaSpec, VerifiedCheckpoint } from '../../src/backend/types.js';
 import { BackupSession, type BackupState } from '../../src/failover/backup.js';
 import { Channel } from '../../src/transport/channel.js';
 import {
@@ -58,9 +59,9 @@ function helloBody(name: string, over: Record<string, unknown> = {}): Record<str
 }
 
 /** A backup host: a sim backend and a replication listener that runs BackupSessions. */
-async function backupHost(t: TT, name: string) {
+async function backupHost<B extends SimBackend = SimBackend>(t: TT, name: string, make?: (dir: string) => B) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `xlha-backup-${name}-`));
-  const be = new SimBackend({ hostName: 'b', stateDir: dir });
+  const be = make ? make(dir) : (new SimBackend({ hostName: 'b', stateDir: dir }) as B);
   const sessions: BackupSession[] = [];
   const states: BackupState[] = [];
   const server = net.createServer((sock) => {
@@ -407,4 +408,90 @@ t.test('the backup side of one protected domain', async (t) => {
     t.equal(s.state, 'active', "an administrator's failover activates it");
     t.equal((await h.be.findDomain('vm-halt')).state, 'running');
   });
+
+  t.test('a replica that preloads gets the first checkpoint while it streams, and only that one', async (t) => {
+    const h = await backupHost(t, 'preload', (dir) => new PreloadingSim(dir));
+    const p = await Primary.connect(t, h.port);
+    p.heartbeats(20);
+    p.hello(helloBody('vm-preload'));
+    t.equal(decodeHelloAck((await p.next()).body).ok, true);
+    const replica = h.be.wrapped[0]!;
+    const bytes1 = p.checkpointBytes([[0, 0x51], [3, 0x52]]);
+    const parts = [bytes1.subarray(0, 200), bytes1.subarray(200)];
+    for (const b of parts) p.ch.send(XLHA_REC.XEN_STREAM, b);
+    await until('the precopy bytes to reach the replica', () => replica.preloaded.length === 2);
+    t.equal(replica.lastEpoch, 0, 'preloaded bytes are not a checkpoint');
+    t.ok(Buffer.concat(replica.preloaded).equals(bytes1), 'the replica saw every byte of checkpoint 1 before its seal');
+    p.checkpoint(1, [], { flags: SEAL_FLAG_FULL, sealed: parts });
+    await expectAck(t, p, 1);
+    t.equal(replica.lastEpoch, 1);
+    p.checkpoint(2, [p.checkpointBytes([[3, 0x53]])]);
+    await expectAck(t, p, 2);
+    t.equal(replica.preloaded.length, 2, 'later checkpoints are applied only once verified, never preloaded');
+  });
+
+  t.test('a corrupt first checkpoint that was preloaded drops replication, with nothing to fail over to', async (t) => {
+    const h = await backupHost(t, 'preload-bad', (dir) => new PreloadingSim(dir));
+    const p = await Primary.connect(t, h.port);
+    p.heartbeats(20);
+    p.hello(helloBody('vm-preload-bad'));
+    t.equal(decodeHelloAck((await p.next()).body).ok, true);
+    const s = h.session();
+    const good = p.checkpointBytes([[1, 0x61]]);
+    const bad = Buffer.from(good);
+    bad[bad.length - 20]! ^= 0xff;
+    p.checkpoint(1, [bad], { flags: SEAL_FLAG_FULL, sealed: [good] });
+    await expectNack(t, p, 1, /checksum/);
+    await until('the session to stop replicating', () => s.state !== 'replicating', 2000);
+    t.equal(s.state, 'halted');
+    t.match(s.error, /rejected after it had been streamed into the replica/);
+    t.equal(s.replica?.lastEpoch, 0, 'no checkpoint is in force');
+    await s.failoverNow(true);
+    t.equal(s.state, 'failed');
+    t.match(s.error, /nothing to fail over to/, 'a failover has nothing to run from');
+    t.same(await h.be.listDomains(), [], 'the poisoned replica is dropped, nothing runs');
+  });
 });
+
+/** A replica that takes the first checkpoint as it streams (as the xen backend's does). */
+class PreloadReplica implements ReplicaDomain {
+  readonly preloaded: Buffer[] = [];
+  constructor(private readonly r: ReplicaDomain) {}
+  get domid(): number {
+    return this.r.domid;
+  }
+  get name(): string {
+    return this.r.name;
+  }
+  get lastEpoch(): number {
+    return this.r.lastEpoch;
+  }
+  async preload(chunk: Buffer): Promise<void> {
+    if (this.r.lastEpoch !== 0) throw new Error('preload after the first checkpoint');
+    this.preloaded.push(chunk);
+  }
+  applyCheckpoint(cp: VerifiedCheckpoint): Promise<void> {
+    return this.r.applyCheckpoint(cp);
+  }
+  activate(): Promise<DomainInfo> {
+    return this.r.activate();
+  }
+  destroy(): Promise<void> {
+    return this.r.destroy();
+  }
+  memoryDigest(): Promise<string> {
+    return this.r.memoryDigest();
+  }
+}
+
+class PreloadingSim extends SimBackend {
+  readonly wrapped: PreloadReplica[] = [];
+  constructor(dir: string) {
+    super({ hostName: 'b', stateDir: dir });
+  }
+  override async createReplica(spec: ReplicaSpec): Promise<ReplicaDomain> {
+    const r = new PreloadReplica(await super.createReplica(spec));
+    this.wrapped.push(r);
+    return r;
+  }
+}

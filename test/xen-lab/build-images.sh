@@ -7,7 +7,14 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 L=${XENLAB_DIR:-/var/tmp/xenlab}; cd "$L"
 KVER=$(ls /boot/vmlinuz-*-amd64 | sort -V | tail -1 | sed 's|/boot/vmlinuz-||')
-[ -f domu-initrd.cpio.gz ] || { echo "domu-initrd.cpio.gz missing: run setup.sh" >&2; exit 1; }
+# The domU initramfs is rebuilt every run (a second): busybox, files/domu-init and the PV NIC
+# driver (xen-netfront is a module in Debian's kernel) for the network-buffering scenario.
+rm -rf domu-initrd && mkdir -p domu-initrd/{bin,proc,sys,dev,lib}
+cp /bin/busybox domu-initrd/bin/busybox
+cp "$HERE/files/domu-init" domu-initrd/init
+nf=$(find "/lib/modules/$KVER/kernel/drivers/net" -name 'xen-netfront.ko*' | head -1)
+[ -n "$nf" ] && cp "$nf" domu-initrd/lib/ || echo "warning: no xen-netfront module for $KVER: the domU will have no network" >&2
+(cd domu-initrd && find . | cpio -o -H newc --quiet | gzip -1) > domu-initrd.cpio.gz
 rm -rf rootfs/xenlab; mkdir -p rootfs/xenlab rootfs/lib/modules
 cp "$HERE"/files/* rootfs/xenlab/
 cp "/boot/vmlinuz-$KVER" rootfs/xenlab/vmlinuz

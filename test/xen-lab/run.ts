@@ -25,7 +25,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
 
-const SCENARIOS = ['stock-remus', 'shim', 'remus', 'xlha-remus-figures', 'failover', 'xl-create-ha'] as const;
+const SCENARIOS = ['stock-remus', 'shim', 'remus', 'xlha-remus-figures', 'netbuf', 'failover', 'xl-create-ha'] as const;
 const MIN_FREE_BYTES = 4 * 1024 ** 3;
 const MARKER = /XLHA-SCENARIO (\S+) (ok|fail|skipped) (\{.*\})\s*$/;
 
@@ -127,7 +127,7 @@ async function script(what: string, file: string, args: string[], log: string, e
 }
 
 function checkSetupOutputs(): void {
-  const need = [path.join(L, 'rootfs/usr/sbin/xl'), path.join(L, 'xen-4.17-shadow'), path.join(L, 'domu-initrd.cpio.gz')];
+  const need = [path.join(L, 'rootfs/usr/sbin/xl'), path.join(L, 'xen-4.17-shadow')];
   for (const f of need) if (!fs.existsSync(f)) throw new LabError(`lab set-up finished but ${f} is missing (see ${L}/setup.log)`);
   if (!fs.readdirSync('/boot').some((f) => /^vmlinuz-.*-amd64$/.test(f))) throw new LabError('no /boot/vmlinuz-*-amd64 kernel for dom0 (package linux-image-amd64)');
   if (!onPath('qemu-system-x86_64')) throw new LabError('qemu-system-x86_64 still missing after the set-up');
@@ -286,7 +286,7 @@ function dom0Crashes(serial: string): { reports: number; examples: string[] } {
 
 function figures(d: Details | undefined, keys: string[]): Record<string, unknown> {
   const o: Record<string, unknown> = {};
-  for (const k of keys) o[k] = d && typeof d[k] === 'number' ? d[k] : null;
+  for (const k of keys) o[k] = d && d[k] !== undefined && (typeof d[k] === 'number' || typeof d[k] === 'object') ? d[k] : null;
   return o;
 }
 
@@ -383,8 +383,8 @@ async function main(): Promise<void> {
     skipped,
     scenarios,
     sideBySide: {
-      stock: figures(scenarios['stock-remus'], ['checkpointsPerSec', 'tickGapMsMean', 'tickGapMsMax', 'unprotectedTickGapMsMean']),
-      xlha: figures(scenarios['xlha-remus-figures'], ['checkpointsPerSec', 'tickGapMsMean', 'tickGapMsMax', 'pagesPerCheckpointP50', 'daemonCheckpointsPerSec']),
+      stock: figures(scenarios['stock-remus'], ['checkpointsPerSec', 'tickGapMsMean', 'tickGapMsMax', 'pagesPerCheckpointP50', 'unprotectedTickGapMsMean']),
+      xlha: figures(scenarios['xlha-remus-figures'], ['checkpointsPerSec', 'tickGapMsMean', 'tickGapMsMax', 'pagesPerCheckpointP50', 'daemonCheckpointsPerSec', 'pauseMsP50', 'firstCheckpointAfterSecs', 'backendStepsMsP50']),
     },
     shimBuild: shim,
     dom0Crashes: dom0Crashes(b.serial),

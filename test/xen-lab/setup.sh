@@ -2,7 +2,8 @@
 # One-time set-up of the Xen lab, cached in $XENLAB_DIR (default /var/tmp/xenlab): host packages,
 # a Debian dom0 root filesystem with the Xen tools, a Xen 4.17 hypervisor rebuilt with shadow
 # paging (Debian's build leaves CONFIG_SHADOW_PAGING off, so PV log-dirty — and with it PV
-# migration and Remus — fails with "Failed to enable logdirty: 95"), and the domU initramfs.
+# migration and Remus — fails with "Failed to enable logdirty: 95"). The domU initramfs is
+# built with the images on every run (build-images.sh).
 # Every step is skipped when its output already exists; a fresh machine takes about 3-5 minutes.
 # dom0.img is NOT built here: build-images.sh does that (run.ts stages xl-ha into the rootfs first).
 set -euo pipefail
@@ -37,15 +38,5 @@ if [ ! -f xen-4.17-shadow ]; then
   "$HERE/build-xen-shadow.sh"
 else
   echo "xenlab setup: xen-4.17-shadow present"
-fi
-if [ ! -f domu-initrd.cpio.gz ]; then
-  echo "xenlab setup: building the domU initramfs"
-  rm -rf domu-initrd && mkdir -p domu-initrd/{bin,proc,sys,dev}
-  cp /bin/busybox domu-initrd/bin/busybox
-  cp "$HERE/files/domu-init" domu-initrd/init
-  (cd domu-initrd && find . | cpio -o -H newc --quiet | gzip -1) > domu-initrd.cpio.gz.tmp
-  mv domu-initrd.cpio.gz.tmp domu-initrd.cpio.gz
-else
-  echo "xenlab setup: domu-initrd.cpio.gz present"
 fi
 echo "xenlab setup: done"

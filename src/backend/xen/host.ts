@@ -35,16 +35,21 @@ import {
   type VerifiedCheckpoint,
 } from '../types.js';
 import { XL_REC, encodeFrame, encodeLibxlHeader } from '../../transport/records.js';
+import { Samples, round } from '../../engine/stats.js';
 import { ShimContext, XLHA_DOM, XLHA_EV, XLHA_STREAM, type ShimDomInfo } from './shim.js';
 import { LibxcSplitter } from './splitter.js';
+import { XenNetPlug, vifsOf } from './netbuf.js';
 
 const XEN_CAPS: BackendCapabilities = {
   modes: ['remus'],
-  // Output buffering (tc plug on an IFB) and disk replication are not wired yet on Xen:
-  // protection on this backend needs -n -d -F, and says so at setup.
-  netbuf: false,
+  // Output buffering: a plug qdisc on an IFB per vif (netbuf.ts). Disk replication is not
+  // wired yet on Xen: protection on this backend needs -d -F, and says so at setup.
+  netbuf: true,
   disk: false,
-  maxInFlight: 1,
+  // One checkpoint travels while the next epoch runs. Deeper pipelines buy nothing here:
+  // sch_plug holds two epochs (netbuf.ts), and in the lab a backup four checkpoints behind
+  // starved its heartbeats. A rejected checkpoint ends protection on Xen (no full resync yet).
+  maxInFlight: 2,
 };
 
 /** XLHA_DEBUG_XEN=1: trace save/restore events on stderr (lab diagnostics). */
@@ -111,14 +116,26 @@ class XenSaveSession implements SaveSession {
   private checkpointsRead = 0;
   private checkpointsTaken = 0;
   private pagesRead = 0;
+  /** pagesRead when the guest was suspended: libxenguest sends the dirty pages after that. */
+  private pagesAtSuspend = 0;
+  private suspendReplied = 0;
   private readWaiter: (() => void) | null = null;
+  /** Where a checkpoint's time goes, step by step (status: backendStepsMsP50). */
+  private readonly steps = {
+    checkpointEvent: new Samples(1000), // waiting for libxenguest's CHECKPOINT callback
+    toSuspendEvent: new Samples(1000), // CHECKPOINT answered → SUSPEND callback
+    libxlSuspend: new Samples(1000),
+    sendPages: new Samples(1000), // SUSPEND answered → POSTCOPY callback (pages into the pipe)
+    readPages: new Samples(1000), // POSTCOPY → the CHECKPOINT record read from the pipe
+    libxlResume: new Samples(1000),
+  };
   private closed = false;
-  readonly net = null;
   readonly disk = null;
 
   constructor(
     private readonly ctx: ShimContext,
     readonly domid: number,
+    readonly net: XenNetPlug | null,
     private readonly timeoutMs = 120_000,
     private readonly onFinished: () => void = () => {},
   ) {}
@@ -191,19 +208,33 @@ class XenSaveSession implements SaveSession {
     trace(`domain ${this.domid}: suspend (pending ${EV_NAME[this.pending] ?? 'none'})`);
     // After the previous resume answered POSTCOPY, libxenguest goes on to its checkpoint
     // callback; that event may still be on its way.
-    if (this.pending === 0) await this.expect(XLHA_EV.CHECKPOINT);
+    let t = performance.now();
+    const lap = (s: Samples) => {
+      const now = performance.now();
+      s.add(now - t);
+      t = now;
+    };
+    if (this.pending === 0) {
+      await this.expect(XLHA_EV.CHECKPOINT);
+      lap(this.steps.checkpointEvent);
+    }
     if (this.pending === XLHA_EV.CHECKPOINT) {
       this.reply(1); // take another checkpoint
       await this.expect(XLHA_EV.SUSPEND);
+      lap(this.steps.toSuspendEvent);
     }
     if (this.pending !== XLHA_EV.SUSPEND) throw new Error('xc_domain_save is not ready to suspend');
     await this.ctx.run('suspend', this.domid);
+    lap(this.steps.libxlSuspend);
+    this.pagesAtSuspend = this.pagesRead;
     this.reply(1);
+    this.suspendReplied = performance.now();
   }
 
   async capture(): Promise<CaptureResult> {
     await this.expect(XLHA_EV.POSTCOPY);
-    const pagesBefore = this.pagesRead;
+    const postcopyAt = performance.now();
+    this.steps.sendPages.add(postcopyAt - this.suspendReplied);
     while (this.checkpointsRead <= this.checkpointsTaken) {
       await new Promise<void>((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error('xc_domain_save: the CHECKPOINT record did not arrive')), this.timeoutMs);
@@ -215,17 +246,26 @@ class XenSaveSession implements SaveSession {
       });
     }
     this.checkpointsTaken++;
+    this.steps.readPages.add(performance.now() - postcopyAt);
     const chunks = this.take();
     chunks.push(encodeFrame(XL_REC.CHECKPOINT_END, Buffer.alloc(0)));
     let bytes = 0;
     for (const c of chunks) bytes += c.length;
-    return { chunks, pages: this.pagesRead - pagesBefore, bytes };
+    return { chunks, pages: this.pagesRead - this.pagesAtSuspend, bytes };
   }
 
   async resume(): Promise<void> {
     if (this.pending !== XLHA_EV.POSTCOPY) return;
+    const t = performance.now();
     await this.ctx.resume(this.domid, true);
+    this.steps.libxlResume.add(performance.now() - t);
     this.reply(1);
+  }
+
+  timings(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [k, v] of Object.entries(this.steps)) if (v.count) out[k] = round(v.percentile(50));
+    return out;
   }
 
   async close(): Promise<void> {
@@ -252,6 +292,7 @@ class XenSaveSession implements SaveSession {
 
 class XenReplica implements ReplicaDomain {
   private epoch = 0;
+  private preloadedBytes = 0;
   private activated = false;
   private failedWith: string | null = null;
   private writer: net.Socket;
@@ -310,11 +351,29 @@ class XenReplica implements ReplicaDomain {
     return this.epoch;
   }
 
+  private async write(b: Buffer): Promise<void> {
+    if (!this.writer.write(b)) await new Promise((r) => this.writer.once('drain', r));
+  }
+
+  async preload(chunk: Buffer): Promise<void> {
+    if (this.failedWith) throw new Error(`the restore of ${this.name} failed: ${this.failedWith}`);
+    if (this.epoch !== 0) throw new Error(`domain ${this.name} already has checkpoint ${this.epoch}: nothing to preload`);
+    await this.write(chunk);
+    this.preloadedBytes += chunk.length;
+  }
+
   async applyCheckpoint(cp: VerifiedCheckpoint): Promise<void> {
     if (this.failedWith) throw new Error(`the restore of ${this.name} failed: ${this.failedWith}`);
     if (this.activated) throw new Error(`domain ${this.name} is active; it takes no more checkpoints`);
+    let skip = this.preloadedBytes; // the first checkpoint's bytes already went to libxl
+    this.preloadedBytes = 0;
     for (const b of cp.xen) {
-      if (!this.writer.write(b)) await new Promise((r) => this.writer.once('drain', r));
+      if (skip >= b.length) {
+        skip -= b.length;
+        continue;
+      }
+      await this.write(skip ? b.subarray(skip) : b);
+      skip = 0;
     }
     this.epoch = cp.epoch;
     trace(`replica ${this.name}: checkpoint ${cp.epoch} handed to libxl (${cp.xen.reduce((n, b) => n + b.length, 0)} bytes)`);
@@ -390,8 +449,10 @@ export class XenBackend implements HypervisorBackend {
   async openSave(domid: number): Promise<SaveSession> {
     const d = this.ctx.info(domid);
     if (!(d.flags & XLHA_DOM.PV)) throw new BackendUnsupportedError(`domain ${d.name} is not PV: the xen backend protects PV domains only for now`);
+    const vifs = vifsOf(domid, this.ctx.configJson(domid));
+    const net = vifs.length ? new XenNetPlug(vifs, this.ctx.shim) : null;
     this.busy++;
-    return new XenSaveSession(this.ctx, domid, undefined, () => this.busy--);
+    return new XenSaveSession(this.ctx, domid, net, undefined, () => this.busy--);
   }
 
   async createReplica(spec: ReplicaSpec): Promise<ReplicaDomain> {

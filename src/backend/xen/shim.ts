@@ -15,6 +15,7 @@ type Fn = ReturnType<LibraryHandle['func']>;
 export const XLHA_EV = { SUSPEND: 1, POSTCOPY: 2, CHECKPOINT: 3, WAIT_CHECKPOINT: 4, DONE: 5 } as const;
 export const XLHA_STREAM = { PLAIN: 0, REMUS: 1, COLO: 2 } as const;
 export const XLHA_DOM = { RUNNING: 0x01, BLOCKED: 0x02, PAUSED: 0x04, SHUTDOWN: 0x08, DYING: 0x10, PV: 0x20, HVM: 0x40 } as const;
+export const XLHA_PLUG = { BUFFER: 0, RELEASE_ONE: 1, RELEASE_ALL: 2, LIMIT: 3 } as const;
 
 export interface ShimDomInfo {
   domid: number;
@@ -85,7 +86,24 @@ export class Shim {
       restoreRun: f('int xlha_restore_run(xlha_ctx *ctx, const char *config_json, int io_fd, int stream_type)'),
       pipe: f('int xlha_pipe(_Out_ int *fds)'),
       watchDomains: f('int xlha_watch_domains(xlha_ctx *ctx)'),
+      plug: f('int xlha_plug(const char *ifname, int action, uint32_t limit, _Out_ uint8_t *err, int errlen)'),
+      qdiscBacklog: f('long long xlha_qdisc_backlog(const char *ifname, _Out_ uint8_t *err, int errlen)'),
     };
+  }
+
+  /** Drives the plug qdisc at the root of `ifname` (rtnetlink; no Xen context needed). */
+  plug(ifname: string, action: number, limit = 0): void {
+    const err = Buffer.alloc(256);
+    const rc = this.fn.plug!(ifname, action, limit, err, err.length) as number;
+    if (rc < 0) throw new ShimError(-rc, cstr(err));
+  }
+
+  /** Bytes queued in the root qdisc of `ifname`. */
+  qdiscBacklog(ifname: string): number {
+    const err = Buffer.alloc(256);
+    const rc = Number(this.fn.qdiscBacklog!(ifname, err, err.length));
+    if (rc < 0) throw new ShimError(-rc, cstr(err));
+    return rc;
   }
 
   /** Loads the shim; throws a clear error naming where it looked. */
@@ -121,6 +139,11 @@ export class Shim {
     if (rc < 0) throw new ShimError(-rc, `pipe failed: errno ${-rc}`);
     return [fds[0]!, fds[1]!];
   }
+}
+
+function cstr(b: Buffer): string {
+  const end = b.indexOf(0);
+  return b.toString('utf8', 0, end < 0 ? b.length : end) || 'unknown error';
 }
 
 /** A connection to Xen (libxl context, libxc interface, xenstore handle). */

@@ -155,7 +155,9 @@ sc_stock-remus() {
   sleep 3; kill -9 $rpid 2>/dev/null; wait $rpid 2>/dev/null
   local fo=0; for _ in $(seq 1 20); do grep -q 'Remus Failover' "$rlog" && { fo=1; break; }; sleep 1; done
   xl list > "$OUT/stock-after-stop.txt" 2>&1
-  local extra=",\"checkpoints\":$(jnum "$c2"),\"firstCheckpointAfterSecs\":$(jnum "$first_after"),\"measuredSecs\":$(jnum "$secs"),\"checkpointsPerSec\":$(jnum "$cps")"
+  # pages per checkpoint: libxc's 'Checkpointed save: N/N' progress lines, median
+  local spages; spages=$(sed -n 's/.*Checkpointed save: \([0-9]*\)\/.*/\1/p' "$rlog" | sort -n | awk '{v[NR]=$1} END{if (NR) print v[int((NR+1)/2)]}')
+  local extra=",\"pagesPerCheckpointP50\":$(jnum "$spages"),\"checkpoints\":$(jnum "$c2"),\"firstCheckpointAfterSecs\":$(jnum "$first_after"),\"measuredSecs\":$(jnum "$secs"),\"checkpointsPerSec\":$(jnum "$cps")"
   extra+=",\"tickGaps\":$(jnum "$gn"),\"tickGapMsMean\":$(jnum "$gmean"),\"tickGapMsMax\":$(jnum "$gmax")"
   extra+=",\"unprotectedTickGapMsMean\":$(jnum "$bmean"),\"unprotectedTickGapMsMax\":$(jnum "$bmax")"
   extra+=",\"senderAliveAtEnd\":$(jbool $alive_at_end),\"primaryDomid\":$(jnum "$pri"),\"destroyRc\":$drc,\"receiverFailover\":$(jbool $fo)"
@@ -245,7 +247,8 @@ sc_remus() {
   done
   local t2 l2; t2=$(up); l2=$(lines "$LOG")
   local f; mapfile -t f < <(node /xenlab/jget.cjs protections.0.committed protections.0.state protections.0.checkpointsPerSec \
-    protections.0.pagesPerCheckpointP50 protections.0.pauseMsP50 protections.0.pauseMsP99 protections.0.error backend protections.0.domid <<< "$js")
+    protections.0.pagesPerCheckpointP50 protections.0.pauseMsP50 protections.0.pauseMsP99 protections.0.error backend protections.0.domid \
+    protections.0.backendStepsMsP50 protections.0.ackMsP50 <<< "$js")
   local c2=${f[0]} state=${f[1]} dcps=${f[2]} pages=${f[3]} p50=${f[4]} p99=${f[5]} perr=${f[6]} backend=${f[7]}
   echo "${f[8]}" > "$ST/primary.domid"
   TMO=30 xlha --control "$BSOCK" status --json > "$OUT/status-b.json" 2>&1
@@ -256,7 +259,7 @@ sc_remus() {
   say "xl-ha remus: committed $samples; $cps/s; tick gaps n=$gn mean=${gmean}ms max=${gmax}ms"
   local extra=",\"clientFailure\":$(jstr "$client_note"),\"committedSamples\":$(jstr "$samples"),\"committed\":$(jnum "$c2"),\"state\":$(jstr "$state"),\"backupState\":$(jstr "$bstate"),\"backend\":$(jstr "$backend")"
   extra+=",\"tickGaps\":$(jnum "$gn"),\"primaryError\":$(jstr "$perr")"
-  printf '%s' ",\"firstCheckpointAfterSecs\":$(jnum "$first_after"),\"committed\":$(jnum "$c2"),\"measuredSecs\":$(jnum "$secs"),\"checkpointsPerSec\":$(jnum "$cps"),\"daemonCheckpointsPerSec\":$(jnum "$dcps"),\"pagesPerCheckpointP50\":$(jnum "$pages"),\"pauseMsP50\":$(jnum "$p50"),\"pauseMsP99\":$(jnum "$p99"),\"tickGaps\":$(jnum "$gn"),\"tickGapMsMean\":$(jnum "$gmean"),\"tickGapMsMax\":$(jnum "$gmax")" > "$ST/figures"
+  printf '%s' ",\"firstCheckpointAfterSecs\":$(jnum "$first_after"),\"committed\":$(jnum "$c2"),\"measuredSecs\":$(jnum "$secs"),\"checkpointsPerSec\":$(jnum "$cps"),\"daemonCheckpointsPerSec\":$(jnum "$dcps"),\"pagesPerCheckpointP50\":$(jnum "$pages"),\"pauseMsP50\":$(jnum "$p50"),\"pauseMsP99\":$(jnum "$p99"),\"tickGaps\":$(jnum "$gn"),\"tickGapMsMean\":$(jnum "$gmean"),\"tickGapMsMax\":$(jnum "$gmax"),\"ackMsP50\":$(jnum "${f[10]}"),\"backendStepsMsP50\":${f[9]:-null}" > "$ST/figures"
   if [[ ${c1:-x} =~ ^[0-9]+$ && ${c2:-x} =~ ^[0-9]+$ ]] && [ "$c2" -gt "$c1" ] && [ "$c2" -ge 2 ] && [ "$gn" -ge 2 ] && [ -z "$perr" ]; then
     touch "$ST/remus.ok"; emit $n ok "" "$extra"
   else
@@ -271,6 +274,62 @@ sc_xlha-remus-figures() {
   if [ -f "$ST/remus.ok" ] && [ -s "$ST/figures" ]; then emit $n ok "" "$(cat "$ST/figures")"
   elif [ -s "$ST/figures" ]; then emit $n fail "the xl-ha protection measured did not work: $(cat "$ST/remus.why" 2>/dev/null)" "$(cat "$ST/figures")"
   else emit $n fail "no xl-ha remus protection to measure: $(cat "$ST/remus.why" 2>/dev/null || echo 'remus scenario did not run')"; fi
+}
+
+# (e) network buffering: sch_plug's semantics on this kernel (test/shim/plug-probe.ts in a netns),
+# then protection without -n: the guest's pings reach dom0 only after acks; a stalled backup holds them
+icmp_echos() { awk '/^Icmp:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "InEchos") c = i; h = 1 } else { print $c; exit } }' /proc/net/snmp; }
+sc_netbuf() {
+  local n=netbuf why
+  [ -f "$ST/remus.ok" ] || { emit $n fail "needs a running xl-ha protection: $(cat "$ST/remus.why" 2>/dev/null || echo 'remus scenario did not run')"; return; }
+  ip netns add xlhaprobe 2>/dev/null
+  local probe; probe=$(XLHA_SHIM=/opt/xl-ha/libxl-shim/libxlha.so timeout 90 ip netns exec xlhaprobe node /opt/xl-ha/dist/test/shim/plug-probe.js 2> "$OUT/netbuf-probe.err" | tail -1)
+  ip netns del xlhaprobe 2>/dev/null
+  echo "$probe" > "$OUT/netbuf-probe.json"
+  local steps; steps=$(node /xenlab/jget.cjs plug.steps <<< "$probe")
+  local want='{"afterAdd3":426,"afterReleaseAll":0,"passThrough2":0,"epoch1Held3":426,"epoch2Held2":710,"afterReleaseOne":284,"afterReleaseAllEnd":0}'
+  local probe_ok=0; [ "$steps" = "$want" ] && probe_ok=1
+  say "plug probe: $steps (want $want)"
+  local net=0; grep -q 'DOMU-NET eth0 up' "$LOG" && net=1
+  [ $net = 1 ] || { emit $n fail "the domU has no network (no 'DOMU-NET eth0 up' on its console): $(grep DOMU-NET "$LOG" | tail -1)" ",\"probeOk\":$(jbool $probe_ok)"; return; }
+  say "+ xl-ha stop domu1; xl-ha remus -i 100 -F -d (network buffering on) domu1"
+  TMO=90 xlha --control "$PSOCK" stop domu1 > "$OUT/netbuf-stop.log" 2>&1
+  # shellcheck disable=SC2086
+  TMO=180 xlha --control "$PSOCK" remus -i 100 -F -d $XLHA_OPTS domu1 "127.0.0.1:$PORT" > "$OUT/netbuf-remus.out" 2> "$OUT/netbuf-remus.err"; local rc=$?
+  local js c=0 st="" s; s=$(up)
+  for _ in $(seq 1 60); do
+    js=$(TMO=30 xlha --control "$PSOCK" status --json 2>&1)
+    mapfile -t f < <(node /xenlab/jget.cjs protections.0.committed protections.0.state protections.0.domid <<< "$js")
+    c=${f[0]:-0}; st=${f[1]}
+    [[ $c =~ ^[0-9]+$ ]] && [ "$c" -ge 2 ] && break
+    [ -n "$st" ] && [ "$st" != error ] && [ "$st" != stopped ] && [ "$st" != failed ] && [ "$st" != lost ] || break
+    awk -v a="$(up)" -v b="$s" 'BEGIN{exit !(a - b < 150)}' || break
+    sleep 3
+  done
+  if ! [[ $c =~ ^[0-9]+$ ]] || [ "$c" -lt 2 ]; then
+    rm -f "$ST/remus.ok"; echo "protection with network buffering did not commit" > "$ST/remus.why"
+    emit $n fail "protection with network buffering did not commit 2 checkpoints (client exit $rc: $(tailf "$OUT/netbuf-remus.err" 3); state ${st:-?}; primary daemon: $(tailf "$OUT/daemon-p.log" 4))" ",\"probeOk\":$(jbool $probe_ok)"; return
+  fi
+  local dom=${f[2]} ; local vif=vif$dom.0 ifb=xlhab$dom.0
+  { tc qdisc show dev "$ifb"; tc filter show dev "$vif" ingress; } > "$OUT/netbuf-tc.txt" 2>&1
+  local plumbing=0; grep -q 'qdisc plug' "$OUT/netbuf-tc.txt" && grep -q 'matchall' "$OUT/netbuf-tc.txt" && grep -q "redirect to device $ifb" "$OUT/netbuf-tc.txt" && plumbing=1
+  local e0 e1; e0=$(icmp_echos); sleep 6; e1=$(icmp_echos)
+  local flowing=$((e1 - e0))
+  local bpid; bpid=$(cat "$ST/b.pid")
+  say "+ kill -STOP the backup daemon (pid $bpid) for 3 s"
+  kill -STOP "$bpid"; sleep 0.7
+  local a b c2; a=$(icmp_echos); sleep 2.3; b=$(icmp_echos)
+  local held; held=$(TMO=30 xlha --control "$PSOCK" status --json 2>&1 | node /xenlab/jget.cjs protections.0.bufferedBytes)
+  kill -CONT "$bpid"; sleep 4; c2=$(icmp_echos)
+  js=$(TMO=30 xlha --control "$PSOCK" status --json 2>&1); echo "$js" > "$OUT/netbuf-status.json"
+  st=$(node /xenlab/jget.cjs protections.0.state <<< "$js")
+  local extra=",\"probeOk\":$(jbool $probe_ok),\"probeSteps\":${steps:-null},\"plumbing\":$(jbool $plumbing),\"echosIn6sProtected\":$flowing,\"echosWhileBackupStopped\":$((b - a)),\"heldBytesWhileStopped\":$(jnum "$held"),\"echosAfterResume\":$((c2 - b)),\"stateAfter\":$(jstr "$st"),\"tc\":$(jstr "$(cat "$OUT/netbuf-tc.txt")")"
+  say "netbuf: probe $probe_ok plumbing $plumbing; echos: $flowing in 6 s protected, $((b - a)) while the backup was stopped (held ${held:-?} bytes), $((c2 - b)) after it resumed; state $st"
+  if [ $probe_ok = 1 ] && [ $plumbing = 1 ] && [ $flowing -ge 2 ] && [ $((b - a)) -eq 0 ] && [ $((c2 - b)) -ge 1 ] && [ "$st" = protected ]; then
+    emit $n ok "" "$extra"
+  else
+    emit $n fail "network buffering did not behave (want: probe ok, plumbing, >= 2 echos in 6 s, 0 while the backup is stopped, >= 1 after, still protected)" "$extra"
+  fi
 }
 
 # (b) primary failure: destroy the protected domU, kill -9 the primary daemon; the backup takes over
@@ -309,7 +368,7 @@ sc_xl-create-ha() { emit xl-create-ha skipped "xl integration issue not landed";
 # ---------------------------------------------------------------- driver
 if [ "${1:-}" = --one ]; then "sc_$2"; exit 0; fi
 
-SCENARIOS="stock-remus:$((REMUS_SECS + 240)) shim:120 remus:$((REMUS_SECS + 300)) xlha-remus-figures:30 failover:150 xl-create-ha:10"
+SCENARIOS="stock-remus:$((REMUS_SECS + 240)) shim:120 remus:$((REMUS_SECS + 300)) xlha-remus-figures:30 netbuf:300 failover:150 xl-create-ha:10"
 : > "$RES"
 say "XLHA-SCENARIOS-START remus_secs=$REMUS_SECS budget=$BUDGET only=${ONLY:-all}"
 xl info > "$OUT/xl-info.txt" 2>&1; grep -E '^(xen_version|virt_caps|total_memory|free_memory|nr_cpus)' "$OUT/xl-info.txt"

@@ -1,0 +1,173 @@
+/**
+ * Network output buffering on Xen: what the guest sends is held in dom0 until the backup has
+ * acknowledged the checkpoint that covers it.
+ *
+ * Plumbing, per vif (set up once with ip/tc, torn down at the end):
+ *
+ *   guest → netfront → vifD.N (dom0) ─ingress─ matchall, every protocol ─mirred→ xlhabD.N (IFB)
+ *                                                        root qdisc: plug ─→ back into the stack
+ *
+ * Xen's own Remus filters `protocol ip` only, so ARP and IPv6 escape its buffer; the matchall
+ * filter here takes every frame. Per checkpoint the plug is driven over rtnetlink through the
+ * shim (microseconds, no process spawned).
+ *
+ * sch_plug knows two epochs only (the one being filled and one closed, waiting for release),
+ * while the engine keeps several checkpoints in flight. So a barrier is placed only when the
+ * previous one has been released; a checkpoint taken before that adds no barrier and its output
+ * stays with the next one. Output is never released before the ack of a checkpoint taken after
+ * it was sent; with several checkpoints in flight some of it waits one checkpoint longer.
+ *
+ * Before the first checkpoint nothing is held (the plug passes everything): until then there
+ * is no backup state that output could get ahead of.
+ */
+import fs from 'node:fs';
+import { execa } from 'execa';
+import type { NetPlug } from '../types.js';
+import { Shim, XLHA_PLUG } from './shim.js';
+
+/** Bytes sch_plug may hold per vif before it drops (its default is tx_queue_len × MTU: 48 KB). */
+export const NETBUF_LIMIT_BYTES = 16 * 1024 * 1024;
+
+export interface XenVif {
+  /** The backend interface in dom0 (vifD.N unless the config names it). */
+  vif: string;
+  /** The IFB that holds its output. */
+  ifb: string;
+}
+
+/** The vifs of a domain from libxl's JSON configuration (`nics`). */
+export function vifsOf(domid: number, configJson: string): XenVif[] {
+  let cfg: { nics?: { devid?: number; ifname?: string }[] };
+  try {
+    cfg = JSON.parse(configJson) as typeof cfg;
+  } catch (err) {
+    throw new Error(`libxl configuration of domain ${domid} is not JSON: ${(err as Error).message}`);
+  }
+  return (cfg.nics ?? []).map((n, i) => {
+    const devid = n.devid ?? i;
+    return { vif: n.ifname || `vif${domid}.${devid}`, ifb: `xlhab${domid}.${devid}` };
+  });
+}
+
+/** Runs an ip/tc/modprobe command; throws with its stderr. */
+export type Runner = (cmd: string, args: string[]) => Promise<void>;
+
+const runTool: Runner = async (cmd, args) => {
+  const r = await execa(cmd, args, { reject: false, stdin: 'ignore', timeout: 30_000 });
+  if (r.exitCode !== 0) {
+    const why = (r.stderr || r.stdout || r.shortMessage || '').trim().split('\n').slice(-2).join(' ');
+    throw new Error(`${cmd} ${args.join(' ')} failed: ${why || `exit ${r.exitCode}`}`);
+  }
+};
+
+/** The rtnetlink side, a seam for tests. */
+export interface PlugControl {
+  plug(ifname: string, action: number, limit?: number): void;
+  qdiscBacklog(ifname: string): number;
+}
+
+export class XenNetPlug implements NetPlug {
+  private pendingBarrier: number | null = null;
+  private holding = false;
+  private made: XenVif[] = [];
+  /** The first plug error seen while protected (netbuf is then ineffective: say so loudly). */
+  error: string | null = null;
+
+  constructor(
+    readonly vifs: XenVif[],
+    private readonly ctl: PlugControl = Shim.load(),
+    private readonly run: Runner = runTool,
+    private readonly limitBytes = NETBUF_LIMIT_BYTES,
+  ) {}
+
+  async startBuffering(): Promise<void> {
+    for (const m of ['ifb', 'sch_plug', 'act_mirred', 'cls_matchall']) {
+      // Built in, or loaded already, on many kernels: a failure here shows up as the tc error below.
+      await this.run('modprobe', m === 'ifb' ? ['-q', m, 'numifbs=0'] : ['-q', m]).catch(() => {});
+    }
+    try {
+      for (const v of this.vifs) {
+        if (!fs.existsSync(`/sys/class/net/${v.vif}`)) {
+          throw new Error(`the domain's vif ${v.vif} is not in dom0 (no /sys/class/net/${v.vif})`);
+        }
+        // A stale IFB of ours (a daemon killed mid-protection) is replaced.
+        if (fs.existsSync(`/sys/class/net/${v.ifb}`)) await this.run('ip', ['link', 'del', 'dev', v.ifb]);
+        await this.run('ip', ['link', 'add', 'name', v.ifb, 'type', 'ifb']);
+        this.made.push(v);
+        await this.run('ip', ['link', 'set', 'dev', v.ifb, 'up']);
+        await this.run('tc', ['qdisc', 'add', 'dev', v.ifb, 'root', 'plug', 'limit', String(this.limitBytes)]);
+        // Nothing is held until the first checkpoint (see above).
+        this.ctl.plug(v.ifb, XLHA_PLUG.RELEASE_ALL);
+        await this.run('tc', ['qdisc', 'add', 'dev', v.vif, 'ingress']);
+        await this.run('tc', [
+          'filter', 'add', 'dev', v.vif, 'parent', 'ffff:', 'protocol', 'all', 'prio', '10',
+          'matchall', 'action', 'mirred', 'egress', 'redirect', 'dev', v.ifb,
+        ]);
+      }
+    } catch (err) {
+      await this.close().catch(() => {});
+      throw new Error(`network buffering on xen: ${(err as Error).message}; protect with -n to go without it (unsafe)`);
+    }
+    this.holding = true;
+  }
+
+  barrier(epoch: number): void {
+    if (!this.holding || this.pendingBarrier !== null) return;
+    this.each(XLHA_PLUG.BUFFER);
+    this.pendingBarrier = epoch;
+  }
+
+  release(epoch: number): void {
+    if (this.pendingBarrier === null || epoch < this.pendingBarrier) return;
+    this.each(XLHA_PLUG.RELEASE_ONE);
+    this.pendingBarrier = null;
+  }
+
+  releaseAll(): void {
+    this.holding = false;
+    this.pendingBarrier = null;
+    for (const v of this.made) {
+      try {
+        this.ctl.plug(v.ifb, XLHA_PLUG.RELEASE_ALL);
+      } catch {
+        /* the IFB is gone: nothing is held there */
+      }
+    }
+  }
+
+  get bufferedBytes(): number {
+    let n = 0;
+    for (const v of this.made) {
+      try {
+        n += this.ctl.qdiscBacklog(v.ifb);
+      } catch {
+        /* gone */
+      }
+    }
+    return n;
+  }
+
+  async close(): Promise<void> {
+    this.releaseAll();
+    const errors: string[] = [];
+    for (const v of this.made.splice(0)) {
+      // Removing the ingress qdisc removes the redirect: the vif sends straight to the bridge again.
+      await this.run('tc', ['qdisc', 'del', 'dev', v.vif, 'ingress']).catch((e: Error) => {
+        if (fs.existsSync(`/sys/class/net/${v.vif}`)) errors.push(e.message);
+      });
+      await this.run('ip', ['link', 'del', 'dev', v.ifb]).catch((e: Error) => errors.push(e.message));
+    }
+    if (errors.length) throw new Error(`network buffering teardown: ${errors.join('; ')}`);
+  }
+
+  private each(action: number): void {
+    for (const v of this.made) {
+      try {
+        this.ctl.plug(v.ifb, action);
+      } catch (err) {
+        this.error ??= (err as Error).message;
+        throw err;
+      }
+    }
+  }
+}

@@ -1,0 +1,166 @@
+/**
+ * The Xen backend's network buffering (src/backend/xen/netbuf.ts) without Xen: its ip/tc set-up
+ * through a recording runner, and its use of sch_plug against a model of the kernel's qdisc
+ * (net/sched/sch_plug.c), checked for the one property that matters: no packet leaves before
+ * the backup acknowledged a checkpoint taken after the packet was sent.
+ */
+import t from 'tap';
+import { XenNetPlug, vifsOf, type PlugControl } from '../../src/backend/xen/netbuf.js';
+import { XLHA_PLUG } from '../../src/backend/xen/shim.js';
+
+/** sch_plug as the kernel implements it; a packet is its epoch tag. */
+class PlugModel implements PlugControl {
+  queue: number[] = [];
+  released: { epoch: number; ackedAt: number }[] = [];
+  throttled = true; // a new plug holds
+  indefinite = false;
+  current = 0;
+  last = 0;
+  toRelease = 0;
+  acked = 0; // set by the test: the newest acknowledged checkpoint
+  ops: string[] = [];
+  fail: string | null = null;
+
+  plug(ifname: string, action: number): void {
+    if (this.fail) throw new Error(this.fail);
+    this.ops.push(`${ifname}:${action}`);
+    if (action === XLHA_PLUG.BUFFER) {
+      this.last = this.current;
+      this.current = 0;
+      if (this.indefinite) this.throttled = true;
+      this.indefinite = false;
+    } else if (action === XLHA_PLUG.RELEASE_ONE) {
+      this.toRelease += this.last;
+      this.last = 0;
+      this.throttled = false;
+    } else if (action === XLHA_PLUG.RELEASE_ALL) {
+      this.indefinite = true;
+      this.toRelease = this.last = this.current = 0;
+      this.throttled = false;
+    }
+    this.drain();
+  }
+  qdiscBacklog(): number {
+    return this.queue.length * 100;
+  }
+  send(epoch: number): void {
+    if (!this.indefinite) this.current++;
+    this.queue.push(epoch);
+    this.drain();
+  }
+  private drain(): void {
+    while (this.queue.length && !this.throttled) {
+      if (!this.indefinite) {
+        if (!this.toRelease) {
+          this.throttled = true;
+          break;
+        }
+        this.toRelease--;
+      }
+      this.released.push({ epoch: this.queue.shift()!, ackedAt: this.acked });
+    }
+  }
+}
+
+const okRunner = (log: string[]) => async (cmd: string, args: string[]) => {
+  log.push(`${cmd} ${args.join(' ')}`);
+};
+
+t.test('vifsOf reads the nics of libxl JSON', async (t) => {
+  t.same(vifsOf(7, JSON.stringify({ nics: [{ devid: 0 }, { devid: 2, ifname: 'web0' }] })), [
+    { vif: 'vif7.0', ifb: 'xlhab7.0' },
+    { vif: 'web0', ifb: 'xlhab7.2' },
+  ]);
+  t.same(vifsOf(7, JSON.stringify({ c_info: {} })), [], 'no nics, nothing to buffer');
+  t.throws(() => vifsOf(7, '{'), /libxl configuration of domain 7 is not JSON/);
+});
+
+t.test('set-up: an IFB with a plug per vif, every protocol of the vif redirected to it', async (t) => {
+  const log: string[] = [];
+  const m = new PlugModel();
+  const p = new XenNetPlug([{ vif: 'lo', ifb: 'xlhab1.0' }], m, okRunner(log), 4096);
+  await p.startBuffering();
+  const cmds = log.filter((c) => !c.startsWith('modprobe'));
+  t.same(cmds, [
+    'ip link add name xlhab1.0 type ifb',
+    'ip link set dev xlhab1.0 up',
+    'tc qdisc add dev xlhab1.0 root plug limit 4096',
+    'tc qdisc add dev lo ingress',
+    'tc filter add dev lo parent ffff: protocol all prio 10 matchall action mirred egress redirect dev xlhab1.0',
+  ]);
+  t.same(m.ops, [`xlhab1.0:${XLHA_PLUG.RELEASE_ALL}`], 'nothing is held before the first checkpoint');
+  log.length = 0;
+  await p.close();
+  t.same(log, ['tc qdisc del dev lo ingress', 'ip link del dev xlhab1.0'], 'close removes the redirect and the IFB');
+});
+
+t.test('a set-up that fails says what failed, offers -n, and undoes what it made', async (t) => {
+  const log: string[] = [];
+  const run = async (cmd: string, args: string[]) => {
+    log.push(`${cmd} ${args.join(' ')}`);
+    if (cmd === 'tc' && args.includes('plug')) throw new Error(`tc ${args.join(' ')} failed: Error: Specified qdisc kind is unknown.`);
+  };
+  const p = new XenNetPlug([{ vif: 'lo', ifb: 'xlhab1.0' }], new PlugModel(), run);
+  await t.rejects(p.startBuffering(), /network buffering on xen: tc qdisc add dev xlhab1.0 root plug .* qdisc kind is unknown.*-n/);
+  t.ok(log.includes('ip link del dev xlhab1.0'), 'the IFB it created is deleted');
+  await t.rejects(
+    new XenNetPlug([{ vif: 'vif99.0', ifb: 'xlhab99.0' }], new PlugModel(), okRunner([])).startBuffering(),
+    /vif99\.0 is not in dom0/,
+    'a vif that is not there is named',
+  );
+});
+
+t.test('with checkpoints in flight, no packet leaves before a covering checkpoint is acknowledged', async (t) => {
+  let seed = 12345;
+  const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+  for (let run = 0; run < 50; run++) {
+    const m = new PlugModel();
+    const p = new XenNetPlug([{ vif: 'lo', ifb: 'ifb' }], m, okRunner([]));
+    await p.startBuffering();
+    const maxInFlight = 1 + Math.floor(rnd() * 4);
+    let epoch = 0; // checkpoints taken
+    const inFlight: number[] = [];
+    for (let step = 0; step < 200; step++) {
+      const r = rnd();
+      if (r < 0.5) m.send(epoch + 1); // output of the epoch the next checkpoint covers
+      else if (r < 0.75 && inFlight.length < maxInFlight) {
+        epoch++;
+        p.barrier(epoch); // postsuspend
+        inFlight.push(epoch);
+      } else if (inFlight.length) {
+        const e = inFlight.shift()!;
+        m.acked = e;
+        p.release(e); // commit
+      }
+    }
+    const early = m.released.filter((x) => x.epoch > 1 && x.ackedAt < x.epoch);
+    t.same(early, [], `run ${run} (up to ${maxInFlight} in flight): nothing released before its checkpoint's ack`);
+    // Liveness: once everything is acknowledged and one more checkpoint commits, all of it is out.
+    while (inFlight.length) {
+      const e = inFlight.shift()!;
+      m.acked = e;
+      p.release(e);
+    }
+    epoch++;
+    p.barrier(epoch);
+    m.acked = epoch;
+    p.release(epoch);
+    epoch++;
+    p.barrier(epoch);
+    m.acked = epoch;
+    p.release(epoch);
+    if (m.queue.length) t.fail(`run ${run}: ${m.queue.length} packets still held after every checkpoint was acknowledged`);
+  }
+});
+
+t.test('a plug that fails while protected fails the checkpoint (and is remembered)', async (t) => {
+  const m = new PlugModel();
+  const p = new XenNetPlug([{ vif: 'lo', ifb: 'ifb' }], m, okRunner([]));
+  await p.startBuffering();
+  m.fail = 'plug buffer on ifb failed: No such device';
+  t.throws(() => p.barrier(1), /No such device/);
+  t.match(p.error, /No such device/);
+  m.fail = null;
+  p.releaseAll();
+  t.equal(m.ops.at(-1), `ifb:${XLHA_PLUG.RELEASE_ALL}`, 'releaseAll still lets everything out');
+});
