@@ -104,6 +104,10 @@ export class Daemon {
   private async supersede(current: BackupSession, name: string, from: string): Promise<void> {
     for (const other of this.backups) {
       if (other === current || other.domainName !== name) continue;
+      if (other.state === 'stopped') {
+        await other.replicaDropped(); // a clean stop whose replica is still being removed
+        continue;
+      }
       if (other.state === 'active') throw new Error(`domain ${name} already runs on host ${this.o.hostName} (it failed over here)`);
       if (other.state === 'replicating' && !other.disconnected) {
         throw new Error(`domain ${name} is already replicated to host ${this.o.hostName} from ${String(other.status().primary)}`);

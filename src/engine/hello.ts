@@ -5,7 +5,7 @@
 import type { DomainConfig } from '../config/domain.js';
 import type { ModeId } from '../backend/types.js';
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 export interface HelloBody {
   protocol: number;

@@ -1,7 +1,7 @@
 /**
  * The backup's end of one protected domain. It builds a replica from the first checkpoint,
  * applies each later checkpoint only once it is complete (its SEAL arrived and the byte count,
- * frame count and sha256 of its content verify) and valid (the Xen stream parses), and
+ * frame count and CRC-32 of its content verify) and valid (the Xen stream parses), and
  * acknowledges it. A torn or corrupt checkpoint is discarded and the previous one stays in
  * force; after a rejection only a FULL checkpoint is accepted.
  *
@@ -66,6 +66,7 @@ export class BackupSession {
   private hb: HeartbeatMonitor | null = null;
   private applying: Promise<void> = Promise.resolve();
   private queue: Promise<void> = Promise.resolve();
+  private droppingReplica: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly backend: HypervisorBackend,
@@ -222,9 +223,20 @@ export class BackupSession {
     this.log.info('protection ended by the primary', { domain: this.domainName, reason });
     this.state = 'stopped';
     this.hb?.stop();
-    await this.replica?.destroy();
-    this.channel?.dispose();
-    this.events.onState?.(this);
+    this.droppingReplica = (async () => {
+      await this.replica?.destroy();
+      this.channel?.dispose();
+      this.events.onState?.(this);
+    })();
+    await this.droppingReplica;
+  }
+
+  /**
+   * Resolves once a stopped session's replica is gone. (On Xen, ending a restore takes libxl
+   * seconds; a new stream for the same domain must not build its replica before that.)
+   */
+  replicaDropped(): Promise<void> {
+    return this.droppingReplica.catch(() => {});
   }
 
   private reply(type: number, body: Buffer): void {

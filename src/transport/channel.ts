@@ -2,7 +2,7 @@
  * The replication channel: one TCP connection between the primary's and the backup's daemon,
  * carrying xl-ha channel frames (docs/protocol.md). Content frames (Xen stream bytes, disk
  * writes) are hashed as they are sent or received; a SEAL closes a checkpoint with the byte
- * count, frame count and sha256 of its content, so the backup can tell a complete checkpoint
+ * count, frame count and CRC-32 of its content, so the backup can tell a complete checkpoint
  * from a torn or corrupt one.
  *
  * Owns its socket: `dispose()` destroys it. `onClose` fires once, with the error if any.

@@ -22,7 +22,7 @@
  *    values above Number.MAX_SAFE_INTEGER rather than lose precision.
  */
 
-import { createHash, type Hash } from 'node:crypto';
+import { crc32 } from 'node:zlib';
 
 // ---------------------------------------------------------------------------
 // Errors
@@ -87,8 +87,6 @@ export const REC_TYPE_OPTIONAL = 0x8000_0000;
 /** The all-ones u64, used by HEARTBEAT.lastEpoch to mean "no epoch yet". */
 export const U64_NONE = 0xffff_ffff_ffff_ffffn;
 
-/** Size of a SHA-256 digest. */
-export const SHA256_BYTES = 32;
 
 // ---------------------------------------------------------------------------
 // Record/frame types
@@ -213,7 +211,7 @@ export const SEAL_FLAG = {
 /** Fixed body sizes of xl-ha channel frames. */
 export const BODY_BYTES = {
   /** 8 + 8 + 4 + 4 + 32. */
-  CHECKPOINT_SEAL: 56,
+  CHECKPOINT_SEAL: 32,
   CHECKPOINT_ACK: 16,
   /** Minimum; the UTF-8 reason follows. */
   CHECKPOINT_NACK: 8,
@@ -856,38 +854,41 @@ export interface Seal {
   contentFrames: number;
   /** {@link SEAL_FLAG} bits; unknown bits are ignored on receipt. */
   flags: number;
-  /** SHA-256 over those bodies, in order (32 bytes). */
-  sha256: Uint8Array;
+  /**
+   * CRC-32 (ISO-HDLC, the zlib/Ethernet polynomial) over those bodies, in order. It detects
+   * corruption, not forgery: without a key any digest can be recomputed by whoever alters the
+   * content (authentication is a separate layer).
+   */
+  crc32: number;
 }
 
-/** CHECKPOINT_SEAL body (56 bytes). */
+/** CHECKPOINT_SEAL body (32 bytes). */
 export function encodeSeal(s: Omit<Seal, 'flags'> & { flags?: number }): Buffer {
   checkU64(s.epoch, 'seal epoch');
   checkU64(s.contentBytes, 'seal contentBytes');
   checkU32(s.contentFrames, 'seal contentFrames');
   const flags = s.flags ?? 0;
   checkU32(flags, 'seal flags');
-  if (s.sha256.length !== SHA256_BYTES) {
-    throw new RangeError(`seal sha256 must be ${SHA256_BYTES} bytes, got ${s.sha256.length}`);
-  }
-  const b = Buffer.allocUnsafe(BODY_BYTES.CHECKPOINT_SEAL);
+  checkU32(s.crc32, 'seal crc32');
+  const b = Buffer.alloc(BODY_BYTES.CHECKPOINT_SEAL);
   writeU64(b, s.epoch, 0);
   writeU64(b, s.contentBytes, 8);
   b.writeUInt32LE(s.contentFrames, 16);
   b.writeUInt32LE(flags, 20);
-  b.set(s.sha256, 24);
+  b.writeUInt32LE(s.crc32, 24);
+  // 28..31 reserved, zero (ignored on receipt)
   return b;
 }
 
-/** Decode a CHECKPOINT_SEAL body; `sha256` is a view into the body. */
-export function decodeSeal(body: Buffer): Seal & { sha256: Buffer } {
+/** Decode a CHECKPOINT_SEAL body. */
+export function decodeSeal(body: Buffer): Seal {
   needLength(body, BODY_BYTES.CHECKPOINT_SEAL, 'CHECKPOINT_SEAL');
   return {
     epoch: readU64(body, 0, 'CHECKPOINT_SEAL epoch'),
     contentBytes: readU64(body, 8, 'CHECKPOINT_SEAL contentBytes'),
     contentFrames: body.readUInt32LE(16),
     flags: body.readUInt32LE(20),
-    sha256: body.subarray(24, 24 + SHA256_BYTES),
+    crc32: body.readUInt32LE(24),
   };
 }
 
@@ -1056,7 +1057,7 @@ export function decodeDiskWrites(body: Buffer): DiskWrite[] {
  * accumulator for the next checkpoint.
  */
 export class CheckpointDigest {
-  private hash: Hash = createHash('sha256');
+  private crc = 0;
   private bytes = 0;
   private frames = 0;
 
@@ -1073,7 +1074,7 @@ export class CheckpointDigest {
   /** Add one content frame body (or the parts it is written from, in order). */
   update(body: Uint8Array | readonly Uint8Array[]): void {
     for (const part of body instanceof Uint8Array ? [body] : body) {
-      this.hash.update(part);
+      this.crc = crc32(part, this.crc);
       this.bytes += part.length;
     }
     this.frames++;
@@ -1081,14 +1082,14 @@ export class CheckpointDigest {
 
   /** Forget everything accumulated (e.g. after discarding a checkpoint). */
   reset(): void {
-    this.hash = createHash('sha256');
+    this.crc = 0;
     this.bytes = 0;
     this.frames = 0;
   }
 
   /** Finish: the seal for `epoch`, then reset. */
-  seal(epoch: number, flags = 0): Seal & { sha256: Buffer } {
-    const s = { epoch, contentBytes: this.bytes, contentFrames: this.frames, flags, sha256: this.hash.digest() };
+  seal(epoch: number, flags = 0): Seal {
+    const s = { epoch, contentBytes: this.bytes, contentFrames: this.frames, flags, crc32: this.crc >>> 0 };
     this.reset();
     return s;
   }
@@ -1096,7 +1097,7 @@ export class CheckpointDigest {
   /**
    * Finish and compare with a received seal, then reset. Throws a
    * ProtocolError (EBADLEN for a byte/frame count mismatch, i.e. a torn
-   * checkpoint; ECHECKSUM for a digest mismatch) naming the epoch.
+   * checkpoint; ECHECKSUM for a checksum mismatch) naming the epoch.
    */
   verify(seal: Seal): void {
     const ours = this.seal(seal.epoch);
@@ -1112,11 +1113,9 @@ export class CheckpointDigest {
         `checkpoint ${seal.epoch}: seal announces ${seal.contentBytes} content bytes, received ${ours.contentBytes}`,
       );
     }
-    if (!ours.sha256.equals(asBuffer(seal.sha256))) {
-      throw new ProtocolError(
-        'ECHECKSUM',
-        `checkpoint ${seal.epoch}: sha256 mismatch (seal ${asBuffer(seal.sha256).toString('hex')}, content ${ours.sha256.toString('hex')})`,
-      );
+    if (ours.crc32 !== seal.crc32 >>> 0) {
+      const hex = (v: number) => (v >>> 0).toString(16).padStart(8, '0');
+      throw new ProtocolError('ECHECKSUM', `checkpoint ${seal.epoch}: crc32 mismatch (seal ${hex(seal.crc32)}, content ${hex(ours.crc32)})`);
     }
   }
 }
@@ -1129,7 +1128,7 @@ export type ChannelMessage =
   | { kind: 'hello'; hello: HelloMessage }
   | { kind: 'hello_ack'; hello: HelloMessage }
   | { kind: 'xen_stream'; bytes: Buffer }
-  | { kind: 'seal'; seal: Seal & { sha256: Buffer } }
+  | { kind: 'seal'; seal: Seal }
   | { kind: 'ack'; ack: Ack }
   | { kind: 'nack'; nack: Nack }
   | { kind: 'heartbeat'; heartbeat: Heartbeat }

@@ -27,3 +27,44 @@ t.test('remus protects a kv domain in process', async (t) => {
   await backup.stop();
   await primary.dispose();
 });
+
+t.test('protecting again right after a stop waits until the old replica is gone', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xlha-restart-'));
+  const log = silentLogger();
+  const events: string[] = [];
+  // A backup whose replicas take a while to go away, as a libxl restore does on Xen.
+  class SlowDropSim extends SimBackend {
+    override async createReplica(spec: Parameters<SimBackend['createReplica']>[0]) {
+      events.push('create');
+      const r = await super.createReplica(spec);
+      const destroy = r.destroy.bind(r);
+      r.destroy = async () => {
+        events.push('destroy-start');
+        await new Promise((res) => setTimeout(res, 600));
+        await destroy();
+        events.push('destroy-end');
+      };
+      return r;
+    }
+  }
+  const primary = new SimBackend({ hostName: 'p', stateDir: path.join(dir, 'p') });
+  const backupBe = new SlowDropSim({ hostName: 'b', stateDir: path.join(dir, 'b') });
+  const replPort = await freePort();
+  const backup = new Daemon({ backend: backupBe, hostName: 'b', stateDir: path.join(dir, 'b'), controlPath: path.join(dir, 'b.sock'), listen: { host: '127.0.0.1', port: replPort }, log });
+  await backup.start();
+  t.teardown(async () => {
+    await backup.stop();
+    await primary.dispose();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  const dom = await primary.createDomain({ name: 'vm-again', memoryMiB: 8, vcpus: 1, disks: [], vifs: [], sim: { workload: 'idle', dirtyMiBPerSec: 0, seed: 3 } });
+  const opts = { domain: dom.domid, mode: 'remus' as const, peer: { host: '127.0.0.1', port: replPort }, intervalMs: 20, netbuf: true, disk: true, blackhole: false, heartbeatMs: 50, failoverTimeoutMs: 1000 };
+  const p1 = await startProtection(primary, opts, log, 'p');
+  await p1.stop();
+  const p2 = await startProtection(primary, opts, log, 'p');
+  t.teardown(() => p2.stop());
+  await new Promise((r) => setTimeout(r, 300));
+  t.same(events.slice(0, 4), ['create', 'destroy-start', 'destroy-end', 'create'], 'the second replica is built only after the first is destroyed');
+  t.equal(p2.status().state, 'protected');
+  t.ok(Number(p2.status().committed) > 0, 'and the new protection commits checkpoints');
+});

@@ -4,6 +4,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import crypto from 'node:crypto';
+import zlib from 'node:zlib';
 import { SimBackend } from '../../src/backend/sim/host.js';
 import type { DomainInfo, ReplicaDomain, ReplicaSpec, VerifiedCheckpoint } from '../../src/backend/types.js';
 import { BackupSession, type BackupState } from '../../src/failover/backup.js';
@@ -127,11 +128,11 @@ class Primary {
   checkpoint(epoch: number, sent: Buffer[], o: { flags?: number; sealed?: Buffer[] } = {}): void {
     const sealed = o.sealed ?? sent;
     for (const b of sent) this.ch.send(XLHA_REC.XEN_STREAM, b);
-    const hash = crypto.createHash('sha256');
-    for (const b of sealed) hash.update(b);
+    let crc = 0;
+    for (const b of sealed) crc = zlib.crc32(b, crc);
     this.ch.send(
       XLHA_REC.CHECKPOINT_SEAL,
-      encodeSeal({ epoch, flags: o.flags ?? 0, contentBytes: sealed.reduce((s, b) => s + b.length, 0), contentFrames: sealed.length, sha256: hash.digest() }),
+      encodeSeal({ epoch, flags: o.flags ?? 0, contentBytes: sealed.reduce((s, b) => s + b.length, 0), contentFrames: sealed.length, crc32: crc }),
     );
   }
 
@@ -204,7 +205,8 @@ t.test('the backup side of one protected domain', async (t) => {
     const cases: [string, Record<string, unknown>, RegExp][] = [
       ['missing uuid', { uuid: undefined }, /field uuid/],
       ['missing intervalMs', { intervalMs: undefined }, /field intervalMs/],
-      ['protocol version 2', { protocol: 2 }, /protocol version 2 is not supported/],
+      ['protocol version 1 (an older xl-ha)', { protocol: 1 }, /protocol version 1 is not supported/],
+      ['protocol version 3', { protocol: 3 }, /protocol version 3 is not supported/],
       ['unknown mode', { mode: 'warp' }, /field mode/],
       ['mode the sim backend cannot run', { mode: 'colo' }, /mode colo is not supported by the sim backend/],
       ['memory of 0', { domain: { ...domainCfg('vm'), memoryMiB: 0 } }, /field memoryMiB/],

@@ -5,6 +5,7 @@
  * observations; the caller asserts on them. XLHA_SHIM points at the libxlha.so to test.
  */
 import dgram from 'node:dgram';
+import fs from 'node:fs';
 import { execa } from 'execa';
 import { Shim, ShimError, XLHA_PLUG } from '../../src/backend/xen/shim.js';
 
@@ -19,6 +20,14 @@ const errOf = (f: () => unknown): { errno?: number; message: string } | null => 
   }
 };
 
+// IPv6 autoconfiguration would add router solicitations to the counted queue.
+for (const k of ['all', 'default']) {
+  try {
+    fs.writeFileSync(`/proc/sys/net/ipv6/conf/${k}/disable_ipv6`, '1');
+  } catch {
+    /* no IPv6 in this kernel */
+  }
+}
 const shim = Shim.load();
 out.noSuchInterface = errOf(() => shim.plug('xlha-nope0', XLHA_PLUG.BUFFER));
 out.badAction = errOf(() => shim.plug('lo', 7));
@@ -29,6 +38,7 @@ try {
 } catch (e) {
   out.pfifoBacklog = (e as Error).message;
 }
+out.loQdisc = (await sh('tc', ['qdisc', 'show', 'dev', 'lo'])).stdout.trim();
 out.plugOnPfifo = errOf(() => shim.plug('lo', XLHA_PLUG.BUFFER));
 
 // Real sch_plug semantics, where the kernel has it: datagrams to a static neighbour behind va.

@@ -1,5 +1,6 @@
 import t from 'tap';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
+import { crc32 } from 'node:zlib';
 import {
   BODY_BYTES,
   CheckpointDigest,
@@ -251,20 +252,21 @@ t.test('GOODBYE carries a UTF-8 reason', async (t) => {
   t.ok(r.ok, r.message);
 });
 
-t.test('CHECKPOINT_SEAL has a fixed 56-byte layout and round-trips', async (t) => {
-  const sha = createHash('sha256').update('x').digest();
-  const seal = { epoch: 2 ** 40 + 5, contentBytes: 123456789012, contentFrames: 17, flags: 0, sha256: sha };
+t.test('CHECKPOINT_SEAL has a fixed 32-byte layout and round-trips', async (t) => {
+  const seal = { epoch: 2 ** 40 + 5, contentBytes: 123456789012, contentFrames: 17, flags: 0, crc32: 0xdeadbeef };
   const body = encodeSeal(seal);
-  t.equal(body.length, 56);
+  t.equal(body.length, 32);
   t.equal(body.readBigUInt64LE(0), BigInt(seal.epoch));
   t.equal(body.readBigUInt64LE(8), BigInt(seal.contentBytes));
   t.equal(body.readUInt32LE(16), 17);
   t.equal(body.readUInt32LE(20), 0);
-  t.same(body.subarray(24), sha);
+  t.equal(body.readUInt32LE(24), 0xdeadbeef);
+  t.equal(body.readUInt32LE(28), 0, 'reserved');
   t.same(decodeSeal(body), seal);
-  let r = expectProtocolError(() => decodeSeal(body.subarray(0, 40)), 'ETRUNC', 'CHECKPOINT_SEAL body is 40 bytes, expected 56');
+  t.throws(() => encodeSeal({ ...seal, crc32: 2 ** 32 }), /crc32/, 'a crc32 beyond 32 bits is refused');
+  let r = expectProtocolError(() => decodeSeal(body.subarray(0, 20)), 'ETRUNC', 'CHECKPOINT_SEAL body is 20 bytes, expected 32');
   t.ok(r.ok, r.message);
-  r = expectProtocolError(() => decodeSeal(Buffer.concat([body, Buffer.alloc(8)])), 'EBADLEN', 'CHECKPOINT_SEAL body is 64 bytes');
+  r = expectProtocolError(() => decodeSeal(Buffer.concat([body, Buffer.alloc(8)])), 'EBADLEN', 'CHECKPOINT_SEAL body is 40 bytes');
   t.ok(r.ok, r.message);
   const huge = Buffer.from(body);
   huge.writeBigUInt64LE(2n ** 60n, 0);
@@ -331,7 +333,7 @@ t.test('the checkpoint digest produces seals that verify and rejects torn or cor
   const seal = tx.seal(5);
   t.equal(seal.contentBytes, 9100);
   t.equal(seal.contentFrames, 3);
-  t.same(seal.sha256, createHash('sha256').update(Buffer.concat(bodies)).digest());
+  t.equal(seal.crc32, crc32(Buffer.concat(bodies)), 'CRC-32 of the bodies, as one');
   t.equal(tx.contentBytes, 0, 'sealing resets the accumulator');
   const wire = decodeSeal(encodeSeal(seal));
 
@@ -350,7 +352,7 @@ t.test('the checkpoint digest produces seals that verify and rejects torn or cor
   const corrupt = bodies.map((b) => Buffer.from(b));
   corrupt[1]![10]! ^= 1;
   for (const b of corrupt) rx.update(b);
-  r = expectProtocolError(() => rx.verify(wire), 'ECHECKSUM', 'checkpoint 5: sha256 mismatch');
+  r = expectProtocolError(() => rx.verify(wire), 'ECHECKSUM', 'checkpoint 5: crc32 mismatch');
   t.ok(r.ok, r.message);
 });
 
@@ -376,7 +378,7 @@ function sampleFrames(): { frames: { type: number; body: Buffer }[]; wire: Buffe
     { type: XLHA_REC.XEN_STREAM, body: Buffer.alloc(0) },
     { type: XLHA_REC.DISK_WRITES, body: encodeDiskWrites([{ offset: 4096, data: randomBytes(700) }]) },
     { type: XLHA_REC.HEARTBEAT, body: encodeHeartbeat({ seq: 1, sentAtMs: 2, lastEpoch: null }) },
-    { type: XLHA_REC.CHECKPOINT_SEAL, body: encodeSeal({ epoch: 1, contentBytes: 1, contentFrames: 1, sha256: Buffer.alloc(32, 1) }) },
+    { type: XLHA_REC.CHECKPOINT_SEAL, body: encodeSeal({ epoch: 1, contentBytes: 1, contentFrames: 1, crc32: 1 }) },
     { type: XLHA_REC.XEN_STREAM, body: randomBytes(20_000) },
     { type: XLHA_REC.GOODBYE, body: encodeGoodbye('done') },
   ];
@@ -482,7 +484,7 @@ t.test('the frame reader ignores the contents of padding bytes', async (t) => {
 });
 
 t.test('fixed body sizes match the documented layouts', async (t) => {
-  t.equal(BODY_BYTES.CHECKPOINT_SEAL, 56);
+  t.equal(BODY_BYTES.CHECKPOINT_SEAL, 32);
   t.equal(BODY_BYTES.CHECKPOINT_ACK, 16);
   t.equal(BODY_BYTES.HEARTBEAT, 24);
 });
