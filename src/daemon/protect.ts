@@ -171,6 +171,7 @@ export async function startProtection(backend: HypervisorBackend, opts: ProtectO
     }
     link = new ChannelLink(channel, { heartbeatMs: opts.heartbeatMs, timeoutMs: opts.failoverTimeoutMs });
   }
+  log.info('protection starting: backup accepted, precopy begins', { domain: info.name, domid: info.domid, mode: opts.mode, peer: opts.blackhole ? 'blackhole' : `${opts.peer.host}:${opts.peer.port}` });
   const session = await backend.openSave(info.domid);
   const netbuf = opts.netbuf ? new NetbufDevice() : null;
   const devices: CheckpointDevice[] = [];

@@ -53,7 +53,7 @@ export class ChannelLink implements ReplicationLink {
     this.lost.catch(() => {});
     this.hb = new HeartbeatMonitor(
       hb,
-      (silent) => this.fail(new ReplicationLostError(`backup silent for ${Math.round(silent)} ms (timeout ${hb.timeoutMs} ms): declared dead`)),
+      (silent) => this.declareDead(new ReplicationLostError(`backup silent for ${Math.round(silent)} ms (timeout ${hb.timeoutMs} ms): declared dead`)),
       () => this.lastAcked,
     );
     channel.onFrame((f) => this.onFrame(f));
@@ -139,6 +139,21 @@ export class ChannelLink implements ReplicationLink {
     this.waiters.clear();
     this.rejectLost(err);
     this.channel.fail(err);
+  }
+
+  /**
+   * The backup went silent. It may be only stalled: a GOODBYE waits in its socket, so that when
+   * it wakes it drops its replica instead of taking over from a primary that still runs.
+   * (Against a real partition this is not enough; fencing is.)
+   */
+  private declareDead(err: Error): void {
+    if (this.lostError) return;
+    this.lostError = err;
+    this.hb.stop();
+    for (const w of this.waiters.values()) w.reject(err);
+    this.waiters.clear();
+    this.rejectLost(err);
+    this.channel.farewell(XLHA_REC.GOODBYE, Buffer.from(`the primary declared this backup dead and runs unprotected: ${err.message}`, 'utf8'), err);
   }
 
   async goodbye(reason: string): Promise<void> {

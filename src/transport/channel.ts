@@ -145,6 +145,23 @@ export class Channel {
     for (const l of ls) l(err);
   }
 
+  /**
+   * Sends one last frame and closes without waiting for it to leave. A peer that is only
+   * stalled (stopped, swapping, starved) finds the frame in its socket when it wakes; the
+   * socket is destroyed after `lingerMs` if it has not drained by then.
+   */
+  farewell(type: number, body: Buffer, err: Error, lingerMs = 60_000): void {
+    if (this.closed) return;
+    this.send(type, body);
+    this.closed = true;
+    this.closeError = err;
+    this.socket.end();
+    setTimeout(() => this.socket.destroy(), lingerMs).unref();
+    const ls = this.closeListeners;
+    this.closeListeners = [];
+    for (const l of ls) l(err);
+  }
+
   /** Flushes what was written, then closes. */
   async end(): Promise<void> {
     if (this.closed) return;

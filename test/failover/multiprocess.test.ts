@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { runScenario } from '../../src/demo/scenario.js';
+import { SimHostProcess, freePort, kvCfg } from '../../src/demo/hosts.js';
 
 t.test('the backup takes over from a SIGKILLed primary with every acknowledged write and the checkpoint memory byte for byte', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xlha-mp-'));
@@ -44,4 +45,45 @@ t.test('the backup takes over from a SIGKILLed primary with every acknowledged w
   t.ok(epoch >= lastCommitted, `the backup resumed from checkpoint ${epoch}, not before the last acknowledged one (${lastCommitted})`);
   t.ok(captured.has(epoch), `the primary captured checkpoint ${epoch}`);
   t.equal(sha, captured.get(epoch), `backup memory equals checkpoint ${epoch} byte for byte`);
+});
+
+t.test('a backup that was only stalled (SIGSTOP) past the timeout drops its replica when it wakes: no second copy', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xlha-stall-'));
+  const replPort = await freePort();
+  const servicePort = await freePort();
+  const backup = new SimHostProcess('backup', dir, replPort);
+  const primary = new SimHostProcess('primary', dir);
+  t.teardown(async () => {
+    backup.proc?.kill('SIGCONT');
+    await Promise.all([primary.stop(), backup.stop()]);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  await Promise.all([backup.start(), primary.start()]);
+  await primary.request({ cmd: 'create', text: kvCfg({ name: 'kv-stall', memoryMiB: 8, servicePort }) });
+  await primary.request({
+    cmd: 'protect',
+    options: { domain: 'kv-stall', mode: 'remus', peer: { host: '127.0.0.1', port: replPort }, intervalMs: 20, netbuf: true, disk: true, blackhole: false, heartbeatMs: 50, failoverTimeoutMs: 300 },
+  });
+  backup.proc.kill('SIGSTOP');
+  const lost = async () => {
+    const st = await primary.request<{ protections: { state: string }[] }>({ cmd: 'status' });
+    return st.protections[0]?.state;
+  };
+  const deadline = performance.now() + 10_000;
+  while ((await lost()) !== 'lost' && performance.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  t.equal(await lost(), 'lost', 'the primary declared the stopped backup dead and runs unprotected');
+  await new Promise((r) => setTimeout(r, 500)); // well past the backup's own failover timeout
+  backup.proc.kill('SIGCONT');
+  await new Promise((r) => setTimeout(r, 1500)); // it wakes, reads what waited in its socket
+  const b = await backup.request<{ replicas: { state: string; error?: string }[] }>({ cmd: 'status' });
+  const states = b.replicas.map((r) => r.state);
+  t.notOk(states.includes('active'), `the backup did not fail over (replicas: ${JSON.stringify(b.replicas)})`);
+  // Not merely refused by the sim's service-address guard (that would leave it halted): the
+  // primary's GOODBYE, waiting in the socket, ended the session and dropped the replica.
+  t.ok(states.every((s) => s === 'stopped'), `the replication session ended cleanly (replicas: ${JSON.stringify(b.replicas)})`);
+  const list = await backup.request<{ name: string; state: string }[]>({ cmd: 'list' });
+  t.notOk(
+    list.some((d) => d.name === 'kv-stall' && d.state === 'running'),
+    `no second running copy of kv-stall on the backup host (${JSON.stringify(list)})`,
+  );
 });
