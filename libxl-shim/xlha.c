@@ -510,6 +510,19 @@ static int xlha__nl_open(void)
     return fd;
 }
 
+/* The interface index of `ifname` and an rtnetlink socket (>= 0), or a negative errno with err set. */
+static int xlha__nl_for(const char *ifname, unsigned int *ifindex, char *err, int errlen)
+{
+    int fd;
+
+    *ifindex = ifname ? if_nametoindex(ifname) : 0;
+    if (!*ifindex)
+        return xlha__neterr(err, errlen, ENODEV, "no network interface named \"%s\"", ifname ? ifname : "");
+    fd = xlha__nl_open();
+    if (fd < 0) return xlha__neterr(err, errlen, -fd, "cannot open an rtnetlink socket: %s", strerror(-fd));
+    return fd;
+}
+
 static void xlha__nl_attr(struct nlmsghdr *n, size_t cap, unsigned short type, const void *data, size_t len)
 {
     struct rtattr *a = (struct rtattr *)((char *)n + NLMSG_ALIGN(n->nlmsg_len));
@@ -549,11 +562,8 @@ int xlha_plug(const char *ifname, int action, uint32_t limit, char *err, int err
 
     if (action < XLHA_PLUG_BUFFER || action > XLHA_PLUG_LIMIT)
         return xlha__neterr(err, errlen, EINVAL, "unknown plug action %d", action);
-    ifindex = ifname ? if_nametoindex(ifname) : 0;
-    if (!ifindex)
-        return xlha__neterr(err, errlen, ENODEV, "no network interface named \"%s\"", ifname ? ifname : "");
-    fd = xlha__nl_open();
-    if (fd < 0) return xlha__neterr(err, errlen, -fd, "cannot open an rtnetlink socket: %s", strerror(-fd));
+    fd = xlha__nl_for(ifname, &ifindex, err, errlen);
+    if (fd < 0) return fd;
 
     memset(&req, 0, sizeof(req));
     req.n.nlmsg_len = NLMSG_LENGTH(sizeof(struct tcmsg));
@@ -645,15 +655,13 @@ long long xlha_qdisc_backlog(const char *ifname, char *err, int errlen)
     } req;
     char buf[16384];
     struct sockaddr_nl to;
-    unsigned int ifindex = ifname ? if_nametoindex(ifname) : 0;
+    unsigned int ifindex;
     long long found = -1;
     ssize_t got;
     int fd, done = 0;
 
-    if (!ifindex)
-        return xlha__neterr(err, errlen, ENODEV, "no network interface named \"%s\"", ifname ? ifname : "");
-    fd = xlha__nl_open();
-    if (fd < 0) return xlha__neterr(err, errlen, -fd, "cannot open an rtnetlink socket: %s", strerror(-fd));
+    fd = xlha__nl_for(ifname, &ifindex, err, errlen);
+    if (fd < 0) return fd;
     memset(&req, 0, sizeof(req));
     req.n.nlmsg_len = NLMSG_LENGTH(sizeof(struct tcmsg));
     req.n.nlmsg_type = RTM_GETQDISC;

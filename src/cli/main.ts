@@ -92,6 +92,7 @@ export async function main(argv: string[]): Promise<number> {
           blackhole: cmd.blackhole,
           heartbeatMs: cmd.heartbeatMs,
           failoverTimeoutMs: cmd.failoverTimeoutMs,
+          ...(cmd.inFlight ? { inFlight: cmd.inFlight } : {}),
           allowUnsafe: cmd.allowUnsafe,
         },
       })) as Record<string, unknown>;

@@ -66,6 +66,7 @@ export const LIMITS = {
   intervalMs: { min: 1, max: 60_000 },
   heartbeatMs: { min: 5, max: 10_000 },
   failoverTimeoutMs: { min: 1, max: 600_000 },
+  inFlight: { min: 1, max: 16 },
   simDirtyMiBPerSec: { min: 0, max: 4096 },
   simSeed: { min: 0, max: 0xffff_ffff },
   port: { min: 1, max: 65_535 },

@@ -16,6 +16,7 @@ import { Channel } from '../transport/channel.js';
 import { XLHA_REC, decodeHello, encodeHello } from '../transport/records.js';
 import { PROTOCOL_VERSION, type HelloBody } from '../engine/hello.js';
 import { round } from '../engine/stats.js';
+import { LIMITS } from '../config/domain.js';
 
 export interface ProtectOptions {
   domain: string | number;
@@ -27,6 +28,8 @@ export interface ProtectOptions {
   blackhole: boolean;
   heartbeatMs: number;
   failoverTimeoutMs: number;
+  /** Checkpoints in flight at most; default: the backend's capability. */
+  inFlight?: number;
   /** -F: allow -n, -d and -b, which let output reach clients before it is replicated. */
   allowUnsafe?: boolean;
 }
@@ -57,6 +60,7 @@ export class Protection {
       state: this.engine.state,
       peer: this.opts.blackhole ? 'blackhole' : `${this.opts.peer.host}:${this.opts.peer.port}`,
       intervalMs: this.opts.intervalMs,
+      inFlight: this.engine.maxInFlight,
       epoch: s.epoch,
       committed: s.committed,
       checkpointsPerSec: elapsed > 0 ? round(Math.max(0, s.committed - 1) / elapsed, 2) : 0,
@@ -134,6 +138,9 @@ export async function startProtection(backend: HypervisorBackend, opts: ProtectO
     const what = [!opts.netbuf && '-n (no network buffering)', !opts.disk && '-d (no disk replication)', opts.blackhole && '-b (blackhole)'].filter(Boolean).join(', ');
     throw new Error(`${what} lets output reach clients before it is replicated: add -F to run in unsafe mode`);
   }
+  if (opts.inFlight !== undefined && !(Number.isInteger(opts.inFlight) && opts.inFlight >= LIMITS.inFlight.min && opts.inFlight <= LIMITS.inFlight.max)) {
+    throw new Error(`checkpoints in flight must be an integer from ${LIMITS.inFlight.min} to ${LIMITS.inFlight.max}, got ${JSON.stringify(opts.inFlight)}`);
+  }
   const info = await backend.findDomain(opts.domain);
   const policy = createPolicy(opts.mode, { intervalMs: opts.intervalMs });
   policy.setup({ capabilities: backend.capabilities, backendKind: backend.kind, devices: [] });
@@ -189,7 +196,7 @@ export async function startProtection(backend: HypervisorBackend, opts: ProtectO
     backendKind: backend.kind,
     domainName: info.name,
     log: elog,
-    maxInFlight: backend.capabilities.maxInFlight,
+    maxInFlight: opts.inFlight ?? backend.capabilities.maxInFlight,
   });
   const p = new Protection(opts, info.domid, info.name, engine, link, netbuf);
   let protectedResolve!: () => void;

@@ -95,6 +95,11 @@ export class CheckpointEngine {
     return this.failure;
   }
 
+  /** Checkpoints that may be in flight at once. */
+  get maxInFlight(): number {
+    return this.o.maxInFlight ?? 1;
+  }
+
   /** The backend's own step timings (median ms), when it keeps them. */
   backendTimings(): Record<string, number> | undefined {
     return this.o.session.timings?.();
@@ -197,18 +202,19 @@ export class CheckpointEngine {
     } finally {
       if (suspended) await session.resume();
     }
-    // The guest runs again; the checkpoint travels meanwhile.
+    // The guest runs again; the checkpoint travels meanwhile. Its frames are queued in order
+    // now (one frame per checkpoint: the backup gets its Xen bytes in one buffer), and the
+    // next epoch does not wait for them to leave: the queue holds at most maxInFlight
+    // checkpoints, since the loop waits for acks beyond that.
     const t6 = performance.now();
-    // One frame per checkpoint: the backup gets the checkpoint's Xen bytes in one buffer.
-    await link.sendContent(XLHA_REC.XEN_STREAM, capture.chunks);
-    for (const f of extra) await link.sendContent(f.type, f.body);
+    const sending = [link.sendContent(XLHA_REC.XEN_STREAM, capture.chunks), ...extra.map((f) => link.sendContent(f.type, f.body))];
     link.seal(epoch, full ? SEAL_FLAG_FULL : 0);
     const sealedAt = performance.now();
-    this.stats.transmitMs.add(sealedAt - t6);
+    const transmitted = Promise.all(sending).then(() => void this.stats.transmitMs.add(performance.now() - t6));
     this.stats.bytesPerCheckpoint.add(capture.bytes + extra.reduce((s, f) => s + f.body.length, 0));
     this.stats.pagesPerCheckpoint.add(capture.pages);
     const release = capture.release;
-    const settled = link.waitAck(epoch).then(
+    const settled = transmitted.then(() => link.waitAck(epoch)).then(
       () => {
         release?.(); // acknowledged: the backup has every byte, the buffers are free
         this.settle(epoch, sealedAt);

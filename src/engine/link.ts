@@ -132,13 +132,7 @@ export class ChannelLink implements ReplicationLink {
   }
 
   fail(err: Error): void {
-    if (this.lostError) return;
-    this.lostError = err;
-    this.hb.stop();
-    for (const w of this.waiters.values()) w.reject(err);
-    this.waiters.clear();
-    this.rejectLost(err);
-    this.channel.fail(err);
+    if (this.markLost(err)) this.channel.fail(err);
   }
 
   /**
@@ -147,13 +141,19 @@ export class ChannelLink implements ReplicationLink {
    * (Against a real partition this is not enough; fencing is.)
    */
   private declareDead(err: Error): void {
-    if (this.lostError) return;
+    if (!this.markLost(err)) return;
+    this.channel.farewell(XLHA_REC.GOODBYE, Buffer.from(`the primary declared this backup dead and runs unprotected: ${err.message}`, 'utf8'), err);
+  }
+
+  /** Records the loss and fails every waiter; false if the link was already lost. */
+  private markLost(err: Error): boolean {
+    if (this.lostError) return false;
     this.lostError = err;
     this.hb.stop();
     for (const w of this.waiters.values()) w.reject(err);
     this.waiters.clear();
     this.rejectLost(err);
-    this.channel.farewell(XLHA_REC.GOODBYE, Buffer.from(`the primary declared this backup dead and runs unprotected: ${err.message}`, 'utf8'), err);
+    return true;
   }
 
   async goodbye(reason: string): Promise<void> {

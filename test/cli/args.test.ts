@@ -64,6 +64,12 @@ t.test('options may follow the positionals and the last repeat wins', async (t) 
   t.equal(c.failoverTimeoutMs, 60, 'the failover timeout defaults to three heartbeats');
 });
 
+t.test('--in-flight sets how many checkpoints may travel unacknowledged', async (t) => {
+  t.equal(narrow(parseArgs(['remus', '--in-flight', '1', 'vm1', 'b']), 'remus').inFlight, 1);
+  t.equal(narrow(parseArgs(['remus', 'vm1', 'b']), 'remus').inFlight, undefined, 'unset: the backend decides');
+  t.throws(() => parseArgs(['remus', '--in-flight', '0', 'vm1', 'b']), /option --in-flight expects an integer from 1 to 16 \(checkpoints\), got "0"/);
+});
+
 t.test('heartbeat and failover timeout can both be set', async (t) => {
   const c = narrow(parseArgs(['remus', '--heartbeat-ms', '100', '--failover-timeout-ms', '101', 'vm1', 'b']), 'remus');
   t.equal(c.heartbeatMs, 100);
@@ -216,7 +222,7 @@ t.test('general usage lists the global options and every command', async (t) => 
 t.test('per-command usage shows the synopsis and every option', async (t) => {
   const remus = usage('remus');
   t.match(remus, /Usage: xl-ha \[global options\] remus \[options\] <Domain> <host\[:port\]>/);
-  for (const opt of ['-i, --interval MS', '-n, --no-netbuf', '-d, --no-disk', '-b, --blackhole', '--heartbeat-ms MS', '--failover-timeout-ms MS', '-F, --unsafe']) {
+  for (const opt of ['-i, --interval MS', '-n, --no-netbuf', '-d, --no-disk', '-b, --blackhole', '--heartbeat-ms MS', '--failover-timeout-ms MS', '--in-flight N', '-F, --unsafe']) {
     t.ok(remus.includes(opt), opt);
   }
   t.match(usage('kemari'), /kemari \[options\] <Domain> <host\[:port\]>/);

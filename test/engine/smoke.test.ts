@@ -68,3 +68,22 @@ t.test('protecting again right after a stop waits until the old replica is gone'
   t.equal(p2.status().state, 'protected');
   t.ok(Number(p2.status().committed) > 0, 'and the new protection commits checkpoints');
 });
+
+t.test('checkpoints in flight: a bad value from a control client is refused by name', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xlha-inflight-'));
+  const primary = new SimBackend({ hostName: 'p', stateDir: dir });
+  t.teardown(async () => {
+    await primary.dispose();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  const dom = await primary.createDomain({ name: 'vm-if', memoryMiB: 8, vcpus: 1, disks: [], vifs: [], sim: { workload: 'idle', dirtyMiBPerSec: 0, seed: 1 } });
+  for (const bad of [0, 17, 2.5]) {
+    await t.rejects(
+      startProtection(primary, { domain: dom.domid, mode: 'remus', peer: { host: '127.0.0.1', port: 1 }, intervalMs: 20, netbuf: true, disk: true, blackhole: false, heartbeatMs: 50, failoverTimeoutMs: 150, inFlight: bad }, silentLogger(), 'p'),
+      new RegExp(`checkpoints in flight must be an integer from 1 to 16, got ${bad}`),
+    );
+  }
+  const p = await startProtection(primary, { domain: dom.domid, mode: 'remus', peer: { host: '127.0.0.1', port: 1 }, intervalMs: 20, netbuf: true, disk: true, blackhole: true, heartbeatMs: 50, failoverTimeoutMs: 150, inFlight: 1, allowUnsafe: true }, silentLogger(), 'p');
+  t.equal(p.status().inFlight, 1, 'the status shows the depth in use');
+  await p.stop();
+});
