@@ -255,7 +255,7 @@ sc_remus() {
   local t2 l2; l2=$(lines "$LOG"); t2=$(up); r=$(raw_status "$PSOCK")
   local c2raw; c2raw=$(committed_of "$r")
   js=$(TMO=30 xlha --control "$PSOCK" status --json 2>&1); echo "$js" >> "$stf"
-  samples+=" $(node /xenlab/jget.cjs protections.0.committed <<< "$js")"
+  samples+=" ${c2raw:-?}"
   local f; mapfile -t f < <(node /xenlab/jget.cjs protections.0.committed protections.0.state protections.0.checkpointsPerSec \
     protections.0.pagesPerCheckpointP50 protections.0.pauseMsP50 protections.0.pauseMsP99 protections.0.error backend protections.0.domid \
     protections.0.backendStepsMsP50 protections.0.ackMsP50 <<< "$js")
