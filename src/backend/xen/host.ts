@@ -36,7 +36,7 @@ import {
 } from '../types.js';
 import { XL_REC, encodeFrame, encodeLibxlHeader } from '../../transport/records.js';
 import { Samples, round } from '../../engine/stats.js';
-import { ShimContext, XLHA_DOM, XLHA_EV, XLHA_STREAM, type ShimDomInfo } from './shim.js';
+import { ShimContext, ShimError, XLHA_DOM, XLHA_EV, XLHA_STREAM, type ShimDomInfo } from './shim.js';
 import { LibxcSplitter } from './splitter.js';
 import { XenNetPlug, vifsOf } from './netbuf.js';
 
@@ -385,6 +385,18 @@ class XenReplica implements ReplicaDomain {
 
   async activate(): Promise<DomainInfo> {
     if (this.epoch === 0) throw new Error(`domain ${this.name} has no complete checkpoint to run from`);
+    // Split-brain guard: a domain of that name on this host is another live copy (the lab runs
+    // primary and backup in one dom0; a primary whose daemon died may still run). Refuse before
+    // libxl resumes anything: the replica stays parked with its checkpoint.
+    let other = -1;
+    try {
+      other = this.ctx.byName(this.name);
+    } catch (err) {
+      if (!(err instanceof ShimError && err.errno === 2)) throw err;
+    }
+    if (other >= 0) {
+      throw new Error(`a domain named ${this.name} already runs on this host (domid ${other}): refusing to start a second copy; destroy it, then fail over again`);
+    }
     this.activated = true;
     this.writer.end(); // end of stream after a complete checkpoint: libxl fails over
     const domid = await this.run;
