@@ -47,11 +47,11 @@ const XEN_CAPS: BackendCapabilities = {
   netbuf: true,
   disk: false,
   // The next checkpoint waits for the ack of the previous one. Measured in the lab (real Xen
-  // under TCG, both hosts in one 2-vCPU dom0, same boot as stock xl remus): with 2 in flight
-  // the backup's work ran during the primary's pause and stretched it (pause p50 436 ms,
-  // 1.84 checkpoints/s, guest tick gap 3.7 s); with 1, pause p50 252 ms, 2.38/s, tick gap
-  // 1.83 s (stock: 3.82/s, 1.87 s). Where the backup is a network away, --in-flight 2 lets
-  // one checkpoint travel while the next epoch runs (sch_plug holds two epochs: netbuf.ts).
+  // under TCG, both hosts in one 2-vCPU dom0, stock xl remus in the same boot): with 1 the
+  // guest progresses about as under stock (tick gap 1.83 s vs 1.87 s) at 2.38 checkpoints/s
+  // (stock 3.82); with 2, 2.75/s (stock 3.28) but checkpoints run back to back and the guest
+  // starves (tick gap 3.25 s vs 2.49 s). Where the backup is a network away, --in-flight 2
+  // hides the round trip (sch_plug holds two epochs: netbuf.ts; docs/xen-backend.md).
   // A rejected checkpoint ends protection on Xen (no full resync yet).
   maxInFlight: 1,
 };
