@@ -203,7 +203,7 @@ const REPLICATE_OPTIONS: OptionDef[] = [
   { id: 'blackhole', short: 'b', long: 'blackhole', help: 'Send checkpoints to a black hole instead of the peer (for testing and benchmarks).' },
   { id: 'heartbeat-ms', long: 'heartbeat-ms', arg: 'MS', help: `Heartbeat interval in milliseconds (default ${DEFAULT_HEARTBEAT_MS}, ${LIMITS.heartbeatMs.min} to ${LIMITS.heartbeatMs.max}).` },
   { id: 'failover-timeout-ms', long: 'failover-timeout-ms', arg: 'MS', help: `Declare the primary dead after this many milliseconds without a heartbeat (default ${FAILOVER_TIMEOUT_FACTOR} x heartbeat; must exceed the heartbeat).` },
-  { id: 'in-flight', long: 'in-flight', arg: 'N', help: `Checkpoints that may travel unacknowledged while the guest runs on (${LIMITS.inFlight.min} to ${LIMITS.inFlight.max}; default: the backend's, sim 8, xen 1).` },
+  { id: 'in-flight', long: 'in-flight', arg: 'N', help: `Checkpoints that may travel unacknowledged while the guest runs on (${LIMITS.inFlight.min} to ${LIMITS.inFlight.max}; default: the backend's, sim 8, xen 2).` },
   { id: 'unsafe', short: 'F', long: 'unsafe', help: 'Run in unsafe mode (needed by xl for -n, -d and -b); failover may not work as intended.' },
   HELP_OPTION,
 ];

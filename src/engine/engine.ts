@@ -61,6 +61,7 @@ export type EngineState = 'starting' | 'protected' | 'stopping' | 'stopped' | 'l
 export class CheckpointEngine {
   private epochNo = 0;
   private lastCheckpointAt = 0;
+  private lastResumedAt = 0;
   private readonly inFlight = new Map<number, Promise<void>>();
   private needFull = false;
   private fullEpoch = 0;
@@ -158,6 +159,9 @@ export class CheckpointEngine {
       get lastCheckpointAt() {
         return self.lastCheckpointAt;
       },
+      get lastResumedAt() {
+        return self.lastResumedAt;
+      },
       get inFlight() {
         return self.inFlight.size;
       },
@@ -189,6 +193,7 @@ export class CheckpointEngine {
       await session.resume();
       suspended = false;
       const t5 = performance.now();
+      this.lastResumedAt = t5;
       const ph = this.stats.phaseMs;
       ph.suspend += t1 - t0;
       ph.postsuspend += t2 - t1;

@@ -46,6 +46,8 @@ export interface LoopState {
   readonly epoch: number;
   /** performance.now() when the last checkpoint's suspend began (0 before the first). */
   readonly lastCheckpointAt: number;
+  /** performance.now() when the guest last resumed after a checkpoint (0 before the first). */
+  readonly lastResumedAt: number;
   readonly inFlight: number;
 }
 

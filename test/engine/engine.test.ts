@@ -521,7 +521,7 @@ t.test('modes other than remus fail at setup with an error naming the mode', asy
 t.test('RemusPolicy takes the first checkpoint at once and then waits an interval', async (t) => {
   const p = new RemusPolicy({ intervalMs: 60 });
   const ac = new AbortController();
-  const state = (last: number): LoopState => ({ epoch: 1, lastCheckpointAt: last, inFlight: 0 });
+  const state = (last: number, resumed = last): LoopState => ({ epoch: 1, lastCheckpointAt: last, lastResumedAt: resumed, inFlight: 0 });
   let t0 = performance.now();
   await p.nextCheckpoint(state(0), ac.signal);
   t.ok(performance.now() - t0 < 30, 'no wait before the first checkpoint');
@@ -532,6 +532,12 @@ t.test('RemusPolicy takes the first checkpoint at once and then waits an interva
   t0 = performance.now();
   await p.nextCheckpoint(state(t0 - 100), ac.signal);
   t.ok(performance.now() - t0 < 30, 'no wait when the interval is already over');
+  // A checkpoint that took longer than the interval (started 100 ms ago, resumed just now):
+  // the guest still runs half an interval before the next one.
+  t0 = performance.now();
+  await p.nextCheckpoint(state(t0 - 100, t0), ac.signal);
+  const ran = performance.now() - t0;
+  t.ok(ran >= 25 && ran < 1000, `after a long checkpoint the guest runs half an interval first (${ran.toFixed(1)} ms)`);
   const pending = p.nextCheckpoint(state(performance.now()), ac.signal);
   ac.abort(new Error('aborted by test'));
   await t.rejects(pending, /aborted by test/, 'an abort ends the wait');
