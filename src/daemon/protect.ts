@@ -34,6 +34,11 @@ export interface ProtectOptions {
   allowUnsafe?: boolean;
 }
 
+/** Where a protection's checkpoints go, for logs and status. */
+function peerLabel(opts: ProtectOptions): string {
+  return opts.blackhole ? 'blackhole' : `${opts.peer.host}:${opts.peer.port}`;
+}
+
 export class Protection {
   readonly abort = new AbortController();
   done!: Promise<EngineState>;
@@ -58,7 +63,7 @@ export class Protection {
       domid: this.domid,
       mode: this.opts.mode,
       state: this.engine.state,
-      peer: this.opts.blackhole ? 'blackhole' : `${this.opts.peer.host}:${this.opts.peer.port}`,
+      peer: peerLabel(this.opts),
       intervalMs: this.opts.intervalMs,
       inFlight: this.engine.maxInFlight,
       epoch: s.epoch,
@@ -178,7 +183,7 @@ export async function startProtection(backend: HypervisorBackend, opts: ProtectO
     }
     link = new ChannelLink(channel, { heartbeatMs: opts.heartbeatMs, timeoutMs: opts.failoverTimeoutMs });
   }
-  log.info('protection starting: backup accepted, precopy begins', { domain: info.name, domid: info.domid, mode: opts.mode, peer: opts.blackhole ? 'blackhole' : `${opts.peer.host}:${opts.peer.port}` });
+  log.info('protection starting: backup accepted, precopy begins', { domain: info.name, domid: info.domid, mode: opts.mode, peer: peerLabel(opts) });
   const session = await backend.openSave(info.domid);
   const netbuf = opts.netbuf ? new NetbufDevice() : null;
   const devices: CheckpointDevice[] = [];
@@ -204,6 +209,6 @@ export async function startProtection(backend: HypervisorBackend, opts: ProtectO
   p.done = engine.run(p.abort.signal, protectedResolve);
   const first = await Promise.race([protectedP.then(() => 'ok' as const), p.done]);
   if (first !== 'ok') throw new Error(`protection of ${info.name} failed to start: ${engine.error?.message ?? first}`);
-  elog.info('domain protected', { peer: opts.blackhole ? 'blackhole' : `${opts.peer.host}:${opts.peer.port}`, intervalMs: opts.intervalMs });
+  elog.info('domain protected', { peer: peerLabel(opts), intervalMs: opts.intervalMs });
   return p;
 }

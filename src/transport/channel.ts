@@ -137,12 +137,8 @@ export class Channel {
   /** Ends the channel with an error (protocol violation, timeout) or cleanly. */
   fail(err?: Error): void {
     if (this.closed) return;
-    this.closed = true;
-    this.closeError = err;
     this.socket.destroy();
-    const ls = this.closeListeners;
-    this.closeListeners = [];
-    for (const l of ls) l(err);
+    this.markClosed(err);
   }
 
   /**
@@ -153,10 +149,15 @@ export class Channel {
   farewell(type: number, body: Buffer, err: Error, lingerMs = 60_000): void {
     if (this.closed) return;
     this.send(type, body);
-    this.closed = true;
-    this.closeError = err;
     this.socket.end();
     setTimeout(() => this.socket.destroy(), lingerMs).unref();
+    this.markClosed(err);
+  }
+
+  /** The channel is closed (however the socket goes): tell the listeners, once. */
+  private markClosed(err?: Error): void {
+    this.closed = true;
+    this.closeError = err;
     const ls = this.closeListeners;
     this.closeListeners = [];
     for (const l of ls) l(err);

@@ -87,7 +87,6 @@ export const REC_TYPE_OPTIONAL = 0x8000_0000;
 /** The all-ones u64, used by HEARTBEAT.lastEpoch to mean "no epoch yet". */
 export const U64_NONE = 0xffff_ffff_ffff_ffffn;
 
-
 // ---------------------------------------------------------------------------
 // Record/frame types
 
@@ -210,7 +209,7 @@ export const SEAL_FLAG = {
 
 /** Fixed body sizes of xl-ha channel frames. */
 export const BODY_BYTES = {
-  /** 8 + 8 + 4 + 4 + 32. */
+  /** 8 + 8 + 4 + 4 + 4 (crc32) + 4 (reserved). */
   CHECKPOINT_SEAL: 32,
   CHECKPOINT_ACK: 16,
   /** Minimum; the UTF-8 reason follows. */
