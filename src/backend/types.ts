@@ -92,13 +92,19 @@ export interface CaptureResult {
   release?: () => void;
 }
 
+/** Where a save session sends stream bytes: one content frame per call. */
+export type ContentSink = (chunk: Buffer | readonly Buffer[]) => Promise<void>;
+
 /** Primary side: a checkpointed (Remus/COLO) save of one running domain. */
 export interface SaveSession {
   readonly domid: number;
-  /** The Xen stream's leading headers plus the live precopy of all memory, sent to `sink`. */
-  begin(sink: (chunk: Buffer) => Promise<void>): Promise<{ pages: number; rounds: number }>;
+  /**
+   * The Xen stream's leading headers plus the live precopy of all memory, sent to `sink` (each
+   * call one content frame: a buffer, or several sent as one without joining them).
+   */
+  begin(sink: ContentSink): Promise<{ pages: number; rounds: number }>;
   /** Every page again, sent live (after the backup rejected a checkpoint and needs a full one). */
-  resync(sink: (chunk: Buffer) => Promise<void>): Promise<{ pages: number }>;
+  resync(sink: ContentSink): Promise<{ pages: number }>;
   /** Stops the guest's vCPUs at an instruction boundary and quiesces its devices. */
   suspend(): Promise<void>;
   /** While suspended: the dirty pages since the previous capture and the vCPU context. */
@@ -134,7 +140,7 @@ export interface VerifiedCheckpoint {
   epoch: number;
   /** Raw Xen stream bytes, as received (the xen backend feeds these to libxc). */
   xen: Buffer[];
-  /** The same bytes, parsed and validated. */
+  /** The same bytes, parsed and validated (empty for a replica that `takesRawStream`). */
   pages: { pfn: number; type: number; data: Buffer }[];
   vcpus: { id: number; context: Buffer }[];
   diskWrites: DiskWrite[];
@@ -147,13 +153,18 @@ export interface ReplicaDomain {
   /** Applies a checkpoint whole. On failure the previous checkpoint stays in force. */
   applyCheckpoint(cp: VerifiedCheckpoint): Promise<void>;
   /**
+   * True when `applyCheckpoint` uses only the raw `xen` bytes (libxc reads them again): the
+   * backup then validates every record but lists no pages.
+   */
+  readonly takesRawStream?: boolean;
+  /**
    * Optional: the xen-stream bytes of the *first* checkpoint as they arrive, before its seal is
    * verified, so the domain builds while the precopy streams (libxl restores as it reads).
    * They count for nothing until `applyCheckpoint` of epoch 1, whose `xen` holds the same
    * bytes again (already delivered). If the first checkpoint is rejected, the backup drops
    * this replica.
    */
-  preload?(chunk: Buffer): Promise<void>;
+  preload?(chunk: Buffer | readonly Buffer[]): Promise<void>;
   /** Failover: the domain runs from the last applied checkpoint. */
   activate(): Promise<DomainInfo>;
   /** Drops the replica (protection stopped cleanly). */

@@ -126,8 +126,15 @@ export class CheckpointEngine {
       for (const d of devices) await d.begin?.((f) => link.sendContent(f.type, f.body));
       log.info('precopy done', { pages: pre.pages, rounds: pre.rounds });
       this.fullEpoch = 1;
+      const firstAt = performance.now();
       await this.checkpoint(true);
       await this.drainInFlight(1);
+      log.info('first checkpoint committed', {
+        pauseMs: Math.round(this.stats.firstPauseMs),
+        pages: this.stats.pagesPerCheckpoint.percentile(100), // the only sample yet
+        bytes: this.stats.bytesPerCheckpoint.percentile(100),
+        ms: Math.round(performance.now() - firstAt),
+      });
       link.slowPhase(false);
       this.state = 'protected';
       this.stats.firstCheckpointAt = performance.now();

@@ -16,6 +16,7 @@ import { Channel } from '../transport/channel.js';
 import {
   XLHA_REC,
   decodeDiskWrites,
+  frameParts,
   decodeHello,
   decodeSeal,
   encodeAck,
@@ -156,17 +157,19 @@ export class BackupSession {
 
   private async onContent(f: Frame): Promise<void> {
     if (!this.hello) throw new Error('checkpoint data before HELLO');
-    this.digest.update(f.body);
-    this.pendingBytes += f.body.length;
+    const parts = frameParts(f); // a checkpoint's pages are not joined on their way to libxc
+    this.digest.update(parts);
+    for (const b of parts) this.pendingBytes += b.length;
     if (this.pendingBytes > this.maxPendingBytes) {
       throw new Error(`checkpoint content exceeds ${this.maxPendingBytes} bytes without a SEAL`);
     }
-    (f.type === XLHA_REC.XEN_STREAM ? this.xen : this.disk).push(f.body);
+    if (f.type === XLHA_REC.XEN_STREAM) this.xen.push(...parts);
+    else this.disk.push(f.body); // decoded one frame at a time
     // Before the first checkpoint there is nothing to protect: a replica that can build while
     // the precopy streams gets the bytes now (they count only once the seal verifies).
     if (f.type === XLHA_REC.XEN_STREAM && this.replica?.preload && this.replica.lastEpoch === 0 && !this.awaitingFull) {
       this.preloaded = true;
-      await this.replica.preload(f.body);
+      await this.replica.preload(parts);
     }
   }
 
@@ -197,10 +200,11 @@ export class BackupSession {
     }
     if (this.awaitingFull && !full) return reject(`waiting for a full checkpoint after a rejected one (have ${this.replica.lastEpoch})`);
     if (seal.epoch <= this.replica.lastEpoch) return reject(`epoch ${seal.epoch} is not after the applied ${this.replica.lastEpoch}`);
+    const tParse = performance.now();
     let parsed;
     let diskWrites: DiskWrite[];
     try {
-      parsed = this.parser.parseCheckpoint(xen.length === 1 ? xen[0]! : Buffer.concat(xen));
+      parsed = this.parser.parseCheckpoint(xen, { pages: !this.replica.takesRawStream });
       diskWrites = disk.flatMap((b) => decodeDiskWrites(b));
     } catch (err) {
       return reject(`invalid stream: ${(err as Error).message}`);
@@ -215,7 +219,15 @@ export class BackupSession {
     }
     this.awaitingFull = false;
     this.checkpointsApplied++;
-    if (this.checkpointsApplied === 1) this.hb?.grace(0);
+    if (this.checkpointsApplied === 1) {
+      this.hb?.grace(0);
+      this.log.info('first checkpoint applied', {
+        epoch: seal.epoch,
+        bytes: xen.reduce((n, b) => n + b.length, 0),
+        parseMs: Math.round(t0 - tParse),
+        applyMs: Math.round(performance.now() - t0),
+      });
+    }
     this.reply(XLHA_REC.CHECKPOINT_ACK, encodeAck({ epoch: seal.epoch, applyMicros: Math.round((performance.now() - t0) * 1000) }));
   }
 

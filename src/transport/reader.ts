@@ -5,7 +5,9 @@
  * returns the frames completed so far and keeps the remainder. Chunks are
  * queued, not concatenated, so the cost is linear in the bytes received
  * whatever the chunking: a body that lies inside one chunk is returned as a
- * view of that chunk, a body that spans chunks is copied exactly once.
+ * view of that chunk, a body that spans chunks is copied exactly once, or, for
+ * content frames (XEN_STREAM, DISK_WRITES: megabytes per checkpoint), not at
+ * all: their `parts` are the views, and `body` joins them only if asked for.
  */
 
 import {
@@ -17,6 +19,7 @@ import {
   isChannelType,
   ProtocolError,
   type ProtocolErrorCode,
+  isContentFrame,
   recordTypeName,
 } from './records.js';
 
@@ -127,10 +130,13 @@ export class FrameReader {
       const p = this.pending;
       if (this.buffered < p.total) break;
       this.skip(FRAME_HEADER_BYTES);
-      const body = this.take(p.length);
+      if (isContentFrame(p.type) && !this.contiguous(p.length)) {
+        frames.push(new SplitFrame(p.type, this.takeParts(p.length), p.length));
+      } else {
+        frames.push({ type: p.type, body: this.take(p.length) });
+      }
       this.skip(p.total - FRAME_HEADER_BYTES - p.length);
       this.pending = null;
-      frames.push({ type: p.type, body });
     }
     this.compact();
     return frames;
@@ -194,6 +200,27 @@ export class FrameReader {
     this.dropEmptyHead();
   }
 
+  /** Whether the next `n` bytes lie in one chunk. */
+  private contiguous(n: number): boolean {
+    this.dropEmptyHead();
+    const c = this.chunks[this.head];
+    return n === 0 || (c !== undefined && c.length - this.headOffset >= n);
+  }
+
+  /** Consume `n` bytes (n <= buffered) and return them as views of the chunks. */
+  private takeParts(n: number): Buffer[] {
+    const out: Buffer[] = [];
+    while (n > 0) {
+      this.dropEmptyHead();
+      const c = this.chunks[this.head]!;
+      const m = Math.min(c.length - this.headOffset, n);
+      out.push(c.subarray(this.headOffset, this.headOffset + m));
+      this.skip(m);
+      n -= m;
+    }
+    return out;
+  }
+
   /** Consume and return `n` bytes: a view if contiguous, else one copy. */
   private take(n: number): Buffer {
     if (n === 0) return Buffer.alloc(0);
@@ -244,3 +271,18 @@ export class FrameReader {
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/** A content frame whose body stays in the views it arrived in until someone needs it whole. */
+class SplitFrame implements Frame {
+  private joined: Buffer | null = null;
+
+  constructor(
+    readonly type: number,
+    readonly parts: readonly Buffer[],
+    private readonly length: number,
+  ) {}
+
+  get body(): Buffer {
+    return (this.joined ??= Buffer.concat(this.parts as Buffer[], this.length));
+  }
+}

@@ -355,6 +355,17 @@ function decodeUtf8(bytes: Buffer, what: string): string {
 export interface Frame {
   type: number;
   body: Buffer;
+  /**
+   * The body as the views it arrived in, when the reader did not join them (a content frame
+   * that spans socket reads; `body` then joins them on first use). Consumers that pass the
+   * bytes on (digest, libxc's pipe) take `parts` and copy nothing.
+   */
+  parts?: readonly Buffer[];
+}
+
+/** The body of `f` as a list of buffers, without joining it. */
+export function frameParts(f: Frame): readonly Buffer[] {
+  return f.parts ?? [f.body];
 }
 
 /** The 8-byte `type | length` header of a frame/record. */
@@ -693,11 +704,13 @@ export function encodePageDataRecord(input: PageDataInput, alloc: (bytes: number
  * entries, that every page type is valid, and that the body length is
  * exactly header + entries + 4096 × (entries whose type carries data).
  * `data` is a view into `body` (no copy). Bits 52..59 of an entry are
- * reserved and ignored.
+ * reserved and ignored. With `entries` false the checks are the same but no entry is listed
+ * and `data` is empty: a backup that hands the bytes on as they are needs neither, and may then
+ * pass only the body's head (header and entries) with the whole body's `bodyLength`.
  */
-export function decodePageData(body: Buffer): PageData {
-  if (body.length < 8) {
-    throw new ProtocolError('ETRUNC', `PAGE_DATA record: body is ${body.length} bytes, shorter than its 8-byte header`);
+export function decodePageData(body: Buffer, entries = true, bodyLength = body.length): PageData & { count: number } {
+  if (bodyLength < 8) {
+    throw new ProtocolError('ETRUNC', `PAGE_DATA record: body is ${bodyLength} bytes, shorter than its 8-byte header`);
   }
   const count = body.readUInt32LE(0);
   if (count === 0) {
@@ -707,13 +720,13 @@ export function decodePageData(body: Buffer): PageData {
     throw new ProtocolError('EBADVALUE', `PAGE_DATA record: count ${count} exceeds ${MAX_PAGES_PER_RECORD}`);
   }
   const dataStart = 8 + 8 * count;
-  if (body.length < dataStart) {
+  if (bodyLength < dataStart) {
     throw new ProtocolError(
       'EBADLEN',
-      `PAGE_DATA record: length ${body.length} is too short for ${count} pfn entries (needs at least ${dataStart})`,
+      `PAGE_DATA record: length ${bodyLength} is too short for ${count} pfn entries (needs at least ${dataStart})`,
     );
   }
-  const entries: PageEntry[] = new Array(count);
+  const list: PageEntry[] = entries ? new Array(count) : [];
   let dataPages = 0;
   for (let i = 0, p = 8; i < count; i++, p += 8) {
     const lo = body.readUInt32LE(p);
@@ -727,16 +740,16 @@ export function decodePageData(body: Buffer): PageData {
       );
     }
     if (pageTypeHasData(type)) dataPages++;
-    entries[i] = { pfn, type };
+    if (entries) list[i] = { pfn, type };
   }
   const expected = dataStart + dataPages * PAGE_SIZE;
-  if (body.length !== expected) {
+  if (bodyLength !== expected) {
     throw new ProtocolError(
       'EBADLEN',
-      `PAGE_DATA record: length ${body.length} does not match count ${count} with ${dataPages} data page(s) (expected ${expected})`,
+      `PAGE_DATA record: length ${bodyLength} does not match count ${count} with ${dataPages} data page(s) (expected ${expected})`,
     );
   }
-  return { entries, data: body.subarray(dataStart) };
+  return { entries: list, data: entries ? body.subarray(dataStart) : body.subarray(0, 0), count };
 }
 
 // ---------------------------------------------------------------------------

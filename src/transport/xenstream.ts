@@ -106,19 +106,76 @@ export interface ParsedCheckpoint {
   ended: boolean;
 }
 
+/**
+ * Reads a checkpoint's bytes as given: one buffer, or the XEN_STREAM bodies as they arrived.
+ * Nothing is joined except a record (or header) that spans two of them, alone: joining a whole
+ * first checkpoint (the precopy, all of the guest's memory) cost seconds under emulation.
+ */
+class Cursor {
+  private i = 0;
+  private off = 0;
+  /** Bytes consumed. */
+  pos = 0;
+  readonly length: number;
+
+  constructor(private readonly parts: readonly Buffer[]) {
+    let n = 0;
+    for (const p of parts) n += p.length;
+    this.length = n;
+  }
+
+  get left(): number {
+    return this.length - this.pos;
+  }
+
+  /** The next min(n, left) bytes, contiguous, not consumed: a view when they lie in one part. */
+  view(n: number): Buffer {
+    n = Math.min(n, this.left);
+    while (this.i < this.parts.length && this.off === this.parts[this.i]!.length) {
+      this.i++;
+      this.off = 0;
+    }
+    const p = this.parts[this.i];
+    if (p && p.length - this.off >= n) return p.subarray(this.off, this.off + n);
+    const out = Buffer.allocUnsafe(n);
+    for (let copied = 0, i = this.i, off = this.off; copied < n; i++, off = 0) {
+      copied += this.parts[i]!.copy(out, copied, off, Math.min(this.parts[i]!.length, off + n - copied));
+    }
+    return out;
+  }
+
+  skip(n: number): void {
+    this.pos += n;
+    while (n > 0) {
+      const p = this.parts[this.i]!;
+      const k = Math.min(p.length - this.off, n);
+      this.off += k;
+      n -= k;
+      if (this.off === p.length) {
+        this.i++;
+        this.off = 0;
+      }
+    }
+  }
+}
+
 interface RecordView {
   type: number;
   body: Buffer;
-  next: number;
 }
 
-function readRecord(bytes: Buffer, off: number, layer: 'libxc' | 'libxl'): RecordView {
-  const left = bytes.length - off;
+/**
+ * The next record; its body is a view (joined when it spans two buffers). With `headOnly` the
+ * body is only its first `headOnly` bytes (at most), and `length` says how long it is.
+ */
+function readRecord(cur: Cursor, layer: 'libxc' | 'libxl', headOnly?: (type: number) => number | undefined): RecordView & { length: number } {
+  const left = cur.left;
   if (left < FRAME_HEADER_BYTES) {
     throw new ProtocolError('ETRUNC', `${layer} record header truncated: ${left} of ${FRAME_HEADER_BYTES} bytes`);
   }
-  const type = bytes.readUInt32LE(off);
-  const length = bytes.readUInt32LE(off + 4);
+  const hdr = cur.view(FRAME_HEADER_BYTES);
+  const type = hdr.readUInt32LE(0);
+  const length = hdr.readUInt32LE(4);
   const total = frameSize(length);
   if (total > left) {
     throw new ProtocolError(
@@ -126,8 +183,23 @@ function readRecord(bytes: Buffer, off: number, layer: 'libxc' | 'libxl'): Recor
       `${layer} ${recordTypeName(layer, type)} record of length ${length} is truncated: needs ${total} bytes with header and padding, ${left} left`,
     );
   }
-  const start = off + FRAME_HEADER_BYTES;
-  return { type, body: bytes.subarray(start, start + length), next: off + total };
+  const want = Math.min(length, headOnly?.(type) ?? length);
+  const body = cur.view(FRAME_HEADER_BYTES + want).subarray(FRAME_HEADER_BYTES);
+  cur.skip(total);
+  return { type, body, length };
+}
+
+/** The most of a PAGE_DATA body its checks read: header and 1024 entries. */
+const PAGE_DATA_HEAD = 8 + 8 * MAX_PAGES_PER_RECORD;
+const pageDataHead = (type: number): number | undefined => (type === XC_REC.PAGE_DATA ? PAGE_DATA_HEAD : undefined);
+
+/** Options of {@link XenStreamParser.parseCheckpoint}. */
+export interface ParseOptions {
+  /**
+   * List the pages (default true). False validates every record the same way but leaves
+   * `pages` empty: for a backup that hands the bytes on to libxc as they are.
+   */
+  pages?: boolean;
 }
 
 function requireEmpty(layer: 'libxc' | 'libxl', type: number, body: Buffer): void {
@@ -172,12 +244,14 @@ export class XenStreamParser {
   }
 
   /**
-   * Parse the Xen stream bytes of one checkpoint (the concatenated XEN_STREAM
-   * bodies between two seals). Returned buffers are views into `bytes`.
-   * Throws a ProtocolError whose message names the checkpoint index, the
-   * byte offset and what was wrong; the parser state is then unchanged.
+   * Parse the Xen stream bytes of one checkpoint (the XEN_STREAM bodies between two seals,
+   * joined or as the list they came in). Returned buffers are views into `bytes` (a record
+   * that spans two buffers is a copy). Throws a ProtocolError whose message names the
+   * checkpoint index, the byte offset and what was wrong; the parser state is then unchanged.
    */
-  parseCheckpoint(bytes: Buffer): ParsedCheckpoint {
+  parseCheckpoint(bytes: Buffer | readonly Buffer[], opts: ParseOptions = {}): ParsedCheckpoint {
+    const cur = new Cursor(Buffer.isBuffer(bytes) ? [bytes] : bytes);
+    const listPages = opts.pages ?? true;
     if (this.ended) {
       throw new ProtocolError('EBADSEQ', 'Xen stream: data after the end of the stream (libxc END and libxl END already received)');
     }
@@ -196,14 +270,14 @@ export class XenStreamParser {
       ended: false,
     };
 
-    let off = 0;
     /** Start of the item being parsed, for error messages. */
     let at = 0;
     try {
       if (first) {
-        res.libxlHeader = decodeLibxlHeader(bytes);
-        off = at = LIBXL_HEADER.BYTES;
-        const ctx = readRecord(bytes, off, 'libxl');
+        res.libxlHeader = decodeLibxlHeader(cur.view(LIBXL_HEADER.BYTES));
+        cur.skip(LIBXL_HEADER.BYTES);
+        at = cur.pos;
+        const ctx = readRecord(cur, 'libxl');
         if (ctx.type !== XL_REC.LIBXC_CONTEXT) {
           throw new ProtocolError(
             'EBADSEQ',
@@ -212,14 +286,15 @@ export class XenStreamParser {
         }
         requireEmpty('libxl', ctx.type, ctx.body);
         res.records++;
-        off = at = ctx.next;
-        res.imageHeader = decodeImageHeader(bytes.subarray(off));
-        off = at = off + IMAGE_HEADER.BYTES;
-        res.domainHeader = decodeDomainHeader(bytes.subarray(off));
-        off += DOMAIN_HEADER.BYTES;
+        at = cur.pos;
+        res.imageHeader = decodeImageHeader(cur.view(IMAGE_HEADER.BYTES));
+        cur.skip(IMAGE_HEADER.BYTES);
+        at = cur.pos;
+        res.domainHeader = decodeDomainHeader(cur.view(DOMAIN_HEADER.BYTES));
+        cur.skip(DOMAIN_HEADER.BYTES);
         version = res.imageHeader.version;
         staticDataEnd = false;
-      } else if (bytes.length >= 8 && bytes.readBigUInt64BE(0) === LIBXL_HEADER.IDENT) {
+      } else if (cur.left >= 8 && cur.view(8).readBigUInt64BE(0) === LIBXL_HEADER.IDENT) {
         throw new ProtocolError(
           'EBADSEQ',
           'libxl header repeated: only the first checkpoint of a stream starts with the stream headers',
@@ -229,14 +304,14 @@ export class XenStreamParser {
       // libxc records up to CHECKPOINT or END.
       let libxcEnd: number;
       for (;;) {
-        at = off;
-        if (off === bytes.length) {
+        at = cur.pos;
+        if (cur.left === 0) {
           throw new ProtocolError('ETRUNC', 'checkpoint data ends before the libxc CHECKPOINT (or END) record');
         }
-        const rec = readRecord(bytes, off, 'libxc');
+        // Without a page list, a PAGE_DATA's pages are never read: only its head is viewed (a
+        // record that spans two frames is then not joined).
+        const { type, body, length } = readRecord(cur, 'libxc', listPages ? undefined : pageDataHead);
         res.records++;
-        off = rec.next;
-        const { type, body } = rec;
         if (type === XC_REC.CHECKPOINT || type === XC_REC.END) {
           requireEmpty('libxc', type, body);
           if (version >= 3 && !staticDataEnd) {
@@ -250,7 +325,8 @@ export class XenStreamParser {
             if (version >= 3 && !staticDataEnd) {
               throw new ProtocolError('EBADSEQ', 'libxc PAGE_DATA before STATIC_DATA_END in a version 3 stream');
             }
-            const pd = decodePageData(body);
+            const pd = decodePageData(body, listPages, length);
+            if (!listPages) break;
             let d = 0;
             for (const e of pd.entries) {
               if (pageTypeHasData(e.type)) {
@@ -301,17 +377,15 @@ export class XenStreamParser {
       const want = libxcEnd === XC_REC.CHECKPOINT ? XL_REC.CHECKPOINT_END : XL_REC.END;
       const wantName = recordTypeName('libxl', want);
       for (;;) {
-        at = off;
-        if (off === bytes.length) {
+        at = cur.pos;
+        if (cur.left === 0) {
           throw new ProtocolError(
             'ETRUNC',
             `checkpoint data ends before the libxl ${wantName} record (after libxc ${recordTypeName('libxc', libxcEnd)})`,
           );
         }
-        const rec = readRecord(bytes, off, 'libxl');
+        const { type, body } = readRecord(cur, 'libxl');
         res.records++;
-        off = rec.next;
-        const { type, body } = rec;
         if (type === XL_REC.END || type === XL_REC.CHECKPOINT_END) {
           if (type !== want) {
             throw new ProtocolError(
@@ -342,9 +416,9 @@ export class XenStreamParser {
       }
       res.ended = want === XL_REC.END;
 
-      at = off;
-      if (off !== bytes.length) {
-        throw new ProtocolError('ETRAILING', `${bytes.length - off} trailing byte(s) after libxl ${wantName}`);
+      at = cur.pos;
+      if (cur.left !== 0) {
+        throw new ProtocolError('ETRAILING', `${cur.left} trailing byte(s) after libxl ${wantName}`);
       }
     } catch (err) {
       if (err instanceof ProtocolError) {

@@ -4,7 +4,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { SimBackend, DHDR_TYPE_SIM } from '../../src/backend/sim/host.js';
-import { BackendUnsupportedError, type DomainInfo, type ReplicaDomain, type SaveSession } from '../../src/backend/types.js';
+import { BackendUnsupportedError, type ContentSink, type DomainInfo, type ReplicaDomain, type SaveSession } from '../../src/backend/types.js';
 import type { DomainConfig } from '../../src/config/domain.js';
 import { CLIENT_BASE, CLIENT_SLOTS, KV_BASE, KV_DISK_BYTES, KV_MIN_MEMORY_MIB, KV_SLOTS, RECORD, REG_COUNT } from '../../src/backend/sim/guest.js';
 import { FrameSplitter, KV_OP, KV_STATUS, decodeResponse, encodeRequest, type KvResponse } from '../../src/backend/sim/kvproto.js';
@@ -65,10 +65,10 @@ function fnv1a(key: Uint8Array): number {
   return h >>> 0;
 }
 
-async function collect(fn: (sink: (c: Buffer) => Promise<void>) => Promise<unknown>): Promise<Buffer[]> {
+async function collect(fn: (sink: ContentSink) => Promise<unknown>): Promise<Buffer[]> {
   const chunks: Buffer[] = [];
   await fn(async (c) => {
-    chunks.push(Buffer.from(c));
+    chunks.push(Buffer.isBuffer(c) ? Buffer.from(c) : Buffer.concat(c as Buffer[]));
   });
   return chunks;
 }

@@ -468,9 +468,9 @@ class PreloadReplica implements ReplicaDomain {
   get lastEpoch(): number {
     return this.r.lastEpoch;
   }
-  async preload(chunk: Buffer): Promise<void> {
+  async preload(chunk: Buffer | readonly Buffer[]): Promise<void> {
     if (this.r.lastEpoch !== 0) throw new Error('preload after the first checkpoint');
-    this.preloaded.push(chunk);
+    this.preloaded.push(Buffer.isBuffer(chunk) ? chunk : Buffer.concat(chunk as Buffer[]));
   }
   applyCheckpoint(cp: VerifiedCheckpoint): Promise<void> {
     return this.r.applyCheckpoint(cp);

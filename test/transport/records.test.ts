@@ -46,6 +46,8 @@ import {
   XC_REC,
   XL_REC,
   XLHA_REC,
+  frameParts,
+  type Frame,
 } from '../../src/transport/records.js';
 import { FrameReader, FrameReaderError } from '../../src/transport/reader.js';
 import { expectProtocolError } from '../helpers/protocol-error.js';
@@ -370,6 +372,11 @@ t.test('channel frames decode by type and unknown types are named in hex', async
   t.notOk(isContentFrame(XLHA_REC.HEARTBEAT));
 });
 
+/** Type and (joined) body of each frame. */
+function plain(frames: Frame[]): { type: number; body: Buffer }[] {
+  return frames.map((f) => ({ type: f.type, body: f.body }));
+}
+
 /** A varied sequence of frames and their wire bytes. */
 function sampleFrames(): { frames: { type: number; body: Buffer }[]; wire: Buffer } {
   const frames = [
@@ -390,7 +397,7 @@ t.test('the frame reader reassembles frames fed one byte at a time', async (t) =
   const r = new FrameReader();
   const got: { type: number; body: Buffer }[] = [];
   for (let i = 0; i < wire.length; i++) got.push(...r.push(wire.subarray(i, i + 1)));
-  t.same(got, frames);
+  t.same(plain(got), frames);
   t.equal(r.bufferedBytes, 0);
   t.doesNotThrow(() => r.finish());
 });
@@ -407,9 +414,24 @@ t.test('the frame reader gives the same frames for random chunkings', async (t) 
       got.push(...r.push(wire.subarray(off, off + n)));
       off += n;
     }
-    t.same(got, frames, `seed ${seed}`);
+    t.same(plain(got), frames, `seed ${seed}`);
     t.equal(r.bufferedBytes, 0, `seed ${seed} leaves nothing buffered`);
   }
+});
+
+t.test('the frame reader hands a content frame that spans chunks over as views of them, not a copy', async (t) => {
+  const { frames, wire } = sampleFrames();
+  const r = new FrameReader();
+  const got: Frame[] = [];
+  for (let off = 0; off < wire.length; off += 1000) got.push(...r.push(wire.subarray(off, off + 1000)));
+  const big = got.find((f) => f.type === XLHA_REC.XEN_STREAM && f.parts && f.parts.length > 1);
+  t.ok(big, 'the 20000-byte XEN_STREAM frame came in parts');
+  t.ok(big!.parts!.every((p) => p.buffer === wire.buffer), 'each part is a view of the received bytes');
+  t.same(Buffer.concat(big!.parts as Buffer[]), frames[6]!.body, 'the parts are the body');
+  t.same(big!.body, frames[6]!.body, 'and body joins them when asked');
+  t.same(frameParts(got[0]!), [got[0]!.body], 'a frame in one piece is its own single part');
+  const hello = got.find((f) => f.type === XLHA_REC.HELLO)!;
+  t.equal(hello.parts, undefined, 'control frames are always whole');
 });
 
 t.test('the frame reader returns views for bodies inside one chunk', async (t) => {

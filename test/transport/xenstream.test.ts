@@ -352,3 +352,63 @@ t.test('the first checkpoint must carry valid headers in order', async (t) => {
   t.equal(good.first, true, 'after rejections the parser still expects the headers');
   t.equal(good.pages.length, 1);
 });
+
+/** `bytes` cut into parts at the given offsets (as XEN_STREAM frames arrive). */
+function cutAt(bytes: Buffer, cuts: number[]): Buffer[] {
+  const out: Buffer[] = [];
+  let prev = 0;
+  for (const c of [...cuts, bytes.length]) {
+    out.push(bytes.subarray(prev, c));
+    prev = c;
+  }
+  return out;
+}
+
+t.test('a checkpoint given as the frames it came in parses as the joined bytes do, wherever the cuts fall', async (t) => {
+  const { first, second } = sampleStream();
+  const whole = new XenStreamParser();
+  const a = whole.parseCheckpoint(first);
+  const b = whole.parseCheckpoint(second);
+  let bad = 0;
+  for (let c = 0; c <= first.length; c += c < 120 ? 1 : 61) {
+    const p = new XenStreamParser();
+    const pa = p.parseCheckpoint(cutAt(first, [c, Math.min(first.length, c + 5)]));
+    const pb = p.parseCheckpoint(cutAt(second, [Math.min(second.length, c)]));
+    const same =
+      pa.records === a.records &&
+      pa.pages.length === a.pages.length &&
+      pa.pages.every((pg, i) => pg.pfn === a.pages[i]!.pfn && pg.data.equals(a.pages[i]!.data)) &&
+      pb.pages.every((pg, i) => pg.pfn === b.pages[i]!.pfn && pg.data.equals(b.pages[i]!.data)) &&
+      pb.vcpus[0]!.context.equals(b.vcpus[0]!.context);
+    if (!same) {
+      bad++;
+      t.fail(`cut at ${c} parses differently`);
+    }
+  }
+  t.equal(bad, 0, 'every cut gives the same pages, vCPUs and record count');
+  // truncation and the byte offset of an error do not depend on the cuts either
+  const p = startedParser();
+  const trunc = expectProtocolError(() => p.parseCheckpoint(cutAt(second.subarray(0, 8 + 8 + 16 + 100), [3, 40])), 'ETRUNC', 'checkpoint 1, byte 0:', 'libxc PAGE_DATA record of length');
+  t.ok(trunc.ok, trunc.message);
+  const bytes = Buffer.concat([rec(XC_REC.HVM_PARAMS, Buffer.alloc(16)), rec(0x55), CP_TAIL]);
+  const r = expectProtocolError(() => p.parseCheckpoint(cutAt(bytes, [10, 26])), 'EBADTYPE', 'checkpoint 1, byte 24:', '0x00000055');
+  t.ok(r.ok, r.message);
+  t.equal(p.parseCheckpoint([second.subarray(0, 0), second, Buffer.alloc(0)]).index, 1, 'empty parts are nothing');
+});
+
+t.test('without listing pages the parser checks every record the same way', async (t) => {
+  const { first, second } = sampleStream();
+  const p = new XenStreamParser();
+  const a = p.parseCheckpoint(first, { pages: false });
+  t.equal(a.pages.length, 0, 'no pages listed');
+  t.equal(a.records, new XenStreamParser().parseCheckpoint(first).records, 'the same records');
+  t.equal(a.vcpus.length, 1, 'vCPUs are still decoded');
+  const badType = Buffer.from(second);
+  badType.writeUInt32LE((0x6000_0000 | badType.readUInt32LE(16 + 4)) >>> 0, 16 + 4); // entry 0 of the PAGE_DATA: type 6 (invalid)
+  const r = expectProtocolError(() => p.parseCheckpoint(badType, { pages: false }), 'EBADVALUE', 'invalid page type 0x6');
+  t.ok(r.ok, r.message);
+  const short = Buffer.concat([rec(XC_REC.PAGE_DATA, encodePageData({ pfns: [1, 2], data: pagesOf([1, 2]) }).subarray(0, 8 + 16 + PAGE_SIZE)), CP_TAIL]);
+  const r2 = expectProtocolError(() => p.parseCheckpoint(short, { pages: false }), 'EBADLEN', 'does not match count 2');
+  t.ok(r2.ok, r2.message);
+  t.equal(p.parseCheckpoint(second, { pages: false }).index, 1, 'the next good checkpoint is taken');
+});

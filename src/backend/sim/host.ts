@@ -15,6 +15,7 @@ import {
   pickDomain,
   type BackendCapabilities,
   type CaptureResult,
+  type ContentSink,
   type DomainEvent,
   type DomainInfo,
   type HypervisorBackend,
@@ -166,7 +167,7 @@ class SimSaveSession implements SaveSession {
     return this.dom.disk;
   }
 
-  async begin(sink: (chunk: Buffer) => Promise<void>): Promise<{ pages: number; rounds: number }> {
+  async begin(sink: ContentSink): Promise<{ pages: number; rounds: number }> {
     const mem = this.dom.mem;
     mem.clearDirty(); // enable log-dirty: from here on every write is tracked
     await sink(this.writer.begin({ domainType: DHDR_TYPE_SIM, xenMajor: 4, xenMinor: 17 }));
@@ -188,12 +189,12 @@ class SimSaveSession implements SaveSession {
     return { pages: sent, rounds };
   }
 
-  async resync(sink: (chunk: Buffer) => Promise<void>): Promise<{ pages: number }> {
+  async resync(sink: ContentSink): Promise<{ pages: number }> {
     return { pages: await this.sendAllPages(sink) };
   }
 
   /** Every page of the guest, in PAGE_DATA records of 1024 pages, while the guest runs. */
-  private async sendAllPages(sink: (chunk: Buffer) => Promise<void>): Promise<number> {
+  private async sendAllPages(sink: ContentSink): Promise<number> {
     const mem = this.dom.mem;
     for (let pfn = 0; pfn < mem.pages; pfn += 1024) {
       const n = Math.min(1024, mem.pages - pfn);

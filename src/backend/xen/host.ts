@@ -26,6 +26,7 @@ import {
   pickDomain,
   type BackendCapabilities,
   type CaptureResult,
+  type ContentSink,
   type DomainEvent,
   type DomainInfo,
   type HypervisorBackend,
@@ -55,6 +56,9 @@ const XEN_CAPS: BackendCapabilities = {
   // ends protection on Xen (no full resync yet). docs/xen-backend.md has the table.
   maxInFlight: 2,
 };
+
+/** Precopy bytes per XEN_STREAM frame, at most (and a little more: whole pipe reads). */
+const PRECOPY_FRAME_BYTES = 4 << 20;
 
 /** XLHA_DEBUG_XEN=1: trace save/restore events on stderr (lab diagnostics). */
 const trace = process.env.XLHA_DEBUG_XEN
@@ -146,7 +150,7 @@ class XenSaveSession implements SaveSession {
 
   private onData(chunk: Buffer): void {
     const r = this.splitter.push(chunk);
-    for (const rec of r.records) this.bytes.push(rec);
+    for (const b of r.parts) this.bytes.push(b);
     this.checkpointsRead += r.checkpoints;
     this.pagesRead += r.pages;
     this.readWaiter?.();
@@ -174,7 +178,7 @@ class XenSaveSession implements SaveSession {
     return b;
   }
 
-  async begin(sink: (chunk: Buffer) => Promise<void>): Promise<{ pages: number; rounds: number }> {
+  async begin(sink: ContentSink): Promise<{ pages: number; rounds: number }> {
     const shim = this.ctx.shim;
     this.fds = shim.pipe();
     this.sock = new net.Socket({ fd: this.fds[0], readable: true, writable: false });
@@ -198,7 +202,19 @@ class XenSaveSession implements SaveSession {
     const suspendAsked = this.expect(XLHA_EV.SUSPEND).then(() => true);
     for (;;) {
       const done = await Promise.race([suspendAsked, new Promise<false>((r) => setTimeout(() => r(false), 20))]);
-      for (const b of this.take()) await sink(b);
+      // what the pipe gave since, as frames of up to PRECOPY_FRAME_BYTES (the views, not joined)
+      let frame: Buffer[] = [];
+      let size = 0;
+      for (const b of this.take()) {
+        frame.push(b);
+        size += b.length;
+        if (size >= PRECOPY_FRAME_BYTES) {
+          await sink(frame);
+          frame = [];
+          size = 0;
+        }
+      }
+      if (frame.length) await sink(frame);
       if (done) break;
     }
     return { pages: this.pagesRead, rounds: 0 };
@@ -295,6 +311,7 @@ class XenSaveSession implements SaveSession {
 }
 
 class XenReplica implements ReplicaDomain {
+  readonly takesRawStream = true;
   private epoch = 0;
   private preloadedBytes = 0;
   private activated = false;
@@ -355,15 +372,21 @@ class XenReplica implements ReplicaDomain {
     return this.epoch;
   }
 
-  private async write(b: Buffer): Promise<void> {
-    if (!this.writer.write(b)) await new Promise((r) => this.writer.once('drain', r));
+  /** Writes the buffers to libxc's pipe (vectored: one writev), then waits for it to drain. */
+  private async write(bufs: readonly Buffer[]): Promise<void> {
+    let ok = true;
+    this.writer.cork();
+    for (const b of bufs) if (b.length) ok = this.writer.write(b);
+    this.writer.uncork();
+    if (!ok) await new Promise((r) => this.writer.once('drain', r));
   }
 
-  async preload(chunk: Buffer): Promise<void> {
+  async preload(chunk: Buffer | readonly Buffer[]): Promise<void> {
     if (this.failedWith) throw new Error(`the restore of ${this.name} failed: ${this.failedWith}`);
     if (this.epoch !== 0) throw new Error(`domain ${this.name} already has checkpoint ${this.epoch}: nothing to preload`);
-    await this.write(chunk);
-    this.preloadedBytes += chunk.length;
+    const bufs = Buffer.isBuffer(chunk) ? [chunk] : chunk;
+    await this.write(bufs);
+    for (const b of bufs) this.preloadedBytes += b.length;
   }
 
   async applyCheckpoint(cp: VerifiedCheckpoint): Promise<void> {
@@ -371,14 +394,16 @@ class XenReplica implements ReplicaDomain {
     if (this.activated) throw new Error(`domain ${this.name} is active; it takes no more checkpoints`);
     let skip = this.preloadedBytes; // the first checkpoint's bytes already went to libxl
     this.preloadedBytes = 0;
+    const out: Buffer[] = [];
     for (const b of cp.xen) {
       if (skip >= b.length) {
         skip -= b.length;
         continue;
       }
-      await this.write(skip ? b.subarray(skip) : b);
+      out.push(skip ? b.subarray(skip) : b);
       skip = 0;
     }
+    await this.write(out);
     this.epoch = cp.epoch;
     trace(`replica ${this.name}: checkpoint ${cp.epoch} handed to libxl (${cp.xen.reduce((n, b) => n + b.length, 0)} bytes)`);
   }

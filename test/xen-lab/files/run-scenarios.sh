@@ -23,6 +23,13 @@ BUDGET=$(arg budget); BUDGET=${BUDGET:-720}
 ONLY=$(arg scenarios)
 # extra options for `xl-ha remus` (xenlab.xlha_opts=--heartbeat-ms=500+--failover-timeout-ms=5000)
 XLHA_OPTS=$(arg xlha_opts | tr '+' ' ')
+# environment of the xl-ha daemons (xenlab.daemon_env=NAME=VALUE+NAME=VALUE), for experiments
+DAEMON_ENV=$(arg daemon_env | tr '+' ' ')
+# xenlab.daemon_prof=1: V8 CPU profiles of both daemons (written when they stop) into $OUT/prof
+PROF=$(arg daemon_prof)
+# (node refuses --cpu-prof in NODE_OPTIONS: the daemons then start through node itself)
+DAEMON_CWD=/; DAEMON_CMD=xl-ha
+[ "$PROF" = 1 ] && DAEMON_CMD="node --cpu-prof /opt/xl-ha/dist/src/cli/main.js" && DAEMON_CWD=$OUT/prof && mkdir -p "$DAEMON_CWD"
 PORT=7720
 PSOCK=/run/xl-ha/p.sock; BSOCK=/run/xl-ha/b.sock
 
@@ -93,9 +100,11 @@ start_daemon() {
   # one log per start, so a failure reason shows only this attempt
   [ -f "$dlog" ] && mv "$dlog" "$OUT/daemon-$who.$(date +%s%N).log"
   if [ "$who" = p ]; then
-    setsid xl-ha --backend xen --control "$sock" daemon --state-dir /var/lib/xl-ha/p > "$dlog" 2>&1 < /dev/null &
+    # shellcheck disable=SC2086
+    (cd "$DAEMON_CWD" && exec setsid env $DAEMON_ENV $DAEMON_CMD --backend xen --control "$sock" daemon --state-dir /var/lib/xl-ha/p > "$dlog" 2>&1 < /dev/null) &
   else
-    setsid xl-ha --backend xen --control "$sock" receive -l "127.0.0.1:$PORT" --state-dir /var/lib/xl-ha/b > "$dlog" 2>&1 < /dev/null &
+    # shellcheck disable=SC2086
+    (cd "$DAEMON_CWD" && exec setsid env $DAEMON_ENV $DAEMON_CMD --backend xen --control "$sock" receive -l "127.0.0.1:$PORT" --state-dir /var/lib/xl-ha/b > "$dlog" 2>&1 < /dev/null) &
   fi
   pid=$!; echo "$pid" > "$ST/$who.pid"
   local s; s=$(up)
@@ -112,7 +121,8 @@ start_daemon() {
 stop_daemon() {
   local pid; pid=$(cat "$ST/$1.pid" 2>/dev/null)
   pid_alive "$pid" || return 0
-  kill -TERM "$pid"; for _ in $(seq 1 15); do pid_alive "$pid" || return 0; sleep 1; done
+  local wait=15; [ "$PROF" = 1 ] && wait=90  # the profile is written on the way out
+  kill -TERM "$pid"; for _ in $(seq 1 $wait); do pid_alive "$pid" || return 0; sleep 1; done
   kill -9 "$pid" 2>/dev/null
 }
 xlha() { timeout "${TMO:-60}" xl-ha --backend xen "$@"; }
@@ -120,6 +130,40 @@ xlha() { timeout "${TMO:-60}" xl-ha --backend xen "$@"; }
 # costs the measured guest nothing (an `xl-ha status` takes seconds of CPU under TCG)
 raw_status() { printf '{"cmd":"status"}\n' | timeout 10 nc -q 2 -U "$1" 2>/dev/null | head -n 1; }
 committed_of() { sed -n 's/.*"committed":\([0-9]*\).*/\1/p' <<< "$1" | head -n 1; }
+# CPU accounting of a measured window (where the emulated CPUs go, per checkpoint):
+# cpu_snap FILE records, per process, "pid comm utime+stime" (clock ticks) and, per domain,
+# "dom <name> <cpu seconds>" from xl list; cpu_json A B N prints, in ms per checkpoint over N
+# checkpoints, {"domains":{...},"dom0Processes":{comm: ms, ...},"minorFaults":{comm: n, ...}} (page
+# faults on fresh memory are costly in a PV dom0 under emulation; processes above 1% of the CPU;
+# a kworker's name changes with its workqueue, so processes are matched by pid, named before any '-')
+cpu_snap() {
+  {
+    for f in /proc/[0-9]*/stat; do read -r l < "$f" 2>/dev/null && echo "$l"; done | awk '{
+      match($0, /\(.*\)/); c = substr($0, RSTART + 1, RLENGTH - 2); gsub(/[^A-Za-z0-9_.-]/, "_", c)
+      split(substr($0, RSTART + RLENGTH + 1), a, " "); print "p", $1, c, a[12] + a[13], a[8] }'
+    xl list 2>/dev/null | awk 'NR > 1 { print "dom", $1, $NF }'
+  } > "$1"
+}
+cpu_json() {
+  local hz; hz=$(getconf CLK_TCK 2>/dev/null || echo 100)
+  awk -v hz="$hz" -v n="$3" '
+    FNR == NR { if ($1 == "p") { before[$2] = $4; fbefore[$2] = $5 } else dom0[$2] = $3; next }
+    $1 == "p" {
+      c = $3; sub(/-.*/, "", c); d = $4 - ($2 in before ? before[$2] : 0); if (d > 0) { by[c] += d; tot += d }
+      f = $5 - ($2 in fbefore ? fbefore[$2] : 0); if (f > 0) flt[c] += f; next
+    }
+    $1 == "dom" && ($2 in dom0) { dd[$2] = $3 - dom0[$2] }
+    END {
+      if (n < 1) n = 1
+      printf "{\"domains\":{"; sep = ""
+      for (k in dd) { printf "%s\"%s\":%.0f", sep, k, dd[k] * 1000 / n; sep = "," }
+      printf "},\"dom0Processes\":{"; sep = ""
+      for (k in by) if (by[k] * 100 >= tot) { printf "%s\"%s\":%.1f", sep, k, by[k] * 1000 / hz / n; sep = "," }
+      printf "},\"minorFaults\":{"; sep = ""
+      for (k in flt) if (flt[k] >= n) { printf "%s\"%s\":%.0f", sep, k, flt[k] / n; sep = "," }
+      printf "}}"
+    }' "$1" "$2"
+}
 # kernel messages about crashed processes (dom0 userspace has segfaulted at random under TCG)
 crashes() { dmesg 2>/dev/null | grep -iE 'segfault|traps:|general protection|invalid opcode' | tail -n 3; }
 
@@ -137,7 +181,7 @@ sc_stock-remus() {
   local rpid=$! t1="" c1 l1 c
   for _ in $(seq 1 150); do
     c=$(grep -c 'Checkpointed save' "$rlog")
-    if [ "$c" -ge 1 ]; then t1=$(up); c1=$c; l1=$(lines "$LOG"); break; fi
+    if [ "$c" -ge 1 ]; then t1=$(up); c1=$c; l1=$(lines "$LOG"); cpu_snap "$ST/stock-cpu.1"; break; fi
     pid_alive $rpid || break
     sleep 1
   done
@@ -147,7 +191,7 @@ sc_stock-remus() {
   fi
   local first_after; first_after=$(dt "$s")
   for _ in $(seq 1 "$REMUS_SECS"); do pid_alive $rpid || break; sleep 1; done
-  local t2 c2 l2 alive_at_end=0; t2=$(up); c2=$(grep -c 'Checkpointed save' "$rlog"); l2=$(lines "$LOG")
+  local t2 c2 l2 alive_at_end=0; t2=$(up); c2=$(grep -c 'Checkpointed save' "$rlog"); l2=$(lines "$LOG"); cpu_snap "$ST/stock-cpu.2"
   pid_alive $rpid && alive_at_end=1
   local cps secs; secs=$(awk -v a="$t1" -v b="$t2" 'BEGIN{printf "%.1f", b-a}')
   cps=$(awk -v c="$((c2 - c1))" -v s="$secs" 'BEGIN{if (s > 0) printf "%.2f", c/s; else print "-"}')
@@ -164,6 +208,7 @@ sc_stock-remus() {
   local extra=",\"pagesPerCheckpointP50\":$(jnum "$spages"),\"checkpoints\":$(jnum "$c2"),\"firstCheckpointAfterSecs\":$(jnum "$first_after"),\"measuredSecs\":$(jnum "$secs"),\"checkpointsPerSec\":$(jnum "$cps")"
   extra+=",\"tickGaps\":$(jnum "$gn"),\"tickGapMsMean\":$(jnum "$gmean"),\"tickGapMsMax\":$(jnum "$gmax")"
   extra+=",\"unprotectedTickGapMsMean\":$(jnum "$bmean"),\"unprotectedTickGapMsMax\":$(jnum "$bmax")"
+  extra+=",\"cpuMsPerCheckpoint\":$(cpu_json "$ST/stock-cpu.1" "$ST/stock-cpu.2" "$((c2 - c1))")"
   extra+=",\"senderAliveAtEnd\":$(jbool $alive_at_end),\"primaryDomid\":$(jnum "$pri"),\"destroyRc\":$drc,\"receiverFailover\":$(jbool $fo)"
   if [ "$((c2 - c1))" -ge 1 ] && [ "$gn" -ge 2 ]; then emit $n ok "" "$extra"
   else emit $n fail "too little to measure: $((c2 - c1)) checkpoints and $gn tick gaps after the first checkpoint; sender: $(grep -v -i debug "$rlog" | tailf /dev/stdin 6)" "$extra"; fi
@@ -248,11 +293,11 @@ sc_remus() {
   # Nothing else runs while measuring: an `xl-ha status` starts a node process, which costs
   # seconds of CPU under TCG and would tax the protected guest (stock xl remus is measured from
   # its log). The window's counts come from the control socket (raw_status) at its two ends.
-  local t1 l1 r; t1=$(up); r=$(raw_status "$PSOCK"); l1=$(lines "$LOG")
+  local t1 l1 r; t1=$(up); r=$(raw_status "$PSOCK"); l1=$(lines "$LOG"); cpu_snap "$ST/xlha-cpu.1"
   [[ $(committed_of "$r") =~ ^[0-9]+$ ]] && c1=$(committed_of "$r")
   local samples="${c1:-?}"
   sleep "$REMUS_SECS"
-  local t2 l2; l2=$(lines "$LOG"); t2=$(up); r=$(raw_status "$PSOCK")
+  local t2 l2; l2=$(lines "$LOG"); t2=$(up); r=$(raw_status "$PSOCK"); cpu_snap "$ST/xlha-cpu.2"
   local c2raw; c2raw=$(committed_of "$r")
   js=$(TMO=30 xlha --control "$PSOCK" status --json 2>&1); echo "$js" >> "$stf"
   samples+=" ${c2raw:-?}"
@@ -269,7 +314,7 @@ sc_remus() {
   say "xl-ha remus: committed $samples; $cps/s; tick gaps n=$gn mean=${gmean}ms max=${gmax}ms"
   local extra=",\"clientFailure\":$(jstr "$client_note"),\"committedSamples\":$(jstr "$samples"),\"committed\":$(jnum "$c2"),\"state\":$(jstr "$state"),\"backupState\":$(jstr "$bstate"),\"backend\":$(jstr "$backend")"
   extra+=",\"tickGaps\":$(jnum "$gn"),\"primaryError\":$(jstr "$perr")"
-  printf '%s' ",\"firstCheckpointAfterSecs\":$(jnum "$first_after"),\"committed\":$(jnum "$c2"),\"measuredSecs\":$(jnum "$secs"),\"checkpointsPerSec\":$(jnum "$cps"),\"daemonCheckpointsPerSec\":$(jnum "$dcps"),\"pagesPerCheckpointP50\":$(jnum "$pages"),\"pauseMsP50\":$(jnum "$p50"),\"pauseMsP99\":$(jnum "$p99"),\"tickGaps\":$(jnum "$gn"),\"tickGapMsMean\":$(jnum "$gmean"),\"tickGapMsMax\":$(jnum "$gmax"),\"ackMsP50\":$(jnum "${f[10]}"),\"backendStepsMsP50\":${f[9]:-null}" > "$ST/figures"
+  printf '%s' ",\"firstCheckpointAfterSecs\":$(jnum "$first_after"),\"committed\":$(jnum "$c2"),\"measuredSecs\":$(jnum "$secs"),\"checkpointsPerSec\":$(jnum "$cps"),\"daemonCheckpointsPerSec\":$(jnum "$dcps"),\"pagesPerCheckpointP50\":$(jnum "$pages"),\"pauseMsP50\":$(jnum "$p50"),\"pauseMsP99\":$(jnum "$p99"),\"tickGaps\":$(jnum "$gn"),\"tickGapMsMean\":$(jnum "$gmean"),\"tickGapMsMax\":$(jnum "$gmax"),\"ackMsP50\":$(jnum "${f[10]}"),\"backendStepsMsP50\":${f[9]:-null},\"cpuMsPerCheckpoint\":$(cpu_json "$ST/xlha-cpu.1" "$ST/xlha-cpu.2" "$(( ${c2:-0} - ${c1:-0} ))")" > "$ST/figures"
   if [[ ${c1:-x} =~ ^[0-9]+$ && ${c2:-x} =~ ^[0-9]+$ ]] && [ "$c2" -gt "$c1" ] && [ "$c2" -ge 2 ] && [ "$gn" -ge 2 ] && [ -z "$perr" ]; then
     touch "$ST/remus.ok"; emit $n ok "" "$extra"
   else
