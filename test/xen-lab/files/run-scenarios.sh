@@ -29,7 +29,7 @@ DAEMON_ENV=$(arg daemon_env | tr '+' ' ')
 PROF=$(arg daemon_prof)
 # (node refuses --cpu-prof in NODE_OPTIONS: the daemons then start through node itself)
 DAEMON_CWD=/; DAEMON_CMD=xl-ha
-[ "$PROF" = 1 ] && DAEMON_CMD="node --cpu-prof /opt/xl-ha/dist/src/cli/main.js" && DAEMON_CWD=$OUT/prof && mkdir -p "$DAEMON_CWD"
+[ "$PROF" = 1 ] && DAEMON_CMD="node --cpu-prof --cpu-prof-interval 10000 /opt/xl-ha/dist/src/cli/main.js" && DAEMON_CWD=$OUT/prof && mkdir -p "$DAEMON_CWD"
 PORT=7720
 PSOCK=/run/xl-ha/p.sock; BSOCK=/run/xl-ha/b.sock
 
@@ -133,24 +133,26 @@ committed_of() { sed -n 's/.*"committed":\([0-9]*\).*/\1/p' <<< "$1" | head -n 1
 # CPU accounting of a measured window (where the emulated CPUs go, per checkpoint):
 # cpu_snap FILE records, per process, "pid comm utime+stime" (clock ticks) and, per domain,
 # "dom <name> <cpu seconds>" from xl list; cpu_json A B N prints, in ms per checkpoint over N
-# checkpoints, {"domains":{...},"dom0Processes":{comm: ms, ...},"minorFaults":{comm: n, ...}} (page
+# checkpoints, {"domains":{...},"dom0Processes":{comm: ms},"dom0ProcessesKernel":{comm: ms in the
+# kernel},"minorFaults":{comm: n}} (page
 # faults on fresh memory are costly in a PV dom0 under emulation; processes above 1% of the CPU;
 # a kworker's name changes with its workqueue, so processes are matched by pid, named before any '-')
 cpu_snap() {
   {
     for f in /proc/[0-9]*/stat; do read -r l < "$f" 2>/dev/null && echo "$l"; done | awk '{
       match($0, /\(.*\)/); c = substr($0, RSTART + 1, RLENGTH - 2); gsub(/[^A-Za-z0-9_.-]/, "_", c)
-      split(substr($0, RSTART + RLENGTH + 1), a, " "); print "p", $1, c, a[12] + a[13], a[8] }'
+      split(substr($0, RSTART + RLENGTH + 1), a, " "); print "p", $1, c, a[12] + a[13], a[8], a[13] }'
     xl list 2>/dev/null | awk 'NR > 1 { print "dom", $1, $NF }'
   } > "$1"
 }
 cpu_json() {
   local hz; hz=$(getconf CLK_TCK 2>/dev/null || echo 100)
   awk -v hz="$hz" -v n="$3" '
-    FNR == NR { if ($1 == "p") { before[$2] = $4; fbefore[$2] = $5 } else dom0[$2] = $3; next }
+    FNR == NR { if ($1 == "p") { before[$2] = $4; fbefore[$2] = $5; sbefore[$2] = $6 } else dom0[$2] = $3; next }
     $1 == "p" {
       c = $3; sub(/-.*/, "", c); d = $4 - ($2 in before ? before[$2] : 0); if (d > 0) { by[c] += d; tot += d }
-      f = $5 - ($2 in fbefore ? fbefore[$2] : 0); if (f > 0) flt[c] += f; next
+      f = $5 - ($2 in fbefore ? fbefore[$2] : 0); if (f > 0) flt[c] += f
+      k = $6 - ($2 in sbefore ? sbefore[$2] : 0); if (k > 0) sys[c] += k; next
     }
     $1 == "dom" && ($2 in dom0) { dd[$2] = $3 - dom0[$2] }
     END {
@@ -159,6 +161,8 @@ cpu_json() {
       for (k in dd) { printf "%s\"%s\":%.0f", sep, k, dd[k] * 1000 / n; sep = "," }
       printf "},\"dom0Processes\":{"; sep = ""
       for (k in by) if (by[k] * 100 >= tot) { printf "%s\"%s\":%.1f", sep, k, by[k] * 1000 / hz / n; sep = "," }
+      printf "},\"dom0ProcessesKernel\":{"; sep = ""
+      for (k in by) if (by[k] * 100 >= tot) { printf "%s\"%s\":%.1f", sep, k, sys[k] * 1000 / hz / n; sep = "," }
       printf "},\"minorFaults\":{"; sep = ""
       for (k in flt) if (flt[k] >= n) { printf "%s\"%s\":%.0f", sep, k, flt[k] / n; sep = "," }
       printf "}}"
