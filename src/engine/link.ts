@@ -5,7 +5,7 @@
  */
 import { Channel } from '../transport/channel.js';
 import { XLHA_REC, decodeAck, decodeNack, encodeSeal, type Frame } from '../transport/records.js';
-import { HeartbeatMonitor } from '../failover/heartbeat.js';
+import { HeartbeatMonitor, SETTLE_AFTER_FULL_MS } from '../failover/heartbeat.js';
 
 export const SEAL_FLAG_FULL = 1;
 
@@ -41,6 +41,7 @@ type Waiter = { resolve: (us: number) => void; reject: (err: Error) => void };
 
 export class ChannelLink implements ReplicationLink {
   private readonly waiters = new Map<number, Waiter>();
+  private slow = false;
   private readonly early = new Map<number, number | Error>();
   private lostError: Error | null = null;
   private rejectLost!: (err: Error) => void;
@@ -109,7 +110,9 @@ export class ChannelLink implements ReplicationLink {
   }
 
   slowPhase(on: boolean): void {
-    this.hb.grace(on ? 60 * 60 * 1000 : 0);
+    if (on) this.hb.grace(60 * 60 * 1000);
+    else if (this.slow) this.hb.grace(SETTLE_AFTER_FULL_MS); // once, when the full checkpoint is in
+    this.slow = on;
   }
 
   sendContent(type: number, body: Buffer | readonly Buffer[]): Promise<void> {

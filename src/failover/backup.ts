@@ -27,7 +27,7 @@ import {
   type Frame,
 } from '../transport/records.js';
 import { XenStreamParser } from '../transport/xenstream.js';
-import { HeartbeatMonitor } from './heartbeat.js';
+import { HeartbeatMonitor, SETTLE_AFTER_FULL_MS } from './heartbeat.js';
 import { SEAL_FLAG_FULL } from '../engine/link.js';
 import { parseHello, PROTOCOL_VERSION, type HelloBody } from '../engine/hello.js';
 
@@ -220,7 +220,7 @@ export class BackupSession {
     this.awaitingFull = false;
     this.checkpointsApplied++;
     if (this.checkpointsApplied === 1) {
-      this.hb?.grace(0);
+      this.hb?.grace(SETTLE_AFTER_FULL_MS);
       this.log.info('first checkpoint applied', {
         epoch: seal.epoch,
         bytes: xen.reduce((n, b) => n + b.length, 0),

@@ -1,0 +1,50 @@
+import t from 'tap';
+import net from 'node:net';
+import { HeartbeatMonitor, SETTLE_AFTER_FULL_MS } from '../../src/failover/heartbeat.js';
+import { ChannelLink } from '../../src/engine/link.js';
+import { Channel } from '../../src/transport/channel.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+t.test('after a full checkpoint the peer gets a settling window, then the ordinary timeout', async (t) => {
+  let deadAfter = -1;
+  const start = performance.now();
+  const hb = new HeartbeatMonitor({ heartbeatMs: 20, timeoutMs: 60 }, () => (deadAfter = performance.now() - start), () => 1);
+  hb.start(null);
+  t.teardown(() => hb.stop());
+  hb.grace(SETTLE_AFTER_FULL_MS); // the first checkpoint is in; the peer says nothing from now on
+  await sleep(400);
+  t.equal(deadAfter, -1, 'silence of several timeouts inside the window is tolerated (garbage collection after the full checkpoint)');
+  await sleep(SETTLE_AFTER_FULL_MS);
+  t.ok(deadAfter >= SETTLE_AFTER_FULL_MS && deadAfter < SETTLE_AFTER_FULL_MS + 400, `then the silent peer is declared dead (${Math.round(deadAfter)} ms)`);
+});
+
+t.test('the primary link settles once, not again at each checkpoint after the full one', async (t) => {
+  const accepted: net.Socket[] = [];
+  const server = net.createServer((s) => accepted.push(s)); // a backup that accepts and then says nothing
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => {
+    for (const s of accepted) s.destroy();
+    server.close();
+  });
+  const port = (server.address() as net.AddressInfo).port;
+  const sock = net.connect(port, '127.0.0.1');
+  await new Promise((r) => sock.once('connect', r));
+  const link = new ChannelLink(new Channel(sock), { heartbeatMs: 20, timeoutMs: 60 });
+  t.teardown(() => {
+    link.close();
+    sock.destroy();
+  });
+  const start = performance.now();
+  link.slowPhase(true); // precopy and the first checkpoint
+  await sleep(200);
+  t.notOk(link.isLost, 'silence during the full checkpoint is tolerated');
+  // the engine says slowPhase(false) after the first commit and after every later one
+  const ticker = setInterval(() => link.slowPhase(false), 30);
+  t.teardown(() => clearInterval(ticker));
+  const lostAt = await link.lost.then(
+    () => -1,
+    () => performance.now() - start,
+  );
+  t.ok(lostAt > 200 + SETTLE_AFTER_FULL_MS - 100 && lostAt < 200 + SETTLE_AFTER_FULL_MS + 1000, `the silent backup is declared dead once the window has passed (${Math.round(lostAt)} ms)`);
+});
