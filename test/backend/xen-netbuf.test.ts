@@ -153,13 +153,12 @@ t.test('with checkpoints in flight, no packet leaves before a covering checkpoin
   }
 });
 
-t.test('a plug that fails while protected fails the checkpoint (and is remembered)', async (t) => {
+t.test('a plug that fails while protected fails the checkpoint', async (t) => {
   const m = new PlugModel();
   const p = new XenNetPlug([{ vif: 'lo', ifb: 'ifb' }], m, okRunner([]));
   await p.startBuffering();
   m.fail = 'plug buffer on ifb failed: No such device';
   t.throws(() => p.barrier(1), /No such device/);
-  t.match(p.error, /No such device/);
   m.fail = null;
   p.releaseAll();
   t.equal(m.ops.at(-1), `ifb:${XLHA_PLUG.RELEASE_ALL}`, 'releaseAll still lets everything out');

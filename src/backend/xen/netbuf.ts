@@ -70,8 +70,6 @@ export class XenNetPlug implements NetPlug {
   private pendingBarrier: number | null = null;
   private holding = false;
   private made: XenVif[] = [];
-  /** The first plug error seen while protected (netbuf is then ineffective: say so loudly). */
-  error: string | null = null;
 
   constructor(
     readonly vifs: XenVif[],
@@ -161,13 +159,7 @@ export class XenNetPlug implements NetPlug {
   }
 
   private each(action: number): void {
-    for (const v of this.made) {
-      try {
-        this.ctl.plug(v.ifb, action);
-      } catch (err) {
-        this.error ??= (err as Error).message;
-        throw err;
-      }
-    }
+    // a failure throws: the checkpoint fails, and protection ends with the plug's message
+    for (const v of this.made) this.ctl.plug(v.ifb, action);
   }
 }
