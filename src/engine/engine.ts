@@ -215,9 +215,9 @@ export class CheckpointEngine {
       if (suspended) await session.resume();
     }
     // The guest runs again; the checkpoint travels meanwhile. Its frames are queued in order
-    // now (one frame per checkpoint: the backup gets its Xen bytes in one buffer), and the
-    // next epoch does not wait for them to leave: the queue holds at most maxInFlight
-    // checkpoints, since the loop waits for acks beyond that.
+    // now (one XEN_STREAM frame per checkpoint, its buffers written vectored), and the next
+    // epoch does not wait for them to leave: the queue holds at most maxInFlight checkpoints,
+    // since the loop waits for acks beyond that.
     const t6 = performance.now();
     const sending = [link.sendContent(XLHA_REC.XEN_STREAM, capture.chunks), ...extra.map((f) => link.sendContent(f.type, f.body))];
     link.seal(epoch, full ? SEAL_FLAG_FULL : 0);

@@ -15,6 +15,7 @@ import {
   FRAME_HEADER_BYTES,
   type Frame,
   frameSize,
+  gatherBytes,
   hex32,
   isChannelType,
   ProtocolError,
@@ -170,18 +171,7 @@ export class FrameReader {
     if (first.length - this.headOffset >= FRAME_HEADER_BYTES) {
       return first.subarray(this.headOffset, this.headOffset + FRAME_HEADER_BYTES);
     }
-    let copied = 0;
-    let i = this.head;
-    let off = this.headOffset;
-    while (copied < FRAME_HEADER_BYTES) {
-      const c = this.chunks[i]!;
-      const n = Math.min(c.length - off, FRAME_HEADER_BYTES - copied);
-      c.copy(this.scratch, copied, off, off + n);
-      copied += n;
-      i++;
-      off = 0;
-    }
-    return this.scratch;
+    return gatherBytes(this.chunks, this.head, this.headOffset, FRAME_HEADER_BYTES, this.scratch);
   }
 
   /** Consume `n` bytes (n <= buffered). */

@@ -280,6 +280,18 @@ export function isValidPageType(type: number): boolean {
 // ---------------------------------------------------------------------------
 // Small helpers
 
+/**
+ * Copies the `n` bytes that start at `chunks[index]`, offset `offset`, into `into` (from its
+ * start), across as many chunks as they span, and returns `into.subarray(0, n)`. The caller
+ * knows the bytes are there. For a header or record that straddles the reads it came in.
+ */
+export function gatherBytes(chunks: readonly Buffer[], index: number, offset: number, n: number, into: Buffer): Buffer {
+  for (let i = index, off = offset, got = 0; got < n; i++, off = 0) {
+    got += chunks[i]!.copy(into, got, off, Math.min(chunks[i]!.length, off + n - got));
+  }
+  return into.subarray(0, n);
+}
+
 /** `length` rounded up to the next multiple of 8. */
 export function paddedLength(length: number): number {
   return Math.ceil(length / FRAME_ALIGN) * FRAME_ALIGN;
@@ -708,7 +720,7 @@ export function encodePageDataRecord(input: PageDataInput, alloc: (bytes: number
  * and `data` is empty: a backup that hands the bytes on as they are needs neither, and may then
  * pass only the body's head (header and entries) with the whole body's `bodyLength`.
  */
-export function decodePageData(body: Buffer, entries = true, bodyLength = body.length): PageData & { count: number } {
+export function decodePageData(body: Buffer, entries = true, bodyLength = body.length): PageData {
   if (bodyLength < 8) {
     throw new ProtocolError('ETRUNC', `PAGE_DATA record: body is ${bodyLength} bytes, shorter than its 8-byte header`);
   }
@@ -749,7 +761,7 @@ export function decodePageData(body: Buffer, entries = true, bodyLength = body.l
       `PAGE_DATA record: length ${bodyLength} does not match count ${count} with ${dataPages} data page(s) (expected ${expected})`,
     );
   }
-  return { entries: list, data: entries ? body.subarray(dataStart) : body.subarray(0, 0), count };
+  return { entries: list, data: entries ? body.subarray(dataStart) : body.subarray(0, 0) };
 }
 
 // ---------------------------------------------------------------------------

@@ -34,6 +34,7 @@ import {
   encodeVcpuBasic,
   FRAME_HEADER_BYTES,
   frameSize,
+  gatherBytes,
   IMAGE_HEADER,
   type ImageHeader,
   isKnownRecordType,
@@ -137,11 +138,7 @@ class Cursor {
     }
     const p = this.parts[this.i];
     if (p && p.length - this.off >= n) return p.subarray(this.off, this.off + n);
-    const out = Buffer.allocUnsafe(n);
-    for (let copied = 0, i = this.i, off = this.off; copied < n; i++, off = 0) {
-      copied += this.parts[i]!.copy(out, copied, off, Math.min(this.parts[i]!.length, off + n - copied));
-    }
-    return out;
+    return gatherBytes(this.parts, this.i, this.off, n, Buffer.allocUnsafe(n));
   }
 
   skip(n: number): void {

@@ -8,7 +8,7 @@
  * are read, and only the 12 bytes of one that straddles two chunks are gathered. Under
  * emulation, in the lab, joining each record cost more CPU than libxenguest's own work.
  */
-import { FRAME_HEADER_BYTES, XC_REC, paddedLength } from '../../transport/records.js';
+import { FRAME_HEADER_BYTES, XC_REC, gatherBytes, paddedLength } from '../../transport/records.js';
 
 const HEADERS_BYTES = 24 + 16;
 
@@ -69,10 +69,7 @@ export class LibxcSplitter {
   private peek(n: number): Buffer {
     const c = this.chunks[this.ci]!;
     if (c.length - this.co >= n) return c.subarray(this.co, this.co + n);
-    for (let i = this.ci, off = this.co, got = 0; got < n; i++, off = 0) {
-      got += this.chunks[i]!.copy(this.head, got, off, Math.min(this.chunks[i]!.length, off + n - got));
-    }
-    return this.head.subarray(0, n);
+    return gatherBytes(this.chunks, this.ci, this.co, n, this.head);
   }
 
   private advance(n: number): void {
