@@ -76,9 +76,11 @@ export class Daemon {
   }
 
   private async listenReplication(addr: { host: string; port: number }): Promise<void> {
-    const server = net.createServer((sock) => {
-      const channel = new Channel(sock);
-      const log = this.o.log.child({ module: 'backup', from: `${sock.remoteAddress}:${sock.remotePort}` });
+    // pauseOnConnect: nothing is read before the channel takes the connection (Channel.accept)
+    const server = net.createServer({ pauseOnConnect: true }, (sock) => {
+      const from = `${sock.remoteAddress}:${sock.remotePort}`;
+      const channel = Channel.accept(sock);
+      const log = this.o.log.child({ module: 'backup', from });
       const b = new BackupSession(this.o.backend, channel, log, this.o.hostName, {
         onState: (s) => {
           if (s.state === 'stopped' || (s.state === 'failed' && !s.replica)) this.backups.delete(s);

@@ -39,6 +39,10 @@ export class HeartbeatMonitor {
   private checkTimer: NodeJS.Timeout | null = null;
   private lastRx = performance.now();
   private lastCheck = performance.now();
+  /** Something arrived since the last check (alive(), or the channel's byte count moved). */
+  private heard = false;
+  private channel: Channel | null = null;
+  private bytesAtCheck = 0;
   private fired = false;
   private graceUntil = 0;
 
@@ -57,6 +61,8 @@ export class HeartbeatMonitor {
 
   attach(channel: Channel): void {
     if (this.sendTimer) clearInterval(this.sendTimer);
+    this.channel = channel;
+    this.bytesAtCheck = channel.bytesReceived;
     const beat = () => {
       if (channel.isClosed) return;
       const e = this.lastEpoch();
@@ -74,13 +80,29 @@ export class HeartbeatMonitor {
     this.graceUntil = ms > 0 ? performance.now() + ms : 0;
   }
 
-  /** Anything received from the peer counts as a sign of life. */
-  alive(at = performance.now()): void {
-    if (at > this.lastRx) this.lastRx = at;
+  /**
+   * Anything received from the peer counts as a sign of life: a frame (alive()) or any byte on
+   * the attached channel, even in the middle of a frame. Neither reads the clock (a system call
+   * per read under Xen PV without a stable TSC): the next check, every heartbeatMs/4, stamps
+   * what it finds. The peer is thus declared dead between timeoutMs and timeoutMs + heartbeatMs/4
+   * after its last sign of life, never before.
+   */
+  alive(): void {
+    this.heard = true;
   }
 
+  /** How long the peer has been silent (what arrived since the last check counts as now). */
   get silentMs(): number {
-    return performance.now() - this.lastRx;
+    const now = performance.now();
+    this.observe(now);
+    return now - this.lastRx;
+  }
+
+  private observe(now: number): void {
+    const bytes = this.channel?.bytesReceived ?? 0;
+    if (this.heard || bytes !== this.bytesAtCheck) this.lastRx = now;
+    this.heard = false;
+    this.bytesAtCheck = bytes;
   }
 
   private check(): void {
@@ -90,7 +112,8 @@ export class HeartbeatMonitor {
     // cannot be judged: its heartbeats may sit unread in our socket. Give it a fresh window.
     if (now - this.lastCheck > this.opts.timeoutMs / 2) this.lastRx = Math.max(this.lastRx, now);
     this.lastCheck = now;
-    const silent = this.silentMs;
+    this.observe(now);
+    const silent = now - this.lastRx;
     const limit = now < this.graceUntil ? Math.max(this.opts.timeoutMs, this.opts.graceTimeoutMs ?? GRACE_TIMEOUT_MS) : this.opts.timeoutMs;
     if (silent >= limit) {
       this.fired = true;

@@ -9,6 +9,7 @@
  */
 import net from 'node:net';
 import { FrameReader } from './reader.js';
+import { slabReadAccepted } from '../util/slab-reads.js';
 import { CheckpointDigest, type Frame } from './records.js';
 
 const PAD = Buffer.alloc(8);
@@ -21,31 +22,55 @@ export class Channel {
   private closeListeners: ((err?: Error) => void)[] = [];
   private closed = false;
   private closeError: Error | undefined;
-  /** performance.now() of the last byte received. */
-  lastRxAt = performance.now();
   bytesSent = 0;
   bytesReceived = 0;
+  /** Whether reads go into large buffers of our own (see {@link Channel.accept}). */
+  readonly largeReads: boolean;
 
-  constructor(readonly socket: net.Socket, opts: { maxFrameBytes?: number } = {}) {
+  /**
+   * A channel over `socket`, read through its 'data' events, or, when `largeReads` is set,
+   * by the caller, which passes each read to onChunk (the socket was made with `onread`).
+   */
+  constructor(readonly socket: net.Socket, opts: { maxFrameBytes?: number; largeReads?: boolean } = {}) {
     this.reader = new FrameReader(opts.maxFrameBytes !== undefined ? { maxFrameBytes: opts.maxFrameBytes } : {});
+    this.largeReads = opts.largeReads ?? false;
     socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => {
-      this.lastRxAt = performance.now();
-      this.bytesReceived += chunk.length;
-      let frames: Frame[];
-      try {
-        frames = this.reader.push(chunk);
-      } catch (err) {
-        this.fail(err as Error);
-        return;
-      }
-      for (const f of frames) {
-        if (this.closed) return;
-        this.frameListener?.(f);
-      }
-    });
+    if (!this.largeReads) socket.on('data', (chunk: Buffer) => this.onChunk(chunk));
     socket.on('error', (err) => this.fail(err));
     socket.on('close', () => this.fail(this.closeError ?? new Error('connection closed by peer')));
+  }
+
+  /**
+   * A channel over a connection accepted by a server created with `pauseOnConnect`: its reads
+   * go into 1 MiB buffers of our own (src/util/slab-reads.ts), so a checkpoint of a few MB is
+   * a handful of reads rather than one per 64 KiB, each through the stream machinery. Falls
+   * back to the socket's 'data' events when that cannot be done (see `largeReads`).
+   */
+  static accept(accepted: net.Socket, opts: { maxFrameBytes?: number } = {}): Channel {
+    let channel: Channel | null = null;
+    const sock = slabReadAccepted(accepted, (chunk) => channel!.onChunk(chunk)); // reads come later, from libuv
+    if (!sock) {
+      accepted.resume();
+      return new Channel(accepted, opts);
+    }
+    channel = new Channel(sock, { ...opts, largeReads: true });
+    return channel;
+  }
+
+  /** One read from the socket: the frames it completes go to the listener, in order. */
+  private onChunk(chunk: Buffer): void {
+    this.bytesReceived += chunk.length;
+    let frames: Frame[];
+    try {
+      frames = this.reader.push(chunk);
+    } catch (err) {
+      this.fail(err as Error);
+      return;
+    }
+    for (const f of frames) {
+      if (this.closed) return;
+      this.frameListener?.(f);
+    }
   }
 
   static connect(host: string, port: number, timeoutMs = 5000): Promise<Channel> {

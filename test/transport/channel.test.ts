@@ -1,0 +1,97 @@
+import t from 'tap';
+import net from 'node:net';
+import { Channel } from '../../src/transport/channel.js';
+import { XLHA_REC, type Frame } from '../../src/transport/records.js';
+import { SLAB_READ_BYTES } from '../../src/util/slab-reads.js';
+import { HeartbeatMonitor } from '../../src/failover/heartbeat.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A server whose connections become Channels through Channel.accept, and a client socket. */
+async function pair(t: { teardown(fn: () => void): void }): Promise<{ server: net.Server; accepted: Promise<Channel>; client: net.Socket }> {
+  let give: (c: Channel) => void;
+  const accepted = new Promise<Channel>((r) => (give = r));
+  const server = net.createServer({ pauseOnConnect: true }, (sock) => give(Channel.accept(sock)));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+  await new Promise((r) => client.once('connect', r));
+  t.teardown(() => {
+    client.destroy();
+    server.close();
+  });
+  return { server, accepted, client };
+}
+
+t.test('an accepted channel reads in large buffers and delivers every frame, bytes intact', async (t) => {
+  const { server, accepted, client } = await pair(t);
+  const ch = await accepted;
+  t.teardown(() => ch.fail());
+  t.ok(ch.largeReads, 'the connection moved to a socket that reads into our own buffers');
+  const conns = await new Promise<number>((r) => server.getConnections((_e, n) => r(n)));
+  t.equal(conns, 0, 'the server no longer counts the socket that gave its connection away');
+
+  const frames: Frame[] = [];
+  ch.onFrame((f) => frames.push(f));
+  const sender = new Channel(client);
+  // 24 content frames of 256 KiB whose bytes identify frame and offset, then a heartbeat
+  const bodies: Buffer[] = [];
+  for (let i = 0; i < 24; i++) {
+    const b = Buffer.alloc(256 << 10);
+    for (let o = 0; o < b.length; o += 4) b.writeUInt32LE((i << 24) ^ o, o);
+    bodies.push(b);
+    sender.send(XLHA_REC.XEN_STREAM, b);
+  }
+  sender.send(XLHA_REC.HEARTBEAT, Buffer.alloc(24));
+  while (frames.length < 25) await sleep(10);
+  for (let i = 0; i < 24; i++) {
+    const f = frames[i]!;
+    if (f.type !== XLHA_REC.XEN_STREAM || !f.body.equals(bodies[i]!)) {
+      t.fail(`frame ${i} differs`);
+      return;
+    }
+  }
+  t.pass('24 content frames arrived with their bytes, in order');
+  t.equal(frames[24]!.type, XLHA_REC.HEARTBEAT, 'then the heartbeat');
+  t.equal(ch.bytesReceived, sender.bytesSent, 'every byte counted');
+  const slabs = new Set(frames.flatMap((f) => (f.parts ?? [f.body]).map((p) => p.buffer)));
+  t.ok([...slabs].every((b) => b.byteLength === SLAB_READ_BYTES), 'bodies are views of the reader\'s 1 MiB buffers');
+  t.ok(slabs.size <= 8, `6 MiB came in ${slabs.size} buffers`);
+});
+
+t.test('an accepted channel still reports a closed connection and answers on the same socket', async (t) => {
+  const { accepted, client } = await pair(t);
+  const ch = await accepted;
+  const got: Buffer[] = [];
+  client.on('data', (d: Buffer) => got.push(d));
+  ch.send(XLHA_REC.HEARTBEAT, Buffer.alloc(24, 1));
+  while (Buffer.concat(got).length < 32) await sleep(5);
+  t.equal(Buffer.concat(got).readUInt32LE(0), XLHA_REC.HEARTBEAT, 'what the channel sends reaches the client');
+  const closed = new Promise<Error | undefined>((r) => ch.onClose(r));
+  client.destroy();
+  const err = await closed;
+  t.match(err?.message ?? '', /closed by peer/, 'the peer closing is reported');
+});
+
+t.test('bytes in the middle of a frame keep the peer alive; silence after them is measured from them', async (t) => {
+  const { accepted, client } = await pair(t);
+  const ch = await accepted;
+  t.teardown(() => ch.fail());
+  let deadAt = -1;
+  const hb = new HeartbeatMonitor({ heartbeatMs: 40, timeoutMs: 150 }, () => (deadAt = performance.now()), () => 0);
+  hb.start(ch); // (it sends heartbeats to the client too: the client ignores them)
+  t.teardown(() => hb.stop());
+  // one frame announced as 1 MiB, trickled 1 KiB every 30 ms: never complete, yet the peer is there
+  const hdr = Buffer.alloc(8);
+  hdr.writeUInt32LE(XLHA_REC.XEN_STREAM, 0);
+  hdr.writeUInt32LE(1 << 20, 4);
+  client.write(hdr);
+  for (let i = 0; i < 15; i++) {
+    client.write(Buffer.alloc(1024));
+    await sleep(30);
+  }
+  t.equal(deadAt, -1, 'a peer sending part of a large frame is not declared dead (450 ms, timeout 150 ms)');
+  const lastAt = performance.now();
+  while (deadAt < 0 && performance.now() - lastAt < 2000) await sleep(10);
+  const after = deadAt - lastAt;
+  t.ok(after >= 150 - 31 && after < 150 + 10 + 150, `then silence is detected ${Math.round(after)} ms after the last byte (timeout 150, checks every 10)`);
+});
