@@ -8,8 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs, usage, UsageError, type Command } from './args.js';
-import { controlRequest, Daemon } from '../daemon/daemon.js';
-import { createLogger } from '../util/log.js';
+import { controlRequest } from '../daemon/control.js';
 
 export function defaultControlPath(): string {
   if (process.env.XLHA_CONTROL) return process.env.XLHA_CONTROL;
@@ -31,9 +30,14 @@ function table(rows: (string | number)[][]): string {
 async function runDaemon(cmd: Extract<Command, { cmd: 'daemon' | 'receive' }>): Promise<number> {
   const hostName = cmd.hostName ?? os.hostname();
   const stateDir = cmd.stateDir ?? defaultStateDir();
+  // The daemon, its logger and the backends (koffi, for xen) are loaded only here: client
+  // commands never need them, and each module costs start-up time (seconds under emulation).
+  const [{ Daemon }, { createLogger }, { createBackend }] = await Promise.all([
+    import('../daemon/daemon.js'),
+    import('../util/log.js'),
+    import('../backend/select.js'),
+  ]);
   const log = createLogger({ host: hostName, level: cmd.globals.verbose > 0 ? 'debug' : undefined });
-  // Backends (and koffi, for xen) are loaded only by the daemon; client commands never need them.
-  const { createBackend } = await import('../backend/select.js');
   const backend = createBackend(cmd.globals.backend, { hostName, stateDir: path.join(stateDir, 'sim') });
   const daemon = new Daemon({
     backend,

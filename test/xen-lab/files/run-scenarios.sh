@@ -134,7 +134,7 @@ committed_of() { sed -n 's/.*"committed":\([0-9]*\).*/\1/p' <<< "$1" | head -n 1
 # cpu_snap FILE records, per process, "pid comm utime+stime" (clock ticks) and, per domain,
 # "dom <name> <cpu seconds>" from xl list; cpu_json A B N prints, in ms per checkpoint over N
 # checkpoints, {"domains":{...},"dom0Processes":{comm: ms},"dom0ProcessesKernel":{comm: ms in the
-# kernel},"minorFaults":{comm: n}} (page
+# kernel},"minorFaults":{comm: n},"readWriteSyscalls":{comm: n},"contextSwitches":{comm: n}} (page
 # faults on fresh memory are costly in a PV dom0 under emulation; processes above 1% of the CPU;
 # a kworker's name changes with its workqueue, so processes are matched by pid, named before any '-')
 cpu_snap() {
@@ -143,12 +143,26 @@ cpu_snap() {
       match($0, /\(.*\)/); c = substr($0, RSTART + 1, RLENGTH - 2); gsub(/[^A-Za-z0-9_.-]/, "_", c)
       split(substr($0, RSTART + RLENGTH + 1), a, " "); print "p", $1, c, a[12] + a[13], a[8], a[13] }'
     xl list 2>/dev/null | awk 'NR > 1 { print "dom", $1, $NF }'
+    # the toolstack's processes: read/write-family system calls (/proc/PID/io) and context
+    # switches of all their threads (each is dear in a PV dom0 under emulation)
+    local d c n k v sc cs
+    for d in /proc/[0-9]*; do
+      read -r c < "$d/comm" 2>/dev/null || continue
+      case "$c" in node|xl|libxl-save-hel*|xenstored) ;; *) continue ;; esac
+      sc=0; cs=0
+      while read -r k v; do case "$k" in syscr:|syscw:) sc=$((sc + v)) ;; esac; done < "$d/io" 2>/dev/null
+      for n in "$d"/task/*/status; do
+        while read -r k v; do case "$k" in voluntary_ctxt_switches:|nonvoluntary_ctxt_switches:) cs=$((cs + v)) ;; esac; done < "$n" 2>/dev/null
+      done
+      echo "s ${d#/proc/} ${c//[^A-Za-z0-9_.-]/_} $sc $cs"
+    done
   } > "$1"
 }
 cpu_json() {
   local hz; hz=$(getconf CLK_TCK 2>/dev/null || echo 100)
   awk -v hz="$hz" -v n="$3" '
-    FNR == NR { if ($1 == "p") { before[$2] = $4; fbefore[$2] = $5; sbefore[$2] = $6 } else dom0[$2] = $3; next }
+    FNR == NR { if ($1 == "p") { before[$2] = $4; fbefore[$2] = $5; sbefore[$2] = $6 } else if ($1 == "s") { scb[$2] = $4; csb[$2] = $5 } else dom0[$2] = $3; next }
+    $1 == "s" { c = $3; sub(/-.*/, "", c); rw[c] += $4 - ($2 in scb ? scb[$2] : 0); cx[c] += $5 - ($2 in csb ? csb[$2] : 0); next }
     $1 == "p" {
       c = $3; sub(/-.*/, "", c); d = $4 - ($2 in before ? before[$2] : 0); if (d > 0) { by[c] += d; tot += d }
       f = $5 - ($2 in fbefore ? fbefore[$2] : 0); if (f > 0) flt[c] += f
@@ -165,6 +179,10 @@ cpu_json() {
       for (k in by) if (by[k] * 100 >= tot) { printf "%s\"%s\":%.1f", sep, k, sys[k] * 1000 / hz / n; sep = "," }
       printf "},\"minorFaults\":{"; sep = ""
       for (k in flt) if (flt[k] >= n) { printf "%s\"%s\":%.0f", sep, k, flt[k] / n; sep = "," }
+      printf "},\"readWriteSyscalls\":{"; sep = ""
+      for (k in rw) { printf "%s\"%s\":%.0f", sep, k, rw[k] / n; sep = "," }
+      printf "},\"contextSwitches\":{"; sep = ""
+      for (k in cx) { printf "%s\"%s\":%.0f", sep, k, cx[k] / n; sep = "," }
       printf "}}"
     }' "$1" "$2"
 }
@@ -425,10 +443,19 @@ sc_failover() {
 # (c) xl create with ha="remus": not yet
 sc_xl-create-ha() { emit xl-create-ha skipped "xl integration issue not landed"; }
 
+# diagnostic: what each step of the relay costs in this dom0 (run only when named in xenlab.scenarios)
+sc_relay-costs() {
+  local js; js=$(timeout 100 node /opt/xl-ha/dist/test/xen-lab/relay-costs.js 2> "$OUT/relay-costs.err")
+  if [[ $js == "{"* ]] && [[ $js != *'"error"'* ]]; then emit relay-costs ok "" ",\"costs\":$js"
+  else emit relay-costs fail "relay-costs.js: ${js:-no output} $(tailf "$OUT/relay-costs.err" 4)"; fi
+}
+
 # ---------------------------------------------------------------- driver
 if [ "${1:-}" = --one ]; then "sc_$2"; exit 0; fi
 
 SCENARIOS="stock-remus:$((REMUS_SECS + 240)) shim:120 remus:$((REMUS_SECS + 300)) xlha-remus-figures:30 netbuf:300 failover:150 xl-create-ha:10"
+# diagnostics run first, and only when named in xenlab.scenarios
+for d in relay-costs:120; do [[ "+$ONLY+" == *"+${d%%:*}+"* ]] && SCENARIOS="$d $SCENARIOS"; done
 : > "$RES"
 say "XLHA-SCENARIOS-START remus_secs=$REMUS_SECS budget=$BUDGET only=${ONLY:-all}"
 xl info > "$OUT/xl-info.txt" 2>&1; grep -E '^(xen_version|virt_caps|total_memory|free_memory|nr_cpus)' "$OUT/xl-info.txt"
