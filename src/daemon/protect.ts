@@ -111,15 +111,39 @@ function debugDigestHooks(backend: HypervisorBackend, domid: number): { onCaptur
   };
 }
 
-async function handshake(channel: Channel, hello: HelloBody, timeoutMs: number): Promise<Record<string, unknown>> {
+/** A backup silent this long (or the failover timeout, if longer) after HELLO has failed it. */
+export const HELLO_SILENCE_MS = 5000;
+/** However long a backup that keeps sending HEARTBEATs takes to answer HELLO, at most this. */
+export const HELLO_MAX_WAIT_MS = 10 * 60_000;
+
+/**
+ * Sends HELLO and waits for HELLO_ACK. The backup may need a while to prepare its replica (it
+ * may first remove the previous one); meanwhile it sends HEARTBEATs, and the wait goes on as
+ * long as it is heard from: `silenceMs` without a frame is the error, not a slow answer.
+ */
+async function handshake(channel: Channel, hello: HelloBody, silenceMs: number): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`backup did not answer HELLO within ${timeoutMs} ms`)), timeoutMs);
-    channel.onClose((err) => {
+    let timer: NodeJS.Timeout | undefined;
+    const arm = () => {
       clearTimeout(timer);
+      timer = setTimeout(() => reject(new Error(`backup did not answer HELLO: silent for ${silenceMs} ms`)), silenceMs);
+    };
+    const cap = setTimeout(() => {
+      clearTimeout(timer);
+      reject(new Error(`backup did not answer HELLO within ${HELLO_MAX_WAIT_MS / 1000} s, though it kept sending heartbeats`));
+    }, HELLO_MAX_WAIT_MS);
+    const done = () => {
+      clearTimeout(timer);
+      clearTimeout(cap);
+    };
+    arm();
+    channel.onClose((err) => {
+      done();
       reject(new Error(`backup closed the connection during the handshake: ${err?.message ?? 'closed'}`));
     });
     channel.onFrame((f) => {
-      clearTimeout(timer);
+      if (f.type === XLHA_REC.HEARTBEAT) return arm(); // still preparing the replica
+      done();
       try {
         if (f.type !== XLHA_REC.HELLO_ACK) throw new Error(`expected HELLO_ACK from the backup, got frame 0x${f.type.toString(16)}`);
         const ack = decodeHello(f.body);
@@ -146,6 +170,7 @@ export async function startProtection(backend: HypervisorBackend, opts: ProtectO
   if (opts.inFlight !== undefined && !(Number.isInteger(opts.inFlight) && opts.inFlight >= LIMITS.inFlight.min && opts.inFlight <= LIMITS.inFlight.max)) {
     throw new Error(`checkpoints in flight must be an integer from ${LIMITS.inFlight.min} to ${LIMITS.inFlight.max}, got ${JSON.stringify(opts.inFlight)}`);
   }
+  const t0 = performance.now();
   const info = await backend.findDomain(opts.domain);
   const policy = createPolicy(opts.mode, { intervalMs: opts.intervalMs });
   policy.setup({ capabilities: backend.capabilities, backendKind: backend.kind, devices: [] });
@@ -153,6 +178,7 @@ export async function startProtection(backend: HypervisorBackend, opts: ProtectO
   if (opts.disk && !backend.capabilities.disk) throw new Error(`disk replication is not available on the ${backend.kind} backend; use -d to protect without it`);
   const cfg = await backend.getDomainConfig(info.domid);
   const backendConfig = await backend.getBackendConfig?.(info.domid);
+  const t1 = performance.now();
   let link: ReplicationLink;
   if (opts.blackhole) {
     link = new BlackholeLink();
@@ -175,7 +201,7 @@ export async function startProtection(backend: HypervisorBackend, opts: ProtectO
           disk: opts.disk,
           ...(backendConfig ? { backendConfig } : {}),
         },
-        Math.max(5000, opts.failoverTimeoutMs),
+        Math.max(HELLO_SILENCE_MS, opts.failoverTimeoutMs),
       );
     } catch (err) {
       channel.dispose();
@@ -183,7 +209,10 @@ export async function startProtection(backend: HypervisorBackend, opts: ProtectO
     }
     link = new ChannelLink(channel, { heartbeatMs: opts.heartbeatMs, timeoutMs: opts.failoverTimeoutMs });
   }
-  log.info('protection starting: backup accepted, precopy begins', { domain: info.name, domid: info.domid, mode: opts.mode, peer: peerLabel(opts) });
+  // where the time to protection goes before the precopy: the domain and its configuration,
+  // then the backup's answer (it builds the incoming domain first)
+  const setup = { domainMs: Math.round(t1 - t0), handshakeMs: Math.round(performance.now() - t1) };
+  log.info('protection starting: backup accepted, precopy begins', { domain: info.name, domid: info.domid, mode: opts.mode, peer: peerLabel(opts), ...setup });
   const session = await backend.openSave(info.domid);
   const netbuf = opts.netbuf ? new NetbufDevice() : null;
   const devices: CheckpointDevice[] = [];

@@ -20,6 +20,7 @@ import {
   decodeHello,
   decodeSeal,
   encodeAck,
+  encodeHeartbeat,
   encodeHello,
   encodeNack,
   CheckpointDigest,
@@ -123,6 +124,13 @@ export class BackupSession {
       this.reply(XLHA_REC.HELLO_ACK, encodeHello({ ok: false, error: msg }));
       throw new Error(msg);
     }
+    // Preparing the replica can take a while (removing the previous one of a stream just
+    // stopped, building the incoming domain: seconds under emulation). Until HELLO_ACK the
+    // primary hears HEARTBEATs, and waits as long as it does.
+    const keepalive = setInterval(
+      () => this.reply(XLHA_REC.HEARTBEAT, encodeHeartbeat({ seq: 0, sentAtMs: Date.now(), lastEpoch: null })),
+      Math.min(Math.max(hello.heartbeatMs, 10), 1000),
+    );
     try {
       await this.events.beforeReplica?.(this, hello);
       this.replica = await this.backend.createReplica({
@@ -133,6 +141,8 @@ export class BackupSession {
     } catch (err) {
       this.reply(XLHA_REC.HELLO_ACK, encodeHello({ ok: false, error: (err as Error).message }));
       throw err;
+    } finally {
+      clearInterval(keepalive);
     }
     this.hello = hello;
     // Content of one checkpoint may not exceed twice the guest's memory plus its disk.

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { crc32 } from 'node:zlib';
 import { slabReadAccepted, slabReadFd } from '../../src/util/slab-reads.js';
 
@@ -118,6 +118,14 @@ async function main(): Promise<void> {
     p.close();
   }
   fs.rmSync(dir, { recursive: true, force: true });
+  // start-up: node alone, and an xl-ha client command (it loads only what clients need)
+  const cli = path.join(path.dirname(new URL(import.meta.url).pathname), '../../src/cli/main.js');
+  const startup = (args: string[]) => {
+    const t0 = performance.now();
+    spawnSync(process.execPath, args, { stdio: 'ignore' });
+    return Math.round(performance.now() - t0);
+  };
+  out.startupMs = { node: startup(['-e', '0']), xlhaClient: startup([cli, '--control', path.join(dir, 'none.sock'), 'status']) };
   process.stdout.write(JSON.stringify(out) + '\n');
 }
 
