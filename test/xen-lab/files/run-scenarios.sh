@@ -162,7 +162,8 @@ cpu_json() {
   local hz; hz=$(getconf CLK_TCK 2>/dev/null || echo 100)
   awk -v hz="$hz" -v n="$3" '
     FNR == NR { if ($1 == "p") { before[$2] = $4; fbefore[$2] = $5; sbefore[$2] = $6 } else if ($1 == "s") { scb[$2] = $4; csb[$2] = $5 } else dom0[$2] = $3; next }
-    $1 == "s" { c = $3; sub(/-.*/, "", c); rw[c] += $4 - ($2 in scb ? scb[$2] : 0); cx[c] += $5 - ($2 in csb ? csb[$2] : 0); next }
+    $1 == "s" { c = $3; sub(/-.*/, "", c); r = $4 - ($2 in scb ? scb[$2] : 0); x = $5 - ($2 in csb ? csb[$2] : 0)
+      if (r > 0) rw[c] += r; if (x > 0) cx[c] += x; next }  # (a thread that ended takes its count along)
     $1 == "p" {
       c = $3; sub(/-.*/, "", c); d = $4 - ($2 in before ? before[$2] : 0); if (d > 0) { by[c] += d; tot += d }
       f = $5 - ($2 in fbefore ? fbefore[$2] : 0); if (f > 0) flt[c] += f
