@@ -28,8 +28,8 @@ export class Channel {
   readonly largeReads: boolean;
 
   /**
-   * A channel over `socket`, read through its 'data' events, or, when `largeReads` is set,
-   * by the caller, which passes each read to onChunk (the socket was made with `onread`).
+   * A channel over `socket`, read through its 'data' events. (`largeReads` is for
+   * Channel.accept alone: its socket was made with `onread`, which hands each read to onChunk.)
    */
   constructor(readonly socket: net.Socket, opts: { maxFrameBytes?: number; largeReads?: boolean } = {}) {
     this.reader = new FrameReader(opts.maxFrameBytes !== undefined ? { maxFrameBytes: opts.maxFrameBytes } : {});
