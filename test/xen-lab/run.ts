@@ -15,7 +15,7 @@
  * lab that could not start).
  *
  * Environment: XENLAB_DIR (work dir), XENLAB_REMUS_SECS (seconds each protection is measured,
- * default 20), XENLAB_TIMEOUT (seconds QEMU may run, default 1200), XENLAB_SCENARIOS (comma list to
+ * default 20), XENLAB_TIMEOUT (seconds QEMU may run, default 1500), XENLAB_SCENARIOS (comma list to
  * run only some scenarios), XENLAB_XLHA_OPTS (extra options for the lab's `xl-ha remus`, e.g.
  * "--heartbeat-ms=500 --failover-timeout-ms=5000": TCG is 10-50x slower than hardware),
  * XENLAB_QEMU_CPU (QEMU -cpu, default max,rdtscp=off,xsave=off: see run.sh for why xsave=off),
@@ -27,7 +27,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
 
-const SCENARIOS = ['stock-remus', 'shim', 'remus', 'xlha-remus-figures', 'netbuf', 'failover', 'xl-create-ha'] as const;
+const SCENARIOS = ['stock-remus', 'shim', 'remus', 'xlha-remus-figures', 'netbuf', 'failover', 'xl-create-ha', 'stock-remus-after'] as const;
 const MIN_FREE_BYTES = 4 * 1024 ** 3;
 const MARKER = /XLHA-SCENARIO (\S+) (ok|fail|skipped) (\{.*\})\s*$/;
 
@@ -42,7 +42,7 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '.
 const LAB_SRC = path.join(ROOT, 'test', 'xen-lab');
 const L = process.env.XENLAB_DIR ?? '/var/tmp/xenlab';
 let REMUS_SECS = 20;
-let QEMU_TIMEOUT = 1200;
+let QEMU_TIMEOUT = 1500;
 
 class LabError extends Error {}
 
@@ -307,6 +307,11 @@ function dom0Crashes(serial: string): { reports: number; examples: string[] } {
   return { reports: hits.length, examples: hits.slice(0, 4).map((l) => l.slice(0, 200)) };
 }
 
+/** a / b to two decimals, or null when either is not a number. */
+function ratio(a: unknown, b: unknown): number | null {
+  return typeof a === 'number' && typeof b === 'number' && b > 0 ? Math.round((a / b) * 100) / 100 : null;
+}
+
 function figures(d: Details | undefined, keys: string[]): Record<string, unknown> {
   const o: Record<string, unknown> = {};
   for (const k of keys) o[k] = d && d[k] !== undefined && (typeof d[k] === 'number' || typeof d[k] === 'object') ? d[k] : null;
@@ -345,7 +350,7 @@ function lock(): void {
 async function main(): Promise<void> {
   try {
     REMUS_SECS = intEnv('XENLAB_REMUS_SECS', 20, 5, 300);
-    QEMU_TIMEOUT = intEnv('XENLAB_TIMEOUT', 1200, 120, 7200);
+    QEMU_TIMEOUT = intEnv('XENLAB_TIMEOUT', 1500, 120, 7200);
   } catch (err) {
     finish({ ok: false, reason: (err as Error).message }, 1);
   }
@@ -414,6 +419,12 @@ async function main(): Promise<void> {
     scenarios,
     sideBySide: {
       stock: figures(scenarios['stock-remus'], ['checkpointsPerSec', 'tickGapMsMean', 'tickGapMsMax', 'pagesPerCheckpointP50', 'unprotectedTickGapMsMean']),
+      // stock once more at the end of the boot: how far the boot itself drifted meanwhile
+      stockAfter: figures(scenarios['stock-remus-after'], ['checkpointsPerSec', 'tickGapMsMean', 'tickGapMsMax', 'pagesPerCheckpointP50']),
+      checkpointsPerSecXlhaToStock: {
+        before: ratio(scenarios['xlha-remus-figures']?.checkpointsPerSec, scenarios['stock-remus']?.checkpointsPerSec),
+        after: ratio(scenarios['xlha-remus-figures']?.checkpointsPerSec, scenarios['stock-remus-after']?.checkpointsPerSec),
+      },
       xlha: figures(scenarios['xlha-remus-figures'], ['checkpointsPerSec', 'tickGapMsMean', 'tickGapMsMax', 'pagesPerCheckpointP50', 'daemonCheckpointsPerSec', 'pauseMsP50', 'firstCheckpointAfterSecs', 'backendStepsMsP50']),
     },
     shimBuild: shim,

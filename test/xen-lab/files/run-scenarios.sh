@@ -192,8 +192,15 @@ crashes() { dmesg 2>/dev/null | grep -iE 'segfault|traps:|general protection|inv
 
 # ---------------------------------------------------------------- scenarios
 # (d) baseline: stock xl remus to localhost, figures while protected, then a clean stop
-sc_stock-remus() {
-  local n=stock-remus why rlog=$OUT/stock-remus.log
+sc_stock-remus() { stock_remus stock-remus; }
+# stock again at the end of the boot: boots differ a lot (stock 1.70–3.42 checkpoints/s in a
+# day's boots), and stock before and after xl-ha in one boot bounds how much the boot drifted
+sc_stock-remus-after() {
+  stop_daemon p; stop_daemon b
+  stock_remus stock-remus-after
+}
+stock_remus() {
+  local n=$1 why rlog=$OUT/$1.log
   why=$(fresh_domu) || { emit $n fail "$why"; return; }
   sleep 6  # a few unprotected ticks, for comparison
   local lup; lup=$(grep -n DOMU-UP "$LOG" | tail -1 | cut -d: -f1)
@@ -204,7 +211,7 @@ sc_stock-remus() {
   local rpid=$! t1="" c1 l1 c
   for _ in $(seq 1 150); do
     c=$(grep -c 'Checkpointed save' "$rlog")
-    if [ "$c" -ge 1 ]; then t1=$(up); c1=$c; l1=$(lines "$LOG"); cpu_snap "$ST/stock-cpu.1"; break; fi
+    if [ "$c" -ge 1 ]; then t1=$(up); c1=$c; l1=$(lines "$LOG"); cpu_snap "$ST/$n-cpu.1"; break; fi
     pid_alive $rpid || break
     sleep 1
   done
@@ -214,24 +221,24 @@ sc_stock-remus() {
   fi
   local first_after; first_after=$(dt "$s")
   for _ in $(seq 1 "$REMUS_SECS"); do pid_alive $rpid || break; sleep 1; done
-  local t2 c2 l2 alive_at_end=0; t2=$(up); c2=$(grep -c 'Checkpointed save' "$rlog"); l2=$(lines "$LOG"); cpu_snap "$ST/stock-cpu.2"
+  local t2 c2 l2 alive_at_end=0; t2=$(up); c2=$(grep -c 'Checkpointed save' "$rlog"); l2=$(lines "$LOG"); cpu_snap "$ST/$n-cpu.2"
   pid_alive $rpid && alive_at_end=1
   local cps secs; secs=$(awk -v a="$t1" -v b="$t2" 'BEGIN{printf "%.1f", b-a}')
   cps=$(awk -v c="$((c2 - c1))" -v s="$secs" 'BEGIN{if (s > 0) printf "%.2f", c/s; else print "-"}')
   local gn gmean gmax; read -r gn gmean gmax <<< "$(gaps "$LOG" "$l1" "$l2")"
-  say "stock remus: $c2 checkpoints ($((c2 - c1)) in ${secs}s after the first: $cps/s), tick gaps n=$gn mean=${gmean}ms max=${gmax}ms"
+  say "$n: $c2 checkpoints ($((c2 - c1)) in ${secs}s after the first: $cps/s), tick gaps n=$gn mean=${gmean}ms max=${gmax}ms"
   # clean stop (xen-lab.md): destroy the primary first, then kill -9 the sender
   local pri; pri=$(cat "$ST/primary.domid" 2>/dev/null); [ -n "$pri" ] || pri=$(xl domid domu1 2>/dev/null)
-  timeout 60 xl destroy domu1 >> "$OUT/stock-stop.log" 2>&1; local drc=$?
+  timeout 60 xl destroy domu1 >> "$OUT/$n-stop.log" 2>&1; local drc=$?
   sleep 3; kill -9 $rpid 2>/dev/null; wait $rpid 2>/dev/null
   local fo=0; for _ in $(seq 1 20); do grep -q 'Remus Failover' "$rlog" && { fo=1; break; }; sleep 1; done
-  xl list > "$OUT/stock-after-stop.txt" 2>&1
+  xl list > "$OUT/$n-after-stop.txt" 2>&1
   # pages per checkpoint: libxc's 'Checkpointed save: N/N' progress lines, median
   local spages; spages=$(sed -n 's/.*Checkpointed save: \([0-9]*\)\/.*/\1/p' "$rlog" | sort -n | awk '{v[NR]=$1} END{if (NR) print v[int((NR+1)/2)]}')
   local extra=",\"pagesPerCheckpointP50\":$(jnum "$spages"),\"checkpoints\":$(jnum "$c2"),\"firstCheckpointAfterSecs\":$(jnum "$first_after"),\"measuredSecs\":$(jnum "$secs"),\"checkpointsPerSec\":$(jnum "$cps")"
   extra+=",\"tickGaps\":$(jnum "$gn"),\"tickGapMsMean\":$(jnum "$gmean"),\"tickGapMsMax\":$(jnum "$gmax")"
   extra+=",\"unprotectedTickGapMsMean\":$(jnum "$bmean"),\"unprotectedTickGapMsMax\":$(jnum "$bmax")"
-  extra+=",\"cpuMsPerCheckpoint\":$(cpu_json "$ST/stock-cpu.1" "$ST/stock-cpu.2" "$((c2 - c1))")"
+  extra+=",\"cpuMsPerCheckpoint\":$(cpu_json "$ST/$n-cpu.1" "$ST/$n-cpu.2" "$((c2 - c1))")"
   extra+=",\"senderAliveAtEnd\":$(jbool $alive_at_end),\"primaryDomid\":$(jnum "$pri"),\"destroyRc\":$drc,\"receiverFailover\":$(jbool $fo)"
   if [ "$((c2 - c1))" -ge 1 ] && [ "$gn" -ge 2 ]; then emit $n ok "" "$extra"
   else emit $n fail "too little to measure: $((c2 - c1)) checkpoints and $gn tick gaps after the first checkpoint; sender: $(grep -v -i debug "$rlog" | tailf /dev/stdin 6)" "$extra"; fi
@@ -454,7 +461,7 @@ sc_relay-costs() {
 # ---------------------------------------------------------------- driver
 if [ "${1:-}" = --one ]; then "sc_$2"; exit 0; fi
 
-SCENARIOS="stock-remus:$((REMUS_SECS + 240)) shim:120 remus:$((REMUS_SECS + 300)) xlha-remus-figures:30 netbuf:300 failover:150 xl-create-ha:10"
+SCENARIOS="stock-remus:$((REMUS_SECS + 240)) shim:120 remus:$((REMUS_SECS + 300)) xlha-remus-figures:30 netbuf:300 failover:150 xl-create-ha:10 stock-remus-after:$((REMUS_SECS + 240))"
 # diagnostics run first, and only when named in xenlab.scenarios
 for d in relay-costs:120; do [[ "+$ONLY+" == *"+${d%%:*}+"* ]] && SCENARIOS="$d $SCENARIOS"; done
 : > "$RES"
