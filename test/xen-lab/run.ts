@@ -299,6 +299,17 @@ async function collect(img: string, serial: string, outDir: string): Promise<Map
  * console (one crash can give two lines). Under TCG, dom0 userspace (node above all) has crashed
  * at random while a domU ran, much more often during Remus: a failure next to these is suspect.
  */
+/** The boot's speed, as run-scenarios.sh measured it before the scenarios (XLHA-SPEED line). */
+function bootSpeed(serial: string): Record<string, unknown> | null {
+  const m = /XLHA-SPEED (\{.*\})\s*$/m.exec(serial.replace(/\r/g, ''));
+  if (!m) return null;
+  try {
+    return JSON.parse(m[1]!) as Record<string, unknown>;
+  } catch {
+    return null;
+  }
+}
+
 function dom0Crashes(serial: string): { reports: number; examples: string[] } {
   const hits = serial
     .split('\n')
@@ -429,6 +440,7 @@ async function main(): Promise<void> {
     },
     shimBuild: shim,
     dom0Crashes: dom0Crashes(b.serial),
+    bootSpeed: bootSpeed(b.serial),
     remusSecs: REMUS_SECS,
     bootSecs: b.bootSecs,
     ...(bootStalls.length ? { bootStalls } : {}),

@@ -468,6 +468,12 @@ for d in relay-costs:120; do [[ "+$ONLY+" == *"+${d%%:*}+"* ]] && SCENARIOS="$d 
 say "XLHA-SCENARIOS-START remus_secs=$REMUS_SECS budget=$BUDGET only=${ONLY:-all}"
 xl info > "$OUT/xl-info.txt" 2>&1; grep -E '^(xen_version|virt_caps|total_memory|free_memory|nr_cpus)' "$OUT/xl-info.txt"
 say "node $(node --version 2>&1), xl-ha $(node -p 'require("/opt/xl-ha/package.json").version' 2>&1), shim $(ls /opt/xl-ha/libxl-shim/libxlha.so 2>&1)"
+# how fast this boot is: boots differ a lot under TCG (the same code and stock both vary by up to
+# 2x from one boot to the next). CRC-32 of a checkpoint's 1.8 MB in node, and node's start-up.
+speed_s=$(up)
+speed=$(timeout 60 node -e 'const {crc32}=require("zlib"); const b=Buffer.alloc(1800000, 7); for (let i = 0; i < 3; i++) crc32(b);
+  const t=performance.now(); for (let i = 0; i < 30; i++) crc32(b); process.stdout.write(((performance.now() - t) / 30).toFixed(2));' 2>/dev/null)
+echo "XLHA-SPEED {\"crc32MsPer1800KB\":$(jnum "$speed"),\"nodeRunSecs\":$(jnum "$(dt "$speed_s")")}"
 for entry in $SCENARIOS; do
   name=${entry%%:*}; tmo=${entry##*:}
   if [ -n "$ONLY" ] && ! [[ "+$ONLY+" == *"+$name+"* ]]; then emit "$name" skipped "not selected (xenlab.scenarios=$ONLY)"; continue; fi
