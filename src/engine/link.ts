@@ -71,7 +71,6 @@ export class ChannelLink implements ReplicationLink {
   }
 
   private onFrame(f: Frame): void {
-    this.hb.alive();
     try {
       switch (f.type) {
         case XLHA_REC.CHECKPOINT_ACK: {

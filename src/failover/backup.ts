@@ -87,7 +87,6 @@ export class BackupSession {
 
   /** Frames are handled one at a time, in order, even when handling awaits. */
   private enqueue(f: Frame): void {
-    this.hb?.alive();
     this.queue = this.queue.then(() => this.onFrame(f)).catch((err: Error) => this.abort(err));
   }
 

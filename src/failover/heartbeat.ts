@@ -39,8 +39,6 @@ export class HeartbeatMonitor {
   private checkTimer: NodeJS.Timeout | null = null;
   private lastRx = performance.now();
   private lastCheck = performance.now();
-  /** Something arrived since the last check (alive(), or the channel's byte count moved). */
-  private heard = false;
   private channel: Channel | null = null;
   private bytesAtCheck = 0;
   private fired = false;
@@ -80,16 +78,13 @@ export class HeartbeatMonitor {
     this.graceUntil = ms > 0 ? performance.now() + ms : 0;
   }
 
-  /**
-   * Anything received from the peer counts as a sign of life: a frame (alive()) or any byte on
-   * the attached channel, even in the middle of a frame. Neither reads the clock (a system call
-   * per read under Xen PV without a stable TSC): the next check, every heartbeatMs/4, stamps
-   * what it finds. The peer is thus declared dead between timeoutMs and timeoutMs + heartbeatMs/4
-   * after its last sign of life, never before.
+  /*
+   * Anything received from the peer counts as a sign of life: any byte on the attached channel,
+   * even in the middle of a frame. Nothing reads the clock per read (a system call per read
+   * under Xen PV without a stable TSC): each check, every heartbeatMs/4, sees whether the
+   * channel's byte count moved and stamps it. The peer is thus declared dead between timeoutMs
+   * and timeoutMs + heartbeatMs/4 after its last byte, never before.
    */
-  alive(): void {
-    this.heard = true;
-  }
 
   /** How long the peer has been silent (what arrived since the last check counts as now). */
   get silentMs(): number {
@@ -100,8 +95,7 @@ export class HeartbeatMonitor {
 
   private observe(now: number): void {
     const bytes = this.channel?.bytesReceived ?? 0;
-    if (this.heard || bytes !== this.bytesAtCheck) this.lastRx = now;
-    this.heard = false;
+    if (bytes !== this.bytesAtCheck) this.lastRx = now;
     this.bytesAtCheck = bytes;
   }
 

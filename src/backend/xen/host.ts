@@ -39,7 +39,7 @@ import { XL_REC, encodeFrame, encodeLibxlHeader } from '../../transport/records.
 import { Samples, round } from '../../engine/stats.js';
 import { ShimContext, ShimError, XLHA_DOM, XLHA_EV, XLHA_STREAM, type ShimDomInfo } from './shim.js';
 import { LibxcSplitter } from './splitter.js';
-import { readPipe } from './pipe-reader.js';
+import { slabReadFd } from '../../util/slab-reads.js';
 import { XenNetPlug, vifsOf } from './netbuf.js';
 
 const XEN_CAPS: BackendCapabilities = {
@@ -182,7 +182,7 @@ class XenSaveSession implements SaveSession {
   async begin(sink: ContentSink): Promise<{ pages: number; rounds: number }> {
     const shim = this.ctx.shim;
     this.fds = shim.pipe();
-    this.sock = readPipe(this.fds[0], (d) => this.onData(d));
+    this.sock = slabReadFd(this.fds[0], (d) => this.onData(d)); // 1 MiB reads, passed on as views
     this.sock.on('error', () => {});
     this.cb = koffi.register((_opaque: unknown, ev: number) => {
       trace(`domain ${this.domid}: event ${EV_NAME[ev] ?? ev} (read ${this.pagesRead} pages, ${this.checkpointsRead} checkpoints)`);

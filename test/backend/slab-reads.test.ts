@@ -3,9 +3,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execFileSync, spawn } from 'node:child_process';
-import { PIPE_READ_BYTES, readPipe } from '../../src/backend/xen/pipe-reader.js';
+import { SLAB_READ_BYTES, slabReadFd } from '../../src/util/slab-reads.js';
 
-t.test('the pipe reader passes every byte on, in order, as views that later reads never overwrite', async (t) => {
+t.test('large reads of a pipe pass every byte on, in order, as views that later reads never overwrite', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xlha-pipe-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const fifo = path.join(dir, 'fifo');
@@ -24,14 +24,14 @@ t.test('the pipe reader passes every byte on, in order, as views that later read
   ]);
   const fd = fs.openSync(fifo, fs.constants.O_RDONLY); // returns once the writer has opened its end (libuv makes it non-blocking)
   const chunks: Buffer[] = [];
-  const sock = readPipe(fd, (c) => chunks.push(c));
+  const sock = slabReadFd(fd, (c) => chunks.push(c));
   await new Promise<void>((resolve) => sock.once('end', () => resolve()));
   sock.destroy();
   await new Promise((r) => writer.once('exit', r));
   const got = Buffer.concat(chunks);
   t.equal(got.length, bytes.length, 'every byte arrived');
   t.ok(got.equals(bytes), 'in order, none overwritten by a later read');
-  t.ok(chunks.every((c) => c.buffer.byteLength === PIPE_READ_BYTES), 'each chunk is a view of one of the reader\'s buffers');
+  t.ok(chunks.every((c) => c.buffer.byteLength === SLAB_READ_BYTES), 'each chunk is a view of one of the reader\'s buffers');
   const slabs = new Set(chunks.map((c) => c.buffer));
   t.ok(slabs.size < chunks.length, `reads share buffers (${chunks.length} reads in ${slabs.size} buffers)`);
 });
