@@ -137,7 +137,8 @@ char *xlha_domain_config_json(xlha_ctx *ctx, uint32_t domid);
 /* Checkpointed save (primary). xlha_save_new prepares a session writing the libxc stream to
  * `io_fd`; xlha_save_run runs xc_domain_save and returns when it ends (0 after a graceful end,
  * negative errno otherwise); events arrive through `fn`; the pending one is answered with
- * xlha_save_reply. xlha_save_free after xlha_save_run returned. */
+ * xlha_save_reply. xlha_save_free after xlha_save_run returned. The calling thread is named
+ * "xlha-save" while it runs (per-thread CPU accounting), and gets its old name back after. */
 int xlha_save_new(xlha_ctx *ctx, uint32_t domid, int io_fd, int stream_type,
                   xlha_event_fn fn, void *opaque, xlha_save **out);
 int xlha_save_run(xlha_save *s);
@@ -150,7 +151,8 @@ void xlha_save_free(xlha_save *s);
 /* Checkpointed restore (backup): builds a new domain from `config_json` (libxl's JSON) and
  * the libxl stream read from `io_fd`; returns when the stream ends. With a checkpointed
  * stream, the end of the stream after a complete checkpoint is a failover: the domain is
- * resumed from that checkpoint and its domid (>= 0) is returned. */
+ * resumed from that checkpoint and its domid (>= 0) is returned. The calling thread is named
+ * "xlha-restore" while it runs. */
 int xlha_restore_run(xlha_ctx *ctx, const char *config_json, int io_fd, int stream_type);
 
 /* Largest pipe buffer xlha_pipe asks for (F_SETPIPE_SZ; it falls back by halves). */

@@ -37,7 +37,7 @@ import {
 } from '../types.js';
 import { XL_REC, encodeFrame, encodeLibxlHeader } from '../../transport/records.js';
 import { Samples, round } from '../../engine/stats.js';
-import { ShimContext, ShimError, XLHA_DOM, XLHA_EV, XLHA_STREAM, type ShimDomInfo } from './shim.js';
+import { ShimContext, ShimError, XLHA_DOM, XLHA_EV, XLHA_STREAM, keepFreedMemory, type ShimDomInfo } from './shim.js';
 import { LibxcSplitter } from './splitter.js';
 import { slabReadFd } from '../../util/slab-reads.js';
 import { XenNetPlug, vifsOf } from './netbuf.js';
@@ -452,6 +452,7 @@ export class XenBackend implements HypervisorBackend {
 
   constructor() {
     this.ctx = ShimContext.open();
+    keepFreedMemory(); // the relay's read buffers are reused, not faulted in again (shim.ts)
   }
 
   async listDomains(): Promise<DomainInfo[]> {

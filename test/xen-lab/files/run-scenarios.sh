@@ -27,6 +27,9 @@ XLHA_OPTS=$(arg xlha_opts | tr '+' ' ')
 DAEMON_ENV=$(arg daemon_env | tr '+' ' ')
 # xenlab.daemon_prof=1: V8 CPU profiles of both daemons (written when they stop) into $OUT/prof
 PROF=$(arg daemon_prof)
+# xenlab.daemon_strace=1: after xl-ha's measured window, both daemons' system calls for 10 s
+# (strace -c -f, if the rootfs has strace) into $OUT/strace-{p,b}.txt (slows them while it runs)
+STRACE=$(arg daemon_strace)
 # (node refuses --cpu-prof in NODE_OPTIONS: the daemons then start through node itself)
 DAEMON_CWD=/; DAEMON_CMD=xl-ha
 [ "$PROF" = 1 ] && DAEMON_CMD="node --cpu-prof --cpu-prof-interval 10000 /opt/xl-ha/dist/src/cli/main.js" && DAEMON_CWD=$OUT/prof && mkdir -p "$DAEMON_CWD"
@@ -134,12 +137,14 @@ committed_of() { sed -n 's/.*"committed":\([0-9]*\).*/\1/p' <<< "$1" | head -n 1
 # cpu_snap FILE records, per process, "pid comm utime+stime" (clock ticks) and, per domain,
 # "dom <name> <cpu seconds>" from xl list; cpu_json A B N prints, in ms per checkpoint over N
 # checkpoints, {"domains":{...},"dom0Processes":{comm: ms},"dom0ProcessesKernel":{comm: ms in the
-# kernel},"minorFaults":{comm: n},"readWriteSyscalls":{comm: n},"contextSwitches":{comm: n}} (page
+# kernel},"minorFaults":{comm: n},"readWriteSyscalls":{comm: n},"contextSwitches":{comm: n},
+# "daemonThreads":{"p|b:thread": [ms, ms in the kernel]}} (the xl-ha daemons' threads: main, the
+# shim's xlha-save/xlha-restore, and the rest under node's name: libuv workers, V8's) (page
 # faults on fresh memory are costly in a PV dom0 under emulation; processes above 1% of the CPU;
 # a kworker's name changes with its workqueue, so processes are matched by pid, named before any '-')
 cpu_snap() {
   {
-    for f in /proc/[0-9]*/stat; do read -r l < "$f" 2>/dev/null && echo "$l"; done | awk '{
+    for f in /proc/[0-9]*/stat; do { read -r l < "$f"; } 2>/dev/null && echo "$l"; done | awk '{
       match($0, /\(.*\)/); c = substr($0, RSTART + 1, RLENGTH - 2); gsub(/[^A-Za-z0-9_.-]/, "_", c)
       split(substr($0, RSTART + RLENGTH + 1), a, " "); print "p", $1, c, a[12] + a[13], a[8], a[13] }'
     xl list 2>/dev/null | awk 'NR > 1 { print "dom", $1, $NF }'
@@ -147,7 +152,7 @@ cpu_snap() {
     # switches of all their threads (each is dear in a PV dom0 under emulation)
     local d c n k v sc cs
     for d in /proc/[0-9]*; do
-      read -r c < "$d/comm" 2>/dev/null || continue
+      { read -r c < "$d/comm"; } 2>/dev/null || continue
       case "$c" in node|xl|libxl-save-hel*|xenstored) ;; *) continue ;; esac
       sc=0; cs=0
       while read -r k v; do case "$k" in syscr:|syscw:) sc=$((sc + v)) ;; esac; done < "$d/io" 2>/dev/null
@@ -156,11 +161,25 @@ cpu_snap() {
       done
       echo "s ${d#/proc/} ${c//[^A-Za-z0-9_.-]/_} $sc $cs"
     done
+    # the daemons' threads (main, libuv workers: koffi's calls and the save thread, V8's), by role
+    local who pid t
+    for who in p b; do
+      pid=$(cat "$ST/$who.pid" 2>/dev/null); [ -n "$pid" ] && [ -d "/proc/$pid/task" ] || continue
+      for t in /proc/"$pid"/task/[0-9]*; do
+        { read -r l < "$t/stat"; } 2>/dev/null || continue
+        [ "${t##*/}" = "$pid" ] && echo "t $who ${t##*/} main $l" || echo "t $who ${t##*/} other $l"
+      done
+    done
   } > "$1"
 }
 cpu_json() {
   local hz; hz=$(getconf CLK_TCK 2>/dev/null || echo 100)
   awk -v hz="$hz" -v n="$3" '
+    function thr(l,   a) { match(l, /\(.*\)/); split(substr(l, RSTART + RLENGTH + 1), a, " "); return (a[12] + a[13]) " " a[13] }
+    function thrname(l,   c) { match(l, /\(.*\)/); c = substr(l, RSTART + 1, RLENGTH - 2); gsub(/[^A-Za-z0-9_.-]/, "_", c); sub(/_*[0-9]+$/, "", c); return c }
+    FNR == NR && $1 == "t" { tb[$3] = thr($0); next }
+    $1 == "t" { split(thr($0), v, " "); split(($3 in tb) ? tb[$3] : "0 0", w, " "); k = $2 ":" ($4 == "main" ? "main" : thrname($0))
+      d = v[1] - w[1]; if (d > 0) thcpu[k] += d; d = v[2] - w[2]; if (d > 0) thsys[k] += d; next }
     FNR == NR { if ($1 == "p") { before[$2] = $4; fbefore[$2] = $5; sbefore[$2] = $6 } else if ($1 == "s") { scb[$2] = $4; csb[$2] = $5 } else dom0[$2] = $3; next }
     $1 == "s" { c = $3; sub(/-.*/, "", c); r = $4 - ($2 in scb ? scb[$2] : 0); x = $5 - ($2 in csb ? csb[$2] : 0)
       if (r > 0) rw[c] += r; if (x > 0) cx[c] += x; next }  # (a thread that ended takes its count along)
@@ -184,6 +203,8 @@ cpu_json() {
       for (k in rw) { printf "%s\"%s\":%.0f", sep, k, rw[k] / n; sep = "," }
       printf "},\"contextSwitches\":{"; sep = ""
       for (k in cx) { printf "%s\"%s\":%.0f", sep, k, cx[k] / n; sep = "," }
+      printf "},\"daemonThreads\":{"; sep = ""
+      for (k in thcpu) if (thcpu[k] * 1000 / hz / n >= 1) { printf "%s\"%s\":[%.1f,%.1f]", sep, k, thcpu[k] * 1000 / hz / n, thsys[k] * 1000 / hz / n; sep = "," }
       printf "}}"
     }' "$1" "$2"
 }
@@ -342,6 +363,16 @@ sc_remus() {
   cps=$(awk -v c="$(( ${c2:-0} - ${c1:-0} ))" -v s="$secs" 'BEGIN{if (s > 0) printf "%.2f", c/s; else print "-"}')
   local gn gmean gmax; read -r gn gmean gmax <<< "$(gaps "$LOG" "$l1" "$l2")"
   say "xl-ha remus: committed $samples; $cps/s; tick gaps n=$gn mean=${gmean}ms max=${gmax}ms"
+  if [ "$STRACE" = 1 ]; then
+    if command -v strace > /dev/null; then
+      local sa sb sp=() who
+      sa=$(committed_of "$(raw_status "$PSOCK")")
+      for who in p b; do strace -c -f -qq -o "$OUT/strace-$who.txt" -p "$(cat "$ST/$who.pid")" & sp+=($!); done
+      sleep 10; kill -INT "${sp[@]}" 2>/dev/null; wait "${sp[@]}" 2>/dev/null
+      sb=$(committed_of "$(raw_status "$PSOCK")")
+      say "strace of both daemons: checkpoints $sa -> $sb (out/strace-p.txt, out/strace-b.txt)"
+    else say "xenlab.daemon_strace=1 but the rootfs has no strace"; fi
+  fi
   local extra=",\"clientFailure\":$(jstr "$client_note"),\"committedSamples\":$(jstr "$samples"),\"committed\":$(jnum "$c2"),\"state\":$(jstr "$state"),\"backupState\":$(jstr "$bstate"),\"backend\":$(jstr "$backend")"
   extra+=",\"tickGaps\":$(jnum "$gn"),\"primaryError\":$(jstr "$perr")"
   printf '%s' ",\"firstCheckpointAfterSecs\":$(jnum "$first_after"),\"committed\":$(jnum "$c2"),\"measuredSecs\":$(jnum "$secs"),\"checkpointsPerSec\":$(jnum "$cps"),\"daemonCheckpointsPerSec\":$(jnum "$dcps"),\"pagesPerCheckpointP50\":$(jnum "$pages"),\"pauseMsP50\":$(jnum "$p50"),\"pauseMsP99\":$(jnum "$p99"),\"tickGaps\":$(jnum "$gn"),\"tickGapMsMean\":$(jnum "$gmean"),\"tickGapMsMax\":$(jnum "$gmax"),\"ackMsP50\":$(jnum "${f[10]}"),\"backendStepsMsP50\":${f[9]:-null},\"cpuMsPerCheckpoint\":$(cpu_json "$ST/xlha-cpu.1" "$ST/xlha-cpu.2" "$(( ${c2:-0} - ${c1:-0} ))")" > "$ST/figures"
