@@ -28,7 +28,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
 
-const SCENARIOS = ['stock-remus', 'shim', 'remus', 'xlha-remus-figures', 'netbuf', 'failover', 'xl-create-ha', 'stock-remus-after'] as const;
+const SCENARIOS = ['stock-remus', 'shim', 'remus', 'xlha-remus-figures', 'netbuf', 'failover', 'xl-create-ha', 'stock-remus-tcp', 'stock-remus-after', 'xlha-remus-after'] as const;
 const MIN_FREE_BYTES = 4 * 1024 ** 3;
 const MARKER = /XLHA-SCENARIO (\S+) (ok|fail|skipped) (\{.*\})\s*$/;
 
@@ -434,10 +434,21 @@ async function main(): Promise<void> {
       stock: figures(scenarios['stock-remus'], ['checkpointsPerSec', 'tickGapMsMean', 'tickGapMsMax', 'pagesPerCheckpointP50', 'unprotectedTickGapMsMean']),
       // stock once more at the end of the boot: how far the boot itself drifted meanwhile
       stockAfter: figures(scenarios['stock-remus-after'], ['checkpointsPerSec', 'tickGapMsMean', 'tickGapMsMax', 'pagesPerCheckpointP50']),
+      // stock over TCP with a relay at each end (socat): the path xl-ha's daemons take, where
+      // fakessh hands stock a single pipe that two hosts could not share
+      stockTcp: figures(scenarios['stock-remus-tcp'], ['checkpointsPerSec', 'tickGapMsMean', 'tickGapMsMax', 'pagesPerCheckpointP50']),
       checkpointsPerSecXlhaToStock: {
         before: ratio(scenarios['xlha-remus-figures']?.checkpointsPerSec, scenarios['stock-remus']?.checkpointsPerSec),
+        tcp: ratio(scenarios['xlha-remus-figures']?.checkpointsPerSec, scenarios['stock-remus-tcp']?.checkpointsPerSec),
         after: ratio(scenarios['xlha-remus-figures']?.checkpointsPerSec, scenarios['stock-remus-after']?.checkpointsPerSec),
+        // the last two runs of the boot, back to back: the pair measured under the same conditions
+        lastPair: ratio(scenarios['xlha-remus-after']?.checkpointsPerSec, scenarios['stock-remus-after']?.checkpointsPerSec),
       },
+      tickGapMsMeanXlhaToStock: {
+        firstPair: ratio(scenarios['xlha-remus-figures']?.tickGapMsMean, scenarios['stock-remus']?.tickGapMsMean),
+        lastPair: ratio(scenarios['xlha-remus-after']?.tickGapMsMean, scenarios['stock-remus-after']?.tickGapMsMean),
+      },
+      xlhaAfter: figures(scenarios['xlha-remus-after'], ['checkpointsPerSec', 'tickGapMsMean', 'tickGapMsMax', 'pagesPerCheckpointP50', 'pauseMsP50', 'firstCheckpointAfterSecs']),
       xlha: figures(scenarios['xlha-remus-figures'], ['checkpointsPerSec', 'tickGapMsMean', 'tickGapMsMax', 'pagesPerCheckpointP50', 'daemonCheckpointsPerSec', 'pauseMsP50', 'firstCheckpointAfterSecs', 'backendStepsMsP50']),
     },
     shimBuild: shim,

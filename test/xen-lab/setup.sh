@@ -28,16 +28,18 @@ if [ ! -x rootfs/usr/sbin/xl ]; then
   echo "xenlab setup: debootstrap dom0 rootfs from $MIRROR"
   rm -rf rootfs
   debootstrap --variant=minbase \
-    --include=xen-utils-4.17,xen-utils-common,xenstore-utils,iproute2,busybox-static,kmod,udev,procps,bridge-utils,netcat-openbsd,strace \
+    --include=xen-utils-4.17,xen-utils-common,xenstore-utils,iproute2,busybox-static,kmod,udev,procps,bridge-utils,netcat-openbsd,strace,socat \
     bookworm rootfs "$MIRROR"
 else
   echo "xenlab setup: rootfs with xl present"
 fi
-# strace, for XENLAB_DAEMON_STRACE (a diagnostic; rootfs made before it was in the list lack it)
-if [ ! -x rootfs/usr/bin/strace ]; then
-  (d=$(mktemp -d) && cd "$d" && apt-get download -q strace libunwind8 > /dev/null 2>&1 \
-    && for f in ./*.deb; do dpkg -x "$f" "$L/rootfs"; done; rm -rf "$d") \
-    || echo "xenlab setup: could not add strace to the rootfs (XENLAB_DAEMON_STRACE will say so)"
+# strace (XENLAB_DAEMON_STRACE, a diagnostic) and socat (stock-remus-tcp): rootfs made before
+# they were in the list lack them.
+# Not dpkg -x: it would replace the merged-/usr symlinks (lib -> usr/lib) with directories.
+if [ ! -x rootfs/usr/bin/strace ] || [ ! -x rootfs/usr/bin/socat ]; then
+  (d=$(mktemp -d) && cd "$d" && apt-get download -q strace libunwind8 socat libwrap0 > /dev/null 2>&1 \
+    && for f in ./*.deb; do dpkg-deb --fsys-tarfile "$f" | tar -x --keep-directory-symlink -C "$L/rootfs"; done; rm -rf "$d") \
+    || echo "xenlab setup: could not add strace and socat to the rootfs (the scenarios that need them will say so)"
 fi
 if [ ! -f xen-4.17-shadow ]; then
   echo "xenlab setup: rebuilding the hypervisor with shadow paging"
