@@ -48,6 +48,22 @@ function transfer(w: net.Socket, counter: { bytes: number; wake: (() => void) | 
     });
 }
 
+/** One hop through the pipe (rfd, wfd): written from a socket, read in 1 MiB reads; closes both ends. */
+async function pipeHop(rfd: number, wfd: number): Promise<Cost> {
+  const counter = { bytes: 0, wake: null as (() => void) | null };
+  const reader = slabReadFd(rfd, (c) => {
+    counter.bytes += c.length;
+    counter.wake?.();
+  });
+  const w = new net.Socket({ fd: wfd, readable: false, writable: true });
+  try {
+    return await measure(N, transfer(w, counter));
+  } finally {
+    w.destroy();
+    reader.destroy();
+  }
+}
+
 async function tcpPair(large: boolean, unixPath?: string): Promise<{ w: net.Socket; counter: { bytes: number; wake: (() => void) | null }; close: () => void }> {
   const counter = { bytes: 0, wake: null as (() => void) | null };
   const onData = (c: Buffer) => {
@@ -98,28 +114,11 @@ async function main(): Promise<void> {
   } catch {
     /* not root */
   }
-  const pc = { bytes: 0, wake: null as (() => void) | null };
-  const reader = slabReadFd(rfd, (c) => {
-    pc.bytes += c.length;
-    pc.wake?.();
-  });
-  const pw = new net.Socket({ fd: wfd, readable: false, writable: true });
-  out.pipeHop = await measure(N, transfer(pw, pc));
-  pw.destroy();
-  reader.destroy();
+  out.pipeHop = await pipeHop(rfd, wfd);
   // the pipe the daemons use (the shim's: grown to 8 MiB, as libxenguest's and libxl's are)
   try {
     const { Shim } = await import('../../src/backend/xen/shim.js');
-    const [r8, w8] = Shim.load().pipe();
-    const pc8 = { bytes: 0, wake: null as (() => void) | null };
-    const reader8 = slabReadFd(r8, (c) => {
-      pc8.bytes += c.length;
-      pc8.wake?.();
-    });
-    const pw8 = new net.Socket({ fd: w8, readable: false, writable: true });
-    out.pipeHop8MiB = await measure(N, transfer(pw8, pc8));
-    pw8.destroy();
-    reader8.destroy();
+    out.pipeHop8MiB = await pipeHop(...Shim.load().pipe());
   } catch (err) {
     out.pipeHop8MiB = { error: (err as Error).message };
   }
