@@ -158,6 +158,12 @@ export interface ReplicaDomain {
    */
   readonly takesRawStream?: boolean;
   /**
+   * True when nothing refers to a checkpoint's `xen` buffers (nor to what `preload` got) once
+   * `applyCheckpoint` resolved: the bytes were copied or written out. The backup then gives
+   * them back to the channel's read buffers for reuse (src/util/slab-reads.ts SlabPool).
+   */
+  readonly keepsNoInput?: boolean;
+  /**
    * Optional: the xen-stream bytes of the *first* checkpoint as they arrive, before its seal is
    * verified, so the domain builds while the precopy streams (libxl restores as it reads).
    * They count for nothing until `applyCheckpoint` of epoch 1, whose `xen` holds the same

@@ -191,7 +191,14 @@ export class BackupSession {
     this.disk = [];
     this.pendingBytes = 0;
     const full = (seal.flags & SEAL_FLAG_FULL) !== 0;
+    // Once applied or discarded, nothing refers to the content any longer (for a replica that
+    // keeps no input): its read buffers take new reads instead of new ones being allocated.
+    const pool = this.replica.keepsNoInput ? this.channel?.pool : null;
+    const giveBack = () => {
+      if (pool) for (const b of xen) pool.release(b);
+    };
     const reject = (reason: string) => {
+      giveBack();
       this.checkpointsRejected++;
       this.awaitingFull = true;
       this.log.warn('checkpoint discarded; the previous one stays in force', { epoch: seal.epoch, reason, kept: this.replica?.lastEpoch });
@@ -226,6 +233,7 @@ export class BackupSession {
     } catch (err) {
       return reject(`cannot apply: ${(err as Error).message}`);
     }
+    giveBack();
     this.awaitingFull = false;
     this.checkpointsApplied++;
     if (this.checkpointsApplied === 1) {

@@ -9,7 +9,7 @@
  */
 import net from 'node:net';
 import { FrameReader } from './reader.js';
-import { slabReadAccepted } from '../util/slab-reads.js';
+import { SlabPool, slabReadAccepted } from '../util/slab-reads.js';
 import { CheckpointDigest, type Frame } from './records.js';
 
 const PAD = Buffer.alloc(8);
@@ -26,13 +26,24 @@ export class Channel {
   bytesReceived = 0;
   /** Whether reads go into large buffers of our own (see {@link Channel.accept}). */
   readonly largeReads: boolean;
+  /**
+   * Where those buffers come from, when they do: the reader gives back what it is done with
+   * (headers, padding, control frames); whoever holds a content frame's body gives it back
+   * with `pool.release` once nothing refers to it, or leaves it to the garbage collector.
+   */
+  readonly pool: SlabPool | null;
 
   /**
    * A channel over `socket`, read through its 'data' events. (`largeReads` is for
    * Channel.accept alone: its socket was made with `onread`, which hands each read to onChunk.)
    */
-  constructor(readonly socket: net.Socket, opts: { maxFrameBytes?: number; largeReads?: boolean } = {}) {
-    this.reader = new FrameReader(opts.maxFrameBytes !== undefined ? { maxFrameBytes: opts.maxFrameBytes } : {});
+  constructor(readonly socket: net.Socket, opts: { maxFrameBytes?: number; largeReads?: boolean; pool?: SlabPool } = {}) {
+    this.pool = opts.pool ?? null;
+    const pool = this.pool;
+    this.reader = new FrameReader({
+      ...(opts.maxFrameBytes !== undefined ? { maxFrameBytes: opts.maxFrameBytes } : {}),
+      ...(pool ? { release: (b: Buffer) => pool.release(b) } : {}),
+    });
     this.largeReads = opts.largeReads ?? false;
     socket.setNoDelay(true);
     if (!this.largeReads) socket.on('data', (chunk: Buffer) => this.onChunk(chunk));
@@ -48,12 +59,13 @@ export class Channel {
    */
   static accept(accepted: net.Socket, opts: { maxFrameBytes?: number } = {}): Channel {
     let channel: Channel | null = null;
-    const sock = slabReadAccepted(accepted, (chunk) => channel!.onChunk(chunk)); // reads come later, from libuv
+    const pool = new SlabPool();
+    const sock = slabReadAccepted(accepted, (chunk) => channel!.onChunk(chunk), pool); // reads come later, from libuv
     if (!sock) {
       accepted.resume();
       return new Channel(accepted, opts);
     }
-    channel = new Channel(sock, { ...opts, largeReads: true });
+    channel = new Channel(sock, { ...opts, largeReads: true, pool });
     return channel;
   }
 

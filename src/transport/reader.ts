@@ -30,6 +30,13 @@ export type { Frame } from './records.js';
 export interface FrameReaderOptions {
   /** Largest accepted frame body in bytes (default 64 MiB). */
   maxFrameBytes?: number;
+  /**
+   * Called with the bytes the reader is done with, so their read buffers can be reused
+   * (src/util/slab-reads.ts SlabPool): frame headers and padding, and the bytes a control
+   * frame's body came from (such bodies are then copies). A content frame's body stays the
+   * consumer's, who gives it back itself.
+   */
+  release?: (bytes: Buffer) => void;
 }
 
 /**
@@ -78,8 +85,10 @@ export class FrameReader {
   private pending: PendingFrame | null = null;
   private failure: ProtocolError | null = null;
   private readonly scratch = Buffer.alloc(FRAME_HEADER_BYTES);
+  private readonly release: ((bytes: Buffer) => void) | null;
 
   constructor(opts: FrameReaderOptions = {}) {
+    this.release = opts.release ?? null;
     const max = opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
     if (!Number.isInteger(max) || max < 0 || max > 0xffff_ffff) {
       throw new RangeError(`maxFrameBytes must be an integer in 0..2^32-1, got ${max}`);
@@ -130,13 +139,15 @@ export class FrameReader {
       }
       const p = this.pending;
       if (this.buffered < p.total) break;
-      this.skip(FRAME_HEADER_BYTES);
+      this.skip(FRAME_HEADER_BYTES, true);
       if (isContentFrame(p.type) && !this.contiguous(p.length)) {
         frames.push(new SplitFrame(p.type, this.takeParts(p.length), p.length));
+      } else if (this.release && !isContentFrame(p.type)) {
+        frames.push({ type: p.type, body: this.takeCopy(p.length) });
       } else {
         frames.push({ type: p.type, body: this.take(p.length) });
       }
-      this.skip(p.total - FRAME_HEADER_BYTES - p.length);
+      this.skip(p.total - FRAME_HEADER_BYTES - p.length, true);
       this.pending = null;
     }
     this.compact();
@@ -175,19 +186,38 @@ export class FrameReader {
   }
 
   /** Consume `n` bytes (n <= buffered). */
-  private skip(n: number): void {
+  /** Consumes `n` bytes; `done`: nobody holds them, they go to `release`. */
+  private skip(n: number, done = false): void {
     this.buffered -= n;
+    const release = done ? this.release : null;
     while (n > 0) {
       const c = this.chunks[this.head]!;
       const avail = c.length - this.headOffset;
       if (n < avail) {
+        release?.(c.subarray(this.headOffset, this.headOffset + n));
         this.headOffset += n;
         return;
       }
+      release?.(this.headOffset ? c.subarray(this.headOffset) : c);
       n -= avail;
       this.advance();
     }
     this.dropEmptyHead();
+  }
+
+  /** The next `n` bytes as a buffer of their own; the bytes they came from go to `release`. */
+  private takeCopy(n: number): Buffer {
+    const out = Buffer.allocUnsafe(n);
+    let copied = 0;
+    while (copied < n) {
+      this.dropEmptyHead();
+      const c = this.chunks[this.head]!;
+      const m = Math.min(c.length - this.headOffset, n - copied);
+      c.copy(out, copied, this.headOffset, this.headOffset + m);
+      copied += m;
+      this.skip(m, true);
+    }
+    return out;
   }
 
   /** Whether the next `n` bytes lie in one chunk. */

@@ -1,7 +1,7 @@
 import t from 'tap';
 import net from 'node:net';
 import { Channel } from '../../src/transport/channel.js';
-import { XLHA_REC, type Frame } from '../../src/transport/records.js';
+import { XLHA_REC, frameParts, type Frame } from '../../src/transport/records.js';
 import { SLAB_READ_BYTES } from '../../src/util/slab-reads.js';
 import { HeartbeatMonitor } from '../../src/failover/heartbeat.js';
 
@@ -53,8 +53,9 @@ t.test('an accepted channel reads in large buffers and delivers every frame, byt
   t.pass('24 content frames arrived with their bytes, in order');
   t.equal(frames[24]!.type, XLHA_REC.HEARTBEAT, 'then the heartbeat');
   t.equal(ch.bytesReceived, sender.bytesSent, 'every byte counted');
-  const slabs = new Set(frames.flatMap((f) => (f.parts ?? [f.body]).map((p) => p.buffer)));
-  t.ok([...slabs].every((b) => b.byteLength === SLAB_READ_BYTES), 'bodies are views of the reader\'s 1 MiB buffers');
+  const slabs = new Set(frames.slice(0, 24).flatMap((f) => (f.parts ?? [f.body]).map((p) => p.buffer)));
+  t.ok([...slabs].every((b) => b.byteLength === SLAB_READ_BYTES), 'content bodies are views of the reader\'s 1 MiB buffers');
+  t.not(frames[24]!.body.buffer.byteLength, SLAB_READ_BYTES, 'a control frame\'s body is a copy (its read buffer can go back at once)');
   t.ok(slabs.size <= 8, `6 MiB came in ${slabs.size} buffers`);
 });
 
@@ -94,4 +95,66 @@ t.test('bytes in the middle of a frame keep the peer alive; silence after them i
   while (deadAt < 0 && performance.now() - lastAt < 2000) await sleep(10);
   const after = deadAt - lastAt;
   t.ok(after >= 150 - 31 && after < 150 + 10 + 150, `then silence is detected ${Math.round(after)} ms after the last byte (timeout 150, checks every 10)`);
+});
+
+t.test('an accepted channel reuses its read buffers once content is given back, and no held byte is overwritten', async (t) => {
+  const { accepted, client } = await pair(t);
+  const ch = await accepted;
+  t.teardown(() => ch.fail());
+  t.ok(ch.pool, 'an accepted channel reads from a pool');
+  const pool = ch.pool!;
+  // 40 "checkpoints": two content frames of ~600 KB each, then a heartbeat; bytes identify
+  // the checkpoint and their offset
+  const body = (cp: number, k: number, n: number) => {
+    const b = Buffer.alloc(n);
+    for (let i = 0; i + 4 <= n; i += 4) b.writeUInt32LE((cp * 7919 + k * 104729 + i) >>> 0, i);
+    return b;
+  };
+  const N = 40;
+  const held: Buffer[][] = [];
+  let bad = 0;
+  let frames = 0;
+  const done = new Promise<void>((resolve) => {
+    ch.onFrame((f: Frame) => {
+      if (f.type === XLHA_REC.HEARTBEAT) {
+        // keep the last two checkpoints (two frames each); give back the ones before
+        while (held.length > 4) for (const p of held.shift()!) pool.release(p);
+        if (++frames === N) resolve();
+        return;
+      }
+      const parts = [...frameParts(f)];
+      held.push(parts);
+      const whole = Buffer.concat(parts);
+      const [cp, k] = [whole.readUInt32LE(whole.length - 8), whole.readUInt32LE(whole.length - 4)];
+      if (!whole.subarray(0, whole.length - 8).equals(body(cp, k, whole.length - 8))) bad++;
+      // re-check the checkpoint held longest: reuse must not have overwritten it
+      for (const h of held) {
+        const w = Buffer.concat(h);
+        const [c2, k2] = [w.readUInt32LE(w.length - 8), w.readUInt32LE(w.length - 4)];
+        if (!w.subarray(0, w.length - 8).equals(body(c2, k2, w.length - 8))) bad++;
+      }
+    });
+  });
+  for (let cp = 0; cp < N; cp++) {
+    for (let k = 0; k < 2; k++) {
+      const b = body(cp, k, 600_000 + cp * 8);
+      const tail = Buffer.alloc(8);
+      tail.writeUInt32LE(cp, 0);
+      tail.writeUInt32LE(k, 4);
+      const hdr = Buffer.alloc(8);
+      hdr.writeUInt32LE(XLHA_REC.XEN_STREAM, 0);
+      hdr.writeUInt32LE(b.length + 8, 4);
+      client.write(Buffer.concat([hdr, b, tail]));
+    }
+    const hb = Buffer.alloc(8 + 24);
+    hb.writeUInt32LE(XLHA_REC.HEARTBEAT, 0);
+    hb.writeUInt32LE(24, 4);
+    client.write(hb);
+    await sleep(2);
+  }
+  await done;
+  t.equal(bad, 0, 'every content frame intact on arrival and while held');
+  t.ok(pool.reused > 0, `buffers reused ${pool.reused} times, ${pool.allocated} allocated for ~${Math.round((N * 1.2e6) / 1048576)} MiB`);
+  t.ok(pool.allocated < 20, 'a steady stream allocates few buffers');
+  t.equal(pool.overReleased, 0);
 });

@@ -510,3 +510,38 @@ t.test('fixed body sizes match the documented layouts', async (t) => {
   t.equal(BODY_BYTES.CHECKPOINT_ACK, 16);
   t.equal(BODY_BYTES.HEARTBEAT, 24);
 });
+
+t.test('with a release hook, the frame reader gives back every byte it is done with, once, and keeps content frames as views', async (t) => {
+  const { frames, wire } = sampleFrames();
+  for (let seed = 1; seed <= 30; seed++) {
+    const rnd = prng(seed);
+    // each read in a buffer of its own, with a count per byte of how often it came back
+    const counts = new Map<ArrayBufferLike, Uint8Array>();
+    const mark = (b: Buffer) => {
+      if (!b.length) return;
+      const c = counts.get(b.buffer);
+      if (!c) throw new Error('a buffer that was never read into');
+      for (let i = 0; i < b.length; i++) c[b.byteOffset + i]!++;
+    };
+    const r = new FrameReader({ release: mark });
+    const got: Frame[] = [];
+    let off = 0;
+    while (off < wire.length) {
+      const n = Math.min(wire.length - off, 1 + Math.floor(rnd() * (rnd() < 0.5 ? 16 : 4000)));
+      const chunk = Buffer.from(new ArrayBuffer(n));
+      wire.copy(chunk, 0, off, off + n);
+      counts.set(chunk.buffer, new Uint8Array(n));
+      got.push(...r.push(chunk));
+      off += n;
+    }
+    t.same(plain(got), frames, `seed ${seed}: the same frames`);
+    for (const f of got) {
+      if (isContentFrame(f.type)) for (const p of frameParts(f)) if (p.length) t.ok(counts.has(p.buffer), `seed ${seed}: content is a view of a read`);
+      if (!isContentFrame(f.type) && f.body.length) t.notOk(counts.has(f.body.buffer), `seed ${seed}: a control frame's body is a copy`);
+    }
+    for (const f of got) if (isContentFrame(f.type)) for (const p of frameParts(f)) mark(p); // the consumer gives content back
+    let wrong = 0;
+    for (const c of counts.values()) for (const v of c) if (v !== 1) wrong++;
+    t.equal(wrong, 0, `seed ${seed}: every byte came back exactly once`);
+  }
+});

@@ -20,8 +20,10 @@
  * "--heartbeat-ms=500 --failover-timeout-ms=5000": TCG is 10-50x slower than hardware),
  * XENLAB_QEMU_CPU (QEMU -cpu, default max,rdtscp=off,xsave=off: see run.sh for why xsave=off),
  * XENLAB_DAEMON_PROF=1 (V8 CPU profiles of both daemons, in last-run/out/prof), XENLAB_DAEMON_STRACE=1
- * (after xl-ha's window, strace -c of both daemons for 10 s, if the rootfs has strace), XENLAB_DAEMON_ENV
- * (NAME=VALUE pairs for the daemons' environment, for experiments), XENLAB_BOOT_STALL_SECS.
+ * (after xl-ha's window, strace -c of both daemons for 10 s, if the rootfs has strace), XENLAB_DAEMON_PERF=1
+ * (the same window, perf record of both daemons, if the rootfs has perf), XENLAB_DAEMON_ENV
+ * (NAME=VALUE pairs for the daemons' environment, for experiments), XENLAB_DAEMON_NODE_FLAGS (node
+ * options for the daemons, e.g. V8 flags NODE_OPTIONS refuses), XENLAB_BOOT_STALL_SECS.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -182,7 +184,9 @@ async function boot(serialLog: string, qemuLog: string): Promise<BootResult> {
   // lists are joined with '+': QEMU's -initrd splits its argument at commas
   if (process.env.XENLAB_SCENARIOS) args.push(`xenlab.scenarios=${process.env.XENLAB_SCENARIOS.split(/[\s,]+/).filter(Boolean).join('+')}`);
   if (process.env.XENLAB_DAEMON_PROF === '1') args.push('xenlab.daemon_prof=1'); // V8 profiles of both daemons in out/prof
+  if (process.env.XENLAB_DAEMON_PERF === '1') args.push('xenlab.daemon_perf=1'); // CPU profile (perf) of both daemons in out/perf-*.txt
   if (process.env.XENLAB_DAEMON_STRACE === '1') args.push('xenlab.daemon_strace=1'); // system calls of both daemons in out/strace-*.txt
+  if (process.env.XENLAB_DAEMON_NODE_FLAGS) args.push(`xenlab.daemon_node_flags=${process.env.XENLAB_DAEMON_NODE_FLAGS.trim().split(/\s+/).join('+')}`);
   if (process.env.XENLAB_DAEMON_ENV) args.push(`xenlab.daemon_env=${process.env.XENLAB_DAEMON_ENV.trim().split(/\s+/).join('+')}`);
   if (process.env.XENLAB_XLHA_OPTS) args.push(`xenlab.xlha_opts=${process.env.XENLAB_XLHA_OPTS.trim().split(/\s+/).join('+')}`);
   for (const a of args) if (/[,\s]/.test(a)) throw new LabError(`dom0 argument ${JSON.stringify(a)} may not contain commas or blanks`);

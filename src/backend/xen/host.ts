@@ -39,7 +39,7 @@ import { XL_REC, encodeFrame, encodeLibxlHeader } from '../../transport/records.
 import { Samples, round } from '../../engine/stats.js';
 import { ShimContext, ShimError, XLHA_DOM, XLHA_EV, XLHA_STREAM, keepFreedMemory, type ShimDomInfo } from './shim.js';
 import { LibxcSplitter } from './splitter.js';
-import { slabReadFd } from '../../util/slab-reads.js';
+import { SlabPool, slabReadFd } from '../../util/slab-reads.js';
 import { XenNetPlug, vifsOf } from './netbuf.js';
 
 const XEN_CAPS: BackendCapabilities = {
@@ -122,6 +122,10 @@ class XenSaveSession implements SaveSession {
   private sock: net.Socket | null = null;
   private run: Promise<number> | null = null;
   private bytes: Buffer[] = [];
+  /** The pipe's read buffers, reused once the checkpoint they carried is acknowledged. */
+  readonly pool = new SlabPool();
+  /** Bytes handed out (precopy frames, then each checkpoint's) not yet given back to the pool. */
+  private handedOut: Buffer[] = [];
   private checkpointsRead = 0;
   private checkpointsTaken = 0;
   private pagesRead = 0;
@@ -176,13 +180,14 @@ class XenSaveSession implements SaveSession {
   private take(): Buffer[] {
     const b = this.bytes;
     this.bytes = [];
+    for (const x of b) this.handedOut.push(x);
     return b;
   }
 
   async begin(sink: ContentSink): Promise<{ pages: number; rounds: number }> {
     const shim = this.ctx.shim;
     this.fds = shim.pipe();
-    this.sock = slabReadFd(this.fds[0], (d) => this.onData(d)); // 1 MiB reads, passed on as views
+    this.sock = slabReadFd(this.fds[0], (d) => this.onData(d), this.pool); // 1 MiB reads, passed on as views
     this.sock.on('error', () => {});
     this.cb = koffi.register((_opaque: unknown, ev: number) => {
       trace(`domain ${this.domid}: event ${EV_NAME[ev] ?? ev} (read ${this.pagesRead} pages, ${this.checkpointsRead} checkpoints)`);
@@ -271,7 +276,14 @@ class XenSaveSession implements SaveSession {
     chunks.push(encodeFrame(XL_REC.CHECKPOINT_END, Buffer.alloc(0)));
     let bytes = 0;
     for (const c of chunks) bytes += c.length;
-    return { chunks, pages: this.pagesRead - this.pagesAtSuspend, bytes };
+    // Once the backup acknowledged this checkpoint, its bytes (and, for the first, the
+    // precopy's) have long left through the socket: their read buffers may take new reads.
+    const held = this.handedOut;
+    this.handedOut = [];
+    const release = () => {
+      for (const b of held) this.pool.release(b);
+    };
+    return { chunks, pages: this.pagesRead - this.pagesAtSuspend, bytes, release };
   }
 
   async resume(): Promise<void> {
@@ -312,6 +324,7 @@ class XenSaveSession implements SaveSession {
 
 class XenReplica implements ReplicaDomain {
   readonly takesRawStream = true;
+  readonly keepsNoInput = true; // write() resolves once libuv has handed every byte to the pipe
   private epoch = 0;
   private preloadedBytes = 0;
   private activated = false;
@@ -372,13 +385,19 @@ class XenReplica implements ReplicaDomain {
     return this.epoch;
   }
 
-  /** Writes the buffers to libxc's pipe (vectored: one writev), then waits for it to drain. */
-  private async write(bufs: readonly Buffer[]): Promise<void> {
-    let ok = true;
-    this.writer.cork();
-    for (const b of bufs) if (b.length) ok = this.writer.write(b);
-    this.writer.uncork();
-    if (!ok) await new Promise((r) => this.writer.once('drain', r));
+  /**
+   * Writes the buffers to libxc's pipe (vectored: one writev); resolves once every byte is in
+   * the pipe, so nothing refers to the buffers any longer (keepsNoInput).
+   */
+  private write(bufs: readonly Buffer[]): Promise<void> {
+    const last = bufs.findLastIndex((b) => b.length > 0);
+    if (last < 0) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      this.writer.cork();
+      for (let i = 0; i < last; i++) if (bufs[i]!.length) this.writer.write(bufs[i]!);
+      this.writer.write(bufs[last]!, (err) => (err ? reject(new Error(`writing to libxl's restore pipe: ${err.message}`)) : resolve()));
+      this.writer.uncork();
+    });
   }
 
   async preload(chunk: Buffer | readonly Buffer[]): Promise<void> {

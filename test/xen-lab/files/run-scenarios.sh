@@ -30,8 +30,15 @@ PROF=$(arg daemon_prof)
 # xenlab.daemon_strace=1: after xl-ha's measured window, both daemons' system calls for 10 s
 # (strace -c -f, if the rootfs has strace) into $OUT/strace-{p,b}.txt (slows them while it runs)
 STRACE=$(arg daemon_strace)
+# xenlab.daemon_perf=1: after xl-ha's measured window, a CPU profile of both daemons for 10 s (perf
+# record -e cpu-clock, if the rootfs has perf; start them with NODE_OPTIONS=--perf-basic-prof in
+# xenlab.daemon_env for JS names) into $OUT/perf/, with what perf report needs on the host
+PERF=$(arg daemon_perf)
 # (node refuses --cpu-prof in NODE_OPTIONS: the daemons then start through node itself)
 DAEMON_CWD=/; DAEMON_CMD=xl-ha
+# xenlab.daemon_node_flags=--flag+--flag: run the daemons as node FLAGS .../main.js (V8 experiments)
+NODE_FLAGS=$(arg daemon_node_flags | tr '+' ' ')
+[ -n "$NODE_FLAGS" ] && DAEMON_CMD="node $NODE_FLAGS /opt/xl-ha/dist/src/cli/main.js"
 [ "$PROF" = 1 ] && DAEMON_CMD="node --cpu-prof --cpu-prof-interval 10000 /opt/xl-ha/dist/src/cli/main.js" && DAEMON_CWD=$OUT/prof && mkdir -p "$DAEMON_CWD"
 PORT=7720
 PSOCK=/run/xl-ha/p.sock; BSOCK=/run/xl-ha/b.sock
@@ -351,6 +358,20 @@ xlha_measure() {
       sb=$(committed_of "$(raw_status "$PSOCK")")
       say "strace of both daemons: checkpoints $sa -> $sb (out/strace-p.txt, out/strace-b.txt)"
     else say "xenlab.daemon_strace=1 but the rootfs has no strace"; fi
+  fi
+  if [ "$PERF" = 1 ]; then
+    if command -v perf > /dev/null; then
+      local pa pb pp=() pw
+      mkdir -p "$OUT/perf"
+      pa=$(committed_of "$(raw_status "$PSOCK")")
+      for pw in p b; do perf record -e cpu-clock -F 499 -g -o "$OUT/perf/$pw.data" -p "$(cat "$ST/$pw.pid")" -- sleep 10 > "$OUT/perf/record-$pw.err" 2>&1 & pp+=($!); done
+      wait "${pp[@]}" 2>/dev/null
+      pb=$(committed_of "$(raw_status "$PSOCK")")
+      # reported on the host (the lab's CPU is too slow for perf report): the JIT maps and
+      # kernel symbols go with the data; binaries are in the rootfs (perf report --symfs)
+      cp /tmp/perf-*.map "$OUT/perf/" 2>/dev/null; cat /proc/kallsyms > "$OUT/perf/kallsyms"
+      say "perf of both daemons: checkpoints $pa -> $pb (out/perf/{p,b}.data)"
+    else say "xenlab.daemon_perf=1 but the rootfs has no perf"; fi
   fi
   extra=",\"clientFailure\":$(jstr "$client_note"),\"committedSamples\":$(jstr "$samples"),\"committed\":$(jnum "$c2"),\"state\":$(jstr "$state"),\"backupState\":$(jstr "$bstate"),\"backend\":$(jstr "$backend")"
   extra+=",\"tickGaps\":$(jnum "$gn"),\"primaryError\":$(jstr "$perr")"
