@@ -21,7 +21,8 @@
  * XENLAB_QEMU_CPU (QEMU -cpu, default max,rdtscp=off,xsave=off: see run.sh for why xsave=off),
  * XENLAB_DAEMON_PROF=1 (V8 CPU profiles of both daemons, in last-run/out/prof), XENLAB_DAEMON_STRACE=1
  * (after xl-ha's window, strace -c of both daemons for 10 s, if the rootfs has strace), XENLAB_DAEMON_PERF=1
- * (the same window, perf record of both daemons, if the rootfs has perf), XENLAB_DAEMON_ENV
+ * (the same window, perf record of both daemons, if the rootfs has perf: set-up with XENLAB_WITH_PERF=1),
+ * XENLAB_DAEMON_ENV
  * (NAME=VALUE pairs for the daemons' environment, for experiments), XENLAB_DAEMON_NODE_FLAGS (node
  * options for the daemons, e.g. V8 flags NODE_OPTIONS refuses), XENLAB_BOOT_STALL_SECS.
  */

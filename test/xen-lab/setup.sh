@@ -41,6 +41,13 @@ if [ ! -x rootfs/usr/bin/strace ] || [ ! -x rootfs/usr/bin/socat ]; then
     && for f in ./*.deb; do dpkg-deb --fsys-tarfile "$f" | tar -x --keep-directory-symlink -C "$L/rootfs"; done; rm -rf "$d") \
     || echo "xenlab setup: could not add strace and socat to the rootfs (the scenarios that need them will say so)"
 fi
+# perf (XENLAB_DAEMON_PERF, a diagnostic) only when asked: XENLAB_WITH_PERF=1 (~40 MB of libraries)
+if [ "${XENLAB_WITH_PERF:-}" = 1 ] && [ ! -x rootfs/usr/bin/perf ]; then
+  (d=$(mktemp -d) && cd "$d" && apt-get download -q linux-perf libbabeltrace1 libdw1 libnuma1 libopencsd1 libperl5.36 \
+      libpython3.11 libpython3.11-minimal libslang2 libglib2.0-0 libdebuginfod1 libcurl3-gnutls > /dev/null 2>&1 \
+    && for f in ./*.deb; do dpkg-deb --fsys-tarfile "$f" | tar -x --keep-directory-symlink -C "$L/rootfs"; done; rm -rf "$d") \
+    || echo "xenlab setup: could not add perf to the rootfs (XENLAB_DAEMON_PERF will say so)"
+fi
 if [ ! -f xen-4.17-shadow ]; then
   echo "xenlab setup: rebuilding the hypervisor with shadow paging"
   "$HERE/build-xen-shadow.sh"
