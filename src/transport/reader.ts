@@ -143,7 +143,7 @@ export class FrameReader {
       if (isContentFrame(p.type) && !this.contiguous(p.length)) {
         frames.push(new SplitFrame(p.type, this.takeParts(p.length), p.length));
       } else if (this.release && !isContentFrame(p.type)) {
-        frames.push({ type: p.type, body: this.takeCopy(p.length) });
+        frames.push({ type: p.type, body: this.take(p.length, true) });
       } else {
         frames.push({ type: p.type, body: this.take(p.length) });
       }
@@ -185,8 +185,7 @@ export class FrameReader {
     return gatherBytes(this.chunks, this.head, this.headOffset, FRAME_HEADER_BYTES, this.scratch);
   }
 
-  /** Consume `n` bytes (n <= buffered). */
-  /** Consumes `n` bytes; `done`: nobody holds them, they go to `release`. */
+  /** Consumes `n` bytes (n <= buffered); `done`: nobody holds them, they go to `release`. */
   private skip(n: number, done = false): void {
     this.buffered -= n;
     const release = done ? this.release : null;
@@ -203,21 +202,6 @@ export class FrameReader {
       this.advance();
     }
     this.dropEmptyHead();
-  }
-
-  /** The next `n` bytes as a buffer of their own; the bytes they came from go to `release`. */
-  private takeCopy(n: number): Buffer {
-    const out = Buffer.allocUnsafe(n);
-    let copied = 0;
-    while (copied < n) {
-      this.dropEmptyHead();
-      const c = this.chunks[this.head]!;
-      const m = Math.min(c.length - this.headOffset, n - copied);
-      c.copy(out, copied, this.headOffset, this.headOffset + m);
-      copied += m;
-      this.skip(m, true);
-    }
-    return out;
   }
 
   /** Whether the next `n` bytes lie in one chunk. */
@@ -241,13 +225,15 @@ export class FrameReader {
     return out;
   }
 
-  /** Consume and return `n` bytes: a view if contiguous, else one copy. */
-  private take(n: number): Buffer {
+  /**
+   * The next `n` bytes: a view when they lie in one chunk, else a copy. With `copy`, always a
+   * copy, and the bytes it came from go to `release`.
+   */
+  private take(n: number, copy = false): Buffer {
     if (n === 0) return Buffer.alloc(0);
     this.dropEmptyHead();
     const c = this.chunks[this.head]!;
-    const avail = c.length - this.headOffset;
-    if (n <= avail) {
+    if (!copy && n <= c.length - this.headOffset) {
       const view = c.subarray(this.headOffset, this.headOffset + n);
       this.skip(n);
       return view;
@@ -255,13 +241,12 @@ export class FrameReader {
     const out = Buffer.allocUnsafe(n);
     let copied = 0;
     while (copied < n) {
+      this.dropEmptyHead();
       const cur = this.chunks[this.head]!;
       const m = Math.min(cur.length - this.headOffset, n - copied);
       cur.copy(out, copied, this.headOffset, this.headOffset + m);
       copied += m;
-      this.buffered -= m;
-      if (this.headOffset + m === cur.length) this.advance();
-      else this.headOffset += m;
+      this.skip(m, copy);
     }
     return out;
   }
