@@ -92,8 +92,12 @@ export interface CaptureResult {
   release?: () => void;
 }
 
-/** Where a save session sends stream bytes: one content frame per call. */
-export type ContentSink = (chunk: Buffer | readonly Buffer[]) => Promise<void>;
+/**
+ * Where a save session sends stream bytes: one content frame per call. `onWritten`, when given,
+ * is called once the frame's bytes have left for the kernel (or were dropped with a lost link):
+ * from then on their memory may be reused. It is not called when the send fails up front.
+ */
+export type ContentSink = (chunk: Buffer | readonly Buffer[], onWritten?: () => void) => Promise<void>;
 
 /** Primary side: a checkpointed (Remus/COLO) save of one running domain. */
 export interface SaveSession {

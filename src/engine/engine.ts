@@ -121,7 +121,7 @@ export class CheckpointEngine {
         await d.setup?.({ session, domainName: this.o.domainName });
       }
       link.slowPhase(true);
-      const pre = await session.begin((chunk) => link.sendContent(XLHA_REC.XEN_STREAM, chunk));
+      const pre = await session.begin((chunk, written) => link.sendContent(XLHA_REC.XEN_STREAM, chunk, written));
       this.stats.precopyPages = pre.pages;
       for (const d of devices) await d.begin?.((f) => link.sendContent(f.type, f.body));
       log.info('precopy done', { pages: pre.pages, rounds: pre.rounds });
@@ -285,7 +285,7 @@ export class CheckpointEngine {
     this.fullEpoch = this.epochNo + 1;
     log.warn('resending a full checkpoint', { epoch: this.fullEpoch });
     link.slowPhase(true);
-    await session.resync((chunk) => link.sendContent(XLHA_REC.XEN_STREAM, chunk));
+    await session.resync((chunk, written) => link.sendContent(XLHA_REC.XEN_STREAM, chunk, written));
     for (const d of devices) await d.begin?.((f) => link.sendContent(f.type, f.body));
   }
 

@@ -21,8 +21,11 @@ export class ReplicationLostError extends Error {
 }
 
 export interface ReplicationLink {
-  /** One content frame; an array is sent as one frame made of its parts. */
-  sendContent(type: number, body: Buffer | readonly Buffer[]): Promise<void>;
+  /**
+   * One content frame; an array is sent as one frame made of its parts. `onWritten`: as for
+   * a ContentSink (the bytes' memory may be reused once it ran).
+   */
+  sendContent(type: number, body: Buffer | readonly Buffer[], onWritten?: () => void): Promise<void>;
   seal(epoch: number, flags: number): void;
   /** Resolves with the backup's apply time (µs) when it acknowledges `epoch`. */
   waitAck(epoch: number): Promise<number>;
@@ -114,9 +117,9 @@ export class ChannelLink implements ReplicationLink {
     this.slow = on;
   }
 
-  sendContent(type: number, body: Buffer | readonly Buffer[]): Promise<void> {
+  sendContent(type: number, body: Buffer | readonly Buffer[], onWritten?: () => void): Promise<void> {
     if (this.lostError) return Promise.reject(this.lostError);
-    return this.channel.sendContent(type, body);
+    return this.channel.sendContent(type, body, onWritten);
   }
 
   seal(epoch: number, flags: number): void {
@@ -175,9 +178,10 @@ export class BlackholeLink implements ReplicationLink {
   readonly lost = new Promise<never>(() => {});
   readonly isLost = false;
   bytesSent = 0;
-  async sendContent(_type: number, body: Buffer | readonly Buffer[]): Promise<void> {
+  async sendContent(_type: number, body: Buffer | readonly Buffer[], onWritten?: () => void): Promise<void> {
     for (const b of Array.isArray(body) ? (body as readonly Buffer[]) : [body as Buffer]) this.bytesSent += b.length;
     this.bytesSent += 8;
+    onWritten?.();
   }
   seal(): void {}
   slowPhase(): void {}

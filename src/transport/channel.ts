@@ -13,6 +13,7 @@ import { SlabPool, slabReadAccepted } from '../util/slab-reads.js';
 import { CheckpointDigest, type Frame } from './records.js';
 
 const PAD = Buffer.alloc(8);
+const EMPTY = Buffer.alloc(0);
 
 export class Channel {
   private readonly reader: FrameReader;
@@ -123,9 +124,11 @@ export class Channel {
 
   /**
    * Writes one frame whose body is `body`, or the concatenation of `body` parts (written
-   * vectored, not copied); returns false when the socket's buffer is full.
+   * vectored, not copied); returns false when the socket's buffer is full. `onWritten` runs
+   * once the socket is done with the frame's bytes (written to the kernel, or discarded when
+   * the socket failed), not when the channel was already closed.
    */
-  send(type: number, body: Uint8Array | readonly Uint8Array[] = PAD.subarray(0, 0)): boolean {
+  send(type: number, body: Uint8Array | readonly Uint8Array[] = PAD.subarray(0, 0), onWritten?: () => void): boolean {
     if (this.closed) return false;
     const parts = body instanceof Uint8Array ? [body] : body;
     let length = 0;
@@ -138,16 +141,19 @@ export class Channel {
     let ok = this.socket.write(hdr);
     for (const p of parts) if (p.length) ok = this.socket.write(p);
     if (pad) ok = this.socket.write(PAD.subarray(0, pad));
+    // a stream calls its write callbacks in order, each once its chunk (and all before it) is
+    // written or dropped: an empty write after the frame says when all of it is
+    if (onWritten) this.socket.write(EMPTY, () => onWritten());
     this.socket.uncork();
     this.bytesSent += 8 + length + pad;
     return ok;
   }
 
   /** Sends a content frame of the current checkpoint, waiting for the socket to drain. */
-  async sendContent(type: number, body: Uint8Array | readonly Uint8Array[]): Promise<void> {
+  async sendContent(type: number, body: Uint8Array | readonly Uint8Array[], onWritten?: () => void): Promise<void> {
     if (this.closed) throw this.closeError ?? new Error('channel closed');
     this.digest.update(body);
-    if (!this.send(type, body)) await this.drained();
+    if (!this.send(type, body, onWritten)) await this.drained();
   }
 
   drained(): Promise<void> {

@@ -4,7 +4,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { SimBackend } from '../../src/backend/sim/host.js';
-import type { DomainInfo } from '../../src/backend/types.js';
+import type { ContentSink, DomainInfo, SaveSession } from '../../src/backend/types.js';
 import { CheckpointEngine, type EngineState } from '../../src/engine/engine.js';
 import { NackError, ReplicationLostError, SEAL_FLAG_FULL, type ReplicationLink } from '../../src/engine/link.js';
 import { createPolicy } from '../../src/engine/modes/index.js';
@@ -86,12 +86,23 @@ class FakeLink implements ReplicationLink {
     return d;
   }
 
-  async sendContent(type: number, body: Buffer | readonly Buffer[]): Promise<void> {
+  /** onWritten callbacks the engine handed over, and how many ran. */
+  writtenAsked = 0;
+  writtenRan = 0;
+
+  async sendContent(type: number, body: Buffer | readonly Buffer[], onWritten?: () => void): Promise<void> {
     if (this.lostError) throw this.lostError;
     // A copy: the engine may reuse its buffers once the checkpoint is acknowledged.
     const copy = Buffer.concat(Buffer.isBuffer(body) ? [body] : [...body]);
     this.pending.push({ type, body: copy });
     this.bytesSent += copy.length + 8;
+    if (onWritten) {
+      this.writtenAsked++;
+      queueMicrotask(() => {
+        this.writtenRan++;
+        onWritten();
+      });
+    }
   }
 
   seal(epoch: number, flags: number): void {
@@ -216,8 +227,12 @@ interface Run {
   commits: number[];
 }
 
-async function protect(t: TT, o: { intervalMs?: number; maxInFlight?: number; disk?: boolean; maxResyncs?: number; link?: FakeLink } = {}): Promise<Run> {
-  const session = await backend.openSave(dom.domid);
+async function protect(
+  t: TT,
+  o: { intervalMs?: number; maxInFlight?: number; disk?: boolean; maxResyncs?: number; link?: FakeLink; wrap?: (s: SaveSession) => SaveSession } = {},
+): Promise<Run> {
+  const opened = await backend.openSave(dom.domid);
+  const session = o.wrap ? o.wrap(opened) : opened;
   const link = o.link ?? new FakeLink();
   const netbuf = new NetbufDevice();
   const devices: CheckpointDevice[] = [netbuf];
@@ -261,6 +276,32 @@ async function finish(t: Tap, r: Run, want: EngineState = 'stopped'): Promise<vo
   t.equal(await r.done, want, `protection ended ${want}`);
   t.equal((await backend.findDomain(dom.domid)).state, 'running', 'the domain keeps running');
 }
+
+t.test("a session's precopy sink passes its onWritten to the link, which runs it once the bytes are sent", async (t) => {
+  let frames = 0;
+  let ran = 0;
+  const r = await protect(t, {
+    wrap: (inner) =>
+      new Proxy(inner, {
+        get(target, prop, receiver) {
+          if (prop !== 'begin') return Reflect.get(target, prop, receiver) as unknown;
+          return (sink: ContentSink) =>
+            target.begin((chunk, onWritten) => {
+              frames++;
+              return sink(chunk, () => {
+                ran++;
+                onWritten?.();
+              });
+            });
+        },
+      }),
+  });
+  await r.protectedP;
+  t.ok(frames > 0, `the precopy went out in ${frames} frames`);
+  t.equal(r.link.writtenAsked, frames, 'each frame reached the link with its onWritten');
+  t.equal(ran, frames, 'and each ran once');
+  await finish(t, r);
+});
 
 t.test('network output of an epoch is held until the backup acknowledges that checkpoint', async (t) => {
   const r = await protect(t, { intervalMs: 20 });

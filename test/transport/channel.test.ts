@@ -158,3 +158,76 @@ t.test('an accepted channel reuses its read buffers once content is given back, 
   t.ok(pool.allocated < 20, 'a steady stream allocates few buffers');
   t.equal(pool.overReleased, 0);
 });
+
+/** A server that accepts one raw connection, paused (nothing is read until the test resumes it). */
+async function pausedPeer(t: { teardown(fn: () => void): void }): Promise<{ peer: net.Socket; client: net.Socket }> {
+  let give: (s: net.Socket) => void;
+  const got = new Promise<net.Socket>((r) => (give = r));
+  const server = net.createServer({ pauseOnConnect: true }, (s) => give(s));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const client = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+  await new Promise((r) => client.once('connect', r));
+  const peer = await got;
+  t.teardown(() => {
+    client.destroy();
+    peer.destroy();
+    server.close();
+  });
+  return { peer, client };
+}
+
+t.test("a frame's onWritten runs once the socket is done with its bytes, in order: reusing them then changes nothing sent", async (t) => {
+  const { peer, client } = await pausedPeer(t);
+  const sender = new Channel(client);
+  const FRAMES = 16;
+  const SIZE = 4 << 20;
+  const written: number[] = [];
+  for (let i = 0; i < FRAMES; i++) {
+    const body = Buffer.alloc(SIZE, 0x10 + i);
+    sender.send(XLHA_REC.XEN_STREAM, [body.subarray(0, SIZE / 2), body.subarray(SIZE / 2)], () => {
+      written.push(i);
+      body.fill(0xee); // the memory goes back to a pool and takes new data
+    });
+  }
+  await sleep(200);
+  t.ok(written.length < FRAMES, `with the peer not reading, only ${written.length} of ${FRAMES} frames are through (64 MiB do not fit in the kernel)`);
+  // the peer reads everything now
+  const chunks: Buffer[] = [];
+  let total = 0;
+  const want = FRAMES * (8 + SIZE);
+  peer.on('data', (d: Buffer) => {
+    chunks.push(d);
+    total += d.length;
+  });
+  peer.resume();
+  while (total < want) await sleep(10);
+  const all = Buffer.concat(chunks);
+  let bad = -1;
+  for (let i = 0; i < FRAMES && bad < 0; i++) {
+    const at = i * (8 + SIZE);
+    if (all.readUInt32LE(at) !== XLHA_REC.XEN_STREAM || all.readUInt32LE(at + 4) !== SIZE) bad = i;
+    else for (let o = at + 8; o < at + 8 + SIZE; o += 4096) if (all[o] !== 0x10 + i) bad = i;
+  }
+  t.equal(bad, -1, 'every frame arrived with the bytes it was sent with, none overwritten by the reuse');
+  while (written.length < FRAMES) await sleep(5);
+  t.same(written, [...Array(FRAMES).keys()], 'every onWritten ran once, in frame order');
+});
+
+t.test('onWritten: a failed socket drops its queued frames and says so; a closed channel sends nothing and never calls it', async (t) => {
+  const { client } = await pausedPeer(t);
+  const sender = new Channel(client);
+  let calls = 0;
+  for (let i = 0; i < 16; i++) sender.send(XLHA_REC.XEN_STREAM, Buffer.alloc(4 << 20), () => calls++);
+  await sleep(100);
+  const before = calls;
+  t.ok(before < 16, `${before} of 16 frames through before the failure`);
+  sender.fail(new Error('peer lost'));
+  for (let i = 0; i < 200 && calls < 16; i++) await sleep(5);
+  t.equal(calls, 16, 'the frames dropped with the socket ran their onWritten too (their memory is free)');
+  let late = 0;
+  t.equal(sender.send(XLHA_REC.XEN_STREAM, Buffer.alloc(16), () => late++), false, 'send on a closed channel returns false');
+  await sleep(20);
+  t.equal(late, 0, 'and never calls onWritten');
+  await t.rejects(sender.sendContent(XLHA_REC.XEN_STREAM, Buffer.alloc(16), () => late++), 'sendContent on a closed channel rejects');
+  t.equal(late, 0, 'without calling onWritten');
+});

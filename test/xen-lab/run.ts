@@ -330,6 +330,17 @@ function ratio(a: unknown, b: unknown): number | null {
   return typeof a === 'number' && typeof b === 'number' && b > 0 ? Math.round((a / b) * 100) / 100 : null;
 }
 
+/**
+ * xl-ha's figure against stock's on either side of it in the boot (the geometric mean of the
+ * two ratios): a boot drifts (it slows down as it goes, 10-15% by its end in the boots
+ * measured with yardstickMs), and bracketing cancels a steady drift.
+ */
+function bracketed(x: unknown, before: unknown, after: unknown): number | null {
+  const a = ratio(x, before);
+  const b = ratio(x, after);
+  return a !== null && b !== null ? Math.round(Math.sqrt((x as number) ** 2 / ((before as number) * (after as number))) * 100) / 100 : null;
+}
+
 function figures(d: Details | undefined, keys: string[]): Record<string, unknown> {
   const o: Record<string, unknown> = {};
   for (const k of keys) o[k] = d && d[k] !== undefined && (typeof d[k] === 'number' || typeof d[k] === 'object') ? d[k] : null;
@@ -436,25 +447,28 @@ async function main(): Promise<void> {
     skipped,
     scenarios,
     sideBySide: {
-      stock: figures(scenarios['stock-remus'], ['checkpointsPerSec', 'tickGapMsMean', 'tickGapMsMax', 'pagesPerCheckpointP50', 'unprotectedTickGapMsMean']),
+      stock: figures(scenarios['stock-remus'], ['checkpointsPerSec', 'tickGapMsMean', 'tickGapMsMax', 'pagesPerCheckpointP50', 'unprotectedTickGapMsMean', 'yardstickMs']),
       // stock once more at the end of the boot: how far the boot itself drifted meanwhile
-      stockAfter: figures(scenarios['stock-remus-after'], ['checkpointsPerSec', 'tickGapMsMean', 'tickGapMsMax', 'pagesPerCheckpointP50']),
+      stockAfter: figures(scenarios['stock-remus-after'], ['checkpointsPerSec', 'tickGapMsMean', 'tickGapMsMax', 'pagesPerCheckpointP50', 'yardstickMs']),
       // stock over TCP with a relay at each end (socat): the path xl-ha's daemons take, where
       // fakessh hands stock a single pipe that two hosts could not share
-      stockTcp: figures(scenarios['stock-remus-tcp'], ['checkpointsPerSec', 'tickGapMsMean', 'tickGapMsMax', 'pagesPerCheckpointP50']),
+      stockTcp: figures(scenarios['stock-remus-tcp'], ['checkpointsPerSec', 'tickGapMsMean', 'tickGapMsMax', 'pagesPerCheckpointP50', 'yardstickMs']),
       checkpointsPerSecXlhaToStock: {
         before: ratio(scenarios['xlha-remus-figures']?.checkpointsPerSec, scenarios['stock-remus']?.checkpointsPerSec),
         tcp: ratio(scenarios['xlha-remus-figures']?.checkpointsPerSec, scenarios['stock-remus-tcp']?.checkpointsPerSec),
         after: ratio(scenarios['xlha-remus-figures']?.checkpointsPerSec, scenarios['stock-remus-after']?.checkpointsPerSec),
-        // the last two runs of the boot, back to back: the pair measured under the same conditions
+        // stock ran before and after this xl-ha run: the drift of the boot cancels
+        bracketed: bracketed(scenarios['xlha-remus-figures']?.checkpointsPerSec, scenarios['stock-remus']?.checkpointsPerSec, scenarios['stock-remus-after']?.checkpointsPerSec),
+        // the last two runs of the boot, back to back (xl-ha last, where the boot is slowest)
         lastPair: ratio(scenarios['xlha-remus-after']?.checkpointsPerSec, scenarios['stock-remus-after']?.checkpointsPerSec),
       },
       tickGapMsMeanXlhaToStock: {
         firstPair: ratio(scenarios['xlha-remus-figures']?.tickGapMsMean, scenarios['stock-remus']?.tickGapMsMean),
+        bracketed: bracketed(scenarios['xlha-remus-figures']?.tickGapMsMean, scenarios['stock-remus']?.tickGapMsMean, scenarios['stock-remus-after']?.tickGapMsMean),
         lastPair: ratio(scenarios['xlha-remus-after']?.tickGapMsMean, scenarios['stock-remus-after']?.tickGapMsMean),
       },
-      xlhaAfter: figures(scenarios['xlha-remus-after'], ['checkpointsPerSec', 'tickGapMsMean', 'tickGapMsMax', 'pagesPerCheckpointP50', 'pauseMsP50', 'firstCheckpointAfterSecs']),
-      xlha: figures(scenarios['xlha-remus-figures'], ['checkpointsPerSec', 'tickGapMsMean', 'tickGapMsMax', 'pagesPerCheckpointP50', 'daemonCheckpointsPerSec', 'pauseMsP50', 'firstCheckpointAfterSecs', 'backendStepsMsP50']),
+      xlhaAfter: figures(scenarios['xlha-remus-after'], ['checkpointsPerSec', 'tickGapMsMean', 'tickGapMsMax', 'pagesPerCheckpointP50', 'pauseMsP50', 'firstCheckpointAfterSecs', 'yardstickMs']),
+      xlha: figures(scenarios['xlha-remus-figures'], ['checkpointsPerSec', 'tickGapMsMean', 'tickGapMsMax', 'pagesPerCheckpointP50', 'daemonCheckpointsPerSec', 'pauseMsP50', 'firstCheckpointAfterSecs', 'backendStepsMsP50', 'yardstickMs']),
     },
     shimBuild: shim,
     dom0Crashes: dom0Crashes(b.serial),

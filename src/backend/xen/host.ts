@@ -124,7 +124,7 @@ class XenSaveSession implements SaveSession {
   private bytes: Buffer[] = [];
   /** The pipe's read buffers, reused once the checkpoint they carried is acknowledged. */
   readonly pool = new SlabPool();
-  /** Bytes handed out (precopy frames, then each checkpoint's) not yet given back to the pool. */
+  /** A checkpoint's bytes handed out, not yet given back to the pool (its ack does). */
   private handedOut: Buffer[] = [];
   private checkpointsRead = 0;
   private checkpointsTaken = 0;
@@ -177,11 +177,19 @@ class XenSaveSession implements SaveSession {
     this.pending = got;
   }
 
-  private take(): Buffer[] {
+  /** What the pipe gave since the last take; with `hold`, kept until the checkpoint's ack. */
+  private take(hold = true): Buffer[] {
     const b = this.bytes;
     this.bytes = [];
-    for (const x of b) this.handedOut.push(x);
+    if (hold) for (const x of b) this.handedOut.push(x);
     return b;
+  }
+
+  /** Gives `parts` back to the pool once the socket has written them (the precopy's frames). */
+  private releaser(parts: readonly Buffer[]): () => void {
+    return () => {
+      for (const b of parts) this.pool.release(b);
+    };
   }
 
   async begin(sink: ContentSink): Promise<{ pages: number; rounds: number }> {
@@ -207,19 +215,22 @@ class XenSaveSession implements SaveSession {
     const suspendAsked = this.expect(XLHA_EV.SUSPEND).then(() => true);
     for (;;) {
       const done = await Promise.race([suspendAsked, new Promise<false>((r) => setTimeout(() => r(false), 20))]);
-      // what the pipe gave since, as frames of up to PRECOPY_FRAME_BYTES (the views, not joined)
+      // what the pipe gave since, as frames of up to PRECOPY_FRAME_BYTES (the views, not
+      // joined). Nothing resends the precopy, so its read buffers go back to the pool as soon as
+      // the socket has written them: the precopy of a guest of any size runs in a few buffers
+      // rather than holding all of its memory until the first checkpoint's ack.
       let frame: Buffer[] = [];
       let size = 0;
-      for (const b of this.take()) {
+      for (const b of this.take(false)) {
         frame.push(b);
         size += b.length;
         if (size >= PRECOPY_FRAME_BYTES) {
-          await sink(frame);
+          await sink(frame, this.releaser(frame));
           frame = [];
           size = 0;
         }
       }
-      if (frame.length) await sink(frame);
+      if (frame.length) await sink(frame, this.releaser(frame));
       if (done) break;
     }
     return { pages: this.pagesRead, rounds: 0 };
@@ -276,8 +287,8 @@ class XenSaveSession implements SaveSession {
     chunks.push(encodeFrame(XL_REC.CHECKPOINT_END, Buffer.alloc(0)));
     let bytes = 0;
     for (const c of chunks) bytes += c.length;
-    // Once the backup acknowledged this checkpoint, its bytes (and, for the first, the
-    // precopy's) have long left through the socket: their read buffers may take new reads.
+    // Once the backup acknowledged this checkpoint, its bytes have long left through the
+    // socket: their read buffers may take new reads.
     const held = this.handedOut;
     this.handedOut = [];
     const release = () => {

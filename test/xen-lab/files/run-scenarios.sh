@@ -216,6 +216,14 @@ cpu_json() {
     }' "$1" "$2"
 }
 # kernel messages about crashed processes (dom0 userspace has segfaulted at random under TCG)
+# how fast the machine is right now, in ms for a fixed awk loop (boots, and moments within a boot,
+# differ by up to 2x under TCG): each measured run takes it just before it starts, so a ratio
+# between two runs can be read against the speed of the lab at each
+yardstick() {
+  local a b; a=$(date +%s%N)
+  awk 'BEGIN { for (i = 0; i < 200000; i++) s += i % 7; exit s < 0 }'
+  b=$(date +%s%N); echo $(( (b - a) / 1000000 ))
+}
 crashes() { dmesg 2>/dev/null | grep -iE 'segfault|traps:|general protection|invalid opcode' | tail -n 3; }
 
 # ---------------------------------------------------------------- scenarios
@@ -237,7 +245,8 @@ sc_stock-remus-tcp() {
 stock_remus() {
   local n=$1 ssh=${2:-/xenlab/fakessh} why rlog=$OUT/$1.log
   why=$(fresh_domu) || { emit $n fail "$why"; return; }
-  sleep 6  # a few unprotected ticks, for comparison
+  local ys; ys=$(yardstick)
+  sleep 5  # a few unprotected ticks, for comparison
   local lup; lup=$(grep -n DOMU-UP "$LOG" | tail -1 | cut -d: -f1)
   local l0; l0=$(lines "$LOG"); read -r bn bmean bmax <<< "$(gaps "$LOG" "$lup" "$l0")"
   local s; s=$(up)
@@ -272,7 +281,7 @@ stock_remus() {
   local spages; spages=$(sed -n 's/.*Checkpointed save: \([0-9]*\)\/.*/\1/p' "$rlog" | sort -n | awk '{v[NR]=$1} END{if (NR) print v[int((NR+1)/2)]}')
   local extra=",\"pagesPerCheckpointP50\":$(jnum "$spages"),\"checkpoints\":$(jnum "$c2"),\"firstCheckpointAfterSecs\":$(jnum "$first_after"),\"measuredSecs\":$(jnum "$secs"),\"checkpointsPerSec\":$(jnum "$cps")"
   extra+=",\"tickGaps\":$(jnum "$gn"),\"tickGapMsMean\":$(jnum "$gmean"),\"tickGapMsMax\":$(jnum "$gmax")"
-  extra+=",\"unprotectedTickGapMsMean\":$(jnum "$bmean"),\"unprotectedTickGapMsMax\":$(jnum "$bmax")"
+  extra+=",\"yardstickMs\":$(jnum "$ys"),\"unprotectedTickGapMsMean\":$(jnum "$bmean"),\"unprotectedTickGapMsMax\":$(jnum "$bmax")"
   extra+=",\"cpuMsPerCheckpoint\":$(cpu_json "$ST/$n-cpu.1" "$ST/$n-cpu.2" "$((c2 - c1))")"
   extra+=",\"senderAliveAtEnd\":$(jbool $alive_at_end),\"primaryDomid\":$(jnum "$pri"),\"destroyRc\":$drc,\"receiverFailover\":$(jbool $fo)"
   if [ "$((c2 - c1))" -ge 1 ] && [ "$gn" -ge 2 ]; then emit $n ok "" "$extra"
@@ -375,13 +384,15 @@ xlha_measure() {
   fi
   extra=",\"clientFailure\":$(jstr "$client_note"),\"committedSamples\":$(jstr "$samples"),\"committed\":$(jnum "$c2"),\"state\":$(jstr "$state"),\"backupState\":$(jstr "$bstate"),\"backend\":$(jstr "$backend")"
   extra+=",\"tickGaps\":$(jnum "$gn"),\"primaryError\":$(jstr "$perr")"
-  printf '%s' ",\"firstCheckpointAfterSecs\":$(jnum "$first_after"),\"committed\":$(jnum "$c2"),\"measuredSecs\":$(jnum "$secs"),\"checkpointsPerSec\":$(jnum "$cps"),\"daemonCheckpointsPerSec\":$(jnum "$dcps"),\"pagesPerCheckpointP50\":$(jnum "$pages"),\"pauseMsP50\":$(jnum "$p50"),\"pauseMsP99\":$(jnum "$p99"),\"tickGaps\":$(jnum "$gn"),\"tickGapMsMean\":$(jnum "$gmean"),\"tickGapMsMax\":$(jnum "$gmax"),\"ackMsP50\":$(jnum "${f[10]}"),\"backendStepsMsP50\":${f[9]:-null},\"cpuMsPerCheckpoint\":$(cpu_json "$ST/xlha-cpu.1" "$ST/xlha-cpu.2" "$(( ${c2:-0} - ${c1:-0} ))")" > "$figs"
+  printf '%s' ",\"firstCheckpointAfterSecs\":$(jnum "$first_after"),\"committed\":$(jnum "$c2"),\"measuredSecs\":$(jnum "$secs"),\"checkpointsPerSec\":$(jnum "$cps"),\"daemonCheckpointsPerSec\":$(jnum "$dcps"),\"pagesPerCheckpointP50\":$(jnum "$pages"),\"pauseMsP50\":$(jnum "$p50"),\"pauseMsP99\":$(jnum "$p99"),\"tickGaps\":$(jnum "$gn"),\"tickGapMsMean\":$(jnum "$gmean"),\"tickGapMsMax\":$(jnum "$gmax"),\"yardstickMs\":$(jnum "${ys:-}"),\"ackMsP50\":$(jnum "${f[10]}"),\"backendStepsMsP50\":${f[9]:-null},\"cpuMsPerCheckpoint\":$(cpu_json "$ST/xlha-cpu.1" "$ST/xlha-cpu.2" "$(( ${c2:-0} - ${c1:-0} ))")" > "$figs"
 }
 
 sc_remus() {
   local n=remus why
   rm -f "$ST/remus.ok" "$ST/figures"
   why=$(ensure_domu) || { emit $n fail "$why"; echo "$why" > "$ST/remus.why"; return; }
+  # before the daemons start (a node process starting up taxes the machine for seconds)
+  local ys; ys=$(yardstick)
   why=$(start_daemon p) || { emit $n fail "$why"; echo "$why" > "$ST/remus.why"; return; }
   why=$(start_daemon b) || { emit $n fail "$why"; echo "$why" > "$ST/remus.why"; return; }
   local s rc f; s=$(up)
@@ -428,6 +439,7 @@ sc_remus() {
 sc_xlha-remus-after() {
   local n=xlha-remus-after why
   why=$(ensure_domu) || { emit $n fail "$why"; return; }
+  local ys; ys=$(yardstick)
   why=$(start_daemon p) || { emit $n fail "$why"; return; }
   why=$(start_daemon b) || { emit $n fail "$why"; return; }
   local s rc client_note="" first_after; s=$(up)
@@ -570,7 +582,7 @@ say "node $(node --version 2>&1), xl-ha $(node -p 'require("/opt/xl-ha/package.j
 speed_s=$(up)
 speed=$(timeout 60 node -e 'const {crc32}=require("zlib"); const b=Buffer.alloc(1800000, 7); for (let i = 0; i < 3; i++) crc32(b);
   const t=performance.now(); for (let i = 0; i < 30; i++) crc32(b); process.stdout.write(((performance.now() - t) / 30).toFixed(2));' 2>/dev/null)
-echo "XLHA-SPEED {\"crc32MsPer1800KB\":$(jnum "$speed"),\"nodeRunSecs\":$(jnum "$(dt "$speed_s")")}"
+echo "XLHA-SPEED {\"crc32MsPer1800KB\":$(jnum "$speed"),\"nodeRunSecs\":$(jnum "$(dt "$speed_s")"),\"yardstickMs\":$(jnum "$(yardstick)")}"
 for entry in $SCENARIOS; do
   name=${entry%%:*}; tmo=${entry##*:}
   if [ -n "$ONLY" ] && ! [[ "+$ONLY+" == *"+$name+"* ]]; then emit "$name" skipped "not selected (xenlab.scenarios=$ONLY)"; continue; fi
