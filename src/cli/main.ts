@@ -107,7 +107,13 @@ export async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'status': {
-      const s = (await request(cmd, { cmd: 'status' })) as { host: string; backend: string; protections: Record<string, unknown>[]; replicas: Record<string, unknown>[] };
+      const s = (await request(cmd, { cmd: 'status' })) as {
+        host: string;
+        backend: string;
+        daemon?: { pid: number; uptimeSecs: number; rssMiB: number; maxRssMiB: number };
+        protections: Record<string, unknown>[];
+        replicas: Record<string, unknown>[];
+      };
       if (cmd.json) {
         process.stdout.write(JSON.stringify(s) + '\n');
         return 0;
@@ -115,7 +121,8 @@ export async function main(argv: string[]): Promise<number> {
       const rows: (string | number)[][] = [['Name', 'Role', 'Mode', 'State', 'Peer', 'Epoch', 'Ckpt/s', 'Pause p99 ms', 'Note']];
       for (const p of s.protections) rows.push([String(p.domain), 'primary', String(p.mode), String(p.state), String(p.peer), Number(p.committed), Number(p.checkpointsPerSec), Number(p.pauseMsP99), String(p.error ?? '')]);
       for (const b of s.replicas) rows.push([String(b.domain ?? '-'), 'backup', String(b.mode ?? '-'), String(b.state), String(b.primary ?? '-'), Number(b.epoch), '-', '-', String(b.error ?? '')]);
-      process.stdout.write(`host ${s.host} (backend ${s.backend})\n${table(rows)}\n`);
+      const d = s.daemon ? `; daemon pid ${s.daemon.pid}, up ${s.daemon.uptimeSecs} s, ${s.daemon.rssMiB} MiB resident (peak ${s.daemon.maxRssMiB})` : '';
+      process.stdout.write(`host ${s.host} (backend ${s.backend})${d}\n${table(rows)}\n`);
       return 0;
     }
     case 'list': {

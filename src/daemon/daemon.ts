@@ -224,6 +224,7 @@ export class Daemon {
         return {
           host: this.o.hostName,
           backend: be.kind,
+          daemon: daemonStatus(),
           protections: [...this.protections.values()].map((p) => p.status()),
           replicas: [...this.backups].map((b) => b.status()),
         };
@@ -256,4 +257,18 @@ export class Daemon {
       /* already gone */
     }
   }
+}
+
+/** The daemon process itself: its memory now and at its peak (MiB), and how long it has run. */
+export function daemonStatus(): { pid: number; uptimeSecs: number; rssMiB: number; maxRssMiB: number; heapUsedMiB: number; externalMiB: number } {
+  const m = process.memoryUsage();
+  const mib = (b: number) => Math.round((b / 1048576) * 10) / 10;
+  return {
+    pid: process.pid,
+    uptimeSecs: Math.round(process.uptime()),
+    rssMiB: mib(m.rss),
+    maxRssMiB: mib(process.resourceUsage().maxRSS * 1024), // maxRSS is in KiB
+    heapUsedMiB: mib(m.heapUsed),
+    externalMiB: mib(m.external),
+  };
 }

@@ -75,7 +75,9 @@ t.test('a backup that was only stalled (SIGSTOP) past the timeout drops its repl
   await new Promise((r) => setTimeout(r, 500)); // well past the backup's own failover timeout
   backup.proc.kill('SIGCONT');
   await new Promise((r) => setTimeout(r, 1500)); // it wakes, reads what waited in its socket
-  const b = await backup.request<{ replicas: { state: string; error?: string }[] }>({ cmd: 'status' });
+  const b = await backup.request<{ replicas: { state: string; error?: string }[]; daemon: { pid: number; rssMiB: number; maxRssMiB: number } }>({ cmd: 'status' });
+  t.equal(b.daemon.pid, backup.proc.pid, "status names the daemon's own process");
+  t.ok(b.daemon.rssMiB > 0 && b.daemon.maxRssMiB >= b.daemon.rssMiB, `and its memory: ${b.daemon.rssMiB} MiB resident, peak ${b.daemon.maxRssMiB} MiB`);
   const states = b.replicas.map((r) => r.state);
   t.notOk(states.includes('active'), `the backup did not fail over (replicas: ${JSON.stringify(b.replicas)})`);
   // Not merely refused by the sim's service-address guard (that would leave it halted): the

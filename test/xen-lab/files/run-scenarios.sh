@@ -349,11 +349,12 @@ xlha_measure() {
   samples+=" ${c2raw:-?}"
   local f; mapfile -t f < <(node /xenlab/jget.cjs protections.0.committed protections.0.state protections.0.checkpointsPerSec \
     protections.0.pagesPerCheckpointP50 protections.0.pauseMsP50 protections.0.pauseMsP99 protections.0.error backend protections.0.domid \
-    protections.0.backendStepsMsP50 protections.0.ackMsP50 <<< "$js")
+    protections.0.backendStepsMsP50 protections.0.ackMsP50 daemon.maxRssMiB <<< "$js")
   c2=${c2raw:-${f[0]}}; state=${f[1]}; perr=${f[6]}; local dcps=${f[2]} pages=${f[3]} p50=${f[4]} p99=${f[5]} backend=${f[7]}
   echo "${f[8]}" > "$ST/primary.domid"
   TMO=30 xlha --control "$BSOCK" status --json > "$OUT/status-b.json" 2>&1
-  local bstate; bstate=$(node /xenlab/jget.cjs replicas.0.state < "$OUT/status-b.json")
+  local bstate brss; bstate=$(node /xenlab/jget.cjs replicas.0.state < "$OUT/status-b.json")
+  brss=$(node /xenlab/jget.cjs daemon.maxRssMiB < "$OUT/status-b.json")
   local secs cps; secs=$(awk -v a="$t1" -v b="$t2" 'BEGIN{printf "%.1f", b-a}')
   cps=$(awk -v c="$(( ${c2:-0} - ${c1:-0} ))" -v s="$secs" 'BEGIN{if (s > 0) printf "%.2f", c/s; else print "-"}')
   local gmean gmax; read -r gn gmean gmax <<< "$(gaps "$LOG" "$l1" "$l2")"
@@ -384,7 +385,7 @@ xlha_measure() {
   fi
   extra=",\"clientFailure\":$(jstr "$client_note"),\"committedSamples\":$(jstr "$samples"),\"committed\":$(jnum "$c2"),\"state\":$(jstr "$state"),\"backupState\":$(jstr "$bstate"),\"backend\":$(jstr "$backend")"
   extra+=",\"tickGaps\":$(jnum "$gn"),\"primaryError\":$(jstr "$perr")"
-  printf '%s' ",\"firstCheckpointAfterSecs\":$(jnum "$first_after"),\"committed\":$(jnum "$c2"),\"measuredSecs\":$(jnum "$secs"),\"checkpointsPerSec\":$(jnum "$cps"),\"daemonCheckpointsPerSec\":$(jnum "$dcps"),\"pagesPerCheckpointP50\":$(jnum "$pages"),\"pauseMsP50\":$(jnum "$p50"),\"pauseMsP99\":$(jnum "$p99"),\"tickGaps\":$(jnum "$gn"),\"tickGapMsMean\":$(jnum "$gmean"),\"tickGapMsMax\":$(jnum "$gmax"),\"yardstickMs\":$(jnum "${ys:-}"),\"ackMsP50\":$(jnum "${f[10]}"),\"backendStepsMsP50\":${f[9]:-null},\"cpuMsPerCheckpoint\":$(cpu_json "$ST/xlha-cpu.1" "$ST/xlha-cpu.2" "$(( ${c2:-0} - ${c1:-0} ))")" > "$figs"
+  printf '%s' ",\"firstCheckpointAfterSecs\":$(jnum "$first_after"),\"committed\":$(jnum "$c2"),\"measuredSecs\":$(jnum "$secs"),\"checkpointsPerSec\":$(jnum "$cps"),\"daemonCheckpointsPerSec\":$(jnum "$dcps"),\"pagesPerCheckpointP50\":$(jnum "$pages"),\"pauseMsP50\":$(jnum "$p50"),\"pauseMsP99\":$(jnum "$p99"),\"tickGaps\":$(jnum "$gn"),\"tickGapMsMean\":$(jnum "$gmean"),\"tickGapMsMax\":$(jnum "$gmax"),\"yardstickMs\":$(jnum "${ys:-}"),\"daemonPeakRssMiB\":{\"primary\":$(jnum "${f[11]}"),\"backup\":$(jnum "$brss")},\"ackMsP50\":$(jnum "${f[10]}"),\"backendStepsMsP50\":${f[9]:-null},\"cpuMsPerCheckpoint\":$(cpu_json "$ST/xlha-cpu.1" "$ST/xlha-cpu.2" "$(( ${c2:-0} - ${c1:-0} ))")" > "$figs"
 }
 
 sc_remus() {
