@@ -110,7 +110,7 @@ export async function main(argv: string[]): Promise<number> {
       const s = (await request(cmd, { cmd: 'status' })) as {
         host: string;
         backend: string;
-        daemon?: { pid: number; uptimeSecs: number; rssMiB: number; maxRssMiB: number };
+        daemon?: { pid: number; uptimeSecs: number; threadPool: number; rssMiB: number; maxRssMiB: number };
         protections: Record<string, unknown>[];
         replicas: Record<string, unknown>[];
       };
@@ -121,7 +121,7 @@ export async function main(argv: string[]): Promise<number> {
       const rows: (string | number)[][] = [['Name', 'Role', 'Mode', 'State', 'Peer', 'Epoch', 'Ckpt/s', 'Pause p99 ms', 'Note']];
       for (const p of s.protections) rows.push([String(p.domain), 'primary', String(p.mode), String(p.state), String(p.peer), Number(p.committed), Number(p.checkpointsPerSec), Number(p.pauseMsP99), String(p.error ?? '')]);
       for (const b of s.replicas) rows.push([String(b.domain ?? '-'), 'backup', String(b.mode ?? '-'), String(b.state), String(b.primary ?? '-'), Number(b.epoch), '-', '-', String(b.error ?? '')]);
-      const d = s.daemon ? `; daemon pid ${s.daemon.pid}, up ${s.daemon.uptimeSecs} s, ${s.daemon.rssMiB} MiB resident (peak ${s.daemon.maxRssMiB})` : '';
+      const d = s.daemon ? `; daemon pid ${s.daemon.pid}, up ${s.daemon.uptimeSecs} s, ${s.daemon.rssMiB} MiB resident (peak ${s.daemon.maxRssMiB}), ${s.daemon.threadPool} pool threads` : '';
       process.stdout.write(`host ${s.host} (backend ${s.backend})${d}\n${table(rows)}\n`);
       return 0;
     }
@@ -166,9 +166,9 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-const isMain = process.argv[1] && fs.realpathSync(process.argv[1]) === fs.realpathSync(new URL(import.meta.url).pathname);
-if (isMain) {
-  main(process.argv.slice(2)).then(
+/** Runs the command line and exits with its status. */
+export function runCli(argv: string[]): void {
+  main(argv).then(
     (code) => process.exit(code),
     (err: Error) => {
       process.stderr.write(`xl-ha: ${err.message}\n`);
@@ -176,3 +176,7 @@ if (isMain) {
     },
   );
 }
+
+// Run directly (tests, the demo): no larger thread pool. The installed command is xl-ha.cjs.
+const isMain = process.argv[1] && fs.realpathSync(process.argv[1]) === fs.realpathSync(new URL(import.meta.url).pathname);
+if (isMain) runCli(process.argv.slice(2));

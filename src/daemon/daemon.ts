@@ -259,16 +259,24 @@ export class Daemon {
   }
 }
 
-/** The daemon process itself: its memory now and at its peak (MiB), and how long it has run. */
-export function daemonStatus(): { pid: number; uptimeSecs: number; rssMiB: number; maxRssMiB: number; heapUsedMiB: number; externalMiB: number } {
+/**
+ * The daemon process itself: its memory now and at its peak (MiB), how long it has run, and its
+ * libuv thread pool (UV_THREADPOOL_SIZE as the process started with it: the xl-ha command sets
+ * it before the pool starts, see src/cli/xl-ha.cts; node's default is 4).
+ */
+export function daemonStatus(): { pid: number; uptimeSecs: number; threadPool: number; rssMiB: number; maxRssMiB: number; heapUsedMiB: number; externalMiB: number } {
   const m = process.memoryUsage();
   const mib = (b: number) => Math.round((b / 1048576) * 10) / 10;
   return {
     pid: process.pid,
     uptimeSecs: Math.round(process.uptime()),
+    threadPool: THREAD_POOL,
     rssMiB: mib(m.rss),
     maxRssMiB: mib(process.resourceUsage().maxRSS * 1024), // maxRSS is in KiB
     heapUsedMiB: mib(m.heapUsed),
     externalMiB: mib(m.external),
   };
 }
+
+/** Read once at load: what libuv sized its pool with (it reads the variable when the pool starts). */
+const THREAD_POOL = Math.min(1024, Math.max(1, Number(process.env.UV_THREADPOOL_SIZE) || 4));

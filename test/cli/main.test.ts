@@ -175,3 +175,43 @@ t.test('a daemon creates, lists and destroys sim domains from config files', asy
   t.equal(await exitP, 0, 'the daemon stops cleanly on SIGTERM');
   t.notOk(fs.existsSync(control), 'and removes its control socket');
 });
+
+t.test('the installed command (xl-ha.cjs) gives the daemon a thread pool of 64 unless UV_THREADPOOL_SIZE says otherwise', async (t) => {
+  const ENTRY = fileURLToPath(new URL('../../src/cli/xl-ha.cjs', import.meta.url));
+  const pkg = JSON.parse(fs.readFileSync(fileURLToPath(new URL('../../../package.json', import.meta.url)), 'utf8')) as { bin: Record<string, string> };
+  t.equal(pkg.bin['xl-ha'], 'dist/src/cli/xl-ha.cjs', 'package.json installs xl-ha.cjs as the xl-ha command');
+  for (const [entry, envPool, want] of [
+    [ENTRY, undefined, 64],
+    [ENTRY, '7', 7],
+    [CLI, undefined, 4], // main.js run directly: node's default
+  ] as const) {
+    const control = path.join(dir, `pool-${want}.sock`);
+    const env = cliEnv();
+    delete env.UV_THREADPOOL_SIZE;
+    if (envPool) env.UV_THREADPOOL_SIZE = envPool;
+    const daemon = spawn(process.execPath, [entry, '--backend', 'sim', '--control', control, 'daemon', '--state-dir', path.join(dir, `pool-${want}`)], { stdio: 'ignore', env });
+    const exitP = new Promise((r) => daemon.once('exit', r));
+    try {
+      const deadline = Date.now() + 15_000;
+      type St = { daemon: { pid: number; threadPool: number } };
+      let st = null as St | null;
+      while (!st && Date.now() < deadline) {
+        const r = await controlRequest(control, { cmd: 'status' }, 1000).catch(() => null);
+        if (r?.ok) st = r.result as St;
+        else await new Promise((res) => setTimeout(res, 50));
+      }
+      t.ok(st, `${path.basename(entry)}: the daemon answers`);
+      t.equal(st?.daemon.pid, daemon.pid, 'status is the daemon process itself');
+      t.equal(st?.daemon.threadPool, want, `${path.basename(entry)}${envPool ? ` with UV_THREADPOOL_SIZE=${envPool}` : ''}: ${want} pool threads`);
+      if (entry === ENTRY && !envPool) {
+        const out = await new Promise<string>((resolve) =>
+          execFile(process.execPath, [ENTRY, '--control', control, 'status'], { env: cliEnv() }, (_e, stdout) => resolve(stdout)),
+        );
+        t.match(out, new RegExp(`daemon pid ${daemon.pid}, up \\d+ s, [\\d.]+ MiB resident \\(peak [\\d.]+\\), 64 pool threads`), 'xl-ha status shows it');
+      }
+    } finally {
+      daemon.kill('SIGTERM');
+      await exitP;
+    }
+  }
+});

@@ -7,7 +7,7 @@ set -euo pipefail
 P=$(cd "${1:?project root}" && pwd); NODE=${2:?node binary}
 L=${XENLAB_DIR:-/var/tmp/xenlab}; R=$L/rootfs
 [ -d "$R/usr" ] || { echo "no rootfs in $R: run setup.sh" >&2; exit 1; }
-[ -f "$P/dist/src/cli/main.js" ] || { echo "$P/dist/src/cli/main.js missing: build the project first" >&2; exit 1; }
+[ -f "$P/dist/src/cli/xl-ha.cjs" ] || { echo "$P/dist/src/cli/xl-ha.cjs missing: build the project first" >&2; exit 1; }
 D=$R/opt/xl-ha
 rm -rf "$D"; mkdir -p "$D/node_modules" "$R/usr/local/bin"
 cp -a "$P/dist" "$P/package.json" "$D/"
@@ -36,7 +36,7 @@ fi
 cp "$NODE" "$R/usr/local/bin/node"; chmod 755 "$R/usr/local/bin/node"
 cat > "$R/usr/local/bin/xl-ha" <<'W'
 #!/bin/sh
-exec node /opt/xl-ha/dist/src/cli/main.js "$@"
+exec node /opt/xl-ha/dist/src/cli/xl-ha.cjs "$@"
 W
 chmod 755 "$R/usr/local/bin/xl-ha"
 echo "staged xl-ha: $(du -sh "$D" | cut -f1) in /opt/xl-ha, node $("$NODE" --version)"

@@ -60,6 +60,13 @@ const XEN_CAPS: BackendCapabilities = {
 
 /** Precopy bytes per XEN_STREAM frame, at most (and a little more: whole pipe reads). */
 const PRECOPY_FRAME_BYTES = 4 << 20;
+/**
+ * During the precopy, the pipe is not read while this much is read and not yet taken: libxenguest
+ * then waits on the pipe (the guest runs meanwhile), so the primary's memory stays bounded when
+ * the backup is slower than libxenguest, whatever the guest's size. (Without it, the primary's
+ * peak RSS in the lab was 173 MiB for a 128 MiB guest.) Checkpoints are never held back.
+ */
+const PRECOPY_BACKLOG_BYTES = 16 << 20;
 
 /** XLHA_DEBUG_XEN=1: trace save/restore events on stderr (lab diagnostics). */
 const trace = process.env.XLHA_DEBUG_XEN
@@ -128,6 +135,10 @@ class XenSaveSession implements SaveSession {
   private handedOut: Buffer[] = [];
   private checkpointsRead = 0;
   private checkpointsTaken = 0;
+  /** Bytes read since the last take, and whether reading stopped for them (precopy only). */
+  private backlog = 0;
+  private inPrecopy = false;
+  private readPaused = false;
   private pagesRead = 0;
   /** pagesRead when the guest was suspended: libxenguest sends the dirty pages after that. */
   private pagesAtSuspend = 0;
@@ -158,7 +169,18 @@ class XenSaveSession implements SaveSession {
     for (const b of r.parts) this.bytes.push(b);
     this.checkpointsRead += r.checkpoints;
     this.pagesRead += r.pages;
+    this.backlog += chunk.length;
+    if (this.inPrecopy && !this.readPaused && this.backlog > PRECOPY_BACKLOG_BYTES) {
+      this.readPaused = true;
+      this.sock?.pause();
+    }
     this.readWaiter?.();
+  }
+
+  private resumeReading(): void {
+    if (!this.readPaused) return;
+    this.readPaused = false;
+    this.sock?.resume();
   }
 
   private reply(value: number): void {
@@ -181,6 +203,8 @@ class XenSaveSession implements SaveSession {
   private take(hold = true): Buffer[] {
     const b = this.bytes;
     this.bytes = [];
+    this.backlog = 0;
+    this.resumeReading();
     if (hold) for (const x of b) this.handedOut.push(x);
     return b;
   }
@@ -195,6 +219,7 @@ class XenSaveSession implements SaveSession {
   async begin(sink: ContentSink): Promise<{ pages: number; rounds: number }> {
     const shim = this.ctx.shim;
     this.fds = shim.pipe();
+    this.inPrecopy = true;
     this.sock = slabReadFd(this.fds[0], (d) => this.onData(d), this.pool); // 1 MiB reads, passed on as views
     this.sock.on('error', () => {});
     this.cb = koffi.register((_opaque: unknown, ev: number) => {
@@ -233,6 +258,8 @@ class XenSaveSession implements SaveSession {
       if (frame.length) await sink(frame, this.releaser(frame));
       if (done) break;
     }
+    this.inPrecopy = false;
+    this.resumeReading();
     return { pages: this.pagesRead, rounds: 0 };
   }
 

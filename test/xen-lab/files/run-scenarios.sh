@@ -36,10 +36,10 @@ STRACE=$(arg daemon_strace)
 PERF=$(arg daemon_perf)
 # (node refuses --cpu-prof in NODE_OPTIONS: the daemons then start through node itself)
 DAEMON_CWD=/; DAEMON_CMD=xl-ha
-# xenlab.daemon_node_flags=--flag+--flag: run the daemons as node FLAGS .../main.js (V8 experiments)
+# xenlab.daemon_node_flags=--flag+--flag: run the daemons as node FLAGS .../xl-ha.cjs (V8 experiments)
 NODE_FLAGS=$(arg daemon_node_flags | tr '+' ' ')
-[ -n "$NODE_FLAGS" ] && DAEMON_CMD="node $NODE_FLAGS /opt/xl-ha/dist/src/cli/main.js"
-[ "$PROF" = 1 ] && DAEMON_CMD="node --cpu-prof --cpu-prof-interval 10000 /opt/xl-ha/dist/src/cli/main.js" && DAEMON_CWD=$OUT/prof && mkdir -p "$DAEMON_CWD"
+[ -n "$NODE_FLAGS" ] && DAEMON_CMD="node $NODE_FLAGS /opt/xl-ha/dist/src/cli/xl-ha.cjs"
+[ "$PROF" = 1 ] && DAEMON_CMD="node --cpu-prof --cpu-prof-interval 10000 /opt/xl-ha/dist/src/cli/xl-ha.cjs" && DAEMON_CWD=$OUT/prof && mkdir -p "$DAEMON_CWD"
 PORT=7720
 PSOCK=/run/xl-ha/p.sock; BSOCK=/run/xl-ha/b.sock
 
