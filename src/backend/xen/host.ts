@@ -129,7 +129,7 @@ class XenSaveSession implements SaveSession {
   private sock: net.Socket | null = null;
   private run: Promise<number> | null = null;
   private bytes: Buffer[] = [];
-  /** The pipe's read buffers, reused once the checkpoint they carried is acknowledged. */
+  /** The pipe's read buffers: the precopy's reused once the socket wrote them, a checkpoint's once it is acknowledged. */
   readonly pool = new SlabPool();
   /** A checkpoint's bytes handed out, not yet given back to the pool (its ack does). */
   private handedOut: Buffer[] = [];
