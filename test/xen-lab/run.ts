@@ -336,9 +336,7 @@ function ratio(a: unknown, b: unknown): number | null {
  * measured with yardstickMs), and bracketing cancels a steady drift.
  */
 function bracketed(x: unknown, before: unknown, after: unknown): number | null {
-  const a = ratio(x, before);
-  const b = ratio(x, after);
-  return a !== null && b !== null ? Math.round(Math.sqrt((x as number) ** 2 / ((before as number) * (after as number))) * 100) / 100 : null;
+  return typeof before === 'number' && typeof after === 'number' ? ratio(x, Math.sqrt(before * after)) : null;
 }
 
 function figures(d: Details | undefined, keys: string[]): Record<string, unknown> {

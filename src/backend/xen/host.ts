@@ -209,7 +209,7 @@ class XenSaveSession implements SaveSession {
     return b;
   }
 
-  /** Gives `parts` back to the pool once the socket has written them (the precopy's frames). */
+  /** Gives `parts` back to the pool: once written (a precopy frame) or acknowledged (a checkpoint). */
   private releaser(parts: readonly Buffer[]): () => void {
     return () => {
       for (const b of parts) this.pool.release(b);
@@ -316,11 +316,8 @@ class XenSaveSession implements SaveSession {
     for (const c of chunks) bytes += c.length;
     // Once the backup acknowledged this checkpoint, its bytes have long left through the
     // socket: their read buffers may take new reads.
-    const held = this.handedOut;
+    const release = this.releaser(this.handedOut);
     this.handedOut = [];
-    const release = () => {
-      for (const b of held) this.pool.release(b);
-    };
     return { chunks, pages: this.pagesRead - this.pagesAtSuspend, bytes, release };
   }
 
