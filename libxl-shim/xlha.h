@@ -17,7 +17,7 @@
  * xlha_save_reply(). The caller's event function must return at once (it runs on the save
  * thread); nothing ever blocks the caller's event loop.
  *
- * Wire constants below must agree with src/transport/records.ts and docs/protocol.md; a test
+ * Wire constants below must agree with src/transport/channel-records.ts and xen-records.ts and docs/protocol.md; a test
  * (test/shim/constants.test.ts) checks that they do.
  */
 #ifndef XLHA_H
@@ -68,6 +68,8 @@ extern "C" {
 #define XLHA_REC_HEARTBEAT                    0x584C4820u
 #define XLHA_REC_DISK_WRITES                  0x584C4830u
 #define XLHA_REC_GOODBYE                      0x584C4840u
+#define XLHA_REC_SIDE                         0x584C4850u
+#define XLHA_REC_SIDE_ACK                     0x584C4851u
 
 /* ---- stream types (xc_stream_type_t / libxl checkpointed_stream) ------------------------------ */
 #define XLHA_STREAM_PLAIN 0

@@ -15,9 +15,9 @@
  * complete verified checkpoints, and is activated on failover.
  */
 import type { DomainConfig } from '../config/domain.js';
+import type { Disposable } from '../engine/events.js';
 
 export type BackendKind = 'sim' | 'xen';
-export type ModeId = 'remus' | 'kemari' | 'colo' | 'llm';
 
 export type DomainState = 'running' | 'paused' | 'suspended' | 'replica' | 'shutdown';
 
@@ -32,21 +32,29 @@ export interface DomainInfo {
   service?: { host: string; port: number };
 }
 
-export interface BackendCapabilities {
-  /** Replication modes this backend can run; others fail at setup with a clear message. */
-  modes: readonly ModeId[];
-  /** Output buffering of the domain's network traffic is available. */
-  netbuf: boolean;
-  /** Replication of the domain's disk writes is available. */
-  disk: boolean;
+/**
+ * What a backend can do, as features rather than mode ids: each mode checks at setup for the
+ * features it needs and names what is missing.
+ */
+export interface BackendFeatures {
+  /** Output buffering: the domain's network output can be held per epoch ({@link NetPlug}). */
+  outputBuffering: boolean;
+  /** Output events: the NetPlug and DiskTap report the first output of an epoch before it leaves (kemari). */
+  outputEvents: boolean;
+  /** Ingress tap: client inputs to the domain can be observed and copied (colo, llm). */
+  ingressTap: boolean;
+  /** A replica that can run while it takes checkpoints (colo's secondary). */
+  runnableReplica: boolean;
+  /** Replication of the domain's disk writes ({@link DiskTap}). */
+  diskReplication: boolean;
   /**
-   * How many checkpoints may be in flight (sent, not yet acknowledged) at once. Linux's
-   * sch_plug tracks only the current and the previous epoch, so Xen's netbuf allows 1.
+   * How many checkpoints may be in flight (sent, not yet acknowledged) at once by default. Linux's
+   * sch_plug tracks only the current and the previous epoch, so Xen's netbuf allows 2.
    */
   maxInFlight: number;
 }
 
-/** A write to a domain's virtual disk. */
+/** A write to a domain's virtual disk (and, in DISK_WRITES frames, on the wire). */
 export interface DiskWrite {
   offset: number;
   data: Buffer;
@@ -68,6 +76,11 @@ export interface NetPlug {
   readonly bufferedBytes: number;
   /** Optional: removes what startBuffering set up (after releaseAll). */
   close?(): Promise<void>;
+  /**
+   * With the `outputEvents` feature: `listener` runs when the first output of an open epoch is
+   * held (once per epoch: the next barrier re-arms it), before that output can leave.
+   */
+  onOutputPending?(listener: () => void): Disposable;
 }
 
 /**
@@ -81,6 +94,8 @@ export interface DiskTap {
   /** The disk's whole content, for the initial synchronisation of the backup. */
   readAll(): Promise<{ sizeBytes: number; chunks: AsyncIterable<DiskWrite> }>;
   stop(): void;
+  /** With the `outputEvents` feature: `listener` runs at the first write recorded since the last drain. */
+  onWritePending?(listener: () => void): Disposable;
 }
 
 export interface CaptureResult {
@@ -190,7 +205,7 @@ export type DomainEvent =
 
 export interface HypervisorBackend {
   readonly kind: BackendKind;
-  readonly capabilities: BackendCapabilities;
+  readonly features: BackendFeatures;
   listDomains(): Promise<DomainInfo[]>;
   /** By name or domid; throws {@link DomainNotFoundError}. */
   findDomain(ref: string | number): Promise<DomainInfo>;

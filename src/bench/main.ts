@@ -13,7 +13,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { runScenario, type ScenarioOptions, type ScenarioResult } from '../demo/scenario.js';
-import { round } from '../engine/stats.js';
+import { round } from '../util/samples.js';
 import { chartSvg } from './chart.js';
 
 const json = process.argv.includes('--json');

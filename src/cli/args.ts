@@ -15,17 +15,17 @@
 import {
   DEFAULT_HEARTBEAT_MS,
   DEFAULT_INTERVAL_MS,
+  DEFAULT_KEMARI_MIN_GAP_MS,
   DEFAULT_REPLICATION_PORT,
   DOMAIN_NAME_PATTERN,
   FAILOVER_TIMEOUT_FACTOR,
   HostPortError,
   LIMITS,
   MAX_DOMID,
-  MODE_IDS,
   parseHostPort,
-  type HaMode,
   type HostPort,
 } from '../config/domain.js';
+import { MODE_IDS, type ModeId } from '../engine/modes/ids.js';
 
 // ---------------------------------------------------------------------------
 // Types
@@ -55,10 +55,13 @@ interface CommandBase {
  */
 export interface ReplicateCommand extends CommandBase {
   cmd: 'remus';
-  mode: HaMode;
+  mode: ModeId;
   domain: DomainRef;
   peer: HostPort;
+  /** remus: checkpoint interval (`-i`). */
   intervalMs: number;
+  /** kemari: output events within this gap coalesce into one sync (`--min-gap`). */
+  minGapMs?: number;
   netbuf: boolean;
   disk: boolean;
   blackhole: boolean;
@@ -208,7 +211,7 @@ const REPLICATE_OPTIONS: OptionDef[] = [
   HELP_OPTION,
 ];
 
-const MODE_SUMMARIES: Record<HaMode, string> = {
+const MODE_SUMMARIES: Record<ModeId, string> = {
   remus: 'Protect a domain with Remus (asynchronous checkpoint replication).',
   kemari: 'Protect a domain with Kemari (checkpoint on I/O events).',
   colo: 'Protect a domain with COLO (coarse-grained lock-stepping).',
@@ -224,14 +227,20 @@ const LISTEN_OPTIONS = (dflt: string): OptionDef[] => [
 
 const JSON_OPTIONS: OptionDef[] = [{ id: 'json', long: 'json', help: 'Machine-readable JSON output.' }, HELP_OPTION];
 
-function replicateDef(mode: HaMode): CommandDef {
+/** kemari checkpoints on output, not on a clock: `--min-gap` instead of `-i`. */
+const KEMARI_OPTIONS: OptionDef[] = [
+  { id: 'min-gap', long: 'min-gap', arg: 'MS', help: `Output events within this many milliseconds coalesce into one sync (default ${DEFAULT_KEMARI_MIN_GAP_MS}, ${LIMITS.kemariMinGapMs.min} to ${LIMITS.kemariMinGapMs.max}).` },
+  ...REPLICATE_OPTIONS.filter((o) => o.id !== 'interval'),
+];
+
+function replicateDef(mode: ModeId): CommandDef {
   return {
     synopsis: `${mode} [options] <Domain> <host[:port]>`,
     summary: MODE_SUMMARIES[mode],
     description:
       `Replicate <Domain> (a name or domid) to the xl-ha receiver at <host[:port]> ` +
       `(port defaults to ${DEFAULT_REPLICATION_PORT}; write IPv6 addresses as [addr]:port).`,
-    options: REPLICATE_OPTIONS,
+    options: mode === 'kemari' ? KEMARI_OPTIONS : REPLICATE_OPTIONS,
   };
 }
 
@@ -541,8 +550,10 @@ export function parseArgs(argv: readonly string[]): Command {
         }
       }
       const ifOpt = lastValue(s, 'in-flight');
+      const gapOpt = lastValue(s, 'min-gap');
       return {
         ...(ifOpt ? { inFlight: intOption(command, ifOpt, LIMITS.inFlight, 'checkpoints') } : {}),
+        ...(command === 'kemari' ? { minGapMs: gapOpt ? intOption(command, gapOpt, LIMITS.kemariMinGapMs, 'milliseconds') : DEFAULT_KEMARI_MIN_GAP_MS } : {}),
         cmd: 'remus',
         mode: command,
         domain,

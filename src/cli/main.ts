@@ -91,6 +91,7 @@ export async function main(argv: string[]): Promise<number> {
           mode: cmd.mode,
           peer: cmd.peer,
           intervalMs: cmd.intervalMs,
+          ...(cmd.minGapMs !== undefined ? { minGapMs: cmd.minGapMs } : {}),
           netbuf: cmd.netbuf,
           disk: cmd.disk,
           blackhole: cmd.blackhole,
@@ -102,7 +103,8 @@ export async function main(argv: string[]): Promise<number> {
       })) as Record<string, unknown>;
       process.stdout.write(
         `domain ${String(r.domain)} (domid ${String(r.domid)}) protected: mode ${cmd.mode}, backup ${String(r.peer)}, ` +
-          `interval ${cmd.intervalMs} ms, first checkpoint after ${String(r.precopyPages)} pages of precopy\n`,
+          (cmd.minGapMs !== undefined ? `sync on output, minimum gap ${cmd.minGapMs} ms` : `interval ${cmd.intervalMs} ms`) +
+          `, first checkpoint after ${String(r.precopyPages)} pages of precopy\n`,
       );
       return 0;
     }

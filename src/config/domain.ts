@@ -22,6 +22,8 @@ import { formatXlValue, type XlCfg, type XlValue } from './xlcfg.js';
 export const DEFAULT_REPLICATION_PORT = 7720;
 /** Default checkpoint interval. */
 export const DEFAULT_INTERVAL_MS = 25;
+/** kemari: output events within this gap coalesce into one sync (`ha_kemari_min_gap_ms`, `--min-gap`). */
+export const DEFAULT_KEMARI_MIN_GAP_MS = 2;
 /** Default heartbeat interval. */
 export const DEFAULT_HEARTBEAT_MS = 50;
 /** Failover timeout defaults to this many heartbeats. */
@@ -29,9 +31,7 @@ export const FAILOVER_TIMEOUT_FACTOR = 3;
 /** Highest domid a real domain can have (DOMID_FIRST_RESERVED - 1). */
 export const MAX_DOMID = 0x7fef;
 
-/** Replication modes (`ha = ...`, and the CLI command names). */
-export const MODE_IDS = ['remus', 'kemari', 'colo', 'llm'] as const;
-export type HaMode = (typeof MODE_IDS)[number];
+import { MODE_IDS, type ModeId } from '../engine/modes/ids.js';
 
 /** Checkpoint transfer encodings (`ha_transfer`). */
 export const TRANSFER_IDS = ['full', 'compress', 'fgbi'] as const;
@@ -64,6 +64,7 @@ export const LIMITS = {
   memoryMiB: { min: 1, max: 1_048_576 },
   vcpus: { min: 1, max: 128 },
   intervalMs: { min: 1, max: 60_000 },
+  kemariMinGapMs: { min: 0, max: 10_000 },
   heartbeatMs: { min: 5, max: 10_000 },
   failoverTimeoutMs: { min: 1, max: 600_000 },
   inFlight: { min: 1, max: 16 },
@@ -79,6 +80,7 @@ export const HA_KEYS = [
   'ha',
   'ha_peer',
   'ha_interval_ms',
+  'ha_kemari_min_gap_ms',
   'ha_transfer',
   'ha_group',
   'ha_netbuf',
@@ -127,9 +129,12 @@ export interface DomainConfig {
 }
 
 export interface HaConfig {
-  mode: HaMode;
+  mode: ModeId;
   peer: HostPort;
+  /** remus: checkpoint interval. */
   intervalMs: number;
+  /** kemari only: output events within this gap coalesce into one sync. */
+  minGapMs?: number;
   transfer: TransferMode;
   group?: string;
   netbuf: boolean;
@@ -681,7 +686,7 @@ export function domainConfigFromCfg(cfg: XlCfg): ParsedDomainConfig {
       }
     }
   } else {
-    const mode = r.choice<HaMode>('ha', MODE_IDS, 'remus');
+    const mode = r.choice<ModeId>('ha', MODE_IDS, 'remus');
     const peer = r.hostPort('ha_peer', DEFAULT_REPLICATION_PORT, `backup-host:${DEFAULT_REPLICATION_PORT}`);
     if (!r.has('ha_peer')) {
       r.missing(
@@ -691,6 +696,14 @@ export function domainConfigFromCfg(cfg: XlCfg): ParsedDomainConfig {
       );
     }
     const intervalMs = r.int('ha_interval_ms', LIMITS.intervalMs, 'milliseconds', DEFAULT_INTERVAL_MS);
+    const minGapMs = r.int('ha_kemari_min_gap_ms', LIMITS.kemariMinGapMs, 'milliseconds', DEFAULT_KEMARI_MIN_GAP_MS);
+    // A key the mode does not use would be parsed and then ignored: refused instead.
+    if (mode !== undefined && mode !== 'kemari' && r.has('ha_kemari_min_gap_ms')) {
+      r.issue('ha_kemari_min_gap_ms', `ha_kemari_min_gap_ms is used only by ha = "kemari", not by ha = "${mode}": remove it`);
+    }
+    if (mode === 'kemari' && r.has('ha_interval_ms')) {
+      r.issue('ha_interval_ms', 'ha_interval_ms is not used by ha = "kemari", which syncs when the guest emits output: remove it, or set ha_kemari_min_gap_ms');
+    }
     const transfer = r.choice<TransferMode>('ha_transfer', TRANSFER_IDS, 'full');
     let group = r.str('ha_group', 'a group name');
     if (group !== undefined) {
@@ -734,6 +747,7 @@ export function domainConfigFromCfg(cfg: XlCfg): ParsedDomainConfig {
       failoverTimeoutMs !== undefined
     ) {
       ha = { mode, peer, intervalMs, transfer, netbuf, disk, heartbeatMs, failoverTimeoutMs };
+      if (mode === 'kemari' && minGapMs !== undefined) ha.minGapMs = minGapMs;
       if (group !== undefined) ha.group = group;
     }
   }

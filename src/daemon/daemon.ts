@@ -15,7 +15,7 @@ import { BackupSession } from '../failover/backup.js';
 import { Protection, startProtection, type ProtectOptions } from './protect.js';
 import { parseXlCfg } from '../config/xlcfg.js';
 import { domainConfigFromCfg } from '../config/domain.js';
-import { createPolicy } from '../engine/modes/index.js';
+import { createMode } from '../engine/modes/index.js';
 
 export interface DaemonOptions {
   backend: HypervisorBackend;
@@ -170,11 +170,11 @@ export class Daemon {
         const cfg = domainConfigFromCfg(parseXlCfg(text, String(req.source ?? 'cfg')));
         const ha = cfg.ha;
         if (ha && ha.transfer !== 'full') throw new Error(`ha_transfer = "${ha.transfer}" is not implemented yet in this release; accepted: full`);
-        if (ha) createPolicy(ha.mode, { intervalMs: ha.intervalMs }); // an unsupported mode fails before the domain exists
+        if (ha) createMode(ha.mode, { intervalMs: ha.intervalMs }).dispose?.(); // an unsupported mode fails before the domain exists
         const domain = await be.createDomain(cfg.domain);
         if (!ha) return { domain };
         try {
-          const p = await startProtection(be, { domain: domain.domid, mode: ha.mode, peer: ha.peer, intervalMs: ha.intervalMs, netbuf: ha.netbuf, disk: ha.disk, blackhole: false, heartbeatMs: ha.heartbeatMs, failoverTimeoutMs: ha.failoverTimeoutMs, allowUnsafe: true /* ha_netbuf/ha_disk off is the cfg's explicit choice */ }, this.o.log, this.o.hostName);
+          const p = await startProtection(be, { domain: domain.domid, mode: ha.mode, peer: ha.peer, intervalMs: ha.intervalMs, ...(ha.minGapMs !== undefined ? { minGapMs: ha.minGapMs } : {}), netbuf: ha.netbuf, disk: ha.disk, blackhole: false, heartbeatMs: ha.heartbeatMs, failoverTimeoutMs: ha.failoverTimeoutMs, allowUnsafe: true /* ha_netbuf/ha_disk off is the cfg's explicit choice */ }, this.o.log, this.o.hostName);
           this.protections.set(domain.name, p);
           return { domain, protection: p.status() };
         } catch (err) {

@@ -1,21 +1,21 @@
 /**
- * Starting protection of one running domain on the primary: connect to the backup, agree in
- * HELLO, wire the devices and the mode policy to the engine, and run it. This is the
- * `xl-ha remus <Domain> <host>` of the daemon.
+ * Starting protection of one running domain on the primary: set up the mode (which chooses
+ * its devices, in-flight depth and phase order), connect to the backup, agree in HELLO, and
+ * run the engine with the mode's plan. This is the `xl-ha remus|kemari <Domain> <host>` of the
+ * daemon; it chooses nothing for a mode.
  */
 import fs from 'node:fs';
 import type { Logger } from 'winston';
-import type { HypervisorBackend, ModeId } from '../backend/types.js';
+import type { HypervisorBackend } from '../backend/types.js';
 import { CheckpointEngine, type EngineState } from '../engine/engine.js';
 import { BlackholeLink, ChannelLink, type ReplicationLink } from '../engine/link.js';
-import { createPolicy } from '../engine/modes/index.js';
-import { NetbufDevice } from '../devices/netbuf.js';
-import { DiskReplicationDevice } from '../devices/disk.js';
-import type { CheckpointDevice } from '../engine/types.js';
+import { createMode, type ModeId } from '../engine/modes/index.js';
+import { DeviceEvents } from '../engine/events.js';
+import type { Mode, ModePlan } from '../engine/types.js';
 import { Channel } from '../transport/channel.js';
-import { XLHA_REC, decodeHello, encodeHello } from '../transport/records.js';
-import { PROTOCOL_VERSION, type HelloBody } from '../engine/hello.js';
-import { round } from '../engine/stats.js';
+import { XLHA_REC, decodeHelloAck, encodeHello } from '../transport/channel-records.js';
+import { PROTOCOL_VERSION, type HelloBody } from '../transport/hello.js';
+import { round } from '../util/samples.js';
 import { LIMITS } from '../config/domain.js';
 
 export interface ProtectOptions {
@@ -23,6 +23,8 @@ export interface ProtectOptions {
   mode: ModeId;
   peer: { host: string; port: number };
   intervalMs: number;
+  /** kemari: events within this gap coalesce into one sync (`--min-gap`, `ha_kemari_min_gap_ms`). */
+  minGapMs?: number;
   netbuf: boolean;
   disk: boolean;
   blackhole: boolean;
@@ -50,7 +52,8 @@ export class Protection {
     readonly name: string,
     readonly engine: CheckpointEngine,
     readonly link: ReplicationLink,
-    readonly netbuf: NetbufDevice | null,
+    readonly mode: Mode,
+    readonly plan: ModePlan,
   ) {}
 
   status(): Record<string, unknown> {
@@ -64,8 +67,14 @@ export class Protection {
       mode: this.opts.mode,
       state: this.engine.state,
       peer: peerLabel(this.opts),
-      intervalMs: this.opts.intervalMs,
+      ...(this.opts.mode === 'remus' ? { intervalMs: this.opts.intervalMs } : {}),
+      ...(this.opts.mode === 'kemari' && this.opts.minGapMs !== undefined ? { minGapMs: this.opts.minGapMs } : {}),
       inFlight: this.engine.maxInFlight,
+      phaseOrder: this.plan.phaseOrder,
+      outputRule: this.plan.outputRule,
+      devices: this.plan.devices.map((d) => d.kind),
+      checkpointsTaken: s.epoch,
+      ...this.mode.stats?.(),
       epoch: s.epoch,
       committed: s.committed,
       checkpointsPerSec: elapsed > 0 ? round(Math.max(0, s.committed - 1) / elapsed, 2) : 0,
@@ -83,7 +92,7 @@ export class Protection {
       pagesPerCheckpointP50: round(s.pagesPerCheckpoint.percentile(50), 0),
       precopyPages: s.precopyPages,
       resyncs: s.resyncs,
-      bufferedBytes: this.netbuf?.bufferedBytes ?? 0,
+      bufferedBytes: this.engine.heldBytes,
       bytesSent: this.link.bytesSent,
       error: this.engine.error?.message,
     };
@@ -146,7 +155,7 @@ async function handshake(channel: Channel, hello: HelloBody, silenceMs: number):
       done();
       try {
         if (f.type !== XLHA_REC.HELLO_ACK) throw new Error(`expected HELLO_ACK from the backup, got frame 0x${f.type.toString(16)}`);
-        const ack = decodeHello(f.body);
+        const ack = decodeHelloAck(f.body);
         if (ack.ok !== true) throw new Error(`backup refused protection: ${String(ack.error ?? 'no reason given')}`);
         resolve(ack);
       } catch (err) {
@@ -172,10 +181,41 @@ export async function startProtection(backend: HypervisorBackend, opts: ProtectO
   }
   const t0 = performance.now();
   const info = await backend.findDomain(opts.domain);
-  const policy = createPolicy(opts.mode, { intervalMs: opts.intervalMs });
-  policy.setup({ capabilities: backend.capabilities, backendKind: backend.kind, devices: [] });
-  if (opts.netbuf && !backend.capabilities.netbuf) throw new Error(`network buffering is not available on the ${backend.kind} backend; use -n to protect without it (unsafe)`);
-  if (opts.disk && !backend.capabilities.disk) throw new Error(`disk replication is not available on the ${backend.kind} backend; use -d to protect without it`);
+  // The mode chooses its devices, depth and phase order; what this backend cannot run fails
+  // here, before anything is connected.
+  const mode = createMode(opts.mode, { intervalMs: opts.intervalMs, ...(opts.minGapMs !== undefined ? { minGapMs: opts.minGapMs } : {}) });
+  const elog = log.child({ module: 'engine', domid: info.domid, domain: info.name, mode: opts.mode });
+  const events = new DeviceEvents((err, kind) => elog.error('device event listener failed', { event: kind, error: err.message }));
+  let plan: ModePlan;
+  try {
+    plan = mode.setup({
+      features: backend.features,
+      backendKind: backend.kind,
+      netbuf: opts.netbuf,
+      disk: opts.disk,
+      ...(opts.inFlight !== undefined ? { inFlight: opts.inFlight } : {}),
+      events,
+    });
+  } catch (err) {
+    mode.dispose?.();
+    throw err;
+  }
+  try {
+    return await connectAndRun(backend, opts, log, hostName, { info, mode, plan, events, elog, t0 });
+  } catch (err) {
+    mode.dispose?.();
+    throw err;
+  }
+}
+
+async function connectAndRun(
+  backend: HypervisorBackend,
+  opts: ProtectOptions,
+  log: Logger,
+  hostName: string,
+  m: { info: Awaited<ReturnType<HypervisorBackend['findDomain']>>; mode: Mode; plan: ModePlan; events: DeviceEvents; elog: Logger; t0: number },
+): Promise<Protection> {
+  const { info, mode, plan, events, elog, t0 } = m;
   const cfg = await backend.getDomainConfig(info.domid);
   const backendConfig = await backend.getBackendConfig?.(info.domid);
   const t1 = performance.now();
@@ -214,25 +254,9 @@ export async function startProtection(backend: HypervisorBackend, opts: ProtectO
   const setup = { domainMs: Math.round(t1 - t0), handshakeMs: Math.round(performance.now() - t1) };
   log.info('protection starting: backup accepted, precopy begins', { domain: info.name, domid: info.domid, mode: opts.mode, peer: peerLabel(opts), ...setup });
   const session = await backend.openSave(info.domid);
-  const netbuf = opts.netbuf ? new NetbufDevice() : null;
-  const devices: CheckpointDevice[] = [];
-  if (netbuf) devices.push(netbuf);
-  if (opts.disk) devices.push(new DiskReplicationDevice());
-  const elog = log.child({ module: 'engine', domid: info.domid, domain: info.name, mode: opts.mode });
   const debug = debugDigestHooks(backend, info.domid);
-  const engine = new CheckpointEngine({
-    ...debug,
-    session,
-    link,
-    policy,
-    devices,
-    capabilities: backend.capabilities,
-    backendKind: backend.kind,
-    domainName: info.name,
-    log: elog,
-    maxInFlight: opts.inFlight ?? backend.capabilities.maxInFlight,
-  });
-  const p = new Protection(opts, info.domid, info.name, engine, link, netbuf);
+  const engine = new CheckpointEngine({ ...debug, session, link, mode, plan, events, domainName: info.name, log: elog });
+  const p = new Protection(opts, info.domid, info.name, engine, link, mode, plan);
   let protectedResolve!: () => void;
   const protectedP = new Promise<void>((r) => (protectedResolve = r));
   p.done = engine.run(p.abort.signal, protectedResolve);

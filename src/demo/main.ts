@@ -4,7 +4,7 @@
  * `--json` prints the report as one JSON object.
  */
 import { runScenario } from './scenario.js';
-import { round } from '../engine/stats.js';
+import { round } from '../util/samples.js';
 
 const json = process.argv.includes('--json');
 const say = (l: string) => {

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { KvClient, KvConnection, KvLoad } from '../client/kv.js';
-import { Samples, round } from '../engine/stats.js';
+import { Samples, round } from '../util/samples.js';
 import { SimHostProcess, freePort, kvCfg } from './hosts.js';
 
 export interface ScenarioOptions {

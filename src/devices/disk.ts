@@ -5,8 +5,9 @@
  * The primary's own writes go straight to its disk, as in Remus.
  */
 import type { DiskTap } from '../backend/types.js';
-import type { CheckpointDevice, ContentFrame, ContentSink, DeviceContext } from '../engine/types.js';
-import { encodeDiskWrites, XLHA_REC } from '../transport/records.js';
+import type { Disposable } from '../engine/events.js';
+import type { CheckpointDevice, ContentFrame, DeviceContext, FrameSink } from '../engine/types.js';
+import { encodeDiskWrites, XLHA_REC } from '../transport/channel-records.js';
 
 /** Disk writes per DISK_WRITES frame are bounded so a frame stays small. */
 const MAX_FRAME_BYTES = 1 << 20;
@@ -15,14 +16,17 @@ export class DiskReplicationDevice implements CheckpointDevice {
   readonly kind = 'disk';
   private tap: DiskTap | null = null;
   private pending: ContentFrame[] = [];
+  private sub: Disposable | null = null;
   writesSent = 0;
 
   setup(ctx: DeviceContext): void {
     this.tap = ctx.session.disk;
+    // Where the tap reports it, the first write of an epoch is an `output-pending` event.
+    this.sub = this.tap?.onWritePending?.(() => ctx.events.emit('output-pending', { device: this.kind, at: performance.now() })) ?? null;
     this.tap?.start();
   }
 
-  async begin(send: ContentSink): Promise<void> {
+  async begin(send: FrameSink): Promise<void> {
     if (!this.tap) return;
     const all = await this.tap.readAll();
     for await (const chunk of all.chunks) await send({ type: XLHA_REC.DISK_WRITES, body: encodeDiskWrites([chunk]) });
@@ -54,6 +58,8 @@ export class DiskReplicationDevice implements CheckpointDevice {
   }
 
   teardown(): void {
+    this.sub?.dispose();
+    this.sub = null;
     this.tap?.stop();
     this.tap = null;
   }

@@ -1,32 +1,37 @@
 /**
- * The checkpoint engine, primary side. One loop, the same for every mode:
+ * The checkpoint engine, primary side. One loop, the same for every mode; the mode's plan
+ * says which devices run, how many checkpoints may travel at once, and the phase order:
  *
- *   nextCheckpoint (policy) → suspend → postsuspend (devices) → send (capture the dirty pages
- *   and vCPU context into the stream) → preresume (devices) → resume → transmit + seal →
- *   ack → commit (devices release the epoch's output)
+ *   resume-then-ack (remus, kemari):
+ *     nextCheckpoint (mode) → capture [suspend → postsuspend → capture] → resume [preresume →
+ *     resume] → ship [transmit + seal] → acked → commit (devices release the epoch's output)
+ *   ack-then-resume (colo):
+ *     nextCheckpoint → capture → ship → acked → resume → commit
  *
- * The guest runs again as soon as its state is captured (speculative execution); the
- * transmission and the wait for the ack overlap the next epoch, up to `maxInFlight`
- * checkpoints. Read top to bottom: `run` → `checkpoint` → `settle`.
+ * With resume-then-ack the guest runs again as soon as its state is captured (speculative
+ * execution); the transmission and the wait for the ack overlap the next epoch, up to the
+ * plan's `maxInFlight` checkpoints. The steps `capture`, `resume`, `ship`, `acked` and `commit`
+ * are public, so a driver for several domains can run one epoch across all of them; `run()`
+ * is the one-domain driver. Read top to bottom: `run` → `checkpoint` → the steps.
  */
 import type { Logger } from 'winston';
-import type { BackendCapabilities, SaveSession } from '../backend/types.js';
-import { XLHA_REC } from '../transport/records.js';
-import type { CheckpointDevice, LoopState, ModePolicy, Phase } from './types.js';
-import { NackError, SEAL_FLAG_FULL, type ReplicationLink } from './link.js';
-import { Samples } from './stats.js';
+import type { CaptureResult, SaveSession } from '../backend/types.js';
+import { SEAL_FLAG, XLHA_REC } from '../transport/channel-records.js';
+import type { ContentFrame, LoopState, Mode, ModePlan, Phase } from './types.js';
+import type { DeviceEvents } from './events.js';
+import { NackError, type ReplicationLink } from './link.js';
+import { Samples } from '../util/samples.js';
 
 export interface EngineOptions {
   session: SaveSession;
   link: ReplicationLink;
-  policy: ModePolicy;
-  devices: CheckpointDevice[];
-  capabilities: BackendCapabilities;
-  backendKind: string;
+  mode: Mode;
+  /** What `mode.setup` returned. */
+  plan: ModePlan;
+  /** The bus `mode.setup` subscribed to; the plan's devices emit on it. */
+  events: DeviceEvents;
   domainName: string;
   log: Logger;
-  /** Checkpoints sent but not yet acknowledged, at most. */
-  maxInFlight?: number;
   /** Called after each committed checkpoint (tests, diagnostics). */
   onCommit?: (epoch: number) => void;
   /** Called while the guest is suspended, after capture (tests: snapshot of memory). */
@@ -58,10 +63,24 @@ export interface EngineStats {
 
 export type EngineState = 'starting' | 'protected' | 'stopping' | 'stopped' | 'lost' | 'failed';
 
+/** A checkpoint captured while its guest is suspended, until it is resumed and shipped. */
+export interface Captured {
+  readonly epoch: number;
+  readonly full: boolean;
+  readonly capture: CaptureResult;
+  /** Frames the devices added (disk writes). */
+  readonly extra: ContentFrame[];
+  /** performance.now() at suspend. */
+  readonly suspendedAt: number;
+  resumed: boolean;
+}
+
 export class CheckpointEngine {
   private epochNo = 0;
   private lastCheckpointAt = 0;
+  private lastEpochClosedAt = 0;
   private lastResumedAt = 0;
+  /** Shipped checkpoints not yet settled, oldest first: resolves once committed (or rejected). */
   private readonly inFlight = new Map<number, Promise<void>>();
   private needFull = false;
   private fullEpoch = 0;
@@ -81,7 +100,7 @@ export class CheckpointEngine {
     pagesPerCheckpoint: new Samples(),
     precopyPages: 0,
     resyncs: 0,
-    phaseMs: { suspend: 0, postsuspend: 0, send: 0, preresume: 0, resume: 0, commit: 0 },
+    phaseMs: { suspend: 0, postsuspend: 0, capture: 0, preresume: 0, resume: 0, commit: 0 },
     suspendMs: new Samples(),
     captureMs: new Samples(),
   };
@@ -96,9 +115,14 @@ export class CheckpointEngine {
     return this.failure;
   }
 
-  /** Checkpoints that may be in flight at once. */
+  /** Checkpoints that may be in flight at once (the mode's plan). */
   get maxInFlight(): number {
-    return this.o.maxInFlight ?? 1;
+    return this.o.plan.phaseOrder === 'ack-then-resume' ? 1 : this.o.plan.maxInFlight;
+  }
+
+  /** Output the devices hold back right now, in bytes. */
+  get heldBytes(): number {
+    return this.o.plan.devices.reduce((n, d) => n + (d.heldBytes ?? 0), 0);
   }
 
   /** The backend's own step timings (median ms), when it keeps them. */
@@ -112,13 +136,13 @@ export class CheckpointEngine {
    * domain keeps running unprotected). Never leaves the guest suspended.
    */
   async run(signal: AbortSignal, onProtected?: () => void): Promise<EngineState> {
-    const { session, link, policy, devices, log } = this.o;
-    const ready: CheckpointDevice[] = [];
+    const { session, link, mode, log } = this.o;
+    const { devices } = this.o.plan;
+    const ready: typeof devices = [];
     try {
-      policy.setup({ capabilities: this.o.capabilities, backendKind: this.o.backendKind, devices });
       for (const d of devices) {
         ready.push(d); // teardown is called even if setup fails
-        await d.setup?.({ session, domainName: this.o.domainName });
+        await d.setup?.({ session, domainName: this.o.domainName, events: this.o.events });
       }
       link.slowPhase(true);
       const pre = await session.begin((chunk, written) => link.sendContent(XLHA_REC.XEN_STREAM, chunk, written));
@@ -141,11 +165,11 @@ export class CheckpointEngine {
       onProtected?.();
       const state: LoopState = this.loopState();
       while (!signal.aborted) {
-        await Promise.race([policy.nextCheckpoint(state, signal), link.lost]);
+        await Promise.race([mode.nextCheckpoint(state, signal), link.lost]);
         const full = this.needFull;
         if (full) await this.resync();
         await this.checkpoint(full);
-        await this.drainInFlight(this.o.maxInFlight ?? 1);
+        await this.drainInFlight(this.maxInFlight);
       }
     } catch (err) {
       if (!signal.aborted || link.isLost) {
@@ -166,6 +190,9 @@ export class CheckpointEngine {
       get lastCheckpointAt() {
         return self.lastCheckpointAt;
       },
+      get lastEpochClosedAt() {
+        return self.lastEpochClosedAt;
+      },
       get lastResumedAt() {
         return self.lastResumedAt;
       },
@@ -175,84 +202,125 @@ export class CheckpointEngine {
     };
   }
 
-  /** One checkpoint: the guest is suspended only between `suspend` and `resume`. */
+  /** One checkpoint of this domain, in the plan's phase order; the commit follows the ack. */
   private async checkpoint(full: boolean): Promise<void> {
-    const { session, link, devices } = this.o;
+    const c = await this.capture(full);
+    let acked: Promise<boolean>;
+    if (this.o.plan.phaseOrder === 'resume-then-ack') {
+      await this.resume(c);
+      acked = this.ship(c);
+    } else {
+      try {
+        acked = this.ship(c);
+        await Promise.race([acked, this.o.link.lost]);
+      } finally {
+        await this.resume(c); // the guest never stays suspended, acknowledged or not
+      }
+    }
+    const settled = acked.then((ok) => {
+      if (ok) this.commit(c.epoch);
+    });
+    // Only the oldest in-flight checkpoint is awaited (drainInFlight); the others may be
+    // rejected (link lost) before anyone awaits them, which must not count as unhandled.
+    settled.catch(() => {});
+    this.inFlight.set(c.epoch, settled);
+  }
+
+  /**
+   * Step 1: suspends the guest, closes its epoch (devices' postsuspend) and captures the
+   * dirty pages, the vCPU context and what the devices add. The guest stays suspended until
+   * {@link resume}; if this throws, it has been resumed.
+   */
+  async capture(full: boolean): Promise<Captured> {
+    const { session, devices } = { session: this.o.session, devices: this.o.plan.devices };
     const epoch = ++this.epochNo;
     this.stats.epoch = epoch;
     const t0 = performance.now();
     this.lastCheckpointAt = t0;
-    let suspended = false;
-    let capture;
-    let extra;
+    await session.suspend();
     try {
-      await session.suspend();
-      suspended = true;
       const t1 = performance.now();
       for (const d of devices) d.postsuspend?.(epoch);
       const t2 = performance.now();
-      capture = await session.capture();
-      extra = devices.flatMap((d) => d.contribute?.(epoch) ?? []);
+      this.lastEpochClosedAt = t2;
+      const capture = await session.capture();
+      const extra = devices.flatMap((d) => d.contribute?.(epoch) ?? []);
       this.o.onCaptured?.(epoch);
       const t3 = performance.now();
-      for (const d of devices) d.preresume?.(epoch);
-      const t4 = performance.now();
-      await session.resume();
-      suspended = false;
-      const t5 = performance.now();
-      this.lastResumedAt = t5;
       const ph = this.stats.phaseMs;
       ph.suspend += t1 - t0;
       ph.postsuspend += t2 - t1;
-      ph.send += t3 - t2;
-      ph.preresume += t4 - t3;
-      ph.resume += t5 - t4;
+      ph.capture += t3 - t2;
       this.stats.suspendMs.add(t1 - t0);
       this.stats.captureMs.add(t3 - t2);
-      if (epoch === 1) this.stats.firstPauseMs = t5 - t0;
-      else this.stats.pauseMs.add(t5 - t0);
-    } finally {
-      if (suspended) await session.resume();
+      this.stats.bytesPerCheckpoint.add(capture.bytes + extra.reduce((s, f) => s + f.body.length, 0));
+      this.stats.pagesPerCheckpoint.add(capture.pages);
+      return { epoch, full, capture, extra, suspendedAt: t0, resumed: false };
+    } catch (err) {
+      await session.resume();
+      throw err;
     }
-    // The guest runs again; the checkpoint travels meanwhile. Its frames are queued in order
-    // now (one XEN_STREAM frame per checkpoint, its buffers written vectored), and the next
-    // epoch does not wait for them to leave: the queue holds at most maxInFlight checkpoints,
-    // since the loop waits for acks beyond that.
-    const t6 = performance.now();
-    const sending = [link.sendContent(XLHA_REC.XEN_STREAM, capture.chunks), ...extra.map((f) => link.sendContent(f.type, f.body))];
-    link.seal(epoch, full ? SEAL_FLAG_FULL : 0);
-    const sealedAt = performance.now();
-    const transmitted = Promise.all(sending).then(() => void this.stats.transmitMs.add(performance.now() - t6));
-    this.stats.bytesPerCheckpoint.add(capture.bytes + extra.reduce((s, f) => s + f.body.length, 0));
-    this.stats.pagesPerCheckpoint.add(capture.pages);
-    const release = capture.release;
-    const settled = transmitted.then(() => link.waitAck(epoch)).then(
-      () => {
-        release?.(); // acknowledged: the backup has every byte, the buffers are free
-        this.settle(epoch, sealedAt);
-      },
-      (err: Error) => {
-        if (!(err instanceof NackError) || epoch === 1) throw err;
-        this.o.log.warn('checkpoint rejected by backup', { epoch, reason: err.message });
-        if (epoch >= this.fullEpoch) {
-          if (++this.resyncsInRow > (this.o.maxResyncs ?? 3)) {
-            throw new Error(`backup rejected ${this.resyncsInRow} full resyncs in a row; last: ${err.message}`);
-          }
-          this.needFull = true;
-        }
-      },
-    );
-    // Only the oldest in-flight checkpoint is awaited (drainInFlight); the others may be
-    // rejected (link lost) before anyone awaits them, which must not count as unhandled.
-    settled.catch(() => {});
-    this.inFlight.set(epoch, settled);
   }
 
-  /** Checkpoint `epoch` is on the backup: its output may leave. */
-  private settle(epoch: number, sealedAt: number): void {
+  /** Step 2: the devices' preresume, then the guest runs again. Idempotent. */
+  async resume(c: Captured): Promise<void> {
+    if (c.resumed) return;
+    c.resumed = true;
+    const t3 = performance.now();
+    try {
+      for (const d of this.o.plan.devices) d.preresume?.(c.epoch);
+    } finally {
+      const t4 = performance.now();
+      await this.o.session.resume();
+      const t5 = performance.now();
+      this.lastResumedAt = t5;
+      this.stats.phaseMs.preresume += t4 - t3;
+      this.stats.phaseMs.resume += t5 - t4;
+      if (c.epoch === 1) this.stats.firstPauseMs = t5 - c.suspendedAt;
+      else this.stats.pauseMs.add(t5 - c.suspendedAt);
+    }
+  }
+
+  /**
+   * Step 3: queues the checkpoint's frames in order (one XEN_STREAM frame, its buffers written
+   * vectored, then the devices' frames) and its SEAL. Resolves true when the backup has
+   * acknowledged it, false when it rejected a later checkpoint (a full resync is then due);
+   * rejects when the link is lost or the first checkpoint is rejected. It does not commit.
+   */
+  ship(c: Captured): Promise<boolean> {
+    const { link } = this.o;
+    const { epoch, capture, extra } = c;
+    const t6 = performance.now();
+    const sending = [link.sendContent(XLHA_REC.XEN_STREAM, capture.chunks), ...extra.map((f) => link.sendContent(f.type, f.body))];
+    link.seal(epoch, c.full ? SEAL_FLAG.FULL : 0);
+    const sealedAt = performance.now();
+    const transmitted = Promise.all(sending).then(() => void this.stats.transmitMs.add(performance.now() - t6));
+    return transmitted
+      .then(() => link.waitAck(epoch))
+      .then(
+        () => {
+          capture.release?.(); // acknowledged: the backup has every byte, the buffers are free
+          this.stats.ackMs.add(performance.now() - sealedAt);
+          return true;
+        },
+        (err: Error) => {
+          if (!(err instanceof NackError) || epoch === 1) throw err;
+          this.o.log.warn('checkpoint rejected by backup', { epoch, reason: err.message });
+          if (epoch >= this.fullEpoch) {
+            if (++this.resyncsInRow > (this.o.maxResyncs ?? 3)) {
+              throw new Error(`backup rejected ${this.resyncsInRow} full resyncs in a row; last: ${err.message}`);
+            }
+            this.needFull = true;
+          }
+          return false;
+        },
+      );
+  }
+
+  /** Step 4: checkpoint `epoch` is on the backup: its output may leave. */
+  commit(epoch: number): void {
     const t = performance.now();
-    this.stats.ackMs.add(t - sealedAt);
-    for (const d of this.o.devices) d.commit?.(epoch);
+    for (const d of this.o.plan.devices) d.commit?.(epoch);
     this.stats.phaseMs.commit += performance.now() - t;
     this.stats.committed = epoch;
     if (epoch >= this.fullEpoch) {
@@ -279,18 +347,18 @@ export class CheckpointEngine {
    * and the whole disk again, sent live, then a checkpoint flagged FULL.
    */
   private async resync(): Promise<void> {
-    const { session, link, devices, log } = this.o;
+    const { session, link, log } = this.o;
     this.needFull = false;
     this.stats.resyncs++;
     this.fullEpoch = this.epochNo + 1;
     log.warn('resending a full checkpoint', { epoch: this.fullEpoch });
     link.slowPhase(true);
     await session.resync((chunk, written) => link.sendContent(XLHA_REC.XEN_STREAM, chunk, written));
-    for (const d of devices) await d.begin?.((f) => link.sendContent(f.type, f.body));
+    for (const d of this.o.plan.devices) await d.begin?.((f) => link.sendContent(f.type, f.body));
   }
 
-  private async finish(signal: AbortSignal, ready: CheckpointDevice[]): Promise<void> {
-    const { link, log, session } = this.o;
+  private async finish(signal: AbortSignal, ready: ModePlan['devices']): Promise<void> {
+    const { link, log, session, mode } = this.o;
     const clean = signal.aborted && !this.failure && !link.isLost;
     if (clean) {
       this.state = 'stopping';
@@ -301,6 +369,7 @@ export class CheckpointEngine {
         this.failure = err as Error;
       }
     }
+    mode.dispose?.();
     for (const d of ready) {
       try {
         d.release?.();

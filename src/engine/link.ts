@@ -4,10 +4,10 @@
  * checkpoints go nowhere and are acknowledged at once (to measure the checkpoint cost alone).
  */
 import { Channel } from '../transport/channel.js';
-import { XLHA_REC, decodeAck, decodeNack, encodeSeal, type Frame } from '../transport/records.js';
-import { HeartbeatMonitor, SETTLE_AFTER_FULL_MS } from '../failover/heartbeat.js';
-
-export const SEAL_FLAG_FULL = 1;
+import type { Frame } from '../transport/framing.js';
+import { XLHA_REC, decodeAck, decodeNack, encodeGoodbye, encodeSeal } from '../transport/channel-records.js';
+import { HeartbeatMonitor, SETTLE_AFTER_FULL_MS } from '../transport/heartbeat.js';
+import { SideChannel, type SideMessage } from '../transport/side.js';
 
 export class NackError extends Error {
   readonly code = 'ENACK';
@@ -34,6 +34,13 @@ export interface ReplicationLink {
   readonly isLost: boolean;
   /** A full checkpoint is (or is no longer) in flight: tolerate a longer silence meanwhile. */
   slowPhase(on: boolean): void;
+  /**
+   * A frame outside the checkpoints (colo's mirrored input, llm's input log): resolves once the
+   * backup has acknowledged it, rejects when the link is lost first.
+   */
+  sendSide(kind: number, payload: Buffer): Promise<void>;
+  /** Side frames from the backup go to `handler` (a mode that takes them sets it at setup). */
+  onSide(handler: (m: SideMessage) => void | Promise<void>): void;
   /** Ends protection cleanly: GOODBYE, then close. */
   goodbye(reason: string): Promise<void>;
   close(): void;
@@ -50,6 +57,10 @@ export class ChannelLink implements ReplicationLink {
   private rejectLost!: (err: Error) => void;
   readonly lost: Promise<never>;
   private readonly hb: HeartbeatMonitor;
+  private readonly side: SideChannel;
+  private sideHandler: ((m: SideMessage) => void | Promise<void>) | null = null;
+  /** Side frames are handled one at a time, in order. */
+  private sideQueue: Promise<void> = Promise.resolve();
   lastAcked = 0;
 
   constructor(readonly channel: Channel, hb: { heartbeatMs: number; timeoutMs: number }) {
@@ -60,6 +71,10 @@ export class ChannelLink implements ReplicationLink {
       (silent) => this.declareDead(new ReplicationLostError(`backup silent for ${Math.round(silent)} ms (timeout ${hb.timeoutMs} ms): declared dead`)),
       () => this.lastAcked,
     );
+    this.side = new SideChannel(channel, (m) => {
+      if (!this.sideHandler) throw new Error(`side frame kind ${m.kind} from the backup, which this mode does not take`);
+      return this.sideHandler(m);
+    });
     channel.onFrame((f) => this.onFrame(f));
     channel.onClose((err) => this.fail(new ReplicationLostError(`replication channel lost: ${err?.message ?? 'closed'}`)));
     this.hb.start(channel);
@@ -88,6 +103,12 @@ export class ChannelLink implements ReplicationLink {
           break;
         }
         case XLHA_REC.HEARTBEAT:
+          break;
+        case XLHA_REC.SIDE:
+        case XLHA_REC.SIDE_ACK:
+          this.sideQueue = this.sideQueue
+            .then(() => this.side.take(f.type, f.body))
+            .catch((err: Error) => this.fail(new ReplicationLostError(`protocol error from backup: ${err.message}`)));
           break;
         case XLHA_REC.GOODBYE:
           this.fail(new ReplicationLostError('backup ended protection (GOODBYE)'));
@@ -122,6 +143,15 @@ export class ChannelLink implements ReplicationLink {
     return this.channel.sendContent(type, body, onWritten);
   }
 
+  sendSide(kind: number, payload: Buffer): Promise<void> {
+    if (this.lostError) return Promise.reject(this.lostError);
+    return this.side.send(kind, payload);
+  }
+
+  onSide(handler: (m: SideMessage) => void | Promise<void>): void {
+    this.sideHandler = handler;
+  }
+
   seal(epoch: number, flags: number): void {
     this.channel.send(XLHA_REC.CHECKPOINT_SEAL, encodeSeal(this.channel.digest.seal(epoch, flags)));
   }
@@ -147,7 +177,7 @@ export class ChannelLink implements ReplicationLink {
    */
   private declareDead(err: Error): void {
     if (!this.markLost(err)) return;
-    this.channel.farewell(XLHA_REC.GOODBYE, Buffer.from(`the primary declared this backup dead and runs unprotected: ${err.message}`, 'utf8'), err);
+    this.channel.farewell(XLHA_REC.GOODBYE, encodeGoodbye(`the primary declared this backup dead and runs unprotected: ${err.message}`), err);
   }
 
   /** Records the loss and fails every waiter; false if the link was already lost. */
@@ -155,6 +185,7 @@ export class ChannelLink implements ReplicationLink {
     if (this.lostError) return false;
     this.lostError = err;
     this.hb.stop();
+    this.side.close(err);
     for (const w of this.waiters.values()) w.reject(err);
     this.waiters.clear();
     this.rejectLost(err);
@@ -164,9 +195,10 @@ export class ChannelLink implements ReplicationLink {
   async goodbye(reason: string): Promise<void> {
     if (this.lostError) return;
     this.hb.stop();
-    this.channel.send(XLHA_REC.GOODBYE, Buffer.from(reason, 'utf8'));
+    this.channel.send(XLHA_REC.GOODBYE, encodeGoodbye(reason));
     await this.channel.end();
     this.lostError = new ReplicationLostError('protection ended');
+    this.side.close(this.lostError);
   }
 
   close(): void {
@@ -184,6 +216,11 @@ export class BlackholeLink implements ReplicationLink {
     onWritten?.();
   }
   seal(): void {}
+  /** Nothing is on the other side to take it: acknowledged at once, as checkpoints are. */
+  async sendSide(_kind: number, payload: Buffer): Promise<void> {
+    this.bytesSent += payload.length + 32;
+  }
+  onSide(): void {}
   slowPhase(): void {}
   async waitAck(): Promise<number> {
     return 0;

@@ -1,15 +1,20 @@
 /**
  * Seams of the checkpoint engine.
  *
- * The engine owns the order of phases. A {@link ModePolicy} decides when a checkpoint is
- * taken (and, in later modes, what else happens around it); it never calls the backend.
- * A {@link CheckpointDevice} owns one kind of side effect (network output, disk writes) and
- * is told about each phase through optional hooks, like libxl's checkpoint device ops:
- * a missing hook is a no-op, and `teardown` runs even when `setup` failed.
+ * The engine owns the order of phases. A {@link Mode} owns every decision: at setup it returns
+ * a {@link ModePlan} (its devices, how many checkpoints may be in flight, its phase order and
+ * the rule that lets output go), and in the loop it says when the next checkpoint is due. It
+ * never calls the backend. A {@link CheckpointDevice} owns one kind of side effect (network
+ * output, disk writes) and is told about each phase through optional hooks, like libxl's
+ * checkpoint device ops: a missing hook is a no-op, and `teardown` runs even when `setup`
+ * failed. Devices report what they see through typed events ({@link DeviceEvents}) that the
+ * mode subscribes to.
  */
-import type { BackendCapabilities, ModeId, SaveSession } from '../backend/types.js';
+import type { BackendFeatures, SaveSession } from '../backend/types.js';
+import type { ModeId } from './modes/ids.js';
+import type { DeviceEvents } from './events.js';
 
-export type Phase = 'suspend' | 'postsuspend' | 'send' | 'preresume' | 'resume' | 'commit';
+export type Phase = 'suspend' | 'postsuspend' | 'capture' | 'preresume' | 'resume' | 'commit';
 
 /** A frame a device adds to a checkpoint; it is covered by that checkpoint's seal. */
 export interface ContentFrame {
@@ -17,18 +22,21 @@ export interface ContentFrame {
   body: Buffer;
 }
 
-export type ContentSink = (f: ContentFrame) => Promise<void>;
+/** Where a device sends the frames of its initial synchronisation (see SaveSession's ContentSink for stream bytes). */
+export type FrameSink = (f: ContentFrame) => Promise<void>;
 
 export interface DeviceContext {
   session: SaveSession;
   domainName: string;
+  /** Where the device reports what it sees (output pending, outputs diverged, input arrived). */
+  events: DeviceEvents;
 }
 
 export interface CheckpointDevice {
   readonly kind: string;
   setup?(ctx: DeviceContext): Promise<void> | void;
   /** Initial synchronisation, part of the first checkpoint (e.g. the whole disk). */
-  begin?(send: ContentSink): Promise<void>;
+  begin?(send: FrameSink): Promise<void>;
   /** The guest is suspended; epoch `epoch` is closing. */
   postsuspend?(epoch: number): void;
   /** What this device adds to checkpoint `epoch`. */
@@ -39,30 +47,71 @@ export interface CheckpointDevice {
   /** Replication stopped (peer lost or protection ended): stop holding anything back. */
   release?(): void;
   teardown?(): Promise<void> | void;
+  /** Output this device holds back right now, in bytes (status). */
+  readonly heldBytes?: number;
 }
 
-/** What the engine tells a policy about the loop. */
+/** What the engine tells a mode about the loop. All times are performance.now(). */
 export interface LoopState {
   readonly epoch: number;
-  /** performance.now() when the last checkpoint's suspend began (0 before the first). */
+  /** When the last checkpoint's suspend began (0 before the first). */
   readonly lastCheckpointAt: number;
-  /** performance.now() when the guest last resumed after a checkpoint (0 before the first). */
+  /** When the last checkpoint closed its epoch (after its devices' postsuspend): output raised before this is covered by it. */
+  readonly lastEpochClosedAt: number;
+  /** When the guest last resumed after a checkpoint (0 before the first). */
   readonly lastResumedAt: number;
   readonly inFlight: number;
 }
 
-export interface PolicySetupContext {
-  capabilities: BackendCapabilities;
-  backendKind: string;
-  devices: readonly CheckpointDevice[];
+/**
+ * When the guest runs again after a capture:
+ * - `resume-then-ack`: at once, speculatively; the checkpoint travels while it runs (remus, kemari);
+ * - `ack-then-resume`: only once the backup has acknowledged the checkpoint (colo: the secondary
+ *   must hold the primary's state before the two run on and are compared again).
+ */
+export type PhaseOrder = 'resume-then-ack' | 'ack-then-resume';
+
+/**
+ * What lets the guest's output leave:
+ * - `after-checkpoint-ack`: the ack of the checkpoint that covers it (remus, kemari);
+ * - `when-secondary-agrees`: at once, when the secondary produced the same output (colo);
+ * - `after-input-ack`: the ack of the inputs that caused it (llm).
+ * The plan's devices carry the rule out; the engine reports it.
+ */
+export type OutputRule = 'after-checkpoint-ack' | 'when-secondary-agrees' | 'after-input-ack';
+
+export interface ModePlan {
+  devices: CheckpointDevice[];
+  /** Checkpoints sent and not yet acknowledged, at most (1 with `ack-then-resume`). */
+  maxInFlight: number;
+  phaseOrder: PhaseOrder;
+  outputRule: OutputRule;
 }
 
-export interface ModePolicy {
+/** What a mode is told at setup: what the backend can do and what the admin asked for. */
+export interface ModeSetupContext {
+  features: BackendFeatures;
+  backendKind: string;
+  /** Hold network output (false with `-n`). */
+  netbuf: boolean;
+  /** Replicate disk writes (false with `-d`). */
+  disk: boolean;
+  /** `--in-flight N`, when given. */
+  inFlight?: number;
+  /** The protection's event bus: the mode subscribes, its devices emit. */
+  events: DeviceEvents;
+}
+
+export interface Mode {
   readonly id: ModeId;
-  /** Throws a clear error when this mode cannot run here (backend, devices, options). */
-  setup(ctx: PolicySetupContext): void;
+  /** The mode's plan, or a {@link ModeSetupError} naming what cannot run here. */
+  setup(ctx: ModeSetupContext): ModePlan;
   /** Resolves when the next checkpoint is due; rejects with the signal's reason on abort. */
   nextCheckpoint(state: LoopState, signal: AbortSignal): Promise<void>;
+  /** Figures of the mode's own (status, bench). */
+  stats?(): Record<string, number>;
+  /** Ends the mode's subscriptions; idempotent. */
+  dispose?(): void;
 }
 
 export class ModeSetupError extends Error {

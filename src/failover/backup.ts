@@ -13,24 +13,24 @@ import fs from 'node:fs';
 import type { Logger } from 'winston';
 import type { DiskWrite, HypervisorBackend, ReplicaDomain } from '../backend/types.js';
 import { Channel } from '../transport/channel.js';
+import { frameParts, ProtocolError, type Frame } from '../transport/framing.js';
 import {
   XLHA_REC,
   decodeDiskWrites,
-  frameParts,
   decodeHello,
   decodeSeal,
   encodeAck,
   encodeHeartbeat,
-  encodeHello,
+  encodeHelloAck,
   encodeNack,
-  CheckpointDigest,
-  ProtocolError,
-  type Frame,
-} from '../transport/records.js';
+  SEAL_FLAG,
+} from '../transport/channel-records.js';
+import { CheckpointDigest } from '../transport/digest.js';
 import { XenStreamParser } from '../transport/xenstream.js';
-import { HeartbeatMonitor, SETTLE_AFTER_FULL_MS } from './heartbeat.js';
-import { SEAL_FLAG_FULL } from '../engine/link.js';
-import { parseHello, PROTOCOL_VERSION, type HelloBody } from '../engine/hello.js';
+import { HeartbeatMonitor, SETTLE_AFTER_FULL_MS } from '../transport/heartbeat.js';
+import { parseHello, PROTOCOL_VERSION, type HelloBody } from '../transport/hello.js';
+import { SideChannel } from '../transport/side.js';
+import { createRole, type BackupRole } from './roles.js';
 
 /**
  * `halted`: the primary broke the protocol. It was alive a moment ago, so failing over on
@@ -50,6 +50,8 @@ export interface BackupEvents {
 export class BackupSession {
   state: BackupState = 'handshake';
   hello: HelloBody | null = null;
+  /** The part this backup plays for the HELLO's mode. */
+  role: BackupRole | null = null;
   replica: ReplicaDomain | null = null;
   error: string | null = null;
   checkpointsApplied = 0;
@@ -69,6 +71,7 @@ export class BackupSession {
   private applying: Promise<void> = Promise.resolve();
   private queue: Promise<void> = Promise.resolve();
   private droppingReplica: Promise<void> = Promise.resolve();
+  private readonly side: SideChannel;
 
   constructor(
     private readonly backend: HypervisorBackend,
@@ -77,6 +80,10 @@ export class BackupSession {
     private readonly hostName: string,
     private readonly events: BackupEvents = {},
   ) {
+    this.side = new SideChannel(channel!, (m) => {
+      if (!this.role?.onSide) throw new ProtocolError('EBADTYPE', `side frame kind ${m.kind}: mode ${this.hello?.mode ?? '(before HELLO)'} takes no side frames`);
+      return this.role.onSide(m);
+    });
     channel!.onFrame((f) => this.enqueue(f));
     channel!.onClose((err) => this.onChannelClosed(err));
   }
@@ -102,6 +109,10 @@ export class BackupSession {
         return this.onSeal(f.body);
       case XLHA_REC.HEARTBEAT:
         return;
+      case XLHA_REC.SIDE:
+      case XLHA_REC.SIDE_ACK:
+        if (!this.hello) throw new Error('side frame before HELLO');
+        return this.side.take(f.type, f.body);
       case XLHA_REC.GOODBYE:
         return this.onGoodbye(f.body.toString('utf8'));
       default:
@@ -115,13 +126,14 @@ export class BackupSession {
     try {
       hello = parseHello(decodeHello(body));
     } catch (err) {
-      this.reply(XLHA_REC.HELLO_ACK, encodeHello({ ok: false, error: (err as Error).message }));
+      this.reply(XLHA_REC.HELLO_ACK, encodeHelloAck({ ok: false, error: (err as Error).message }));
       throw err;
     }
-    if (!this.backend.capabilities.modes.includes(hello.mode)) {
-      const msg = `mode ${hello.mode} is not supported by the ${this.backend.kind} backend on host ${this.hostName}`;
-      this.reply(XLHA_REC.HELLO_ACK, encodeHello({ ok: false, error: msg }));
-      throw new Error(msg);
+    try {
+      this.role = createRole(hello.mode, this.backend.features, this.backend.kind, this.hostName);
+    } catch (err) {
+      this.reply(XLHA_REC.HELLO_ACK, encodeHelloAck({ ok: false, error: (err as Error).message }));
+      throw err;
     }
     // Preparing the replica can take a while (removing the previous one of a stream just
     // stopped, building the incoming domain: seconds under emulation). Until HELLO_ACK the
@@ -138,7 +150,7 @@ export class BackupSession {
         ...(hello.backendConfig ? { backendConfig: hello.backendConfig } : {}),
       });
     } catch (err) {
-      this.reply(XLHA_REC.HELLO_ACK, encodeHello({ ok: false, error: (err as Error).message }));
+      this.reply(XLHA_REC.HELLO_ACK, encodeHelloAck({ ok: false, error: (err as Error).message }));
       throw err;
     } finally {
       clearInterval(keepalive);
@@ -147,7 +159,7 @@ export class BackupSession {
     // Content of one checkpoint may not exceed twice the guest's memory plus its disk.
     this.maxPendingBytes = hello.domain.memoryMiB * 2 * 1048576 + (hello.diskBytes ?? 0) * 2 + (64 << 20);
     this.state = 'replicating';
-    this.reply(XLHA_REC.HELLO_ACK, encodeHello({ ok: true, protocol: PROTOCOL_VERSION, host: this.hostName, domid: this.replica.domid }));
+    this.reply(XLHA_REC.HELLO_ACK, encodeHelloAck({ ok: true, protocol: PROTOCOL_VERSION, host: this.hostName, domid: this.replica.domid }));
     this.hb = new HeartbeatMonitor(
       {
         heartbeatMs: hello.heartbeatMs,
@@ -190,7 +202,7 @@ export class BackupSession {
     this.xen = [];
     this.disk = [];
     this.pendingBytes = 0;
-    const full = (seal.flags & SEAL_FLAG_FULL) !== 0;
+    const full = (seal.flags & SEAL_FLAG.FULL) !== 0;
     // Once applied or discarded, nothing refers to the content any longer (for a replica that
     // keeps no input): its read buffers take new reads instead of new ones being allocated.
     const pool = this.replica.keepsNoInput ? this.channel?.pool : null;
@@ -245,6 +257,7 @@ export class BackupSession {
         applyMs: Math.round(performance.now() - t0),
       });
     }
+    await this.role?.afterApply?.(seal.epoch);
     this.reply(XLHA_REC.CHECKPOINT_ACK, encodeAck({ epoch: seal.epoch, applyMicros: Math.round((performance.now() - t0) * 1000) }));
   }
 
@@ -278,6 +291,7 @@ export class BackupSession {
   }
 
   private onChannelClosed(err?: Error): void {
+    this.side.close(err ?? new Error('replication channel closed'));
     if (this.state === 'replicating' && err instanceof ProtocolError) {
       this.halt(err);
     } else if (this.state === 'replicating') {
@@ -382,6 +396,7 @@ export class BackupSession {
       role: 'backup',
       domain: this.domainName,
       mode: this.hello?.mode,
+      plays: this.role?.name,
       state: this.state,
       primary: this.hello?.host,
       domid: this.replica?.domid,
@@ -397,6 +412,8 @@ export class BackupSession {
   dispose(): void {
     if (this.state === 'replicating' || this.state === 'handshake') this.state = 'stopped';
     this.hb?.stop();
+    this.role?.dispose?.();
+    this.side.close(new Error('session disposed'));
     this.channel?.dispose();
   }
 }

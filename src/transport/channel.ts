@@ -10,7 +10,8 @@
 import net from 'node:net';
 import { FrameReader } from './reader.js';
 import { SlabPool, slabReadAccepted } from '../util/slab-reads.js';
-import { CheckpointDigest, type Frame } from './records.js';
+import type { Frame } from './framing.js';
+import { CheckpointDigest } from './digest.js';
 
 const PAD = Buffer.alloc(8);
 const EMPTY = Buffer.alloc(0);

@@ -17,14 +17,13 @@ import {
   frameSize,
   gatherBytes,
   hex32,
-  isChannelType,
   ProtocolError,
   type ProtocolErrorCode,
-  isContentFrame,
-  recordTypeName,
-} from './records.js';
+} from './framing.js';
+import { isChannelType, isContentFrame } from './channel-records.js';
+import { recordTypeName } from './record-names.js';
 
-export type { Frame } from './records.js';
+export type { Frame } from './framing.js';
 
 /** Options of {@link FrameReader}. */
 export interface FrameReaderOptions {

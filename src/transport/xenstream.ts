@@ -17,6 +17,13 @@
  */
 
 import {
+  encodeFrame,
+  FRAME_HEADER_BYTES,
+  frameSize,
+  gatherBytes,
+  ProtocolError,
+} from './framing.js';
+import {
   decodeCheckpointState,
   decodeDomainHeader,
   decodeImageHeader,
@@ -27,17 +34,12 @@ import {
   DOMAIN_HEADER,
   encodeCheckpointState,
   encodeDomainHeader,
-  encodeFrame,
   encodeImageHeader,
   encodeLibxlHeader,
   encodePageDataRecord,
   encodeVcpuBasic,
-  FRAME_HEADER_BYTES,
-  frameSize,
-  gatherBytes,
   IMAGE_HEADER,
   type ImageHeader,
-  isKnownRecordType,
   LIBXL_HEADER,
   type LibxlHeader,
   MAX_PAGES_PER_RECORD,
@@ -45,12 +47,11 @@ import {
   PAGE_TYPE,
   type PageProvider,
   pageTypeHasData,
-  ProtocolError,
   REC_TYPE_OPTIONAL,
-  recordTypeName,
   XC_REC,
   XL_REC,
-} from './records.js';
+} from './xen-records.js';
+import { isKnownRecordType, recordTypeName } from './record-names.js';
 
 /** One page of a checkpoint, in stream order. */
 export interface ParsedPage {

@@ -1,7 +1,8 @@
 import t from 'tap';
 import { LibxcSplitter } from '../../src/backend/xen/splitter.js';
 import { XenStreamWriter } from '../../src/transport/xenstream.js';
-import { XL_REC, encodeFrame } from '../../src/transport/records.js';
+import { encodeFrame } from '../../src/transport/framing.js';
+import { XL_REC } from '../../src/transport/xen-records.js';
 
 /** A libxc stream as xc_domain_save writes it: headers, pages, vCPU context, CHECKPOINT. */
 function libxcStream(): { bytes: Buffer; pages: number; ends: Set<number> } {

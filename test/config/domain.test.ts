@@ -1,4 +1,5 @@
 import t from 'tap';
+import { MODE_IDS } from '../../src/engine/modes/ids.js';
 import { parseXlCfg, xlCfgFromObject, type XlValue } from '../../src/config/xlcfg.js';
 import {
   BOOL_FALSE_WORDS,
@@ -9,7 +10,6 @@ import {
   formatHostPort,
   HA_KEYS,
   HostPortError,
-  MODE_IDS,
   parseBoolWord,
   parseDiskSpec,
   parseHostPort,

@@ -6,13 +6,15 @@ import path from 'node:path';
 import { SimBackend } from '../../src/backend/sim/host.js';
 import type { ContentSink, DomainInfo, SaveSession } from '../../src/backend/types.js';
 import { CheckpointEngine, type EngineState } from '../../src/engine/engine.js';
-import { NackError, ReplicationLostError, SEAL_FLAG_FULL, type ReplicationLink } from '../../src/engine/link.js';
-import { createPolicy } from '../../src/engine/modes/index.js';
-import { RemusPolicy } from '../../src/engine/modes/remus.js';
-import { ModeSetupError, type CheckpointDevice, type LoopState } from '../../src/engine/types.js';
+import { NackError, ReplicationLostError, type ReplicationLink } from '../../src/engine/link.js';
+import { SEAL_FLAG } from '../../src/transport/channel-records.js';
+import { createMode } from '../../src/engine/modes/index.js';
+import { RemusMode } from '../../src/engine/modes/remus.js';
+import { DeviceEvents } from '../../src/engine/events.js';
+import { ModeSetupError, type CheckpointDevice, type LoopState, type ModePlan } from '../../src/engine/types.js';
 import { NetbufDevice } from '../../src/devices/netbuf.js';
 import { DiskReplicationDevice } from '../../src/devices/disk.js';
-import { XLHA_REC, decodeDiskWrites } from '../../src/transport/records.js';
+import { XLHA_REC, decodeDiskWrites } from '../../src/transport/channel-records.js';
 import { XenStreamParser } from '../../src/transport/xenstream.js';
 import { FrameSplitter, KV_OP, decodeResponse, encodeRequest, type KvResponse } from '../../src/backend/sim/kvproto.js';
 import { KV_DISK_BYTES, RECORD } from '../../src/backend/sim/guest.js';
@@ -104,6 +106,13 @@ class FakeLink implements ReplicationLink {
       });
     }
   }
+
+  readonly side: Buffer[] = [];
+  async sendSide(_kind: number, payload: Buffer): Promise<void> {
+    if (this.lostError) throw this.lostError;
+    this.side.push(payload);
+  }
+  onSide(): void {}
 
   seal(epoch: number, flags: number): void {
     this.sealed.push({ epoch, flags, content: this.pending });
@@ -238,16 +247,15 @@ async function protect(
   const devices: CheckpointDevice[] = [netbuf];
   if (o.disk) devices.push(new DiskReplicationDevice());
   const commits: number[] = [];
+  const plan: ModePlan = { devices, maxInFlight: o.maxInFlight ?? 1, phaseOrder: 'resume-then-ack', outputRule: 'after-checkpoint-ack' };
   const engine = new CheckpointEngine({
     session,
     link,
-    policy: new RemusPolicy({ intervalMs: o.intervalMs ?? 20 }),
-    devices,
-    capabilities: backend.capabilities,
-    backendKind: backend.kind,
+    mode: new RemusMode({ intervalMs: o.intervalMs ?? 20 }),
+    plan,
+    events: new DeviceEvents(),
     domainName: dom.name,
     log,
-    maxInFlight: o.maxInFlight ?? 1,
     ...(o.maxResyncs !== undefined ? { maxResyncs: o.maxResyncs } : {}),
     onCommit: (e) => {
       commits.push(e);
@@ -313,7 +321,7 @@ t.test('network output of an epoch is held until the backup acknowledges that ch
   const c = await rawConn(t, port);
   const ids = [nextClient++, nextClient++, nextClient++];
   for (const id of ids) c.send(id, 1, KV_OP.PING);
-  await until('the three responses to be held', () => r.netbuf.bufferedBytes === 36);
+  await until('the three responses to be held', () => r.netbuf.heldBytes === 36);
   t.equal(r.engine.epoch, e0, 'no checkpoint began meanwhile: the responses belong to the open epoch');
   const epoch = e0 + 1;
 
@@ -321,12 +329,12 @@ t.test('network output of an epoch is held until the backup acknowledges that ch
   await r.link.waitSeal(epoch);
   await sleep(150);
   t.equal(c.responses.length, 0, `nothing reached the client before checkpoint ${epoch} was acknowledged`);
-  t.equal(r.netbuf.bufferedBytes, 36, 'still held');
+  t.equal(r.netbuf.heldBytes, 36, 'still held');
 
   r.link.ack(epoch);
   await c.waitFor(3, 2000);
   t.same(c.responses.map((x) => x.clientId).sort(), ids, `all three responses arrived once checkpoint ${epoch} was acknowledged`);
-  t.equal(r.netbuf.bufferedBytes, 0);
+  t.equal(r.netbuf.heldBytes, 0);
   t.ok(r.commits.includes(epoch));
   await finish(t, r);
 });
@@ -337,7 +345,7 @@ t.test('disk writes travel in the checkpoint of their epoch; the first checkpoin
   r.link.auto = () => 'hold';
 
   const first = r.link.seal_(1)!;
-  t.equal(first.flags, SEAL_FLAG_FULL, 'checkpoint 1 is sealed FULL');
+  t.equal(first.flags, SEAL_FLAG.FULL, 'checkpoint 1 is sealed FULL');
   const initial = first.content.filter((f) => f.type === XLHA_REC.DISK_WRITES).flatMap((f) => decodeDiskWrites(f.body));
   initial.sort((a, b) => a.offset - b.offset);
   let next = 0;
@@ -355,7 +363,7 @@ t.test('disk writes travel in the checkpoint of their epoch; the first checkpoin
   const key = 'disk-key';
   const value = 'disk-value-123';
   c.send(nextClient++, 1, KV_OP.PUT, key, value);
-  await until('the PUT response to be held', () => r.netbuf.bufferedBytes > 0);
+  await until('the PUT response to be held', () => r.netbuf.heldBytes > 0);
   t.equal(r.engine.epoch, e0);
   const epoch = e0 + 1;
   r.link.ackUpTo(e0);
@@ -393,7 +401,7 @@ t.test('a rejected checkpoint makes the engine resend everything in a checkpoint
   parse(2);
   parse(3);
   const full = parse(4);
-  t.same(link.sealed.slice(0, 5).map((s) => s.flags), [SEAL_FLAG_FULL, 0, 0, SEAL_FLAG_FULL, 0], 'only checkpoints 1 and 4 are FULL');
+  t.same(link.sealed.slice(0, 5).map((s) => s.flags), [SEAL_FLAG.FULL, 0, 0, SEAL_FLAG.FULL, 0], 'only checkpoints 1 and 4 are FULL');
   t.equal(new Set(full.pages.map((p) => p.pfn)).size, pages, 'checkpoint 4 has every page again');
   const disk = link.seal_(4)!.content.filter((f) => f.type === XLHA_REC.DISK_WRITES).flatMap((f) => decodeDiskWrites(f.body));
   t.equal(disk.reduce((s, w) => s + w.data.length, 0), KV_DISK_BYTES, 'and the whole disk again');
@@ -414,14 +422,14 @@ t.test('output of a rejected epoch is released only when the FULL checkpoint aft
   const e0 = r.engine.epoch;
   const c = await rawConn(t, port);
   c.send(nextClient++, 1, KV_OP.PING);
-  await until('the response to be held', () => r.netbuf.bufferedBytes > 0);
+  await until('the response to be held', () => r.netbuf.heldBytes > 0);
   t.equal(r.engine.epoch, e0);
   const rejected = e0 + 1;
   r.link.ackUpTo(e0);
   await r.link.waitSeal(rejected);
   r.link.nack(rejected, 'torn');
   await r.link.waitSeal(rejected + 1);
-  t.equal(r.link.seal_(rejected + 1)!.flags, SEAL_FLAG_FULL);
+  t.equal(r.link.seal_(rejected + 1)!.flags, SEAL_FLAG.FULL);
   await sleep(100);
   t.equal(c.responses.length, 0, 'not released by the NACK nor by the FULL checkpoint being sent');
   r.link.ack(rejected + 1);
@@ -463,7 +471,7 @@ t.test('a lost link ends protection as lost, releases held output and keeps the 
   const c = await rawConn(t, port);
   const id = nextClient++;
   c.send(id, 1, KV_OP.PUT, 'lost-key', 'v');
-  await until('the response to be held', () => r.netbuf.bufferedBytes > 0);
+  await until('the response to be held', () => r.netbuf.heldBytes > 0);
   await sleep(50);
   t.equal(c.responses.length, 0);
 
@@ -473,7 +481,7 @@ t.test('a lost link ends protection as lost, releases held output and keeps the 
   t.match(r.engine.error?.message, /backup vanished/);
   await c.waitFor(1, 2000);
   t.equal(c.responses[0]!.clientId, id, 'the held response was released');
-  t.equal(r.netbuf.bufferedBytes, 0);
+  t.equal(r.netbuf.heldBytes, 0);
   t.equal(r.link.goodbyes, 0);
   t.ok(r.link.closed);
 
@@ -509,7 +517,7 @@ t.test('a clean stop commits the checkpoints in flight before saying goodbye', a
   t.equal(last, e0 + 3, 'at most 3 checkpoints in flight: the engine waits');
   const c = await rawConn(t, port);
   c.send(nextClient++, 1, KV_OP.PING);
-  await until('a held response', () => r.netbuf.bufferedBytes > 0);
+  await until('a held response', () => r.netbuf.heldBytes > 0);
 
   r.abort.abort(new Error('stop'));
   await sleep(100);
@@ -536,15 +544,24 @@ t.test('a clean stop commits the checkpoints in flight before saying goodbye', a
   t.equal(r.link.goodbyes, 1);
   t.equal(Math.max(...r.link.sealed.map((s) => s.epoch)), last, 'no checkpoint was taken after the stop');
   await c.waitFor(1, 2000);
-  t.equal(r.netbuf.bufferedBytes, 0, 'output flows freely after the stop');
+  t.equal(r.netbuf.heldBytes, 0, 'output flows freely after the stop');
   t.equal((await backend.findDomain(dom.domid)).state, 'running');
 });
 
-t.test('modes other than remus fail at setup with an error naming the mode', async (t) => {
-  for (const mode of ['kemari', 'colo', 'llm'] as const) {
+const setupCtx = (o: Partial<Parameters<RemusMode['setup']>[0]> = {}) => ({
+  features: backend.features,
+  backendKind: backend.kind,
+  netbuf: true,
+  disk: true,
+  events: new DeviceEvents(),
+  ...o,
+});
+
+t.test('modes this release cannot run fail at setup with an error naming the mode', async (t) => {
+  for (const mode of ['colo', 'llm'] as const) {
     let err: unknown = null;
     try {
-      createPolicy(mode, { intervalMs: 25 });
+      createMode(mode, { intervalMs: 25 });
     } catch (e) {
       err = e;
     }
@@ -552,17 +569,37 @@ t.test('modes other than remus fail at setup with an error naming the mode', asy
     t.match((err as Error | null)?.message, new RegExp(`\\bmode ${mode}\\b`), 'naming the mode');
     t.equal((err as ModeSetupError | null)?.code, 'EMODESETUP');
   }
-  const p = createPolicy('remus', { intervalMs: 25 });
+  const p = createMode('remus', { intervalMs: 25 });
   t.equal(p.id, 'remus');
-  t.type(p, RemusPolicy);
-  t.throws(() => p.setup({ capabilities: { ...backend.capabilities, modes: [] }, backendKind: 'xen', devices: [] }), /mode remus is not supported by the xen backend/);
-  t.throws(() => new RemusPolicy({ intervalMs: 0 }).setup({ capabilities: backend.capabilities, backendKind: 'sim', devices: [] }), /interval/);
+  t.type(p, RemusMode);
+  t.throws(() => new RemusMode({ intervalMs: 0 }).setup(setupCtx()), /interval/);
 });
 
-t.test('RemusPolicy takes the first checkpoint at once and then waits an interval', async (t) => {
-  const p = new RemusPolicy({ intervalMs: 60 });
+t.test("a mode's plan names its devices, depth, phase order and output rule; the daemon chooses none of them", async (t) => {
+  const remus = createMode('remus', { intervalMs: 25 }).setup(setupCtx());
+  t.same(remus.devices.map((d) => d.kind), ['netbuf', 'disk']);
+  t.equal(remus.maxInFlight, backend.features.maxInFlight, "in flight: the backend's default");
+  t.equal(remus.phaseOrder, 'resume-then-ack');
+  t.equal(remus.outputRule, 'after-checkpoint-ack');
+  t.same(createMode('remus', { intervalMs: 25 }).setup(setupCtx({ netbuf: false, inFlight: 3 })).devices.map((d) => d.kind), ['disk'], '-n drops netbuf');
+  t.equal(createMode('remus', { intervalMs: 25 }).setup(setupCtx({ inFlight: 3 })).maxInFlight, 3, '--in-flight is honoured');
+  const kemari = createMode('kemari', { intervalMs: 25 });
+  const kp = kemari.setup(setupCtx());
+  t.same(kp.devices.map((d) => d.kind), ['netbuf', 'disk']);
+  t.equal(kp.outputRule, 'after-checkpoint-ack');
+  kemari.dispose?.();
+  // What a backend lacks is named, with the option that turns it off.
+  const xenLike = { ...backend.features, outputEvents: false, diskReplication: false };
+  t.throws(() => createMode('remus', { intervalMs: 25 }).setup(setupCtx({ features: xenLike, backendKind: 'xen' })), /remus: disk replication is not available on the xen backend; use -d/);
+  t.throws(() => createMode('kemari', { intervalMs: 25 }).setup(setupCtx({ features: xenLike, backendKind: 'xen', disk: false })), /mode kemari needs output events .* the xen backend does not report yet/);
+  t.throws(() => createMode('kemari', { intervalMs: 25 }).setup(setupCtx({ netbuf: false, disk: false })), /kemari: with both -n and -d there is no output to sync on/);
+  t.throws(() => createMode('remus', { intervalMs: 25 }).setup(setupCtx({ features: { ...backend.features, outputBuffering: false }, backendKind: 'xen' })), /network buffering is not available on the xen backend; use -n/);
+});
+
+t.test('remus takes the first checkpoint at once and then waits an interval', async (t) => {
+  const p = new RemusMode({ intervalMs: 60 });
   const ac = new AbortController();
-  const state = (last: number, resumed = last): LoopState => ({ epoch: 1, lastCheckpointAt: last, lastResumedAt: resumed, inFlight: 0 });
+  const state = (last: number, resumed = last): LoopState => ({ epoch: 1, lastCheckpointAt: last, lastEpochClosedAt: last, lastResumedAt: resumed, inFlight: 0 });
   let t0 = performance.now();
   await p.nextCheckpoint(state(0), ac.signal);
   t.ok(performance.now() - t0 < 30, 'no wait before the first checkpoint');

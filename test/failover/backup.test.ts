@@ -9,8 +9,9 @@ import { SimBackend } from '../../src/backend/sim/host.js';
 import type { DomainInfo, ReplicaDomain, ReplicaSpec, VerifiedCheckpoint } from '../../src/backend/types.js';
 import { BackupSession, type BackupState } from '../../src/failover/backup.js';
 import { Channel } from '../../src/transport/channel.js';
+import type { Frame } from '../../src/transport/framing.js';
+import { DOMAIN_TYPE } from '../../src/transport/xen-records.js';
 import {
-  DOMAIN_TYPE,
   XLHA_REC,
   decodeAck,
   decodeHelloAck,
@@ -18,11 +19,10 @@ import {
   encodeHeartbeat,
   encodeHello,
   encodeSeal,
-  type Frame,
-} from '../../src/transport/records.js';
+} from '../../src/transport/channel-records.js';
 import { XenStreamWriter } from '../../src/transport/xenstream.js';
-import { SEAL_FLAG_FULL } from '../../src/engine/link.js';
-import { PROTOCOL_VERSION } from '../../src/engine/hello.js';
+import { SEAL_FLAG } from '../../src/transport/channel-records.js';
+import { PROTOCOL_VERSION } from '../../src/transport/hello.js';
 import { silentLogger } from '../../src/util/log.js';
 
 type TT = { teardown(fn: () => unknown): void };
@@ -208,7 +208,7 @@ t.test('the backup side of one protected domain', async (t) => {
       ['protocol version 1 (an older xl-ha)', { protocol: 1 }, /protocol version 1 is not supported/],
       ['protocol version 3', { protocol: 3 }, /protocol version 3 is not supported/],
       ['unknown mode', { mode: 'warp' }, /field mode/],
-      ['mode the sim backend cannot run', { mode: 'colo' }, /mode colo is not supported by the sim backend/],
+      ['mode the sim backend cannot run', { mode: 'colo' }, /mode colo needs a replica that runs as the secondary, which the sim backend on host \S+ cannot provide/],
       ['memory of 0', { domain: { ...domainCfg('vm'), memoryMiB: 0 } }, /field memoryMiB/],
       ['failover timeout not above the heartbeat', { heartbeatMs: 100, failoverTimeoutMs: 100 }, /field failoverTimeoutMs/],
       ['bad sim workload', { domain: { ...domainCfg('vm'), sim: { workload: 'mine', dirtyMiBPerSec: 0, seed: 1 } } }, /field domain\.sim\.workload/],
@@ -251,7 +251,7 @@ t.test('the backup side of one protected domain', async (t) => {
     // Checkpoint 1: the headers and two pages, sent in two frames.
     const cp1: [number, number][] = [[0, 0x11], [5, 0x22]];
     const bytes1 = p.checkpointBytes(cp1);
-    p.checkpoint(1, [bytes1.subarray(0, 100), bytes1.subarray(100)], { flags: SEAL_FLAG_FULL });
+    p.checkpoint(1, [bytes1.subarray(0, 100), bytes1.subarray(100)], { flags: SEAL_FLAG.FULL });
     await expectAck(t, p, 1);
     model.apply(cp1);
     t.equal(replica.lastEpoch, 1);
@@ -271,7 +271,7 @@ t.test('the backup side of one protected domain', async (t) => {
       const body = p.checkpointBytes([[0, 0x77]]);
       const bad = Buffer.from(body);
       bad[bad.length - 4200] ^= 0xff; // a byte of the page data
-      p.checkpoint(3, [bad], { sealed: [body], flags: SEAL_FLAG_FULL });
+      p.checkpoint(3, [bad], { sealed: [body], flags: SEAL_FLAG.FULL });
       await expectNack(t, p, 3, /checksum/);
       t.equal(replica.lastEpoch, 1);
       t.equal(await replica.memoryDigest(), model.digest(), 'memory unchanged');
@@ -284,7 +284,7 @@ t.test('the backup side of one protected domain', async (t) => {
       t.equal(await replica.memoryDigest(), model.digest());
 
       const cp5: [number, number][] = [[0, 0x55], [9, 0x56]];
-      p.checkpoint(5, [p.checkpointBytes(cp5)], { flags: SEAL_FLAG_FULL });
+      p.checkpoint(5, [p.checkpointBytes(cp5)], { flags: SEAL_FLAG.FULL });
       await expectAck(t, p, 5);
       model.apply(cp5);
       t.equal(replica.lastEpoch, 5);
@@ -306,7 +306,7 @@ t.test('the backup side of one protected domain', async (t) => {
     await t.test('a checkpoint whose Xen stream is invalid is rejected', async (t) => {
       const body = p.checkpointBytes([[12, 0x68]]);
       const cut = body.subarray(0, body.length - 8); // without its libxl CHECKPOINT_END
-      p.checkpoint(7, [cut], { flags: SEAL_FLAG_FULL });
+      p.checkpoint(7, [cut], { flags: SEAL_FLAG.FULL });
       await expectNack(t, p, 7, /invalid stream/);
       t.equal(replica.lastEpoch, 6);
       t.equal(await replica.memoryDigest(), model.digest());
@@ -315,7 +315,7 @@ t.test('the backup side of one protected domain', async (t) => {
     await t.test("an administrator's failover is refused while the primary is connected and heard from", async (t) => {
       await t.rejects(async () => s.failoverNow(), /refusing to fail over while it is alive/);
       t.equal(s.state, 'replicating', 'replication goes on');
-      p.checkpoint(8, [p.checkpointBytes([[13, 0x69]])], { flags: SEAL_FLAG_FULL });
+      p.checkpoint(8, [p.checkpointBytes([[13, 0x69]])], { flags: SEAL_FLAG.FULL });
       await expectAck(t, p, 8);
       model.apply([[13, 0x69]]);
       t.equal(await replica.memoryDigest(), model.digest());
@@ -341,7 +341,7 @@ t.test('the backup side of one protected domain', async (t) => {
     t.equal(decodeHelloAck((await p.next()).body).ok, true);
     const s = h.session();
     const cp1: [number, number][] = [[1, 0xa1], [2047, 0xa2]];
-    p.checkpoint(1, [p.checkpointBytes(cp1)], { flags: SEAL_FLAG_FULL });
+    p.checkpoint(1, [p.checkpointBytes(cp1)], { flags: SEAL_FLAG.FULL });
     await expectAck(t, p, 1);
     model.apply(cp1);
     const ackedAt = performance.now();
@@ -370,7 +370,7 @@ t.test('the backup side of one protected domain', async (t) => {
     t.equal(decodeHelloAck((await p.next()).body).ok, true);
     const s = h.session();
     const model = new Model();
-    p.checkpoint(1, [p.checkpointBytes([[2000, 0x5a]])], { flags: SEAL_FLAG_FULL });
+    p.checkpoint(1, [p.checkpointBytes([[2000, 0x5a]])], { flags: SEAL_FLAG.FULL });
     await expectAck(t, p, 1);
     model.apply([[2000, 0x5a]]);
     await until('the failover attempt', () => s.state !== 'replicating' && s.state !== 'failing-over', 5000);
@@ -393,7 +393,7 @@ t.test('the backup side of one protected domain', async (t) => {
     t.equal(decodeHelloAck((await p.next()).body).ok, true);
     const s = h.session();
     p.heartbeats(20);
-    p.checkpoint(1, [p.checkpointBytes([[4, 0x44]])], { flags: SEAL_FLAG_FULL });
+    p.checkpoint(1, [p.checkpointBytes([[4, 0x44]])], { flags: SEAL_FLAG.FULL });
     await expectAck(t, p, 1);
     const hdr = Buffer.alloc(8);
     hdr.writeUInt32LE(0xdeadbeef, 0); // an unknown frame type
@@ -424,7 +424,7 @@ t.test('the backup side of one protected domain', async (t) => {
     await until('the precopy bytes to reach the replica', () => replica.preloaded.length === 2);
     t.equal(replica.lastEpoch, 0, 'preloaded bytes are not a checkpoint');
     t.ok(Buffer.concat(replica.preloaded).equals(bytes1), 'the replica saw every byte of checkpoint 1 before its seal');
-    p.checkpoint(1, [], { flags: SEAL_FLAG_FULL, sealed: parts });
+    p.checkpoint(1, [], { flags: SEAL_FLAG.FULL, sealed: parts });
     await expectAck(t, p, 1);
     t.equal(replica.lastEpoch, 1);
     p.checkpoint(2, [p.checkpointBytes([[3, 0x53]])]);
@@ -442,7 +442,7 @@ t.test('the backup side of one protected domain', async (t) => {
     const good = p.checkpointBytes([[1, 0x61]]);
     const bad = Buffer.from(good);
     bad[bad.length - 20]! ^= 0xff;
-    p.checkpoint(1, [bad], { flags: SEAL_FLAG_FULL, sealed: [good] });
+    p.checkpoint(1, [bad], { flags: SEAL_FLAG.FULL, sealed: [good] });
     await expectNack(t, p, 1, /checksum/);
     await until('the session to stop replicating', () => s.state !== 'replicating', 2000);
     t.equal(s.state, 'halted');

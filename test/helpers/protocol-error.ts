@@ -1,4 +1,4 @@
-import { ProtocolError } from '../../src/transport/records.js';
+import { ProtocolError } from '../../src/transport/framing.js';
 
 /** Runs `fn` and expects a ProtocolError with `code` whose message contains every one of `parts`. */
 export function expectProtocolError(fn: () => unknown, code: string, ...parts: string[]): { ok: boolean; message: string } {

@@ -2,7 +2,8 @@ import t from 'tap';
 
 const tap = t;
 import fs from 'node:fs';
-import { XC_REC, XL_REC, XLHA_REC } from '../../src/transport/records.js';
+import { XC_REC, XL_REC } from '../../src/transport/xen-records.js';
+import { XLHA_REC } from '../../src/transport/channel-records.js';
 import { XLHA_DOM, XLHA_EV, XLHA_PLUG, XLHA_STREAM } from '../../src/backend/xen/shim.js';
 
 /** #define XLHA_<group>_<NAME> <value>u from the shim's header. */
@@ -20,15 +21,15 @@ function agree(t: Pick<typeof tap, 'ok' | 'equal'>, name: string, ts: Record<str
   for (const [k, v] of c) t.equal(ts[k], v, `${name} ${k} of the header exists in TypeScript with the same value`);
 }
 
-t.test('libxc record types agree between xlha.h and records.ts', async (t) => {
+t.test('libxc record types agree between xlha.h and the TypeScript records (src/transport)', async (t) => {
   agree(t, 'libxc', XC_REC, headerConstants('XLHA_XC_REC_'));
 });
 
-t.test('libxl record types agree between xlha.h and records.ts', async (t) => {
+t.test('libxl record types agree between xlha.h and the TypeScript records (src/transport)', async (t) => {
   agree(t, 'libxl', XL_REC, headerConstants('XLHA_XL_REC_'));
 });
 
-t.test('xl-ha channel frame types agree between xlha.h and records.ts', async (t) => {
+t.test('xl-ha channel frame types agree between xlha.h and the TypeScript records (src/transport)', async (t) => {
   agree(t, 'channel', XLHA_REC, headerConstants('XLHA_REC_'));
 });
 

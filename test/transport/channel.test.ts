@@ -1,9 +1,10 @@
 import t from 'tap';
 import net from 'node:net';
 import { Channel } from '../../src/transport/channel.js';
-import { XLHA_REC, frameParts, type Frame } from '../../src/transport/records.js';
+import { frameParts, type Frame } from '../../src/transport/framing.js';
+import { XLHA_REC } from '../../src/transport/channel-records.js';
 import { SLAB_READ_BYTES } from '../../src/util/slab-reads.js';
-import { HeartbeatMonitor } from '../../src/failover/heartbeat.js';
+import { HeartbeatMonitor } from '../../src/transport/heartbeat.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

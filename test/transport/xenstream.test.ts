@@ -1,19 +1,18 @@
 import t from 'tap';
+import { encodeFrame, ProtocolError } from '../../src/transport/framing.js';
 import {
   CHECKPOINT_STATE,
   DOMAIN_TYPE,
   encodeCheckpointState,
   encodeDomainHeader,
-  encodeFrame,
   encodeImageHeader,
   encodeLibxlHeader,
   encodePageData,
   PAGE_SIZE,
   PAGE_TYPE,
-  ProtocolError,
   XC_REC,
   XL_REC,
-} from '../../src/transport/records.js';
+} from '../../src/transport/xen-records.js';
 import { XenStreamParser, XenStreamWriter } from '../../src/transport/xenstream.js';
 import { expectProtocolError } from '../helpers/protocol-error.js';
 

@@ -4,11 +4,13 @@
  */
 import fs from 'node:fs';
 import type { DiskTap, DiskWrite } from '../types.js';
+import type { Disposable } from '../../engine/events.js';
 
 export class SimDisk implements DiskTap {
   private fd: number;
   private recording = false;
   private log: DiskWrite[] = [];
+  private readonly pendingListeners = new Set<() => void>();
 
   constructor(readonly path: string, readonly sizeBytes: number) {
     const exists = fs.existsSync(path);
@@ -19,7 +21,15 @@ export class SimDisk implements DiskTap {
   write(offset: number, data: Uint8Array): void {
     if (offset < 0 || offset + data.length > this.sizeBytes) return; // out of range: the I/O fails
     fs.writeSync(this.fd, data, 0, data.length, offset);
-    if (this.recording) this.log.push({ offset, data: Buffer.from(data.buffer, data.byteOffset, data.length) });
+    if (!this.recording) return;
+    this.log.push({ offset, data: Buffer.from(data.buffer, data.byteOffset, data.length) });
+    if (this.log.length === 1) for (const l of this.pendingListeners) l();
+  }
+
+  onWritePending(listener: () => void): Disposable {
+    const own = () => listener();
+    this.pendingListeners.add(own);
+    return { dispose: () => void this.pendingListeners.delete(own) };
   }
 
   start(): void {

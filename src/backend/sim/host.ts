@@ -13,7 +13,7 @@ import {
   BackendUnsupportedError,
   DomainNotFoundError,
   pickDomain,
-  type BackendCapabilities,
+  type BackendFeatures,
   type CaptureResult,
   type ContentSink,
   type DomainEvent,
@@ -35,7 +35,14 @@ import { XenStreamWriter } from '../../transport/xenstream.js';
 /** Domain type written in the libxc domain header by the sim backend. */
 export const DHDR_TYPE_SIM = 0xffff0001;
 
-const SIM_CAPS: BackendCapabilities = { modes: ['remus'], netbuf: true, disk: true, maxInFlight: 8 };
+const SIM_FEATURES: BackendFeatures = {
+  outputBuffering: true,
+  outputEvents: true,
+  ingressTap: false,
+  runnableReplica: false,
+  diskReplication: true,
+  maxInFlight: 8,
+};
 
 export interface SimBackendOptions {
   hostName: string;
@@ -325,7 +332,7 @@ class SimReplica implements ReplicaDomain {
 
 export class SimBackend implements HypervisorBackend {
   readonly kind = 'sim' as const;
-  readonly capabilities = SIM_CAPS;
+  readonly features = SIM_FEATURES;
   private readonly domains = new Map<number, SimDomain>();
   private readonly replicas = new Map<number, SimReplica>();
   private readonly listeners = new Set<(ev: DomainEvent) => void>();

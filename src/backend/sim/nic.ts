@@ -7,6 +7,7 @@
 import net from 'node:net';
 import { FrameSplitter, frame } from './kvproto.js';
 import type { NetPlug } from '../types.js';
+import type { Disposable } from '../../engine/events.js';
 
 type Entry = { conn: number; data: Uint8Array } | { barrier: number };
 
@@ -15,6 +16,9 @@ export class OutputGate implements NetPlug {
   private queue: Entry[] = [];
   private head = 0;
   private held = 0;
+  /** Something of the open epoch is held (the next barrier clears it). */
+  private openHeld = false;
+  private readonly pendingListeners = new Set<() => void>();
 
   constructor(private readonly deliver: (conn: number, data: Uint8Array) => void, private readonly flush: () => void) {}
 
@@ -22,6 +26,16 @@ export class OutputGate implements NetPlug {
     if (!this.buffering) return this.deliver(conn, data);
     this.queue.push({ conn, data });
     this.held += data.length;
+    if (!this.openHeld) {
+      this.openHeld = true;
+      for (const l of this.pendingListeners) l();
+    }
+  }
+
+  onOutputPending(listener: () => void): Disposable {
+    const own = () => listener();
+    this.pendingListeners.add(own);
+    return { dispose: () => void this.pendingListeners.delete(own) };
   }
 
   startBuffering(): void {
@@ -30,6 +44,7 @@ export class OutputGate implements NetPlug {
 
   barrier(epoch: number): void {
     if (this.buffering) this.queue.push({ barrier: epoch });
+    this.openHeld = false;
   }
 
   release(epoch: number): void {
@@ -69,6 +84,7 @@ export class OutputGate implements NetPlug {
     this.queue = [];
     this.head = 0;
     this.held = 0;
+    this.openHeld = false;
     this.flush();
   }
 

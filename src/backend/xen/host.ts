@@ -24,7 +24,7 @@ import {
   BackendUnsupportedError,
   DomainNotFoundError,
   pickDomain,
-  type BackendCapabilities,
+  type BackendFeatures,
   type CaptureResult,
   type ContentSink,
   type DomainEvent,
@@ -35,19 +35,24 @@ import {
   type SaveSession,
   type VerifiedCheckpoint,
 } from '../types.js';
-import { XL_REC, encodeFrame, encodeLibxlHeader } from '../../transport/records.js';
-import { Samples, round } from '../../engine/stats.js';
+import { encodeFrame } from '../../transport/framing.js';
+import { XL_REC, encodeLibxlHeader } from '../../transport/xen-records.js';
+import { Samples, round } from '../../util/samples.js';
 import { ShimContext, ShimError, XLHA_DOM, XLHA_EV, XLHA_STREAM, keepFreedMemory, type ShimDomInfo } from './shim.js';
 import { LibxcSplitter } from './splitter.js';
 import { SlabPool, slabReadFd } from '../../util/slab-reads.js';
 import { XenNetPlug, vifsOf } from './netbuf.js';
 
-const XEN_CAPS: BackendCapabilities = {
-  modes: ['remus'],
-  // Output buffering: a plug qdisc on an IFB per vif (netbuf.ts). Disk replication is not
-  // wired yet on Xen: protection on this backend needs -d -F, and says so at setup.
-  netbuf: true,
-  disk: false,
+const XEN_FEATURES: BackendFeatures = {
+  // Output buffering: a plug qdisc on an IFB per vif (netbuf.ts). It does not report output
+  // events yet (kemari on Xen needs the plug's backlog through the shim's rtnetlink code).
+  outputBuffering: true,
+  outputEvents: false,
+  ingressTap: false,
+  runnableReplica: false,
+  // Disk replication is not wired yet on Xen: protection on this backend needs -d -F, and says
+  // so at setup.
+  diskReplication: false,
   // One checkpoint travels while the guest runs the next epoch. Measured in the lab (real Xen
   // under TCG, both hosts in one 2-vCPU dom0, stock xl remus in the same boot; each row
   // another boot): 1 in flight, 2.38 checkpoints/s vs stock 3.82, guest tick gap 1.83 s vs
@@ -499,7 +504,7 @@ class XenReplica implements ReplicaDomain {
 
 export class XenBackend implements HypervisorBackend {
   readonly kind = 'xen' as const;
-  readonly capabilities = XEN_CAPS;
+  readonly features = XEN_FEATURES;
   private readonly ctx: ShimContext;
   /** Save loops and restores running on worker threads: the context outlives them. */
   private busy = 0;

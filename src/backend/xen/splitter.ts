@@ -8,7 +8,8 @@
  * are read, and only the 12 bytes of one that straddles two chunks are gathered. Under
  * emulation, in the lab, joining each record cost more CPU than libxenguest's own work.
  */
-import { FRAME_HEADER_BYTES, XC_REC, gatherBytes, paddedLength } from '../../transport/records.js';
+import { FRAME_HEADER_BYTES, gatherBytes, paddedLength } from '../../transport/framing.js';
+import { XC_REC } from '../../transport/xen-records.js';
 
 const HEADERS_BYTES = 24 + 16;
 

@@ -1,21 +1,29 @@
-/** Mode ids are the same everywhere: config value, CLI word, file name, log field. */
-import type { ModeId } from '../../backend/types.js';
-import { ModeSetupError, type ModePolicy } from '../types.js';
-import { RemusPolicy } from './remus.js';
+/**
+ * The modes. Each is a file named by its id; a mode this release cannot run fails here, at
+ * setup, with a message naming it (as libxl's libxl_no_colo.c does), never inside the loop.
+ */
+import { ModeSetupError, type Mode } from '../types.js';
+import type { ModeId } from './ids.js';
+import { RemusMode } from './remus.js';
+import { KemariMode } from './kemari.js';
+import { DEFAULT_KEMARI_MIN_GAP_MS } from '../../config/domain.js';
 
-export const MODE_IDS: readonly ModeId[] = ['remus', 'kemari', 'colo', 'llm'];
+export { MODE_IDS, isModeId, type ModeId } from './ids.js';
 
 export interface ModeOptions {
   intervalMs: number;
+  /** kemari: events within this gap coalesce into one sync (default 2). */
+  minGapMs?: number;
 }
 
-export function createPolicy(mode: ModeId, opts: ModeOptions): ModePolicy {
+export function createMode(mode: ModeId, opts: ModeOptions): Mode {
   switch (mode) {
     case 'remus':
-      return new RemusPolicy({ intervalMs: opts.intervalMs });
+      return new RemusMode({ intervalMs: opts.intervalMs });
     case 'kemari':
+      return new KemariMode({ minGapMs: opts.minGapMs ?? DEFAULT_KEMARI_MIN_GAP_MS });
     case 'colo':
     case 'llm':
-      throw new ModeSetupError(`mode ${mode} is not implemented yet in this release of xl-ha; use remus`);
+      throw new ModeSetupError(`mode ${mode} is not implemented yet in this release of xl-ha; use remus or kemari`);
   }
 }

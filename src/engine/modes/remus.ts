@@ -1,24 +1,23 @@
 /**
  * `remus`: a checkpoint every epoch (Remus, NSDI'08). The guest runs speculatively while a
- * checkpoint is in flight; the engine's netbuf and disk devices hold its output until the
- * backup has acknowledged the checkpoint that covers it.
+ * checkpoint is in flight; netbuf and disk hold its output until the backup has acknowledged
+ * the checkpoint that covers it.
  */
-import { ModeSetupError, type LoopState, type ModePolicy, type PolicySetupContext } from '../types.js';
+import { ModeSetupError, type LoopState, type Mode, type ModePlan, type ModeSetupContext } from '../types.js';
 import { abortableSleep } from '../../util/sleep.js';
+import { ackedOutputDevices, inFlightOf } from './output.js';
 
 export interface RemusOptions {
   intervalMs: number;
 }
 
-export class RemusPolicy implements ModePolicy {
+export class RemusMode implements Mode {
   readonly id = 'remus' as const;
   constructor(readonly opts: RemusOptions) {}
 
-  setup(ctx: PolicySetupContext): void {
-    if (!ctx.capabilities.modes.includes('remus')) {
-      throw new ModeSetupError(`mode remus is not supported by the ${ctx.backendKind} backend`);
-    }
+  setup(ctx: ModeSetupContext): ModePlan {
     if (!(this.opts.intervalMs >= 1)) throw new ModeSetupError(`remus: interval ${this.opts.intervalMs} ms must be at least 1`);
+    return { devices: ackedOutputDevices('remus', ctx), maxInFlight: inFlightOf(ctx), phaseOrder: 'resume-then-ack', outputRule: 'after-checkpoint-ack' };
   }
 
   /**

@@ -4,9 +4,8 @@
  * `timeoutMs`. A closed connection is not, by itself, a death certificate: the peer is dead
  * when it has been silent for the timeout, whatever the socket says.
  */
-import { encodeHeartbeat } from '../transport/records.js';
-import { XLHA_REC } from '../transport/records.js';
-import type { Channel } from '../transport/channel.js';
+import { encodeHeartbeat, XLHA_REC } from './channel-records.js';
+import type { Channel } from './channel.js';
 
 /**
  * Silence tolerated while a full checkpoint is in flight: the whole memory is hashed, parsed

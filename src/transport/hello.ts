@@ -3,7 +3,7 @@
  * primary. It arrives from the network, so every field is checked before use.
  */
 import type { DomainConfig } from '../config/domain.js';
-import type { ModeId } from '../backend/types.js';
+import { isModeId, MODE_IDS, type ModeId } from '../engine/modes/ids.js';
 
 export const PROTOCOL_VERSION = 2;
 
@@ -44,7 +44,7 @@ export function parseHello(o: Record<string, unknown>): HelloBody {
   const protocol = int(o, 'protocol', 0, 0xffff);
   if (protocol !== PROTOCOL_VERSION) throw new Error(`HELLO: protocol version ${protocol} is not supported (this backup speaks ${PROTOCOL_VERSION})`);
   const mode = o.mode;
-  if (mode !== 'remus' && mode !== 'kemari' && mode !== 'colo' && mode !== 'llm') fail('mode', mode, 'remus, kemari, colo or llm');
+  if (!isModeId(mode)) fail('mode', mode, `one of ${MODE_IDS.join(', ')}`);
   const d = o.domain as Record<string, unknown> | undefined;
   if (!d || typeof d !== 'object' || Array.isArray(d)) fail('domain', d, 'an object');
   const name = str(d, 'name', /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'a domain name');

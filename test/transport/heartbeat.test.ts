@@ -1,6 +1,6 @@
 import t from 'tap';
 import net from 'node:net';
-import { HeartbeatMonitor, SETTLE_AFTER_FULL_MS } from '../../src/failover/heartbeat.js';
+import { HeartbeatMonitor, SETTLE_AFTER_FULL_MS } from '../../src/transport/heartbeat.js';
 import { ChannelLink } from '../../src/engine/link.js';
 import { Channel } from '../../src/transport/channel.js';
 
