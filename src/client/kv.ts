@@ -183,7 +183,16 @@ export class KvLoad {
   firstAnswerOnNewConnectionAt = 0;
   private recording = true;
 
-  constructor(readonly o: KvClientOptions & { clients: number; connections: number; keysPerClient?: number; readEvery?: number }) {
+  constructor(
+    readonly o: KvClientOptions & {
+      clients: number;
+      connections: number;
+      keysPerClient?: number;
+      readEvery?: number;
+      /** Open-loop pacing: all clients together send at most this many requests per second. */
+      ratePerSec?: number;
+    },
+  ) {
     for (let i = 0; i < o.connections; i++) this.conns.push(new KvConnection(o));
     for (let i = 0; i < o.clients; i++) this.clients.push(new KvClient(this.conns[i % o.connections]!));
     for (const c of this.conns) {
@@ -216,10 +225,19 @@ export class KvLoad {
   async run(until: () => boolean): Promise<void> {
     const keys = this.o.keysPerClient ?? 8;
     const readEvery = this.o.readEvery ?? 4;
+    // With a rate, each client has its own slots `gapMs` apart (offset so that they interleave);
+    // latency is measured from the send, so the wait for a slot is not counted.
+    const gapMs = this.o.ratePerSec ? (1000 * this.clients.length) / this.o.ratePerSec : 0;
     await Promise.all(
       this.clients.map(async (c, ci) => {
         let n = 0;
+        let slot = performance.now() + (gapMs * ci) / this.clients.length;
         while (!until()) {
+          if (gapMs) {
+            const wait = slot - performance.now();
+            if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+            slot = Math.max(slot + gapMs, performance.now() - gapMs); // a late client does not burst to catch up
+          }
           const key = `c${c.clientId.toString(16)}-k${n % keys}`;
           const t0 = performance.now();
           try {

@@ -1,19 +1,33 @@
 /**
  * `npm run demo`: two simulated Xen hosts as separate processes, a kv domain under load,
- * protected by remus, the primary SIGKILLed under load, the backup taking over.
- * `--json` prints the report as one JSON object.
+ * protected by remus (or `--mode kemari`), the primary SIGKILLed under load, the backup taking
+ * over. `--json` prints the report as one JSON object.
  */
 import { runScenario } from './scenario.js';
 import { round } from '../util/samples.js';
 
 const json = process.argv.includes('--json');
+const DEMO_MODES = ['remus', 'kemari'] as const;
+type DemoMode = (typeof DEMO_MODES)[number];
+function modeArg(argv: readonly string[]): DemoMode {
+  const i = argv.findIndex((a) => a === '--mode' || a.startsWith('--mode='));
+  if (i < 0) return 'remus';
+  const v = argv[i]!.includes('=') ? argv[i]!.slice('--mode='.length) : argv[i + 1];
+  if (!DEMO_MODES.includes(v as DemoMode)) {
+    process.stderr.write(`demo: --mode ${JSON.stringify(v ?? '')} is not valid: expected one of ${DEMO_MODES.join(', ')} (colo and llm are not implemented yet)\n`);
+    process.exit(2);
+  }
+  return v as DemoMode;
+}
+const mode = modeArg(process.argv.slice(2));
 const say = (l: string) => {
   if (!json) process.stdout.write(`  ${l}\n`);
 };
 
-if (!json) process.stdout.write('xl-ha demo: remus on the sim backend (no Xen needed)\n');
+if (!json) process.stdout.write(`xl-ha demo: ${mode} on the sim backend (no Xen needed)\n`);
 try {
   const r = await runScenario({
+    mode,
     memoryMiB: 256,
     dirtyMiBPerSec: 20,
     intervalMs: 25,
@@ -28,9 +42,11 @@ try {
     progress: say,
   });
   const report = {
+    mode,
     lostAckedWrites: r.lostAckedWrites,
     failoverMs: r.failoverMs,
     checkpointsPerSec: Number(r.primaryStatus.checkpointsPerSec),
+    checkpointsTaken: Number(r.primaryStatus.checkpointsTaken),
     pauseMsP99: Number(r.primaryStatus.pauseMsP99),
     addedLatencyMsP50: round(r.protected.latencyMsP50 - r.unprotected.latencyMsP50),
     addedLatencyMsP99: round(r.protected.latencyMsP99 - r.unprotected.latencyMsP99),
@@ -55,7 +71,7 @@ try {
         `  acknowledged writes lost      ${report.lostAckedWrites} of ${r.ackedWrites} (${r.keysChecked} keys read back)`,
         `  writes applied by the guest   ${r.writesAppliedByGuest} (exactly once: ${r.writesAppliedByGuest === r.ackedWrites ? 'yes' : 'NO'})`,
         `  failover time                 ${report.failoverMs} ms (SIGKILL of the primary → first answer from the backup)`,
-        `  checkpoints per second        ${report.checkpointsPerSec} (interval 25 ms)`,
+        `  checkpoints per second        ${report.checkpointsPerSec} (${mode === 'kemari' ? 'kemari: one sync per burst of output' : 'interval 25 ms'})`,
         `  guest pause per checkpoint    p50 ${report.pauseMsP50} ms, p99 ${report.pauseMsP99} ms`,
         `  bytes per checkpoint (p50)    ${report.bytesPerCheckpoint}`,
         `  client latency unprotected    p50 ${r.unprotected.latencyMsP50} ms, p99 ${r.unprotected.latencyMsP99} ms`,

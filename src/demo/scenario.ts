@@ -1,7 +1,7 @@
 /**
  * The failover scenario behind `npm run demo`, the benchmark and the multi-process test:
  * a primary and a backup host as separate processes, a `kv` domain under client load,
- * unprotected first (the baseline), then protected by remus, then the primary is SIGKILLed
+ * unprotected first (the baseline), then protected (remus or kemari), then the primary is SIGKILLed
  * under load and the clients carry on against the backup. Everything acknowledged is read
  * back at the end.
  */
@@ -11,8 +11,13 @@ import path from 'node:path';
 import { KvClient, KvConnection, KvLoad } from '../client/kv.js';
 import { Samples, round } from '../util/samples.js';
 import { SimHostProcess, freePort, kvCfg } from './hosts.js';
+import { DEFAULT_KEMARI_MIN_GAP_MS } from '../config/domain.js';
 
 export interface ScenarioOptions {
+  /** Replication mode (default remus). */
+  mode?: 'remus' | 'kemari';
+  /** kemari: output events within this gap coalesce into one sync (default: the mode's). */
+  minGapMs?: number;
   memoryMiB: number;
   dirtyMiBPerSec: number;
   intervalMs: number;
@@ -20,6 +25,8 @@ export interface ScenarioOptions {
   failoverTimeoutMs: number;
   clients: number;
   connections: number;
+  /** Open-loop pacing of the whole load, requests per second (default: closed loop). */
+  ratePerSec?: number;
   /** Keys each client writes (the guest holds 16384 keys in all). */
   keysPerClient?: number;
   baselineMs: number;
@@ -87,7 +94,7 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
     await primary.request({ cmd: 'create', text: fs.readFileSync(cfgPath, 'utf8'), source: cfgPath });
     say(`domain kv-demo booted on primary: ${o.memoryMiB} MiB, kv service on 127.0.0.1:${servicePort}, dirtying ${o.dirtyMiBPerSec} MiB/s`);
 
-    load = new KvLoad({ host: '127.0.0.1', port: servicePort, clients: o.clients, connections: o.connections, keysPerClient: o.keysPerClient ?? 4, retryMs: 1000 });
+    load = new KvLoad({ host: '127.0.0.1', port: servicePort, clients: o.clients, connections: o.connections, keysPerClient: o.keysPerClient ?? 4, retryMs: 1000, ...(o.ratePerSec ? { ratePerSec: o.ratePerSec } : {}) });
     let running = true;
     const loadDone = load.run(() => !running);
     await new Promise((r) => setTimeout(r, Math.min(1000, o.baselineMs / 3))); // warm-up
@@ -98,9 +105,10 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
       cmd: 'protect',
       options: {
         domain: 'kv-demo',
-        mode: 'remus',
+        mode: o.mode ?? 'remus',
         peer: { host: '127.0.0.1', port: replPort },
         intervalMs: o.intervalMs,
+        ...(o.minGapMs !== undefined ? { minGapMs: o.minGapMs } : {}),
         netbuf: true,
         disk: true,
         blackhole: false,
@@ -108,7 +116,8 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
         failoverTimeoutMs: o.failoverTimeoutMs,
       },
     });
-    say(`protected by remus: interval ${o.intervalMs} ms, heartbeat ${o.heartbeatMs} ms, failover timeout ${o.failoverTimeoutMs} ms`);
+    const how = (o.mode ?? 'remus') === 'kemari' ? `kemari: sync on output, minimum gap ${o.minGapMs ?? DEFAULT_KEMARI_MIN_GAP_MS} ms` : `remus: interval ${o.intervalMs} ms`;
+    say(`protected by ${how}, heartbeat ${o.heartbeatMs} ms, failover timeout ${o.failoverTimeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 300));
     const prot = await measure(load, o.protectedMs);
     const primaryStatus = ((await primary.request<{ protections: Record<string, unknown>[] }>({ cmd: 'status' })).protections[0] ?? {}) as Record<string, unknown>;

@@ -1,12 +1,12 @@
 import t from 'tap';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { SimBackend } from '../../src/backend/sim/host.js';
 import type { ContentSink, DomainInfo, SaveSession } from '../../src/backend/types.js';
 import { CheckpointEngine, type EngineState } from '../../src/engine/engine.js';
-import { NackError, ReplicationLostError, type ReplicationLink } from '../../src/engine/link.js';
+import { NackError, ReplicationLostError } from '../../src/engine/link.js';
+import { FakeLink, rawConn, sleep, until, type TT } from '../helpers/engine-fakes.js';
 import { SEAL_FLAG } from '../../src/transport/channel-records.js';
 import { createMode } from '../../src/engine/modes/index.js';
 import { RemusMode } from '../../src/engine/modes/remus.js';
@@ -16,189 +16,12 @@ import { NetbufDevice } from '../../src/devices/netbuf.js';
 import { DiskReplicationDevice } from '../../src/devices/disk.js';
 import { XLHA_REC, decodeDiskWrites } from '../../src/transport/channel-records.js';
 import { XenStreamParser } from '../../src/transport/xenstream.js';
-import { FrameSplitter, KV_OP, decodeResponse, encodeRequest, type KvResponse } from '../../src/backend/sim/kvproto.js';
+import { KV_OP } from '../../src/backend/sim/kvproto.js';
 import { KV_DISK_BYTES, RECORD } from '../../src/backend/sim/guest.js';
 import { silentLogger } from '../../src/util/log.js';
 import { freePort } from '../../src/demo/hosts.js';
 
-/** The parts of a tap test the helpers need. */
-type TT = { teardown(fn: () => unknown): void };
 type Tap = { equal: (...args: any[]) => unknown };
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until(what: string, cond: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!cond()) {
-    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(2);
-  }
-}
-
-
-interface Sealed {
-  epoch: number;
-  flags: number;
-  content: { type: number; body: Buffer }[];
-}
-
-type Deferred = { promise: Promise<number>; resolve: (v: number) => void; reject: (e: Error) => void; settled: boolean };
-
-/**
- * A replication link that goes nowhere: it records what the engine sends and lets the test
- * decide, epoch by epoch, whether and when the backup acknowledges.
- */
-class FakeLink implements ReplicationLink {
-  readonly sealed: Sealed[] = [];
-  readonly events: string[] = [];
-  readonly slowCalls: boolean[] = [];
-  goodbyes = 0;
-  closed = false;
-  bytesSent = 0;
-  /** What happens to a sealed checkpoint without the test's intervention. */
-  auto: (epoch: number) => 'ack' | 'nack' | 'hold' = () => 'ack';
-  readonly lost: Promise<never>;
-  private lostError: Error | null = null;
-  private rejectLost!: (e: Error) => void;
-  private pending: { type: number; body: Buffer }[] = [];
-  private readonly acks = new Map<number, Deferred>();
-
-  constructor() {
-    this.lost = new Promise<never>((_, reject) => (this.rejectLost = reject));
-    this.lost.catch(() => {});
-  }
-
-  get isLost(): boolean {
-    return this.lostError !== null;
-  }
-
-  private deferred(epoch: number): Deferred {
-    let d = this.acks.get(epoch);
-    if (!d) {
-      let resolve!: (v: number) => void;
-      let reject!: (e: Error) => void;
-      const promise = new Promise<number>((res, rej) => {
-        resolve = res;
-        reject = rej;
-      });
-      promise.catch(() => {});
-      d = { promise, resolve, reject, settled: false };
-      this.acks.set(epoch, d);
-    }
-    return d;
-  }
-
-  /** onWritten callbacks the engine handed over, and how many ran. */
-  writtenAsked = 0;
-  writtenRan = 0;
-
-  async sendContent(type: number, body: Buffer | readonly Buffer[], onWritten?: () => void): Promise<void> {
-    if (this.lostError) throw this.lostError;
-    // A copy: the engine may reuse its buffers once the checkpoint is acknowledged.
-    const copy = Buffer.concat(Buffer.isBuffer(body) ? [body] : [...body]);
-    this.pending.push({ type, body: copy });
-    this.bytesSent += copy.length + 8;
-    if (onWritten) {
-      this.writtenAsked++;
-      queueMicrotask(() => {
-        this.writtenRan++;
-        onWritten();
-      });
-    }
-  }
-
-  readonly side: Buffer[] = [];
-  async sendSide(_kind: number, payload: Buffer): Promise<void> {
-    if (this.lostError) throw this.lostError;
-    this.side.push(payload);
-  }
-  onSide(): void {}
-
-  seal(epoch: number, flags: number): void {
-    this.sealed.push({ epoch, flags, content: this.pending });
-    this.pending = [];
-    this.events.push(`seal ${epoch}`);
-    const what = this.auto(epoch);
-    if (what === 'ack') queueMicrotask(() => this.ack(epoch));
-    else if (what === 'nack') queueMicrotask(() => this.nack(epoch, 'test says no'));
-  }
-
-  waitAck(epoch: number): Promise<number> {
-    if (this.lostError) return Promise.reject(this.lostError);
-    return this.deferred(epoch).promise;
-  }
-
-  ack(epoch: number): void {
-    const d = this.deferred(epoch);
-    if (d.settled) return;
-    d.settled = true;
-    this.events.push(`ack ${epoch}`);
-    d.resolve(100);
-  }
-
-  /** Acknowledges every sealed epoch up to `epoch`. */
-  ackUpTo(epoch: number): void {
-    for (const s of this.sealed) if (s.epoch <= epoch) this.ack(s.epoch);
-  }
-
-  nack(epoch: number, reason: string): void {
-    const d = this.deferred(epoch);
-    if (d.settled) return;
-    d.settled = true;
-    this.events.push(`nack ${epoch}`);
-    d.reject(new NackError(epoch, reason));
-  }
-
-  lose(reason: string): void {
-    if (this.lostError) return;
-    this.lostError = new ReplicationLostError(reason);
-    this.events.push('lost');
-    for (const d of this.acks.values()) if (!d.settled) d.reject(this.lostError);
-    this.rejectLost(this.lostError);
-  }
-
-  slowPhase(on: boolean): void {
-    this.slowCalls.push(on);
-  }
-
-  async goodbye(reason: string): Promise<void> {
-    this.goodbyes++;
-    this.events.push(`goodbye ${reason}`);
-  }
-
-  close(): void {
-    this.closed = true;
-  }
-
-  seal_(epoch: number): Sealed | undefined {
-    return this.sealed.find((s) => s.epoch === epoch);
-  }
-
-  waitSeal(epoch: number, timeoutMs = 5000): Promise<void> {
-    return until(`seal of checkpoint ${epoch}`, () => this.sealed.some((s) => s.epoch >= epoch), timeoutMs);
-  }
-}
-
-/** A raw client of the kv guest. */
-async function rawConn(t: TT, port: number) {
-  const sock = net.connect({ host: '127.0.0.1', port });
-  await new Promise<void>((resolve, reject) => {
-    sock.once('connect', resolve);
-    sock.once('error', reject);
-  });
-  t.teardown(() => sock.destroy());
-  const split = new FrameSplitter();
-  const responses: KvResponse[] = [];
-  sock.on('data', (chunk: Buffer) => {
-    for (const f of split.push(chunk)) responses.push(decodeResponse(Buffer.from(f))!);
-  });
-  return {
-    responses,
-    send: (clientId: number, seq: number, op: number, key = '', value = '') =>
-      sock.write(encodeRequest({ clientId, seq, op, key: Buffer.from(key), value: Buffer.from(value) })),
-    waitFor: (n: number, timeoutMs = 5000) => until(`${n} responses`, () => responses.length >= n, timeoutMs),
-  };
-}
 
 // One primary host and one kv domain serve every scenario: a protection ends with the domain
 // running, and the next one protects it again. (vCPU threads are slow to start under tap.)
@@ -238,7 +61,7 @@ interface Run {
 
 async function protect(
   t: TT,
-  o: { intervalMs?: number; maxInFlight?: number; disk?: boolean; maxResyncs?: number; link?: FakeLink; wrap?: (s: SaveSession) => SaveSession } = {},
+  o: { intervalMs?: number; maxInFlight?: number; disk?: boolean; maxResyncs?: number; link?: FakeLink; wrap?: (s: SaveSession) => SaveSession; phaseOrder?: ModePlan['phaseOrder'] } = {},
 ): Promise<Run> {
   const opened = await backend.openSave(dom.domid);
   const session = o.wrap ? o.wrap(opened) : opened;
@@ -247,7 +70,7 @@ async function protect(
   const devices: CheckpointDevice[] = [netbuf];
   if (o.disk) devices.push(new DiskReplicationDevice());
   const commits: number[] = [];
-  const plan: ModePlan = { devices, maxInFlight: o.maxInFlight ?? 1, phaseOrder: 'resume-then-ack', outputRule: 'after-checkpoint-ack' };
+  const plan: ModePlan = { devices, maxInFlight: o.maxInFlight ?? 1, phaseOrder: o.phaseOrder ?? 'resume-then-ack', outputRule: 'after-checkpoint-ack' };
   const engine = new CheckpointEngine({
     session,
     link,
@@ -629,4 +452,32 @@ t.test('the engine checkpoints about once per interval', async (t) => {
   const n = r.link.sealed.length - start;
   t.ok(n >= 4 && n <= 15, `${n} checkpoints in 600 ms at a 50 ms interval`);
   await finish(t, r);
+});
+
+t.test('with the ack-then-resume phase order the guest stays suspended until the backup acknowledges, then runs on', async (t) => {
+  const r = await protect(t, { intervalMs: 20, maxInFlight: 4, phaseOrder: 'ack-then-resume' });
+  await r.protectedP;
+  t.equal(r.engine.maxInFlight, 1, 'one checkpoint in flight at most, whatever the plan asked');
+  r.link.auto = () => 'hold';
+  const e = r.engine.epoch + 1;
+  await r.link.waitSeal(e);
+  await sleep(100);
+  t.equal((await backend.findDomain(dom.domid)).state, 'suspended', `the guest is suspended while checkpoint ${e} waits for its ack`);
+  t.equal(r.link.sealed.length, e, 'and no further checkpoint was taken');
+  const pausesBefore = r.engine.stats.pauseMs.count;
+  r.link.ack(e);
+  await until('the guest to run again', () => r.engine.stats.pauseMs.count > pausesBefore);
+  t.ok(r.engine.stats.pauseMs.percentile(100) >= 90, `the pause counts the wait for the ack (${Math.round(r.engine.stats.pauseMs.percentile(100))} ms)`);
+  t.ok(r.commits.includes(e), `checkpoint ${e} was committed`);
+  await finish(t, r);
+});
+
+t.test('with the ack-then-resume phase order a link lost during the wait resumes the guest', async (t) => {
+  const r = await protect(t, { intervalMs: 20, phaseOrder: 'ack-then-resume' });
+  await r.protectedP;
+  r.link.auto = () => 'hold';
+  await r.link.waitSeal(r.engine.epoch + 1);
+  r.link.lose('backup vanished');
+  t.equal(await r.done, 'lost');
+  t.equal((await backend.findDomain(dom.domid)).state, 'running', 'the domain runs on, unprotected');
 });

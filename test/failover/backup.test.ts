@@ -19,6 +19,7 @@ import {
   encodeHeartbeat,
   encodeHello,
   encodeSeal,
+  encodeSide,
 } from '../../src/transport/channel-records.js';
 import { XenStreamWriter } from '../../src/transport/xenstream.js';
 import { SEAL_FLAG } from '../../src/transport/channel-records.js';
@@ -409,6 +410,23 @@ t.test('the backup side of one protected domain', async (t) => {
     await s.failoverNow();
     t.equal(s.state, 'active', "an administrator's failover activates it");
     t.equal((await h.be.findDomain('vm-halt')).state, 'running');
+  });
+
+  t.test('a side frame to a backup whose mode takes none halts it, naming the mode, and keeps its checkpoint', async (t) => {
+    const h = await backupHost(t, 'side');
+    const p = await Primary.connect(t, h.port);
+    p.hello(helloBody('vm-side', { mode: 'kemari', heartbeatMs: 20, failoverTimeoutMs: 100 }));
+    t.equal(decodeHelloAck((await p.next()).body).ok, true, 'kemari is served by the replica role');
+    const s = h.session();
+    t.equal(s.status().plays, 'replica');
+    p.heartbeats(20);
+    p.checkpoint(1, [p.checkpointBytes([[4, 0x44]])], { flags: SEAL_FLAG.FULL });
+    await expectAck(t, p, 1);
+    p.ch.send(XLHA_REC.SIDE, encodeSide({ seq: 1, kind: 1, payload: Buffer.from('input') }));
+    await until('the session to halt', () => s.state !== 'replicating', 2000);
+    t.equal(s.state, 'halted');
+    t.match(s.error, /side frame kind 1: mode kemari takes no side frames/);
+    t.equal(s.replica?.lastEpoch, 1, 'the last good checkpoint is kept');
   });
 
   t.test('a replica that preloads gets the first checkpoint while it streams, and only that one', async (t) => {

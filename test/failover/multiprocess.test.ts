@@ -47,6 +47,37 @@ t.test('the backup takes over from a SIGKILLed primary with every acknowledged w
   t.equal(sha, captured.get(epoch), `backup memory equals checkpoint ${epoch} byte for byte`);
 });
 
+t.test('kemari: the backup takes over from a SIGKILLed primary with every acknowledged write, each read back', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xlha-mp-kemari-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  // Each client writes a new key every time (no client wraps around its 4000 keys in this
+  // run: 16384 keys fit in the guest), so reading every acknowledged key back checks every acknowledged write, not only
+  // the last value of a key.
+  const r = await runScenario({
+    mode: 'kemari',
+    memoryMiB: 16,
+    dirtyMiBPerSec: 2,
+    intervalMs: 20,
+    heartbeatMs: 50,
+    failoverTimeoutMs: 200,
+    clients: 4,
+    connections: 2,
+    keysPerClient: 4000,
+    baselineMs: 300,
+    protectedMs: 1200,
+    afterMs: 400,
+    dir,
+  });
+  t.equal(r.keysChecked, r.ackedWrites, `every acknowledged write went to its own key and was read back (${r.ackedWrites})`);
+  t.equal(r.lostAckedWrites, 0, `no acknowledged write lost ${r.lostDetails.join('; ')}`);
+  t.ok(r.ackedWrites > 100, `load made progress (${r.ackedWrites} acknowledged writes)`);
+  t.equal(r.writesAppliedByGuest, r.ackedWrites, 'every acknowledged write was applied exactly once');
+  t.same(r.clientErrors, [], 'no client gave up');
+  t.equal(r.primaryStatus.mode, 'kemari');
+  t.ok(Number(r.primaryStatus.checkpointsTaken) > 1, `kemari synced on output (${String(r.primaryStatus.checkpointsTaken)} checkpoints)`);
+  t.equal(r.backupStatus.state, 'active', 'the backup runs the domain');
+});
+
 t.test('a backup that was only stalled (SIGSTOP) past the timeout drops its replica when it wakes: no second copy', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xlha-stall-'));
   const replPort = await freePort();

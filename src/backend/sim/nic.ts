@@ -11,6 +11,14 @@ import type { Disposable } from '../../engine/events.js';
 
 type Entry = { conn: number; data: Uint8Array } | { barrier: number };
 
+/** A held output as it left the gate: `epoch` is the barrier that closed it (null: released by releaseAll). */
+export interface GateRelease {
+  at: number;
+  conn: number;
+  bytes: number;
+  epoch: number | null;
+}
+
 export class OutputGate implements NetPlug {
   private buffering = false;
   private queue: Entry[] = [];
@@ -19,6 +27,8 @@ export class OutputGate implements NetPlug {
   /** Something of the open epoch is held (the next barrier clears it). */
   private openHeld = false;
   private readonly pendingListeners = new Set<() => void>();
+  /** The gate's own event log, when someone (a test) sets it: every held output as it leaves. */
+  log: GateRelease[] | null = null;
 
   constructor(private readonly deliver: (conn: number, data: Uint8Array) => void, private readonly flush: () => void) {}
 
@@ -60,6 +70,7 @@ export class OutputGate implements NetPlug {
       }
     }
     if (lastBarrier < 0) return;
+    const from = i;
     for (; i <= lastBarrier; i++) {
       const e = q[i]!;
       if (!('barrier' in e)) {
@@ -67,6 +78,7 @@ export class OutputGate implements NetPlug {
         this.deliver(e.conn, e.data);
       }
     }
+    if (this.log) this.logReleased(q, from, lastBarrier);
     this.head = i;
     if (this.head > 4096 && this.head * 2 > q.length) {
       this.queue = q.slice(this.head);
@@ -75,8 +87,28 @@ export class OutputGate implements NetPlug {
     this.flush();
   }
 
+  private logReleased(q: Entry[], from: number, to: number): void {
+    const at = performance.now();
+    let open: { conn: number; data: Uint8Array }[] = [];
+    for (let j = from; j <= to; j++) {
+      const e = q[j]!;
+      if (!('barrier' in e)) open.push(e);
+      else {
+        for (const o of open) this.log!.push({ at, conn: o.conn, bytes: o.data.length, epoch: e.barrier });
+        open = [];
+      }
+    }
+  }
+
   releaseAll(): void {
     this.buffering = false;
+    if (this.log) {
+      const at = performance.now();
+      for (let i = this.head; i < this.queue.length; i++) {
+        const e = this.queue[i]!;
+        if (!('barrier' in e)) this.log.push({ at, conn: e.conn, bytes: e.data.length, epoch: null });
+      }
+    }
     for (let i = this.head; i < this.queue.length; i++) {
       const e = this.queue[i]!;
       if (!('barrier' in e)) this.deliver(e.conn, e.data);

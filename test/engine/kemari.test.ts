@@ -1,0 +1,174 @@
+import t from 'tap';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { SimBackend } from '../../src/backend/sim/host.js';
+import type { OutputGate } from '../../src/backend/sim/nic.js';
+import type { DomainInfo } from '../../src/backend/types.js';
+import { CheckpointEngine, type EngineState } from '../../src/engine/engine.js';
+import { DeviceEvents } from '../../src/engine/events.js';
+import { KemariMode } from '../../src/engine/modes/kemari.js';
+import { KV_OP } from '../../src/backend/sim/kvproto.js';
+import { silentLogger } from '../../src/util/log.js';
+import { freePort } from '../../src/demo/hosts.js';
+import { FakeLink, rawConn, sleep, until, type TT } from '../helpers/engine-fakes.js';
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xlha-kemari-'));
+const backend = new SimBackend({ hostName: 'p', stateDir: path.join(dir, 'p') });
+const log = silentLogger();
+let kv: DomainInfo;
+let port: number;
+let nextClient = 5000;
+
+t.before(async () => {
+  port = await freePort();
+  kv = await backend.createDomain({
+    name: 'kv',
+    memoryMiB: 8,
+    vcpus: 1,
+    disks: [],
+    vifs: [],
+    sim: { workload: 'kv', dirtyMiBPerSec: 0, seed: 3, service: { host: '127.0.0.1', port } },
+  });
+});
+t.teardown(async () => {
+  await backend.dispose();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+interface Run {
+  engine: CheckpointEngine;
+  link: FakeLink;
+  mode: KemariMode;
+  events: DeviceEvents;
+  gate: OutputGate | null;
+  abort: AbortController;
+  done: Promise<EngineState>;
+  protectedP: Promise<void>;
+}
+
+async function protect(t: TT, dom: DomainInfo, minGapMs: number): Promise<Run> {
+  const session = await backend.openSave(dom.domid);
+  const gate = session.net as OutputGate | null;
+  if (gate) gate.log = [];
+  const link = new FakeLink();
+  const mode = new KemariMode({ minGapMs });
+  const events = new DeviceEvents();
+  const plan = mode.setup({ features: backend.features, backendKind: backend.kind, netbuf: true, disk: true, events });
+  const engine = new CheckpointEngine({ session, link, mode, plan, events, domainName: dom.name, log });
+  const abort = new AbortController();
+  let onProtected!: () => void;
+  const protectedP = new Promise<void>((r) => (onProtected = r));
+  const done = engine.run(abort.signal, onProtected);
+  t.teardown(async () => {
+    link.auto = () => 'ack';
+    abort.abort(new Error('teardown'));
+    link.ackUpTo(Number.MAX_SAFE_INTEGER);
+    await done;
+  });
+  return { engine, link, mode, events, gate, abort, done, protectedP };
+}
+
+async function stop(r: Run): Promise<EngineState> {
+  r.link.auto = () => 'ack';
+  r.abort.abort(new Error('test over'));
+  r.link.ackUpTo(Number.MAX_SAFE_INTEGER);
+  return r.done;
+}
+
+t.test('kemari takes no checkpoint while the guest emits nothing', async (t) => {
+  const r = await protect(t, kv, 2);
+  await r.protectedP;
+  const after = r.link.sealed.length;
+  t.equal(after, 1, 'only the first checkpoint, which ends the precopy');
+  await sleep(600);
+  t.equal(r.link.sealed.length, after, 'no checkpoint in 600 ms of an idle guest');
+  t.equal(r.events.counts['output-pending'], 0, 'no output event was raised');
+  t.equal(await stop(r), 'stopped');
+});
+
+t.test('kemari takes no checkpoint for a guest that dirties memory but emits no output', async (t) => {
+  const busy = await backend.createDomain({ name: 'busy', memoryMiB: 8, vcpus: 1, disks: [], vifs: [], sim: { workload: 'memstress', dirtyMiBPerSec: 8, seed: 4 } });
+  t.teardown(() => backend.destroyDomain(busy.domid));
+  const r = await protect(t, busy, 2);
+  await r.protectedP;
+  const after = r.link.sealed.length;
+  await sleep(500);
+  t.equal(r.link.sealed.length, after, 'no checkpoint in 500 ms while about 4 MiB were dirtied');
+  t.equal(await stop(r), 'stopped');
+});
+
+t.test('a burst of output within the minimum gap costs exactly one checkpoint, and leaves after its ack', async (t) => {
+  const r = await protect(t, kv, 150);
+  await r.protectedP;
+  const before = r.link.sealed.length;
+  r.link.auto = () => 'hold';
+  const c = await rawConn(t, port);
+  const ids = Array.from({ length: 20 }, () => nextClient++);
+  for (const id of ids) c.send(id, 1, KV_OP.PING);
+  await r.link.waitSeal(before + 1, 3000);
+  const sync = r.link.sealed[before]!.epoch;
+  await sleep(250); // past the gap again: nothing else was emitted, so nothing else is due
+  t.equal(r.link.sealed.length, before + 1, 'one sync for the burst of 20 responses');
+  t.equal(c.responses.length, 0, 'no response reached the client before the sync was acknowledged');
+  r.link.ack(sync);
+  await c.waitFor(20, 3000);
+  t.same(c.responses.map((x) => x.clientId).sort(), ids, 'every response arrived after the ack');
+  const released = r.gate!.log!.filter((x) => x.epoch !== null);
+  t.equal(released.length, 20, "the gate's log shows 20 held outputs released");
+  t.ok(released.every((x) => x.epoch === sync), `all covered by sync ${sync}`);
+  t.ok(released.every((x) => x.at >= r.link.ackedAt.get(sync)!), 'none left before the ack');
+  t.equal(await stop(r), 'stopped');
+});
+
+t.test('under a steady stream of requests no output ever leaves before the sync that covers it is acknowledged', async (t) => {
+  const r = await protect(t, kv, 2);
+  await r.protectedP;
+  r.link.auto = () => 'hold';
+  // The backup acknowledges, in order, every 3-8 ms, what was sealed by then.
+  let acking = true;
+  const acker = (async () => {
+    while (acking) {
+      await sleep(3 + Math.floor(Math.random() * 6));
+      for (const s of r.link.sealed) if (!r.link.ackedAt.has(s.epoch)) r.link.ack(s.epoch);
+    }
+  })();
+  const c = await rawConn(t, port);
+  const n = 150;
+  const ids: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const id = nextClient++;
+    ids.push(id);
+    c.send(id, 1, i % 2 ? KV_OP.PUT : KV_OP.PING, `k${i}`, `v${i}`); // PUTs write the disk too
+    await sleep(i % 10 === 0 ? 6 : 1);
+  }
+  await c.waitFor(n, 5000);
+  acking = false;
+  await acker;
+  const held = r.gate!.log!.filter((x) => x.epoch !== null);
+  t.equal(held.length, n, `the gate's log shows all ${n} responses held, then released`);
+  const early = held.filter((x) => !(r.link.ackedAt.has(x.epoch!) && r.link.ackedAt.get(x.epoch!)! <= x.at));
+  t.same(early, [], 'every output left after the ack of the sync that covers it');
+  const syncs = r.link.sealed.length - 1;
+  t.ok(syncs >= 1 && syncs < n, `${syncs} syncs for ${n} responses: events coalesced`);
+  t.ok(r.mode.stats().outputEvents >= syncs, `each sync had an output event (${r.mode.stats().outputEvents} events)`);
+  t.equal(await stop(r), 'stopped');
+});
+
+t.test('a sync is not taken before the minimum gap after the first output', async (t) => {
+  const r = await protect(t, kv, 80);
+  await r.protectedP;
+  const before = r.link.sealed.length;
+  const c = await rawConn(t, port);
+  let first = 0;
+  const sub = r.events.on('output-pending', (ev) => (first = first || ev.at));
+  t.teardown(() => sub.dispose());
+  c.send(nextClient++, 1, KV_OP.PING);
+  await until('the sync', () => r.link.sealed.length > before, 3000);
+  const sealedAt = performance.now();
+  t.ok(first > 0, 'the response raised an output event');
+  t.ok(sealedAt - first >= 75, `the sync came ${Math.round(sealedAt - first)} ms after the output, not before the 80 ms gap`);
+  await c.waitFor(1, 2000);
+  t.equal(await stop(r), 'stopped');
+  t.equal(r.events.listenerCount('output-pending'), 1, "after the stop only the test's own subscription is left (the mode's was disposed)");
+});
