@@ -10,7 +10,7 @@
 import net from 'node:net';
 import { FrameReader } from './reader.js';
 import { SlabPool, slabReadAccepted } from '../util/slab-reads.js';
-import type { Frame } from './framing.js';
+import { encodeFrameHeader, paddedLength, type Frame } from './framing.js';
 import { CheckpointDigest } from './digest.js';
 
 const PAD = Buffer.alloc(8);
@@ -134,10 +134,8 @@ export class Channel {
     const parts = body instanceof Uint8Array ? [body] : body;
     let length = 0;
     for (const p of parts) length += p.length;
-    const hdr = Buffer.alloc(8);
-    hdr.writeUInt32LE(type >>> 0, 0);
-    hdr.writeUInt32LE(length, 4);
-    const pad = (8 - (length & 7)) & 7;
+    const hdr = encodeFrameHeader(type >>> 0, length);
+    const pad = paddedLength(length) - length;
     this.socket.cork();
     let ok = this.socket.write(hdr);
     for (const p of parts) if (p.length) ok = this.socket.write(p);

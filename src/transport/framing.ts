@@ -212,34 +212,3 @@ export function encodeFrame(type: number, body: Uint8Array): Buffer {
   return out;
 }
 
-const ZERO_PAD = Buffer.alloc(FRAME_ALIGN);
-
-/**
- * The same bytes as {@link encodeFrame} as a list `[header, body, padding?]`
- * that shares the body's memory: use it with a vectored write to avoid
- * copying large bodies.
- */
-export function encodeFrameParts(type: number, body: Uint8Array): Buffer[] {
-  const parts = [encodeFrameHeader(type, body.length)];
-  if (body.length > 0) parts.push(asBuffer(body));
-  const pad = paddedLength(body.length) - body.length;
-  if (pad > 0) parts.push(ZERO_PAD.subarray(0, pad));
-  return parts;
-}
-
-/** Several frames concatenated into one buffer. */
-export function encodeFrames(list: readonly { type: number; body: Uint8Array }[]): Buffer {
-  let total = 0;
-  for (const f of list) total += frameSize(f.body.length);
-  const out = Buffer.alloc(total);
-  let off = 0;
-  for (const f of list) {
-    checkU32(f.type, 'frame type');
-    checkU32(f.body.length, 'frame length');
-    out.writeUInt32LE(f.type, off);
-    out.writeUInt32LE(f.body.length, off + 4);
-    out.set(f.body, off + FRAME_HEADER_BYTES);
-    off += frameSize(f.body.length);
-  }
-  return out;
-}

@@ -185,6 +185,9 @@ export async function rawConn(t: TT, port: number) {
     responses,
     send: (clientId: number, seq: number, op: number, key = '', value = '') =>
       sock.write(encodeRequest({ clientId, seq, op, key: Buffer.from(key), value: Buffer.from(value) })),
+    /** Several requests in one write (one burst, as the guest receives it). */
+    sendMany: (reqs: { clientId: number; seq: number; op: number; key?: string; value?: string }[]) =>
+      sock.write(Buffer.concat(reqs.map((q) => encodeRequest({ clientId: q.clientId, seq: q.seq, op: q.op, key: Buffer.from(q.key ?? ''), value: Buffer.from(q.value ?? '') })))),
     waitFor: (n: number, timeoutMs = 5000) => until(`${n} responses`, () => responses.length >= n, timeoutMs),
   };
 }

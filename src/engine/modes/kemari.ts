@@ -1,9 +1,11 @@
 /**
  * `kemari`: a checkpoint when the guest is about to emit output (Kemari, NTT: Xen 3.3, then
  * KVM). Devices report the first output the guest issues in an epoch (a packet reaching the
- * NIC's plug, a write reaching the disk tap); the sync that covers it is taken `minGapMs`
- * after that first output, so a burst of packets within the gap costs one checkpoint. An idle
- * guest, or one that computes without emitting anything, takes no checkpoint at all.
+ * NIC's plug, a write reaching the disk tap), and the sync that covers it is taken at once,
+ * unless the previous sync began less than `minGapMs` ago: then at the end of that gap, and
+ * everything the guest emitted meanwhile is covered by that one sync. A burst of packets costs
+ * one checkpoint, and a stream of output at most one per gap. An idle guest, or one that
+ * computes without emitting anything, takes no checkpoint at all.
  *
  * Output leaves after the ack of the sync that covers it, as in remus, and the guest runs on
  * speculatively while the sync travels: the output is held by netbuf either way, so keeping
@@ -55,7 +57,7 @@ export class KemariMode implements Mode {
       this.pending = this.pending.filter((at) => at > state.lastEpochClosedAt);
       const first = this.pending[0];
       if (first !== undefined) {
-        const due = first + this.opts.minGapMs - performance.now();
+        const due = Math.max(first, state.lastCheckpointAt + this.opts.minGapMs) - performance.now();
         if (due > 0) await abortableSleep(due, signal);
         this.syncs++;
         return;
