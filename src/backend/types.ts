@@ -81,6 +81,28 @@ export interface NetPlug {
    * held (once per epoch: the next barrier re-arms it), before that output can leave.
    */
   onOutputPending?(listener: () => void): Disposable;
+  /**
+   * With the `ingressTap` feature (colo): while captured, every guest output goes to `listener`
+   * instead of leaving or being queued; `emit` lets one out. Disposing ends the capture.
+   */
+  capture?(listener: (conn: number, data: Uint8Array) => void): Disposable;
+  emit?(conn: number, data: Uint8Array): void;
+}
+
+/** A client input with its place in the domain's input stream (1 = the first it ever got). */
+export interface IndexedInput {
+  index: number;
+  /** The flow (connection) it arrived on. */
+  conn: number;
+  data: Uint8Array;
+}
+
+/**
+ * With the `ingressTap` feature: the client inputs that reach the domain, as they reach it.
+ * A new listener is first handed what was delivered and not yet consumed.
+ */
+export interface IngressTap {
+  onInput(listener: (inputs: IndexedInput[]) => void): Disposable;
 }
 
 /**
@@ -132,6 +154,8 @@ export interface SaveSession {
   resume(): Promise<void>;
   readonly net: NetPlug | null;
   readonly disk: DiskTap | null;
+  /** With the `ingressTap` feature and a NIC: the domain's client inputs. */
+  readonly ingress?: IngressTap | null;
   /** Ends log-dirty mode; the domain keeps running. Idempotent. */
   close(): Promise<void>;
   /** Optional: median milliseconds of the backend's own steps of a checkpoint (diagnostics). */
@@ -165,8 +189,26 @@ export interface VerifiedCheckpoint {
   diskWrites: DiskWrite[];
 }
 
+/**
+ * With the `runnableReplica` feature: a replica that runs as colo's secondary between
+ * checkpoints, fed the primary's input. Its output goes to `start`'s listener, never to a
+ * client, and its disk writes to an overlay that each checkpoint discards (failover keeps it).
+ */
+export interface SecondaryReplica {
+  /** After the first checkpoint: the replica runs from it. */
+  start(onOutput: (conn: number, data: Uint8Array) => void): void;
+  /** Input packets consumed so far (after a checkpoint: as of that checkpoint). */
+  readonly inputsHandled: number;
+  /** The primary's inputs, in order, from `inputsHandled + 1` on. */
+  deliver(inputs: readonly IndexedInput[]): void;
+  /** After a checkpoint was applied (the replica is paused then) and its input re-delivered. */
+  resume(): void;
+}
+
 /** Backup side: a domain that is being built from checkpoints and not yet running. */
 export interface ReplicaDomain {
+  /** Present when the replica can run as a secondary (colo). */
+  readonly secondary?: SecondaryReplica;
   readonly domid: number;
   readonly name: string;
   /** Applies a checkpoint whole. On failure the previous checkpoint stays in force. */

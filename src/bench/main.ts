@@ -18,6 +18,7 @@ import path from 'node:path';
 import { runScenario, type ScenarioOptions, type ScenarioResult } from '../demo/scenario.js';
 import { round } from '../util/samples.js';
 import { chartSvg } from './chart.js';
+import { DEFAULT_KEMARI_MIN_GAP_MS } from '../config/domain.js';
 
 const json = process.argv.includes('--json');
 const quick = process.argv.includes('--quick');
@@ -114,71 +115,47 @@ async function run(name: string, o: Partial<ScenarioOptions> & { intervalMs: num
 // ratio only restates the added latency, not the capacity protection costs.
 const runs: RunSummary[] = [];
 const lines: Record<string, unknown>[] = [];
+
+/** One JSON line for a mode: the keys every mode has, from its light, saturated and paced runs, then its own. */
+function modeLine(mode: BenchMode, r: { light: RunSummary; sat: RunSummary; paced: RunSummary; all: RunSummary[] }, own: Record<string, unknown>): Record<string, unknown> {
+  const { light, sat, paced } = r;
+  return {
+    mode,
+    addedLatencyMsP50: light.addedLatencyMsP50,
+    addedLatencyMsP99: light.addedLatencyMsP99,
+    throughputRatio: sat.throughputRatio,
+    pauseMsP50: light.pauseMsP50,
+    pauseMsP99: light.pauseMsP99,
+    bytesPerCheckpoint: light.bytesPerCheckpoint,
+    checkpointsPerSec: light.checkpointsPerSec,
+    failoverMs: light.failoverMs,
+    ...own,
+    pauseMsP99Saturated: sat.pauseMsP99,
+    bytesPerCheckpointSaturated: sat.bytesPerCheckpoint,
+    checkpointsPerSecSaturated: sat.checkpointsPerSec,
+    addedLatencyMsP50At1000rps: paced.addedLatencyMsP50,
+    addedLatencyMsP99At1000rps: paced.addedLatencyMsP99,
+    checkpointsPerSecAt1000rps: paced.checkpointsPerSec,
+    checkpointsTaken: light.checkpointsTaken,
+    outputsCompared: null, // neither remus nor kemari compares outputs
+    divergences: null,
+    lostAckedWrites: r.all.reduce((n, x) => n + x.lostAckedWrites, 0),
+    exactlyOnce: r.all.every((x) => x.exactlyOnce),
+    workload: `kv, ${light.memoryMiB} MiB guest dirtying ${light.dirtyMiBPerSec} MiB/s; 16 clients (light), 2048 (saturated), 16 paced at 1000 req/s; clients at nice 10`,
+  };
+}
+
 for (const mode of modes) {
-  if (mode === 'remus') {
-    const light = await run('remus-25ms-light', { mode, intervalMs: 25, clients: 16, connections: 4 });
-    const sat = await run('remus-25ms-saturated', { mode, intervalMs: 25, noKill: true, clients: 2048, connections: 16 });
-    const r10 = await run('remus-10ms-light', { mode, intervalMs: 10, noKill: true, clients: 16, connections: 4 });
-    const paced = await run('remus-25ms-1000rps', { mode, intervalMs: 25, noKill: true, clients: 16, connections: 4, ratePerSec: 1000 });
-    const mine = [light, sat, r10, paced];
-    runs.push(...mine);
-    lines.push({
-      mode: 'remus',
-      addedLatencyMsP50: light.addedLatencyMsP50,
-      addedLatencyMsP99: light.addedLatencyMsP99,
-      throughputRatio: sat.throughputRatio,
-      pauseMsP50: light.pauseMsP50,
-      pauseMsP99: light.pauseMsP99,
-      bytesPerCheckpoint: light.bytesPerCheckpoint,
-      checkpointsPerSec: light.checkpointsPerSec,
-      failoverMs: light.failoverMs,
-      checkpointsPerSecAt10ms: r10.checkpointsPerSec,
-      pauseMsP50At10ms: r10.pauseMsP50,
-      pauseMsP99At10ms: r10.pauseMsP99,
-      bytesPerCheckpointAt10ms: r10.bytesPerCheckpoint,
-      pauseMsP99Saturated: sat.pauseMsP99,
-      bytesPerCheckpointSaturated: sat.bytesPerCheckpoint,
-      addedLatencyMsP50At1000rps: paced.addedLatencyMsP50,
-      addedLatencyMsP99At1000rps: paced.addedLatencyMsP99,
-      checkpointsPerSecAt1000rps: paced.checkpointsPerSec,
-      checkpointsTaken: light.checkpointsTaken,
-      outputsCompared: null, // remus compares no outputs
-      divergences: null,
-      lostAckedWrites: mine.reduce((s, r) => s + r.lostAckedWrites, 0),
-      exactlyOnce: mine.every((r) => r.exactlyOnce),
-      workload: `kv, ${light.memoryMiB} MiB guest dirtying ${light.dirtyMiBPerSec} MiB/s; 16 clients (light), 2048 (saturated), 16 paced at 1000 req/s; clients at nice 10`,
-    });
-  } else {
-    const light = await run('kemari-light', { mode, intervalMs: 25, clients: 16, connections: 4 });
-    const sat = await run('kemari-saturated', { mode, intervalMs: 25, noKill: true, clients: 2048, connections: 16 });
-    const paced = await run('kemari-1000rps', { mode, intervalMs: 25, noKill: true, clients: 16, connections: 4, ratePerSec: 1000 });
-    const mine = [light, sat, paced];
-    runs.push(...mine);
-    lines.push({
-      mode: 'kemari',
-      minGapMs: 2,
-      addedLatencyMsP50: light.addedLatencyMsP50,
-      addedLatencyMsP99: light.addedLatencyMsP99,
-      throughputRatio: sat.throughputRatio,
-      pauseMsP50: light.pauseMsP50,
-      pauseMsP99: light.pauseMsP99,
-      bytesPerCheckpoint: light.bytesPerCheckpoint,
-      checkpointsPerSec: light.checkpointsPerSec,
-      failoverMs: light.failoverMs,
-      pauseMsP99Saturated: sat.pauseMsP99,
-      bytesPerCheckpointSaturated: sat.bytesPerCheckpoint,
-      checkpointsPerSecSaturated: sat.checkpointsPerSec,
-      addedLatencyMsP50At1000rps: paced.addedLatencyMsP50,
-      addedLatencyMsP99At1000rps: paced.addedLatencyMsP99,
-      checkpointsPerSecAt1000rps: paced.checkpointsPerSec,
-      checkpointsTaken: light.checkpointsTaken,
-      outputsCompared: null, // kemari compares no outputs
-      divergences: null,
-      lostAckedWrites: mine.reduce((s, r) => s + r.lostAckedWrites, 0),
-      exactlyOnce: mine.every((r) => r.exactlyOnce),
-      workload: `kv, ${light.memoryMiB} MiB guest dirtying ${light.dirtyMiBPerSec} MiB/s; 16 clients (light), 2048 (saturated), 16 paced at 1000 req/s; clients at nice 10`,
-    });
-  }
+  const light = await run(`${mode}${mode === 'remus' ? '-25ms' : ''}-light`, { mode, intervalMs: 25, clients: 16, connections: 4 });
+  const sat = await run(`${mode}${mode === 'remus' ? '-25ms' : ''}-saturated`, { mode, intervalMs: 25, noKill: true, clients: 2048, connections: 16 });
+  const r10 = mode === 'remus' ? await run('remus-10ms-light', { mode, intervalMs: 10, noKill: true, clients: 16, connections: 4 }) : null;
+  const paced = await run(`${mode}${mode === 'remus' ? '-25ms' : ''}-1000rps`, { mode, intervalMs: 25, noKill: true, clients: 16, connections: 4, ratePerSec: 1000 });
+  const all = [light, sat, ...(r10 ? [r10] : []), paced];
+  runs.push(...all);
+  const own = r10
+    ? { checkpointsPerSecAt10ms: r10.checkpointsPerSec, pauseMsP50At10ms: r10.pauseMsP50, pauseMsP99At10ms: r10.pauseMsP99, bytesPerCheckpointAt10ms: r10.bytesPerCheckpoint }
+    : { minGapMs: DEFAULT_KEMARI_MIN_GAP_MS };
+  lines.push(modeLine(mode, { light, sat, paced, all }, own));
 }
 
 fs.mkdirSync('bench-results', { recursive: true });

@@ -16,6 +16,7 @@ import {
   DEFAULT_HEARTBEAT_MS,
   DEFAULT_INTERVAL_MS,
   DEFAULT_KEMARI_MIN_GAP_MS,
+  DEFAULT_COLO_MAX_INTERVAL_MS,
   DEFAULT_REPLICATION_PORT,
   DOMAIN_NAME_PATTERN,
   FAILOVER_TIMEOUT_FACTOR,
@@ -62,6 +63,8 @@ export interface ReplicateCommand extends CommandBase {
   intervalMs: number;
   /** kemari: output events within this gap coalesce into one sync (`--min-gap`). */
   minGapMs?: number;
+  /** colo: a checkpoint at the latest this long after the previous one (`--max-interval`). */
+  maxIntervalMs?: number;
   netbuf: boolean;
   disk: boolean;
   blackhole: boolean;
@@ -214,7 +217,7 @@ const REPLICATE_OPTIONS: OptionDef[] = [
 const MODE_SUMMARIES: Record<ModeId, string> = {
   remus: 'Protect a domain with Remus (asynchronous checkpoint replication).',
   kemari: 'Protect a domain with Kemari (checkpoint on I/O events).',
-  colo: 'Protect a domain with COLO (coarse-grained lock-stepping).',
+  colo: 'Protect a domain with COLO (both copies run; output leaves when they agree).',
   llm: 'Protect a domain with LLM (lightweight live migration).',
 };
 
@@ -233,6 +236,12 @@ const KEMARI_OPTIONS: OptionDef[] = [
   ...REPLICATE_OPTIONS.filter((o) => o.id !== 'interval'),
 ];
 
+/** colo checkpoints when outputs differ: `--max-interval` (the fallback) instead of `-i`. */
+const COLO_OPTIONS: OptionDef[] = [
+  { id: 'max-interval', long: 'max-interval', arg: 'MS', help: `A checkpoint at the latest this many milliseconds after the previous one, even when outputs agree (default ${DEFAULT_COLO_MAX_INTERVAL_MS}, ${LIMITS.coloMaxIntervalMs.min} to ${LIMITS.coloMaxIntervalMs.max}).` },
+  ...REPLICATE_OPTIONS.filter((o) => o.id !== 'interval' && o.id !== 'in-flight'),
+];
+
 function replicateDef(mode: ModeId): CommandDef {
   return {
     synopsis: `${mode} [options] <Domain> <host[:port]>`,
@@ -240,7 +249,7 @@ function replicateDef(mode: ModeId): CommandDef {
     description:
       `Replicate <Domain> (a name or domid) to the xl-ha receiver at <host[:port]> ` +
       `(port defaults to ${DEFAULT_REPLICATION_PORT}; write IPv6 addresses as [addr]:port).`,
-    options: mode === 'kemari' ? KEMARI_OPTIONS : REPLICATE_OPTIONS,
+    options: mode === 'kemari' ? KEMARI_OPTIONS : mode === 'colo' ? COLO_OPTIONS : REPLICATE_OPTIONS,
   };
 }
 
@@ -551,9 +560,11 @@ export function parseArgs(argv: readonly string[]): Command {
       }
       const ifOpt = lastValue(s, 'in-flight');
       const gapOpt = lastValue(s, 'min-gap');
+      const maxOpt = lastValue(s, 'max-interval');
       return {
         ...(ifOpt ? { inFlight: intOption(command, ifOpt, LIMITS.inFlight, 'checkpoints') } : {}),
         ...(command === 'kemari' ? { minGapMs: gapOpt ? intOption(command, gapOpt, LIMITS.kemariMinGapMs, 'milliseconds') : DEFAULT_KEMARI_MIN_GAP_MS } : {}),
+        ...(command === 'colo' ? { maxIntervalMs: maxOpt ? intOption(command, maxOpt, LIMITS.coloMaxIntervalMs, 'milliseconds') : DEFAULT_COLO_MAX_INTERVAL_MS } : {}),
         cmd: 'remus',
         mode: command,
         domain,

@@ -92,6 +92,7 @@ export async function main(argv: string[]): Promise<number> {
           peer: cmd.peer,
           intervalMs: cmd.intervalMs,
           ...(cmd.minGapMs !== undefined ? { minGapMs: cmd.minGapMs } : {}),
+          ...(cmd.maxIntervalMs !== undefined ? { maxIntervalMs: cmd.maxIntervalMs } : {}),
           netbuf: cmd.netbuf,
           disk: cmd.disk,
           blackhole: cmd.blackhole,
@@ -103,7 +104,11 @@ export async function main(argv: string[]): Promise<number> {
       })) as Record<string, unknown>;
       process.stdout.write(
         `domain ${String(r.domain)} (domid ${String(r.domid)}) protected: mode ${cmd.mode}, backup ${String(r.peer)}, ` +
-          (cmd.minGapMs !== undefined ? `sync on output, minimum gap ${cmd.minGapMs} ms` : `interval ${cmd.intervalMs} ms`) +
+          (cmd.minGapMs !== undefined
+            ? `sync on output, minimum gap ${cmd.minGapMs} ms`
+            : cmd.maxIntervalMs !== undefined
+              ? `checkpoint on divergence, at the latest every ${cmd.maxIntervalMs} ms`
+              : `interval ${cmd.intervalMs} ms`) +
           `, first checkpoint after ${String(r.precopyPages)} pages of precopy\n`,
       );
       return 0;

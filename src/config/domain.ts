@@ -24,6 +24,8 @@ export const DEFAULT_REPLICATION_PORT = 7720;
 export const DEFAULT_INTERVAL_MS = 25;
 /** kemari: output events within this gap coalesce into one sync (`ha_kemari_min_gap_ms`, `--min-gap`). */
 export const DEFAULT_KEMARI_MIN_GAP_MS = 2;
+/** colo: a checkpoint at the latest this long after the previous one (`ha_colo_max_interval_ms`, `--max-interval`). */
+export const DEFAULT_COLO_MAX_INTERVAL_MS = 5000;
 /** Default heartbeat interval. */
 export const DEFAULT_HEARTBEAT_MS = 50;
 /** Failover timeout defaults to this many heartbeats. */
@@ -65,11 +67,13 @@ export const LIMITS = {
   vcpus: { min: 1, max: 128 },
   intervalMs: { min: 1, max: 60_000 },
   kemariMinGapMs: { min: 0, max: 10_000 },
+  coloMaxIntervalMs: { min: 10, max: 600_000 },
   heartbeatMs: { min: 5, max: 10_000 },
   failoverTimeoutMs: { min: 1, max: 600_000 },
   inFlight: { min: 1, max: 16 },
   simDirtyMiBPerSec: { min: 0, max: 4096 },
   simSeed: { min: 0, max: 0xffff_ffff },
+  simNondeterminism: { min: 0, max: 1 },
   port: { min: 1, max: 65_535 },
 } as const;
 
@@ -81,6 +85,7 @@ export const HA_KEYS = [
   'ha_peer',
   'ha_interval_ms',
   'ha_kemari_min_gap_ms',
+  'ha_colo_max_interval_ms',
   'ha_transfer',
   'ha_group',
   'ha_netbuf',
@@ -89,7 +94,7 @@ export const HA_KEYS = [
   'ha_failover_timeout_ms',
 ] as const;
 /** Every key of the `sim` namespace. */
-export const SIM_KEYS = ['sim_workload', 'sim_dirty_mibps', 'sim_service', 'sim_seed'] as const;
+export const SIM_KEYS = ['sim_workload', 'sim_dirty_mibps', 'sim_service', 'sim_seed', 'sim_nondeterminism'] as const;
 
 // ---------------------------------------------------------------------------
 // Types
@@ -113,6 +118,8 @@ export interface SimConfig {
   dirtyMiBPerSec: number;
   service?: HostPort;
   seed: number;
+  /** Fraction of kv PUT responses that differ between two copies of the guest (0..1; colo's divergence). */
+  nondeterminism?: number;
 }
 
 export interface DomainConfig {
@@ -135,6 +142,8 @@ export interface HaConfig {
   intervalMs: number;
   /** kemari only: output events within this gap coalesce into one sync. */
   minGapMs?: number;
+  /** colo only: a checkpoint at the latest this long after the previous one. */
+  maxIntervalMs?: number;
   transfer: TransferMode;
   group?: string;
   netbuf: boolean;
@@ -671,9 +680,11 @@ export function domainConfigFromCfg(cfg: XlCfg): ParsedDomainConfig {
     const dirty = r.num('sim_dirty_mibps', LIMITS.simDirtyMiBPerSec, 'MiB per second', 0);
     const service = r.hostPort('sim_service', undefined, '127.0.0.1:7000');
     const seed = r.int('sim_seed', LIMITS.simSeed, 'an unsigned 32-bit seed', 1);
-    if (workload !== undefined && dirty !== undefined && seed !== undefined) {
+    const nondeterminism = r.num('sim_nondeterminism', LIMITS.simNondeterminism, 'the fraction of PUT responses that differ between two copies', 0);
+    if (workload !== undefined && dirty !== undefined && seed !== undefined && nondeterminism !== undefined) {
       sim = { workload, dirtyMiBPerSec: dirty, seed };
       if (service) sim.service = service;
+      if (nondeterminism > 0) sim.nondeterminism = nondeterminism;
     }
   }
 
@@ -703,6 +714,13 @@ export function domainConfigFromCfg(cfg: XlCfg): ParsedDomainConfig {
     }
     if (mode === 'kemari' && r.has('ha_interval_ms')) {
       r.issue('ha_interval_ms', 'ha_interval_ms is not used by ha = "kemari", which syncs when the guest emits output: remove it, or set ha_kemari_min_gap_ms');
+    }
+    const maxIntervalMs = r.int('ha_colo_max_interval_ms', LIMITS.coloMaxIntervalMs, 'milliseconds', DEFAULT_COLO_MAX_INTERVAL_MS);
+    if (mode !== undefined && mode !== 'colo' && r.has('ha_colo_max_interval_ms')) {
+      r.issue('ha_colo_max_interval_ms', `ha_colo_max_interval_ms is used only by ha = "colo", not by ha = "${mode}": remove it`);
+    }
+    if (mode === 'colo' && r.has('ha_interval_ms')) {
+      r.issue('ha_interval_ms', 'ha_interval_ms is not used by ha = "colo", which checkpoints when the two copies\' outputs differ: remove it, or set ha_colo_max_interval_ms');
     }
     const transfer = r.choice<TransferMode>('ha_transfer', TRANSFER_IDS, 'full');
     let group = r.str('ha_group', 'a group name');
@@ -748,6 +766,7 @@ export function domainConfigFromCfg(cfg: XlCfg): ParsedDomainConfig {
     ) {
       ha = { mode, peer, intervalMs, transfer, netbuf, disk, heartbeatMs, failoverTimeoutMs };
       if (mode === 'kemari' && minGapMs !== undefined) ha.minGapMs = minGapMs;
+      if (mode === 'colo' && maxIntervalMs !== undefined) ha.maxIntervalMs = maxIntervalMs;
       if (group !== undefined) ha.group = group;
     }
   }

@@ -174,7 +174,7 @@ export class Daemon {
         const domain = await be.createDomain(cfg.domain);
         if (!ha) return { domain };
         try {
-          const p = await startProtection(be, { domain: domain.domid, mode: ha.mode, peer: ha.peer, intervalMs: ha.intervalMs, ...(ha.minGapMs !== undefined ? { minGapMs: ha.minGapMs } : {}), netbuf: ha.netbuf, disk: ha.disk, blackhole: false, heartbeatMs: ha.heartbeatMs, failoverTimeoutMs: ha.failoverTimeoutMs, allowUnsafe: true /* ha_netbuf/ha_disk off is the cfg's explicit choice */ }, this.o.log, this.o.hostName);
+          const p = await startProtection(be, { domain: domain.domid, mode: ha.mode, peer: ha.peer, intervalMs: ha.intervalMs, ...(ha.minGapMs !== undefined ? { minGapMs: ha.minGapMs } : {}), ...(ha.maxIntervalMs !== undefined ? { maxIntervalMs: ha.maxIntervalMs } : {}), netbuf: ha.netbuf, disk: ha.disk, blackhole: false, heartbeatMs: ha.heartbeatMs, failoverTimeoutMs: ha.failoverTimeoutMs, allowUnsafe: true /* ha_netbuf/ha_disk off is the cfg's explicit choice */ }, this.o.log, this.o.hostName);
           this.protections.set(domain.name, p);
           return { domain, protection: p.status() };
         } catch (err) {

@@ -25,6 +25,8 @@ export interface ProtectOptions {
   intervalMs: number;
   /** kemari: events within this gap coalesce into one sync (`--min-gap`, `ha_kemari_min_gap_ms`). */
   minGapMs?: number;
+  /** colo: a checkpoint at the latest this long after the previous one (`--max-interval`, `ha_colo_max_interval_ms`). */
+  maxIntervalMs?: number;
   netbuf: boolean;
   disk: boolean;
   blackhole: boolean;
@@ -69,6 +71,7 @@ export class Protection {
       peer: peerLabel(this.opts),
       ...(this.opts.mode === 'remus' ? { intervalMs: this.opts.intervalMs } : {}),
       ...(this.opts.mode === 'kemari' && this.opts.minGapMs !== undefined ? { minGapMs: this.opts.minGapMs } : {}),
+      ...(this.opts.mode === 'colo' && this.opts.maxIntervalMs !== undefined ? { maxIntervalMs: this.opts.maxIntervalMs } : {}),
       inFlight: this.engine.maxInFlight,
       phaseOrder: this.plan.phaseOrder,
       outputRule: this.plan.outputRule,
@@ -183,7 +186,11 @@ export async function startProtection(backend: HypervisorBackend, opts: ProtectO
   const info = await backend.findDomain(opts.domain);
   // The mode chooses its devices, depth and phase order; what this backend cannot run fails
   // here, before anything is connected.
-  const mode = createMode(opts.mode, { intervalMs: opts.intervalMs, ...(opts.minGapMs !== undefined ? { minGapMs: opts.minGapMs } : {}) });
+  const mode = createMode(opts.mode, {
+    intervalMs: opts.intervalMs,
+    ...(opts.minGapMs !== undefined ? { minGapMs: opts.minGapMs } : {}),
+    ...(opts.maxIntervalMs !== undefined ? { maxIntervalMs: opts.maxIntervalMs } : {}),
+  });
   const elog = log.child({ module: 'engine', domid: info.domid, domain: info.name, mode: opts.mode });
   const events = new DeviceEvents((err, kind) => elog.error('device event listener failed', { event: kind, error: err.message }));
   let plan: ModePlan;

@@ -7,14 +7,14 @@ import { runScenario } from './scenario.js';
 import { round } from '../util/samples.js';
 
 const json = process.argv.includes('--json');
-const DEMO_MODES = ['remus', 'kemari'] as const;
+const DEMO_MODES = ['remus', 'kemari', 'colo'] as const;
 type DemoMode = (typeof DEMO_MODES)[number];
 function modeArg(argv: readonly string[]): DemoMode {
   const i = argv.findIndex((a) => a === '--mode' || a.startsWith('--mode='));
   if (i < 0) return 'remus';
   const v = argv[i]!.includes('=') ? argv[i]!.slice('--mode='.length) : argv[i + 1];
   if (!DEMO_MODES.includes(v as DemoMode)) {
-    process.stderr.write(`demo: --mode ${JSON.stringify(v ?? '')} is not valid: expected one of ${DEMO_MODES.join(', ')} (colo and llm are not implemented yet)\n`);
+    process.stderr.write(`demo: --mode ${JSON.stringify(v ?? '')} is not valid: expected one of ${DEMO_MODES.join(', ')} (llm is not implemented yet)\n`);
     process.exit(2);
   }
   return v as DemoMode;
@@ -28,6 +28,8 @@ if (!json) process.stdout.write(`xl-ha demo: ${mode} on the sim backend (no Xen 
 try {
   const r = await runScenario({
     mode,
+    // colo: 0.5% of PUT responses differ between the two copies, so that divergence happens
+    ...(mode === 'colo' ? { nondeterminism: 0.005 } : {}),
     memoryMiB: 256,
     dirtyMiBPerSec: 20,
     intervalMs: 25,
@@ -71,7 +73,7 @@ try {
         `  acknowledged writes lost      ${report.lostAckedWrites} of ${r.ackedWrites} (${r.keysChecked} keys read back)`,
         `  writes applied by the guest   ${r.writesAppliedByGuest} (exactly once: ${r.writesAppliedByGuest === r.ackedWrites ? 'yes' : 'NO'})`,
         `  failover time                 ${report.failoverMs} ms (SIGKILL of the primary → first answer from the backup)`,
-        `  checkpoints per second        ${report.checkpointsPerSec} (${mode === 'kemari' ? 'kemari: one sync per burst of output' : 'interval 25 ms'})`,
+        `  checkpoints per second        ${report.checkpointsPerSec} (${mode === 'kemari' ? 'kemari: one sync per burst of output' : mode === 'colo' ? `colo: on divergence (${String(r.primaryStatus.divergences)} of ${String(r.primaryStatus.outputsCompared)} outputs compared differed)` : 'interval 25 ms'})`,
         `  guest pause per checkpoint    p50 ${report.pauseMsP50} ms, p99 ${report.pauseMsP99} ms`,
         `  bytes per checkpoint (p50)    ${report.bytesPerCheckpoint}`,
         `  client latency unprotected    p50 ${r.unprotected.latencyMsP50} ms, p99 ${r.unprotected.latencyMsP99} ms`,

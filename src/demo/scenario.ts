@@ -11,13 +11,17 @@ import path from 'node:path';
 import { KvClient, KvConnection, KvLoad } from '../client/kv.js';
 import { Samples, round } from '../util/samples.js';
 import { SimHostProcess, freePort, kvCfg } from './hosts.js';
-import { DEFAULT_KEMARI_MIN_GAP_MS } from '../config/domain.js';
+import { DEFAULT_COLO_MAX_INTERVAL_MS, DEFAULT_KEMARI_MIN_GAP_MS } from '../config/domain.js';
 
 export interface ScenarioOptions {
   /** Replication mode (default remus). */
-  mode?: 'remus' | 'kemari';
+  mode?: 'remus' | 'kemari' | 'colo';
   /** kemari: output events within this gap coalesce into one sync (default: the mode's). */
   minGapMs?: number;
+  /** colo: the fallback checkpoint interval (default: the mode's). */
+  maxIntervalMs?: number;
+  /** sim_nondeterminism of the guest: the fraction of PUT responses that differ between copies. */
+  nondeterminism?: number;
   memoryMiB: number;
   dirtyMiBPerSec: number;
   intervalMs: number;
@@ -90,7 +94,7 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
     }
     say(`hosts up: primary (pid ${primary.proc.pid}), backup (pid ${backup.proc.pid}) listening on 127.0.0.1:${replPort}`);
     const cfgPath = path.join(dir, 'kv-demo.cfg');
-    fs.writeFileSync(cfgPath, kvCfg({ name: 'kv-demo', memoryMiB: o.memoryMiB, servicePort, dirtyMiBPerSec: o.dirtyMiBPerSec }));
+    fs.writeFileSync(cfgPath, kvCfg({ name: 'kv-demo', memoryMiB: o.memoryMiB, servicePort, dirtyMiBPerSec: o.dirtyMiBPerSec, ...(o.nondeterminism ? { extra: `sim_nondeterminism = ${o.nondeterminism}` } : {}) }));
     await primary.request({ cmd: 'create', text: fs.readFileSync(cfgPath, 'utf8'), source: cfgPath });
     say(`domain kv-demo booted on primary: ${o.memoryMiB} MiB, kv service on 127.0.0.1:${servicePort}, dirtying ${o.dirtyMiBPerSec} MiB/s`);
 
@@ -109,6 +113,7 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
         peer: { host: '127.0.0.1', port: replPort },
         intervalMs: o.intervalMs,
         ...(o.minGapMs !== undefined ? { minGapMs: o.minGapMs } : {}),
+        ...(o.maxIntervalMs !== undefined ? { maxIntervalMs: o.maxIntervalMs } : {}),
         netbuf: true,
         disk: true,
         blackhole: false,
@@ -116,7 +121,13 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
         failoverTimeoutMs: o.failoverTimeoutMs,
       },
     });
-    const how = (o.mode ?? 'remus') === 'kemari' ? `kemari: sync on output, minimum gap ${o.minGapMs ?? DEFAULT_KEMARI_MIN_GAP_MS} ms` : `remus: interval ${o.intervalMs} ms`;
+    const m = o.mode ?? 'remus';
+    const how =
+      m === 'kemari'
+        ? `kemari: sync on output, minimum gap ${o.minGapMs ?? DEFAULT_KEMARI_MIN_GAP_MS} ms`
+        : m === 'colo'
+          ? `colo: outputs compared, checkpoint on divergence or every ${o.maxIntervalMs ?? DEFAULT_COLO_MAX_INTERVAL_MS} ms`
+          : `remus: interval ${o.intervalMs} ms`;
     say(`protected by ${how}, heartbeat ${o.heartbeatMs} ms, failover timeout ${o.failoverTimeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 300));
     const prot = await measure(load, o.protectedMs);

@@ -6,7 +6,7 @@
  *     nextCheckpoint (mode) → capture [suspend → postsuspend → capture] → resume [preresume →
  *     resume] → ship [transmit + seal] → acked → commit (devices release the epoch's output)
  *   ack-then-resume (colo):
- *     nextCheckpoint → capture → ship → acked → resume → commit
+ *     nextCheckpoint → capture → ship → acked → commit → resume
  *
  * With resume-then-ack the guest runs again as soon as its state is captured (speculative
  * execution); the transmission and the wait for the ack overlap the next epoch, up to the
@@ -142,7 +142,12 @@ export class CheckpointEngine {
     try {
       for (const d of devices) {
         ready.push(d); // teardown is called even if setup fails
-        await d.setup?.({ session, domainName: this.o.domainName, events: this.o.events });
+        await d.setup?.({
+          session,
+          domainName: this.o.domainName,
+          events: this.o.events,
+          side: { send: (kind, payload) => link.sendSide(kind, payload), onMessage: (h) => link.onSide(h) },
+        });
       }
       link.slowPhase(true);
       const pre = await session.begin((chunk, written) => link.sendContent(XLHA_REC.XEN_STREAM, chunk, written));
@@ -205,19 +210,16 @@ export class CheckpointEngine {
   /** One checkpoint of this domain, in the plan's phase order; the commit follows the ack. */
   private async checkpoint(full: boolean): Promise<void> {
     const c = await this.capture(full);
-    let acked: Promise<boolean>;
-    if (this.o.plan.phaseOrder === 'resume-then-ack') {
-      await this.resume(c);
-      acked = this.ship(c);
-    } else {
+    if (this.o.plan.phaseOrder === 'ack-then-resume') {
       try {
-        acked = this.ship(c);
-        await Promise.race([acked, this.o.link.lost]);
+        if (await Promise.race([this.ship(c), this.o.link.lost])) this.commit(c.epoch);
       } finally {
         await this.resume(c); // the guest never stays suspended, acknowledged or not
       }
+      return;
     }
-    const settled = acked.then((ok) => {
+    await this.resume(c);
+    const settled = this.ship(c).then((ok) => {
       if (ok) this.commit(c.epoch);
     });
     // Only the oldest in-flight checkpoint is awaited (drainInFlight); the others may be

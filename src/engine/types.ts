@@ -25,11 +25,20 @@ export interface ContentFrame {
 /** Where a device sends the frames of its initial synchronisation (see SaveSession's ContentSink for stream bytes). */
 export type FrameSink = (f: ContentFrame) => Promise<void>;
 
+/** The replication link's side channel, as a device sees it (src/transport/side.ts). */
+export interface SidePort {
+  /** Resolves once the backup has acknowledged the frame. */
+  send(kind: number, payload: Buffer): Promise<void>;
+  /** Side frames from the backup go to `handler`. */
+  onMessage(handler: (m: { kind: number; payload: Buffer }) => void | Promise<void>): void;
+}
+
 export interface DeviceContext {
   session: SaveSession;
   domainName: string;
   /** Where the device reports what it sees (output pending, outputs diverged, input arrived). */
   events: DeviceEvents;
+  side: SidePort;
 }
 
 export interface CheckpointDevice {
@@ -66,8 +75,9 @@ export interface LoopState {
 /**
  * When the guest runs again after a capture:
  * - `resume-then-ack`: at once, speculatively; the checkpoint travels while it runs (remus, kemari);
- * - `ack-then-resume`: only once the backup has acknowledged the checkpoint (colo: the secondary
- *   must hold the primary's state before the two run on and are compared again).
+ * - `ack-then-resume`: only once the backup has acknowledged the checkpoint, and after its commit
+ *   (colo: the secondary must hold the primary's state before the two run on and are compared
+ *   again, and the output the checkpoint covers leaves before any output of the next epoch).
  */
 export type PhaseOrder = 'resume-then-ack' | 'ack-then-resume';
 

@@ -155,6 +155,13 @@ export class BackupSession {
     } finally {
       clearInterval(keepalive);
     }
+    try {
+      this.role!.start?.({ replica: this.replica, sendSide: (kind, payload) => this.side.send(kind, payload), log: this.log });
+    } catch (err) {
+      this.reply(XLHA_REC.HELLO_ACK, encodeHelloAck({ ok: false, error: (err as Error).message }));
+      await this.replica.destroy();
+      throw err;
+    }
     this.hello = hello;
     // Content of one checkpoint may not exceed twice the guest's memory plus its disk.
     this.maxPendingBytes = hello.domain.memoryMiB * 2 * 1048576 + (hello.diskBytes ?? 0) * 2 + (64 << 20);
@@ -397,6 +404,7 @@ export class BackupSession {
       domain: this.domainName,
       mode: this.hello?.mode,
       plays: this.role?.name,
+      ...this.role?.stats?.(),
       state: this.state,
       primary: this.hello?.host,
       domid: this.replica?.domid,

@@ -56,6 +56,9 @@ export function parseHello(o: Record<string, unknown>): HelloBody {
     if (!['kv', 'memstress', 'idle'].includes(sim.workload)) fail('domain.sim.workload', sim.workload, 'kv, memstress or idle');
     if (typeof sim.dirtyMiBPerSec !== 'number' || !(sim.dirtyMiBPerSec >= 0 && sim.dirtyMiBPerSec <= 4096)) fail('domain.sim.dirtyMiBPerSec', sim.dirtyMiBPerSec, 'a number from 0 to 4096');
     if (typeof sim.seed !== 'number' || !Number.isInteger(sim.seed)) fail('domain.sim.seed', sim.seed, 'an integer');
+    if (sim.nondeterminism !== undefined && !(typeof sim.nondeterminism === 'number' && sim.nondeterminism >= 0 && sim.nondeterminism <= 1)) {
+      fail('domain.sim.nondeterminism', sim.nondeterminism, 'a number from 0 to 1');
+    }
     if (sim.service !== undefined) {
       const s = sim.service as unknown as Record<string, unknown>;
       str(s, 'host', /^[A-Za-z0-9.:\-[\]]{1,255}$/, 'a host');

@@ -55,7 +55,7 @@ disk = [ '/srv/web.img,raw,xvda,rw',
          'format=raw, vdev=xvdb, access=ro, target=/srv/data,v2.img', ]
 vif = [ 'bridge=xenbr0,mac=00:16:3e:00:00:01' ]
 ha = "colo"; ha_peer = "[fd00::2]:7800"
-ha_interval_ms = 40
+ha_colo_max_interval_ms = 400
 ha_transfer = "fgbi"
 ha_group = "web"
 ha_netbuf = "off"
@@ -65,6 +65,7 @@ ha_failover_timeout_ms = 450
 sim_workload = "memstress"; sim_dirty_mibps = 12.5
 sim_service = "127.0.0.1:7000"
 sim_seed = 0xdeadbeef
+sim_nondeterminism = 0.01
 `;
   const { domain, ha } = domainConfigFromCfg(parseXlCfg(text, 'web.cfg'));
   t.same(domain, {
@@ -77,12 +78,13 @@ sim_seed = 0xdeadbeef
       { target: '/srv/data,v2.img', vdev: 'xvdb', format: 'raw', access: 'ro' },
     ],
     vifs: ['bridge=xenbr0,mac=00:16:3e:00:00:01'],
-    sim: { workload: 'memstress', dirtyMiBPerSec: 12.5, service: { host: '127.0.0.1', port: 7000 }, seed: 0xdeadbeef },
+    sim: { workload: 'memstress', dirtyMiBPerSec: 12.5, service: { host: '127.0.0.1', port: 7000 }, seed: 0xdeadbeef, nondeterminism: 0.01 },
   });
   t.same(ha, {
     mode: 'colo',
     peer: { host: 'fd00::2', port: 7800 },
-    intervalMs: 40,
+    intervalMs: 25,
+    maxIntervalMs: 400,
     transfer: 'fgbi',
     group: 'web',
     netbuf: false,
@@ -299,4 +301,30 @@ t.test('parseDiskSpec handles positional, keyword, mixed and shorthand forms', a
   t.throws(() => parseDiskSpec(',raw,xvda'), { message: /missing target/ });
   t.throws(() => parseDiskSpec('/a,raw,eth0'), { message: /vdev "eth0" is not a virtual device name/ });
   t.throws(() => parseDiskSpec('/a,tar,xvda'), { message: /format "tar" is unknown: expected raw/ });
+});
+
+t.test('a mode option given to another mode is refused, naming the key and the mode', async (t) => {
+  const cases: [Record<string, unknown>, string, RegExp][] = [
+    [{ ha: 'remus', ha_kemari_min_gap_ms: 5 }, 'ha_kemari_min_gap_ms', /ha_kemari_min_gap_ms is used only by ha = "kemari", not by ha = "remus"/],
+    [{ ha: 'kemari', ha_colo_max_interval_ms: 500 }, 'ha_colo_max_interval_ms', /ha_colo_max_interval_ms is used only by ha = "colo", not by ha = "kemari"/],
+    [{ ha: 'kemari', ha_interval_ms: 30 }, 'ha_interval_ms', /ha_interval_ms is not used by ha = "kemari"/],
+    [{ ha: 'colo', ha_interval_ms: 30 }, 'ha_interval_ms', /ha_interval_ms is not used by ha = "colo"/],
+    [{ ha: 'colo', ha_colo_max_interval_ms: 5 }, 'ha_colo_max_interval_ms', /ha_colo_max_interval_ms = 5 is not valid: expected an integer from 10 to 600000/],
+    [{ ha: 'kemari', ha_kemari_min_gap_ms: -1 }, 'ha_kemari_min_gap_ms', /ha_kemari_min_gap_ms = -1 is not valid/],
+  ];
+  for (const [keys, key, message] of cases) {
+    let err: unknown;
+    try {
+      fromObj({ ...BASE, ha_peer: 'b', ...keys });
+    } catch (e) {
+      err = e;
+    }
+    t.type(err, ConfigError, `${JSON.stringify(keys)} is refused`);
+    const issue = (err as ConfigError).errors.find((i) => i.key === key);
+    t.ok(issue, `the issue names ${key}`);
+    t.match(issue?.message, message);
+  }
+  t.equal(fromObj({ ...BASE, ha: 'kemari', ha_peer: 'b', ha_kemari_min_gap_ms: 7 }).ha?.minGapMs, 7);
+  t.equal(fromObj({ ...BASE, ha: 'kemari', ha_peer: 'b' }).ha?.minGapMs, 2, 'kemari: minimum gap 2 ms by default');
+  t.equal(fromObj({ ...BASE, ha: 'colo', ha_peer: 'b' }).ha?.maxIntervalMs, 5000, 'colo: a checkpoint at the latest every 5 s by default');
 });

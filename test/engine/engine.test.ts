@@ -3,10 +3,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { SimBackend } from '../../src/backend/sim/host.js';
-import type { ContentSink, DomainInfo, SaveSession } from '../../src/backend/types.js';
+import type { ContentSink, SaveSession } from '../../src/backend/types.js';
 import { CheckpointEngine, type EngineState } from '../../src/engine/engine.js';
 import { NackError, ReplicationLostError } from '../../src/engine/link.js';
-import { FakeLink, rawConn, sleep, until, type TT } from '../helpers/engine-fakes.js';
+import { FakeLink, kvDomainForFile, rawConn, sleep, until, type TT } from '../helpers/engine-fakes.js';
 import { SEAL_FLAG } from '../../src/transport/channel-records.js';
 import { createMode } from '../../src/engine/modes/index.js';
 import { RemusMode } from '../../src/engine/modes/remus.js';
@@ -19,7 +19,6 @@ import { XenStreamParser } from '../../src/transport/xenstream.js';
 import { KV_OP } from '../../src/backend/sim/kvproto.js';
 import { KV_DISK_BYTES, RECORD } from '../../src/backend/sim/guest.js';
 import { silentLogger } from '../../src/util/log.js';
-import { freePort } from '../../src/demo/hosts.js';
 
 type Tap = { equal: (...args: any[]) => unknown };
 
@@ -28,26 +27,10 @@ type Tap = { equal: (...args: any[]) => unknown };
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xlha-engine-'));
 const stateDir = path.join(dir, 'p');
 const backend = new SimBackend({ hostName: 'p', stateDir });
-let dom: DomainInfo;
-let port: number;
 let nextClient = 1000;
 const log = silentLogger();
 
-t.before(async () => {
-  port = await freePort();
-  dom = await backend.createDomain({
-    name: 'kv',
-    memoryMiB: 8,
-    vcpus: 1,
-    disks: [],
-    vifs: [],
-    sim: { workload: 'kv', dirtyMiBPerSec: 0, seed: 9, service: { host: '127.0.0.1', port } },
-  });
-});
-t.teardown(async () => {
-  await backend.dispose();
-  fs.rmSync(dir, { recursive: true, force: true });
-});
+const host = kvDomainForFile(t, backend, dir, 9);
 
 interface Run {
   engine: CheckpointEngine;
@@ -63,7 +46,7 @@ async function protect(
   t: TT,
   o: { intervalMs?: number; maxInFlight?: number; disk?: boolean; maxResyncs?: number; link?: FakeLink; wrap?: (s: SaveSession) => SaveSession; phaseOrder?: ModePlan['phaseOrder'] } = {},
 ): Promise<Run> {
-  const opened = await backend.openSave(dom.domid);
+  const opened = await backend.openSave(host.dom.domid);
   const session = o.wrap ? o.wrap(opened) : opened;
   const link = o.link ?? new FakeLink();
   const netbuf = new NetbufDevice();
@@ -77,7 +60,7 @@ async function protect(
     mode: new RemusMode({ intervalMs: o.intervalMs ?? 20 }),
     plan,
     events: new DeviceEvents(),
-    domainName: dom.name,
+    domainName: host.dom.name,
     log,
     ...(o.maxResyncs !== undefined ? { maxResyncs: o.maxResyncs } : {}),
     onCommit: (e) => {
@@ -105,7 +88,7 @@ async function finish(t: Tap, r: Run, want: EngineState = 'stopped'): Promise<vo
   r.abort.abort(new Error('test over'));
   r.link.ackUpTo(Number.MAX_SAFE_INTEGER);
   t.equal(await r.done, want, `protection ended ${want}`);
-  t.equal((await backend.findDomain(dom.domid)).state, 'running', 'the domain keeps running');
+  t.equal((await backend.findDomain(host.dom.domid)).state, 'running', 'the domain keeps running');
 }
 
 t.test("a session's precopy sink passes its onWritten to the link, which runs it once the bytes are sent", async (t) => {
@@ -141,7 +124,7 @@ t.test('network output of an epoch is held until the backup acknowledges that ch
   r.link.auto = () => 'hold';
   await r.link.waitSeal(r.engine.epoch + 1); // the engine now waits for an ack it will not get yet
   const e0 = r.engine.epoch;
-  const c = await rawConn(t, port);
+  const c = await rawConn(t, host.port);
   const ids = [nextClient++, nextClient++, nextClient++];
   for (const id of ids) c.send(id, 1, KV_OP.PING);
   await until('the three responses to be held', () => r.netbuf.heldBytes === 36);
@@ -182,7 +165,7 @@ t.test('disk writes travel in the checkpoint of their epoch; the first checkpoin
 
   await r.link.waitSeal(r.engine.epoch + 1);
   const e0 = r.engine.epoch;
-  const c = await rawConn(t, port);
+  const c = await rawConn(t, host.port);
   const key = 'disk-key';
   const value = 'disk-value-123';
   c.send(nextClient++, 1, KV_OP.PUT, key, value);
@@ -243,7 +226,7 @@ t.test('output of a rejected epoch is released only when the FULL checkpoint aft
   r.link.auto = () => 'hold';
   await r.link.waitSeal(r.engine.epoch + 1);
   const e0 = r.engine.epoch;
-  const c = await rawConn(t, port);
+  const c = await rawConn(t, host.port);
   c.send(nextClient++, 1, KV_OP.PING);
   await until('the response to be held', () => r.netbuf.heldBytes > 0);
   t.equal(r.engine.epoch, e0);
@@ -269,8 +252,8 @@ t.test('a rejected first checkpoint fails protection and leaves the domain runni
   t.match(r.engine.error?.message, /checkpoint 1.*test says no/);
   t.equal(link.goodbyes, 0, 'no GOODBYE on failure');
   t.ok(link.closed, 'the link is closed');
-  t.equal((await backend.findDomain(dom.domid)).state, 'running');
-  const c = await rawConn(t, port);
+  t.equal((await backend.findDomain(host.dom.domid)).state, 'running');
+  const c = await rawConn(t, host.port);
   c.send(nextClient++, 1, KV_OP.PING);
   await c.waitFor(1, 2000);
   t.pass('the domain answers, unbuffered');
@@ -283,7 +266,7 @@ t.test('protection gives up when the backup keeps rejecting full resyncs', async
   t.equal(await r.done, 'failed');
   t.match(r.engine.error?.message, /rejected 3 full resyncs in a row/);
   t.equal(r.engine.stats.resyncs, 2);
-  t.equal((await backend.findDomain(dom.domid)).state, 'running');
+  t.equal((await backend.findDomain(host.dom.domid)).state, 'running');
 });
 
 t.test('a lost link ends protection as lost, releases held output and keeps the domain running', async (t) => {
@@ -291,7 +274,7 @@ t.test('a lost link ends protection as lost, releases held output and keeps the 
   await r.protectedP;
   r.link.auto = () => 'hold';
   await r.link.waitSeal(r.engine.epoch + 1);
-  const c = await rawConn(t, port);
+  const c = await rawConn(t, host.port);
   const id = nextClient++;
   c.send(id, 1, KV_OP.PUT, 'lost-key', 'v');
   await until('the response to be held', () => r.netbuf.heldBytes > 0);
@@ -308,7 +291,7 @@ t.test('a lost link ends protection as lost, releases held output and keeps the 
   t.equal(r.link.goodbyes, 0);
   t.ok(r.link.closed);
 
-  const info = await backend.findDomain(dom.domid);
+  const info = await backend.findDomain(host.dom.domid);
   t.equal(info.state, 'running', 'the domain is not left suspended');
   c.send(id, 2, KV_OP.GET, 'lost-key');
   await c.waitFor(2, 2000);
@@ -326,7 +309,7 @@ t.test('a link lost with several checkpoints in flight ends protection as lost, 
   t.equal(await r.done, 'lost', 'every in-flight ack is rejected; run() reports the loss');
   await sleep(50); // an unhandled rejection of an in-flight checkpoint would end this process here
   t.match(r.engine.error?.message, /declared dead/);
-  t.equal((await backend.findDomain(dom.domid)).state, 'running');
+  t.equal((await backend.findDomain(host.dom.domid)).state, 'running');
 });
 
 t.test('a clean stop commits the checkpoints in flight before saying goodbye', async (t) => {
@@ -338,7 +321,7 @@ t.test('a clean stop commits the checkpoints in flight before saying goodbye', a
   await sleep(60);
   const last = Math.max(...r.link.sealed.map((s) => s.epoch));
   t.equal(last, e0 + 3, 'at most 3 checkpoints in flight: the engine waits');
-  const c = await rawConn(t, port);
+  const c = await rawConn(t, host.port);
   c.send(nextClient++, 1, KV_OP.PING);
   await until('a held response', () => r.netbuf.heldBytes > 0);
 
@@ -368,7 +351,7 @@ t.test('a clean stop commits the checkpoints in flight before saying goodbye', a
   t.equal(Math.max(...r.link.sealed.map((s) => s.epoch)), last, 'no checkpoint was taken after the stop');
   await c.waitFor(1, 2000);
   t.equal(r.netbuf.heldBytes, 0, 'output flows freely after the stop');
-  t.equal((await backend.findDomain(dom.domid)).state, 'running');
+  t.equal((await backend.findDomain(host.dom.domid)).state, 'running');
 });
 
 const setupCtx = (o: Partial<Parameters<RemusMode['setup']>[0]> = {}) => ({
@@ -381,7 +364,7 @@ const setupCtx = (o: Partial<Parameters<RemusMode['setup']>[0]> = {}) => ({
 });
 
 t.test('modes this release cannot run fail at setup with an error naming the mode', async (t) => {
-  for (const mode of ['colo', 'llm'] as const) {
+  for (const mode of ['llm'] as const) {
     let err: unknown = null;
     try {
       createMode(mode, { intervalMs: 25 });
@@ -462,7 +445,7 @@ t.test('with the ack-then-resume phase order the guest stays suspended until the
   const e = r.engine.epoch + 1;
   await r.link.waitSeal(e);
   await sleep(100);
-  t.equal((await backend.findDomain(dom.domid)).state, 'suspended', `the guest is suspended while checkpoint ${e} waits for its ack`);
+  t.equal((await backend.findDomain(host.dom.domid)).state, 'suspended', `the guest is suspended while checkpoint ${e} waits for its ack`);
   t.equal(r.link.sealed.length, e, 'and no further checkpoint was taken');
   const pausesBefore = r.engine.stats.pauseMs.count;
   r.link.ack(e);
@@ -479,5 +462,5 @@ t.test('with the ack-then-resume phase order a link lost during the wait resumes
   await r.link.waitSeal(r.engine.epoch + 1);
   r.link.lose('backup vanished');
   t.equal(await r.done, 'lost');
-  t.equal((await backend.findDomain(dom.domid)).state, 'running', 'the domain runs on, unprotected');
+  t.equal((await backend.findDomain(host.dom.domid)).state, 'running', 'the domain runs on, unprotected');
 });

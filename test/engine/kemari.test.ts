@@ -10,31 +10,13 @@ import { DeviceEvents } from '../../src/engine/events.js';
 import { KemariMode } from '../../src/engine/modes/kemari.js';
 import { KV_OP } from '../../src/backend/sim/kvproto.js';
 import { silentLogger } from '../../src/util/log.js';
-import { freePort } from '../../src/demo/hosts.js';
-import { FakeLink, rawConn, sleep, until, type TT } from '../helpers/engine-fakes.js';
+import { FakeLink, kvDomainForFile, rawConn, sleep, type TT } from '../helpers/engine-fakes.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xlha-kemari-'));
 const backend = new SimBackend({ hostName: 'p', stateDir: path.join(dir, 'p') });
 const log = silentLogger();
-let kv: DomainInfo;
-let port: number;
+const host = kvDomainForFile(t, backend, dir, 3);
 let nextClient = 5000;
-
-t.before(async () => {
-  port = await freePort();
-  kv = await backend.createDomain({
-    name: 'kv',
-    memoryMiB: 8,
-    vcpus: 1,
-    disks: [],
-    vifs: [],
-    sim: { workload: 'kv', dirtyMiBPerSec: 0, seed: 3, service: { host: '127.0.0.1', port } },
-  });
-});
-t.teardown(async () => {
-  await backend.dispose();
-  fs.rmSync(dir, { recursive: true, force: true });
-});
 
 interface Run {
   engine: CheckpointEngine;
@@ -77,7 +59,7 @@ async function stop(r: Run): Promise<EngineState> {
 }
 
 t.test('kemari takes no checkpoint while the guest emits nothing', async (t) => {
-  const r = await protect(t, kv, 2);
+  const r = await protect(t, host.dom, 2);
   await r.protectedP;
   const after = r.link.sealed.length;
   t.equal(after, 1, 'only the first checkpoint, which ends the precopy');
@@ -99,12 +81,12 @@ t.test('kemari takes no checkpoint for a guest that dirties memory but emits no 
 });
 
 t.test('a burst of output costs exactly one checkpoint, taken at once, and leaves after its ack', async (t) => {
-  const r = await protect(t, kv, 150);
+  const r = await protect(t, host.dom, 150);
   await r.protectedP;
   await sleep(200); // the last checkpoint is more than a gap ago: the next output syncs at once
   const before = r.link.sealed.length;
   r.link.auto = () => 'hold';
-  const c = await rawConn(t, port);
+  const c = await rawConn(t, host.port);
   const ids = Array.from({ length: 20 }, () => nextClient++);
   const sentAt = performance.now();
   c.sendMany(ids.map((id) => ({ clientId: id, seq: 1, op: KV_OP.PING }))); // one write: one burst
@@ -125,10 +107,10 @@ t.test('a burst of output costs exactly one checkpoint, taken at once, and leave
 });
 
 t.test('output within the minimum gap after a sync waits for the end of the gap, and one sync covers all of it', async (t) => {
-  const r = await protect(t, kv, 150);
+  const r = await protect(t, host.dom, 150);
   await r.protectedP;
   await sleep(200);
-  const c = await rawConn(t, port);
+  const c = await rawConn(t, host.port);
   const before = r.link.sealed.length;
   c.send(nextClient++, 1, KV_OP.PING);
   await r.link.waitSeal(before + 1, 3000);
@@ -150,7 +132,7 @@ t.test('output within the minimum gap after a sync waits for the end of the gap,
 });
 
 t.test('under a steady stream of requests no output ever leaves before the sync that covers it is acknowledged', async (t) => {
-  const r = await protect(t, kv, 2);
+  const r = await protect(t, host.dom, 2);
   await r.protectedP;
   r.link.auto = () => 'hold';
   // The backup acknowledges, in order, every 3-8 ms, what was sealed by then.
@@ -161,7 +143,7 @@ t.test('under a steady stream of requests no output ever leaves before the sync 
       for (const s of r.link.sealed) if (!r.link.ackedAt.has(s.epoch)) r.link.ack(s.epoch);
     }
   })();
-  const c = await rawConn(t, port);
+  const c = await rawConn(t, host.port);
   const n = 150;
   const ids: number[] = [];
   for (let i = 0; i < n; i++) {

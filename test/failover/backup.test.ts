@@ -209,7 +209,7 @@ t.test('the backup side of one protected domain', async (t) => {
       ['protocol version 1 (an older xl-ha)', { protocol: 1 }, /protocol version 1 is not supported/],
       ['protocol version 3', { protocol: 3 }, /protocol version 3 is not supported/],
       ['unknown mode', { mode: 'warp' }, /field mode/],
-      ['mode the sim backend cannot run', { mode: 'colo' }, /mode colo needs a replica that runs as the secondary, which the sim backend on host \S+ cannot provide/],
+      ['mode the sim backend cannot run', { mode: 'llm' }, /mode llm is not implemented yet by the backup on host \S+/],
       ['memory of 0', { domain: { ...domainCfg('vm'), memoryMiB: 0 } }, /field memoryMiB/],
       ['failover timeout not above the heartbeat', { heartbeatMs: 100, failoverTimeoutMs: 100 }, /field failoverTimeoutMs/],
       ['bad sim workload', { domain: { ...domainCfg('vm'), sim: { workload: 'mine', dirtyMiBPerSec: 0, seed: 1 } } }, /field domain\.sim\.workload/],

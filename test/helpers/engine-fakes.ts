@@ -7,6 +7,40 @@ import net from 'node:net';
 import { NackError, ReplicationLostError, type ReplicationLink } from '../../src/engine/link.js';
 import { FrameSplitter, decodeResponse, encodeRequest, type KvResponse } from '../../src/backend/sim/kvproto.js';
 
+import fs from 'node:fs';
+import type { SimBackend } from '../../src/backend/sim/host.js';
+import type { DomainInfo } from '../../src/backend/types.js';
+import { freePort } from '../../src/demo/hosts.js';
+
+/**
+ * One sim host and one 8 MiB kv domain for a test file (vCPU threads are slow to start under
+ * tap, so a file's tests share it): created before the first test, gone after the last.
+ */
+export function kvDomainForFile(
+  tap: { before(fn: () => unknown): void; teardown(fn: () => unknown): void },
+  backend: SimBackend,
+  dir: string,
+  seed: number,
+): { readonly dom: DomainInfo; readonly port: number } {
+  const out = { dom: undefined as unknown as DomainInfo, port: 0 };
+  tap.before(async () => {
+    out.port = await freePort();
+    out.dom = await backend.createDomain({
+      name: 'kv',
+      memoryMiB: 8,
+      vcpus: 1,
+      disks: [],
+      vifs: [],
+      sim: { workload: 'kv', dirtyMiBPerSec: 0, seed, service: { host: '127.0.0.1', port: out.port } },
+    });
+  });
+  tap.teardown(async () => {
+    await backend.dispose();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  return out;
+}
+
 /** The parts of a tap test the helpers need. */
 export type TT = { teardown(fn: () => unknown): void };
 

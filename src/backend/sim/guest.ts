@@ -25,7 +25,20 @@ export const KV_MIN_MEMORY_MIB = Math.ceil(KV_END / (1 << 20)) + 1;
 export const KV_DISK_BYTES = KV_SLOTS * RECORD;
 
 /** vCPU register file: what the VCPU_BASIC record carries on sim. */
-export const REG = { RNG0: 0, RNG1: 1, RNG2: 2, RNG3: 3, TICKS_LO: 4, TICKS_HI: 5, DIRTIED_LO: 6, DIRTIED_HI: 7, BOOTED: 8 } as const;
+export const REG = {
+  RNG0: 0,
+  RNG1: 1,
+  RNG2: 2,
+  RNG3: 3,
+  TICKS_LO: 4,
+  TICKS_HI: 5,
+  DIRTIED_LO: 6,
+  DIRTIED_HI: 7,
+  BOOTED: 8,
+  /** Input packets the guest has consumed since it booted (colo re-aligns its secondary's input on it). */
+  RX_HANDLED_LO: 9,
+  RX_HANDLED_HI: 10,
+} as const;
 export const REG_COUNT = 16;
 
 export type Workload = 'kv' | 'memstress' | 'idle';
@@ -57,7 +70,7 @@ export function seedRegs(regs: Int32Array, seed: number): void {
   regs[REG.BOOTED] = 1;
 }
 
-function add64(regs: Int32Array, lo: number, n: number): void {
+export function add64(regs: Int32Array, lo: number, n: number): void {
   const v = (regs[lo]! >>> 0) + n;
   regs[lo] = v >>> 0;
   if (v > 0xffffffff) regs[lo + 1] = (regs[lo + 1]! + 1) | 0;
@@ -69,10 +82,19 @@ function fnv1a(key: Uint8Array): number {
   return h >>> 0;
 }
 
-/** The key-value service. All state is in `mem`; all side effects go through `out`. */
+export function read64(regs: Int32Array, lo: number): number {
+  return (regs[lo]! >>> 0) + (regs[lo + 1]! >>> 0) * 2 ** 32;
+}
+
+/**
+ * The key-value service. All state is in `mem`; all side effects go through `out`.
+ * `nondeterminism` (0..1, `sim_nondeterminism`) is the fraction of PUT responses that carry
+ * a random tag the client ignores: two copies of the guest then answer differently, as real
+ * guests do (timestamps, scheduling), which colo must detect.
+ */
 export class KvGuest {
   private readonly dv: DataView;
-  constructor(private readonly mem: GuestMemory, private readonly out: GuestOutput) {
+  constructor(private readonly mem: GuestMemory, private readonly out: GuestOutput, private readonly nondeterminism = 0) {
     this.dv = new DataView(mem.shared.mem);
   }
 
@@ -111,6 +133,9 @@ export class KvGuest {
     } else if (req.op === KV_OP.STAT) {
       value = this.mem.bytes.slice(8, 24);
     } else if (req.op !== KV_OP.PING) status = KV_STATUS.BAD_REQUEST;
+    if (req.op === KV_OP.PUT && this.nondeterminism > 0 && Math.random() < this.nondeterminism) {
+      value = Uint8Array.of(Math.random() * 256, Math.random() * 256, Math.random() * 256, Math.random() * 256);
+    }
     this.reply(conn, req.clientId, req.seq, status, value, c);
   }
 

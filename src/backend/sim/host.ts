@@ -19,7 +19,10 @@ import {
   type DomainEvent,
   type DomainInfo,
   type HypervisorBackend,
+  type IndexedInput,
+  type IngressTap,
   type ReplicaDomain,
+  type SecondaryReplica,
   type ReplicaSpec,
   type SaveOptions,
   type SaveSession,
@@ -38,8 +41,8 @@ export const DHDR_TYPE_SIM = 0xffff0001;
 const SIM_FEATURES: BackendFeatures = {
   outputBuffering: true,
   outputEvents: true,
-  ingressTap: false,
-  runnableReplica: false,
+  ingressTap: true,
+  runnableReplica: true,
   diskReplication: true,
   maxInFlight: 8,
 };
@@ -66,6 +69,22 @@ class SimDomain {
   nic: SimNic | null = null;
   vcpu!: Vcpu;
   disk!: SimDisk;
+  /** colo's secondary: where its network output goes while it is not the active copy (never to a client). */
+  secondaryOut: ((conn: number, data: Uint8Array) => void) | null = null;
+  /** colo's secondary: its disk writes since the last checkpoint; the next one discards them, failover writes them. */
+  diskOverlay: { offset: number; data: Uint8Array }[] | null = null;
+  /** The highest flow id the guest has seen: a copy that takes over numbers new flows after it. */
+  maxConn = 0;
+  private readonly ingressListeners = new Set<(inputs: IndexedInput[]) => void>();
+  readonly ingress: IngressTap = {
+    onInput: (listener) => {
+      const pending = this.vcpu.pendingInputs();
+      if (pending.length) listener(pending);
+      const own = (inputs: IndexedInput[]) => listener(inputs);
+      this.ingressListeners.add(own);
+      return { dispose: () => void this.ingressListeners.delete(own) };
+    },
+  };
 
   constructor(
     readonly domid: number,
@@ -90,17 +109,24 @@ class SimDomain {
   async prepare(diskPath: string, standby: boolean): Promise<void> {
     const w = workloadOf(this.cfg);
     this.disk = new SimDisk(diskPath, diskBytesOf(this.cfg));
-    this.vcpu = new Vcpu(this.mem, w.workload, w.dirtyMiBPerSec, {
-      net: (conn, data) => this.nic?.gate.send(conn, data),
-      disk: (offset, data) => this.disk.write(offset, data),
-    });
+    this.vcpu = new Vcpu(
+      this.mem,
+      w.workload,
+      w.dirtyMiBPerSec,
+      {
+        net: (conn, data) => (this.secondaryOut ? this.secondaryOut(conn, data) : this.nic?.gate.send(conn, data)),
+        disk: (offset, data) => (this.diskOverlay ? void this.diskOverlay.push({ offset, data }) : this.disk.write(offset, data)),
+      },
+      undefined,
+      this.cfg.sim?.nondeterminism ?? 0,
+    );
     await this.vcpu.start(w.seed, standby);
   }
 
   /** Brings up the NIC on the service address and lets the vCPU run. */
   async go(): Promise<void> {
     if (this.cfg.sim?.service) {
-      const nic = new SimNic(this.cfg.sim.service, (packets) => this.vcpu.deliver(packets));
+      const nic = new SimNic(this.cfg.sim.service, (packets) => this.input(packets), this.maxConn + 1);
       try {
         await nic.listen();
       } catch (err) {
@@ -119,6 +145,13 @@ class SimDomain {
     }
     this.vcpu.resume();
     this.state = 'running';
+  }
+
+  /** Client input from the NIC: to the vCPU, and to whoever taps it (colo mirrors it). */
+  input(packets: { conn: number; data: Uint8Array }[]): void {
+    const indexed = this.vcpu.deliver(packets);
+    for (const p of packets) if (p.conn > this.maxConn) this.maxConn = p.conn;
+    for (const l of this.ingressListeners) l(indexed);
   }
 
   async destroy(): Promise<void> {
@@ -172,6 +205,9 @@ class SimSaveSession implements SaveSession {
   }
   get disk() {
     return this.dom.disk;
+  }
+  get ingress(): IngressTap | null {
+    return this.dom.nic ? this.dom.ingress : null;
   }
 
   async begin(sink: ContentSink): Promise<{ pages: number; rounds: number }> {
@@ -252,6 +288,9 @@ class SimSaveSession implements SaveSession {
 class SimReplica implements ReplicaDomain {
   private epoch = 0;
   private activated = false;
+  /** While it runs as colo's secondary: memory and registers as of the last checkpoint. */
+  private cache: Buffer | null = null;
+  private cacheRegs: Int32Array | null = null;
 
   constructor(
     private readonly host: SimBackend,
@@ -280,11 +319,42 @@ class SimReplica implements ReplicaDomain {
     return this.dom.info();
   }
 
-  async applyCheckpoint(cp: VerifiedCheckpoint): Promise<void> {
-    if (this.activated) throw new Error(`domain ${this.name} is active; it takes no more checkpoints`);
+  /** True once it runs as colo's secondary. */
+  get runsAsSecondary(): boolean {
+    return this.cache !== null;
+  }
+
+  readonly secondary: SecondaryReplica = (() => {
+    const self = this;
+    return {
+      start(onOutput: (conn: number, data: Uint8Array) => void): void {
+        if (self.epoch === 0) throw new Error(`domain ${self.name} has no checkpoint to run from`);
+        if (self.cache) return;
+        self.cache = Buffer.from(self.dom.mem.bytes);
+        self.cacheRegs = self.dom.vcpu.regs.slice();
+        self.dom.secondaryOut = onOutput;
+        self.dom.diskOverlay = [];
+        self.dom.mem.clearDirty();
+        self.dom.vcpu.realignInputs(self.dom.vcpu.inputsHandled);
+      },
+      get inputsHandled(): number {
+        return self.dom.vcpu.inputsHandled;
+      },
+      deliver(inputs: readonly IndexedInput[]): void {
+        for (const i of inputs) if (i.conn > self.dom.maxConn) self.dom.maxConn = i.conn;
+        self.dom.vcpu.deliverIndexed(inputs);
+      },
+      resume(): void {
+        self.dom.vcpu.resume();
+        self.dom.state = 'running';
+      },
+    };
+  })();
+
+  /** Checks a checkpoint against this domain before anything of it is applied. */
+  private validate(cp: VerifiedCheckpoint): void {
     const mem = this.dom.mem;
     const disk = this.dom.disk;
-    // Validate everything first, so a bad checkpoint changes nothing.
     for (const p of cp.pages) {
       if (p.pfn >= mem.pages) throw new Error(`checkpoint ${cp.epoch}: pfn ${p.pfn} is beyond the domain's ${mem.pages} pages`);
       if (p.data.length !== PAGE_SIZE && p.data.length !== 0) throw new Error(`checkpoint ${cp.epoch}: page ${p.pfn} has ${p.data.length} bytes`);
@@ -295,25 +365,61 @@ class SimReplica implements ReplicaDomain {
     for (const w of cp.diskWrites) {
       if (w.offset < 0 || w.offset + w.data.length > disk.sizeBytes) throw new Error(`checkpoint ${cp.epoch}: disk write at ${w.offset}+${w.data.length} is beyond the ${disk.sizeBytes}-byte disk`);
     }
+  }
+
+  /** Pages into `into` (guest memory, or the secondary's cache), registers into `regs`. */
+  private async applyState(cp: VerifiedCheckpoint, into: Uint8Array, regs: Int32Array): Promise<void> {
     // Large checkpoints are applied in slices so the daemon keeps answering heartbeats; a
     // failover waits for the apply to finish, so no one sees the half-applied state.
     for (let i = 0; i < cp.pages.length; i++) {
       const p = cp.pages[i]!;
-      if (p.data.length) mem.bytes.set(p.data, p.pfn * PAGE_SIZE);
-      else mem.bytes.fill(0, p.pfn * PAGE_SIZE, (p.pfn + 1) * PAGE_SIZE);
+      if (p.data.length) into.set(p.data, p.pfn * PAGE_SIZE);
+      else into.fill(0, p.pfn * PAGE_SIZE, (p.pfn + 1) * PAGE_SIZE);
       if ((i & 8191) === 8191) await new Promise((r) => setImmediate(r));
     }
-    const regs = this.dom.vcpu.regs;
     for (const v of cp.vcpus) {
       for (let r = 0; r < REG_COUNT; r++) regs[r] = v.context.readInt32LE(r * 4);
     }
-    disk.applyAll(cp.diskWrites);
+  }
+
+  async applyCheckpoint(cp: VerifiedCheckpoint): Promise<void> {
+    if (this.activated) throw new Error(`domain ${this.name} is active; it takes no more checkpoints`);
+    this.validate(cp); // a bad checkpoint changes nothing
+    if (!this.cache) {
+      await this.applyState(cp, this.dom.mem.bytes, this.dom.vcpu.regs);
+      this.dom.disk.applyAll(cp.diskWrites);
+      this.epoch = cp.epoch;
+      return;
+    }
+    // colo's secondary: it stops, takes the primary's state (its cache, then every page either
+    // copy changed since the last checkpoint) and stays paused until its input is re-aligned.
+    const vcpu = this.dom.vcpu;
+    vcpu.pause();
+    this.dom.state = 'paused';
+    await this.applyState(cp, this.cache, this.cacheRegs!);
+    const mem = this.dom.mem;
+    const own = mem.readAndClearDirty();
+    for (const pfn of own) mem.bytes.set(this.cache.subarray(pfn * PAGE_SIZE, (pfn + 1) * PAGE_SIZE), pfn * PAGE_SIZE);
+    for (const p of cp.pages) mem.bytes.set(this.cache.subarray(p.pfn * PAGE_SIZE, (p.pfn + 1) * PAGE_SIZE), p.pfn * PAGE_SIZE);
+    vcpu.regs.set(this.cacheRegs!);
+    this.dom.diskOverlay = []; // the secondary's own writes since the last checkpoint are void
+    this.dom.disk.applyAll(cp.diskWrites);
+    vcpu.realignInputs(vcpu.inputsHandled);
     this.epoch = cp.epoch;
   }
 
   async activate(): Promise<DomainInfo> {
     if (this.activated) return this.dom.info();
     if (this.epoch === 0) throw new Error(`domain ${this.name} has no complete checkpoint to run from`);
+    if (this.cache) {
+      // colo's secondary goes on from where it is: its output to clients from now on, and its
+      // disk writes since the last checkpoint onto the disk.
+      this.dom.secondaryOut = null;
+      for (const w of this.dom.diskOverlay ?? []) this.dom.disk.write(w.offset, w.data);
+      this.dom.diskOverlay = null;
+      this.cache = null;
+      this.cacheRegs = null;
+    }
     await this.dom.go(); // on failure (address in use) the replica stays parked and intact
     this.activated = true;
     this.host.adopt(this.domid, this.dom);

@@ -11,12 +11,16 @@ import type { Disposable } from '../../engine/events.js';
 
 type Entry = { conn: number; data: Uint8Array } | { barrier: number };
 
-/** A held output as it left the gate: `epoch` is the barrier that closed it (null: released by releaseAll). */
+/**
+ * A held output as it left the gate: `epoch` is the barrier that closed it; null when it left
+ * with releaseAll or was let out one by one with `emit` (`emitted`).
+ */
 export interface GateRelease {
   at: number;
   conn: number;
   bytes: number;
   epoch: number | null;
+  emitted?: boolean;
 }
 
 export class OutputGate implements NetPlug {
@@ -32,7 +36,11 @@ export class OutputGate implements NetPlug {
 
   constructor(private readonly deliver: (conn: number, data: Uint8Array) => void, private readonly flush: () => void) {}
 
+  /** While set, every guest output goes here instead (colo compares it before it may leave). */
+  private captor: ((conn: number, data: Uint8Array) => void) | null = null;
+
   send(conn: number, data: Uint8Array): void {
+    if (this.captor) return this.captor(conn, data);
     if (!this.buffering) return this.deliver(conn, data);
     this.queue.push({ conn, data });
     this.held += data.length;
@@ -40,6 +48,18 @@ export class OutputGate implements NetPlug {
       this.openHeld = true;
       for (const l of this.pendingListeners) l();
     }
+  }
+
+  capture(listener: (conn: number, data: Uint8Array) => void): Disposable {
+    if (this.captor) throw new Error('the output gate is already captured');
+    this.captor = listener;
+    return { dispose: () => void (this.captor === listener && (this.captor = null)) };
+  }
+
+  emit(conn: number, data: Uint8Array): void {
+    this.log?.push({ at: performance.now(), conn, bytes: data.length, epoch: null, emitted: true });
+    this.deliver(conn, data);
+    this.flush();
   }
 
   onOutputPending(listener: () => void): Disposable {
@@ -129,13 +149,16 @@ export class SimNic {
   private server: net.Server | null = null;
   private readonly conns = new Map<number, net.Socket>();
   private readonly corked = new Set<net.Socket>();
-  private nextConn = 1;
+  private nextConn: number;
   readonly gate: OutputGate;
 
+  /** `firstConn`: the first connection id (a copy that takes over numbers its flows after the ones it has seen). */
   constructor(
     readonly service: { host: string; port: number },
     private readonly toGuest: (packets: { conn: number; data: Uint8Array }[]) => void,
+    firstConn = 1,
   ) {
+    this.nextConn = firstConn;
     this.gate = new OutputGate(
       (conn, data) => this.write(conn, data),
       () => this.uncork(),

@@ -6,7 +6,7 @@
  */
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { GuestMemory, type GuestMemoryShared } from './memory.js';
-import { Dirtier, KV_END, KvGuest, tick, type Workload } from './guest.js';
+import { Dirtier, KV_END, KvGuest, REG, add64, tick, type Workload } from './guest.js';
 import { CTL, RUN } from './vcpu-ctl.js';
 
 interface VcpuInit {
@@ -17,8 +17,11 @@ interface VcpuInit {
   out: MessagePort;
   workload: Workload;
   dirtyMiBPerSec: number;
+  nondeterminism: number;
   standby: boolean;
 }
+
+type RxBatch = { gen: number; packets: { conn: number; data: Uint8Array }[] };
 
 const init = workerData as VcpuInit;
 const ctl = new Int32Array(init.ctl);
@@ -45,11 +48,12 @@ const kv =
     ? new KvGuest(mem, {
         net: (conn, payload) => batch.push({ k: 0, conn, data: payload }),
         disk: (offset, data) => batch.push({ k: 1, offset, data }),
-      })
+      }, init.nondeterminism)
     : null;
 // Packets the NIC delivered in one batch and the guest has not handled yet.
 let rxQueue: { conn: number; data: Uint8Array }[] = [];
 let rxHead = 0;
+let rxGen = 0;
 kv?.boot();
 const dirtier = new Dirtier(mem, regs, init.dirtyMiBPerSec, init.workload === 'kv' ? Math.ceil(KV_END / 4096) : 1);
 
@@ -63,6 +67,12 @@ for (;;) {
     Atomics.notify(ctl, CTL.STATE);
     while (Atomics.load(ctl, CTL.STATE) === RUN.PAUSED) Atomics.wait(ctl, CTL.STATE, RUN.PAUSED);
     dirtier.resetClock(performance.now());
+    if (Atomics.load(ctl, CTL.RX_GEN) !== rxGen) {
+      // The host re-aligned the input (a secondary restored to a checkpoint): what was queued is void.
+      rxQueue = [];
+      rxHead = 0;
+      rxGen = Atomics.load(ctl, CTL.RX_GEN);
+    }
     continue;
   }
   if (state === RUN.STOP) break;
@@ -74,11 +84,15 @@ for (;;) {
       if (rxHead === rxQueue.length) {
         const m = receiveMessageOnPort(init.rx);
         if (!m) break;
-        rxQueue = m.message as { conn: number; data: Uint8Array }[];
+        const b = m.message as RxBatch;
+        rxGen = Atomics.load(ctl, CTL.RX_GEN);
+        if (b.gen !== rxGen) continue; // sent before a re-alignment
+        rxQueue = b.packets;
         rxHead = 0;
         continue;
       }
       const msg = rxQueue[rxHead++]!;
+      add64(regs, REG.RX_HANDLED_LO, 1);
       kv.handle(msg.conn, msg.data);
       busy = true;
       if (Atomics.load(ctl, CTL.STATE) !== RUN.RUNNING) break;

@@ -5,7 +5,8 @@
 import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
 import { once } from 'node:events';
 import type { GuestMemory } from './memory.js';
-import { REG_COUNT, seedRegs, type Workload } from './guest.js';
+import type { IndexedInput } from '../types.js';
+import { REG, REG_COUNT, read64, seedRegs, type Workload } from './guest.js';
 import { CTL, RUN } from './vcpu-ctl.js';
 
 export interface VcpuOutput {
@@ -15,6 +16,8 @@ export interface VcpuOutput {
 
 type OutMsg = { k: 0; conn: number; data: Uint8Array } | { k: 1; offset: number; data: Uint8Array };
 
+
+
 export class Vcpu {
   readonly regs: Int32Array;
   private readonly ctl = new Int32Array(new SharedArrayBuffer(8 * 4));
@@ -22,6 +25,10 @@ export class Vcpu {
   private rx!: MessagePort;
   private out!: MessagePort;
   private paused = false;
+  /** Input packets delivered since boot (the index of the last one). */
+  private delivered = 0;
+  /** Delivered and perhaps not yet consumed: what a new ingress listener is handed first. */
+  private backlog: IndexedInput[] = [];
 
   constructor(
     private readonly mem: GuestMemory,
@@ -29,6 +36,7 @@ export class Vcpu {
     private readonly dirtyMiBPerSec: number,
     private readonly sink: VcpuOutput,
     regs?: Int32Array,
+    private readonly nondeterminism = 0,
   ) {
     this.regs = new Int32Array(new SharedArrayBuffer(REG_COUNT * 4));
     if (regs) this.regs.set(regs);
@@ -58,6 +66,7 @@ export class Vcpu {
         out: outc.port2,
         workload: this.workload,
         dirtyMiBPerSec: this.dirtyMiBPerSec,
+        nondeterminism: this.nondeterminism,
         standby,
       },
       transferList: [rxc.port2, outc.port2],
@@ -72,12 +81,47 @@ export class Vcpu {
     });
   }
 
-  /** Packets from the NIC to the guest, in arrival order. */
-  deliver(packets: { conn: number; data: Uint8Array }[]): void {
-    if (packets.length === 0) return;
-    this.rx.postMessage(packets);
+  /** Packets from the NIC to the guest, in arrival order; returns them with their input index. */
+  deliver(packets: { conn: number; data: Uint8Array }[]): IndexedInput[] {
+    if (packets.length === 0) return [];
+    const indexed = packets.map((p) => ({ index: ++this.delivered, conn: p.conn, data: p.data }));
+    this.rx.postMessage({ gen: Atomics.load(this.ctl, CTL.RX_GEN), packets });
     Atomics.add(this.ctl, CTL.DOORBELL, 1);
     Atomics.notify(this.ctl, CTL.DOORBELL);
+    const handled = this.inputsHandled;
+    if (this.backlog.length > 4096 || (this.backlog.length && this.backlog[0]!.index <= handled)) this.backlog = this.backlog.filter((b) => b.index > handled);
+    this.backlog.push(...indexed);
+    return indexed;
+  }
+
+  /** Delivered and not yet consumed by the guest, oldest first. */
+  pendingInputs(): IndexedInput[] {
+    const handled = this.inputsHandled;
+    return this.backlog.filter((b) => b.index > handled);
+  }
+
+  /** Input packets the guest has consumed (its register, checkpointed with it). */
+  get inputsHandled(): number {
+    return read64(this.regs, REG.RX_HANDLED_LO);
+  }
+
+  /**
+   * While paused: everything delivered and not consumed is void, and input resumes after
+   * input `handled` (a secondary restored to a checkpoint is fed again from there).
+   */
+  realignInputs(handled: number): void {
+    if (!this.paused) throw new Error('realignInputs needs a paused vCPU');
+    Atomics.add(this.ctl, CTL.RX_GEN, 1);
+    this.delivered = handled;
+    this.backlog = [];
+  }
+
+  /** Delivers inputs that already have their index (a secondary fed the primary's input). */
+  deliverIndexed(inputs: readonly IndexedInput[]): void {
+    const next = inputs.filter((i) => i.index > this.delivered);
+    if (next.length === 0) return;
+    if (next[0]!.index !== this.delivered + 1) throw new Error(`input ${next[0]!.index} delivered after input ${this.delivered}: a gap in the input stream`);
+    this.deliver(next);
   }
 
   /**

@@ -6,7 +6,8 @@ import { ModeSetupError, type Mode } from '../types.js';
 import type { ModeId } from './ids.js';
 import { RemusMode } from './remus.js';
 import { KemariMode } from './kemari.js';
-import { DEFAULT_KEMARI_MIN_GAP_MS } from '../../config/domain.js';
+import { ColoMode } from './colo.js';
+import { DEFAULT_COLO_MAX_INTERVAL_MS, DEFAULT_KEMARI_MIN_GAP_MS } from '../../config/domain.js';
 
 export { MODE_IDS, isModeId, type ModeId } from './ids.js';
 
@@ -14,6 +15,8 @@ export interface ModeOptions {
   intervalMs: number;
   /** kemari: events within this gap coalesce into one sync (default 2). */
   minGapMs?: number;
+  /** colo: a checkpoint at the latest this long after the previous one (default 5000). */
+  maxIntervalMs?: number;
 }
 
 export function createMode(mode: ModeId, opts: ModeOptions): Mode {
@@ -23,7 +26,8 @@ export function createMode(mode: ModeId, opts: ModeOptions): Mode {
     case 'kemari':
       return new KemariMode({ minGapMs: opts.minGapMs ?? DEFAULT_KEMARI_MIN_GAP_MS });
     case 'colo':
+      return new ColoMode({ maxIntervalMs: opts.maxIntervalMs ?? DEFAULT_COLO_MAX_INTERVAL_MS });
     case 'llm':
-      throw new ModeSetupError(`mode ${mode} is not implemented yet in this release of xl-ha; use remus or kemari`);
+      throw new ModeSetupError(`mode ${mode} is not implemented yet in this release of xl-ha; use remus, kemari or colo`);
   }
 }
