@@ -39,6 +39,9 @@ export class ColoCompareDevice implements CheckpointDevice {
   outputsCompared = 0;
   divergences = 0;
   inputsMirrored = 0;
+  /** Outputs let out because the secondary produced the same, and because a checkpoint covering them was acknowledged. */
+  releasedOnMatch = 0;
+  releasedAtCommit = 0;
 
   setup(ctx: DeviceContext): void {
     const plug = ctx.session.net;
@@ -98,6 +101,7 @@ export class ColoCompareDevice implements CheckpointDevice {
         return;
       }
       h.out = true;
+      this.releasedOnMatch++;
       this.plug!.emit!(conn, h.data);
     }
   }
@@ -123,7 +127,10 @@ export class ColoCompareDevice implements CheckpointDevice {
 
   commit(epoch: number): void {
     while (this.covered.length && this.covered[0]!.epoch <= epoch) {
-      for (const h of this.covered.shift()!.held) this.plug!.emit!(h.conn, h.data);
+      for (const h of this.covered.shift()!.held) {
+        this.releasedAtCommit++;
+        this.plug!.emit!(h.conn, h.data);
+      }
     }
   }
 

@@ -31,7 +31,7 @@ import {
 import { GuestMemory, PAGE_SIZE } from './memory.js';
 import { KV_DISK_BYTES, KV_MIN_MEMORY_MIB, REG_COUNT, type Workload } from './guest.js';
 import { Vcpu } from './vcpu.js';
-import { SimNic } from './nic.js';
+import { SimNic, type OutputGate } from './nic.js';
 import { SimDisk } from './disk.js';
 import { XenStreamWriter } from '../../transport/xenstream.js';
 
@@ -540,6 +540,11 @@ export class SimBackend implements HypervisorBackend {
   forget(domid: number): void {
     this.replicas.delete(domid);
     this.domains.delete(domid);
+  }
+
+  /** The output gate of a running domain's NIC, or null when it has none (tests: its own log). */
+  outputGate(domid: number): OutputGate | null {
+    return this.domains.get(domid)?.nic?.gate ?? null;
   }
 
   /** sha256 of a domain's memory as it stands (tests, diagnostics). */

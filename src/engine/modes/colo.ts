@@ -96,6 +96,8 @@ export class ColoMode implements Mode {
       outputsCompared: this.compare?.outputsCompared ?? 0,
       divergences: this.compare?.divergences ?? 0,
       inputsMirrored: this.compare?.inputsMirrored ?? 0,
+      releasedOnMatch: this.compare?.releasedOnMatch ?? 0,
+      releasedAtCommit: this.compare?.releasedAtCommit ?? 0,
       checkpointsOnDivergence: this.onDivergence,
       checkpointsPeriodic: this.periodic,
     };
