@@ -12,17 +12,19 @@
  *  - remus-25ms-1000rps: 16 clients paced at 1000 requests/s in all (open loop).
  *  - kemari-light, kemari-saturated, kemari-1000rps: the same loads under kemari (a sync when
  *    the guest emits output, minimum gap 2 ms); the light run ends with the SIGKILL.
+ *  - colo-light, colo-saturated, colo-1000rps: the same loads under colo, with no induced
+ *    divergence (the kv guest is deterministic); the light run ends with the SIGKILL.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { runScenario, type ScenarioOptions, type ScenarioResult } from '../demo/scenario.js';
 import { round } from '../util/samples.js';
 import { chartSvg } from './chart.js';
-import { DEFAULT_KEMARI_MIN_GAP_MS } from '../config/domain.js';
+import { DEFAULT_COLO_MAX_INTERVAL_MS, DEFAULT_KEMARI_MIN_GAP_MS } from '../config/domain.js';
 
 const json = process.argv.includes('--json');
 const quick = process.argv.includes('--quick');
-const BENCH_MODES = ['remus', 'kemari'] as const;
+const BENCH_MODES = ['remus', 'kemari', 'colo'] as const;
 type BenchMode = (typeof BENCH_MODES)[number];
 function modesArg(): BenchMode[] {
   const argv = process.argv.slice(2);
@@ -32,7 +34,7 @@ function modesArg(): BenchMode[] {
   const list = v.split(',').filter(Boolean);
   const bad = list.filter((m) => !(BENCH_MODES as readonly string[]).includes(m));
   if (list.length === 0 || bad.length) {
-    process.stderr.write(`bench: --modes ${JSON.stringify(v)} is not valid: expected a comma-separated list of ${BENCH_MODES.join(', ')} (colo and llm are not implemented yet)\n`);
+    process.stderr.write(`bench: --modes ${JSON.stringify(v)} is not valid: expected a comma-separated list of ${BENCH_MODES.join(', ')} (llm is not implemented yet)\n`);
     process.exit(2);
   }
   return [...new Set(list)] as BenchMode[];
@@ -64,6 +66,8 @@ interface RunSummary {
   lostAckedWrites: number;
   exactlyOnce: boolean;
   checkpointsTaken: number;
+  outputsCompared: number | null;
+  divergences: number | null;
 }
 
 async function run(name: string, o: Partial<ScenarioOptions> & { intervalMs: number; mode: BenchMode }): Promise<RunSummary> {
@@ -105,6 +109,8 @@ async function run(name: string, o: Partial<ScenarioOptions> & { intervalMs: num
     lostAckedWrites: r.lostAckedWrites,
     exactlyOnce: r.writesAppliedByGuest === r.ackedWrites,
     checkpointsTaken: Number(p.checkpointsTaken),
+    outputsCompared: p.outputsCompared === undefined ? null : Number(p.outputsCompared),
+    divergences: p.divergences === undefined ? null : Number(p.divergences),
   };
   if (!json) process.stdout.write(JSON.stringify(s) + '\n');
   return s;
@@ -137,8 +143,9 @@ function modeLine(mode: BenchMode, r: { light: RunSummary; sat: RunSummary; pace
     addedLatencyMsP99At1000rps: paced.addedLatencyMsP99,
     checkpointsPerSecAt1000rps: paced.checkpointsPerSec,
     checkpointsTaken: light.checkpointsTaken,
-    outputsCompared: null, // neither remus nor kemari compares outputs
-    divergences: null,
+    // colo compares the two copies' outputs; remus and kemari compare none
+    outputsCompared: mode === 'colo' ? light.outputsCompared : null,
+    divergences: mode === 'colo' ? light.divergences : null,
     lostAckedWrites: r.all.reduce((n, x) => n + x.lostAckedWrites, 0),
     exactlyOnce: r.all.every((x) => x.exactlyOnce),
     workload: `kv, ${light.memoryMiB} MiB guest dirtying ${light.dirtyMiBPerSec} MiB/s; 16 clients (light), 2048 (saturated), 16 paced at 1000 req/s; clients at nice 10`,
@@ -154,7 +161,9 @@ for (const mode of modes) {
   runs.push(...all);
   const own = r10
     ? { checkpointsPerSecAt10ms: r10.checkpointsPerSec, pauseMsP50At10ms: r10.pauseMsP50, pauseMsP99At10ms: r10.pauseMsP99, bytesPerCheckpointAt10ms: r10.bytesPerCheckpoint }
-    : { minGapMs: DEFAULT_KEMARI_MIN_GAP_MS };
+    : mode === 'kemari'
+      ? { minGapMs: DEFAULT_KEMARI_MIN_GAP_MS }
+      : { maxIntervalMs: DEFAULT_COLO_MAX_INTERVAL_MS, inducedNondeterminism: 0 };
   lines.push(modeLine(mode, { light, sat, paced, all }, own));
 }
 
@@ -188,6 +197,7 @@ if (json) {
   const light = find('remus-25ms-light');
   const sat = find('remus-25ms-saturated');
   const kemari = find('kemari-1000rps');
+  const colo = find('colo-light');
   const out = [''];
   if (r10 && light && sat) {
     out.push(
@@ -196,6 +206,7 @@ if (json) {
     );
   }
   if (kemari) out.push(`kemari target: added latency p50 < 2 ms at 1000 requests/s; reached ${kemari.addedLatencyMsP50} ms (${kemari.checkpointsPerSec} syncs/s)`);
+  if (colo && light) out.push(`colo target: added latency p50 at most 1/10 of remus's at 25 ms (${round(light.addedLatencyMsP50 / 10)} ms); reached ${colo.addedLatencyMsP50} ms`);
   out.push('clients share the 2 cores with both hosts, at nice 10 (they stand in for remote machines)', '');
   process.stdout.write(out.join('\n'));
 }

@@ -63,6 +63,40 @@ export interface EngineStats {
 
 export type EngineState = 'starting' | 'protected' | 'stopping' | 'stopped' | 'lost' | 'failed';
 
+/**
+ * A checkpoint this large takes the backup a while to verify, parse and apply (colo's periodic
+ * checkpoint after 5 s of a guest dirtying 20 MiB/s is 100 MiB): while it is in flight the
+ * backup may be silent for up to LARGE_CHECKPOINT_SILENCE_MS before it is declared dead, instead
+ * of the heartbeat timeout (measured on sim: an 80 MiB colo checkpoint silenced the backup for
+ * more than 150 ms, and the primary gave up protection).
+ */
+export const LARGE_CHECKPOINT_BYTES = 16 << 20;
+export const LARGE_CHECKPOINT_SILENCE_MS = 2000;
+
+/**
+ * A checkpoint's Xen stream goes in XEN_STREAM frames of at most this much (whole records):
+ * one frame for all but large checkpoints, and never above the reader's frame limit (64 MiB).
+ */
+export const MAX_STREAM_FRAME_BYTES = 32 << 20;
+
+/** `chunks` (whole records, each far below `max`) in groups of at most `max` bytes. */
+export function frameGroups(chunks: readonly Buffer[], max = MAX_STREAM_FRAME_BYTES): Buffer[][] {
+  const groups: Buffer[][] = [];
+  let cur: Buffer[] = [];
+  let size = 0;
+  for (const c of chunks) {
+    if (size + c.length > max && cur.length) {
+      groups.push(cur);
+      cur = [];
+      size = 0;
+    }
+    cur.push(c);
+    size += c.length;
+  }
+  if (cur.length) groups.push(cur);
+  return groups;
+}
+
 /** A checkpoint captured while its guest is suspended, until it is resumed and shipped. */
 export interface Captured {
   readonly epoch: number;
@@ -85,6 +119,8 @@ export class CheckpointEngine {
   private needFull = false;
   private fullEpoch = 0;
   private resyncsInRow = 0;
+  /** The last large checkpoint in flight: the link's slow phase ends with its commit. */
+  private slowUntilEpoch = 0;
   private failure: Error | null = null;
   state: EngineState = 'starting';
   readonly stats: EngineStats = {
@@ -284,8 +320,9 @@ export class CheckpointEngine {
   }
 
   /**
-   * Step 3: queues the checkpoint's frames in order (one XEN_STREAM frame, its buffers written
-   * vectored, then the devices' frames) and its SEAL. Resolves true when the backup has
+   * Step 3: queues the checkpoint's frames in order (its Xen stream in XEN_STREAM frames of at
+   * most MAX_STREAM_FRAME_BYTES, their buffers written vectored, then the devices' frames) and
+   * its SEAL. Resolves true when the backup has
    * acknowledged it, false when it rejected a later checkpoint (a full resync is then due);
    * rejects when the link is lost or the first checkpoint is rejected. It does not commit.
    */
@@ -293,7 +330,14 @@ export class CheckpointEngine {
     const { link } = this.o;
     const { epoch, capture, extra } = c;
     const t6 = performance.now();
-    const sending = [link.sendContent(XLHA_REC.XEN_STREAM, capture.chunks), ...extra.map((f) => link.sendContent(f.type, f.body))];
+    if (!c.full && capture.bytes >= LARGE_CHECKPOINT_BYTES) {
+      this.slowUntilEpoch = epoch;
+      link.slowPhase(true, LARGE_CHECKPOINT_SILENCE_MS);
+    }
+    const sending = [
+      ...frameGroups(capture.chunks).map((g) => link.sendContent(XLHA_REC.XEN_STREAM, g)),
+      ...extra.map((f) => link.sendContent(f.type, f.body)),
+    ];
     link.seal(epoch, c.full ? SEAL_FLAG.FULL : 0);
     const sealedAt = performance.now();
     const transmitted = Promise.all(sending).then(() => void this.stats.transmitMs.add(performance.now() - t6));
@@ -325,10 +369,8 @@ export class CheckpointEngine {
     for (const d of this.o.plan.devices) d.commit?.(epoch);
     this.stats.phaseMs.commit += performance.now() - t;
     this.stats.committed = epoch;
-    if (epoch >= this.fullEpoch) {
-      this.resyncsInRow = 0;
-      this.o.link.slowPhase(false);
-    }
+    if (epoch >= this.fullEpoch) this.resyncsInRow = 0;
+    if (epoch >= this.fullEpoch && epoch >= this.slowUntilEpoch) this.o.link.slowPhase(false);
     this.o.onCommit?.(epoch);
   }
 

@@ -32,8 +32,11 @@ export interface ReplicationLink {
   /** Rejects when the link is lost; never resolves. */
   readonly lost: Promise<never>;
   readonly isLost: boolean;
-  /** A full checkpoint is (or is no longer) in flight: tolerate a longer silence meanwhile. */
-  slowPhase(on: boolean): void;
+  /**
+   * A full or large checkpoint is (or is no longer) in flight: tolerate a longer silence
+   * meanwhile, `silenceMs` at most (default: the heartbeat monitor's grace, GRACE_TIMEOUT_MS).
+   */
+  slowPhase(on: boolean, silenceMs?: number): void;
   /**
    * A frame outside the checkpoints (colo's mirrored input, llm's input log): resolves once the
    * backup has acknowledged it, rejects when the link is lost first.
@@ -132,8 +135,8 @@ export class ChannelLink implements ReplicationLink {
     else w.resolve(v);
   }
 
-  slowPhase(on: boolean): void {
-    if (on) this.hb.grace(60 * 60 * 1000);
+  slowPhase(on: boolean, silenceMs?: number): void {
+    if (on) this.hb.grace(60 * 60 * 1000, silenceMs);
     else if (this.slow) this.hb.grace(SETTLE_AFTER_FULL_MS); // once, when the full checkpoint is in
     this.slow = on;
   }

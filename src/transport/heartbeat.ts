@@ -42,6 +42,7 @@ export class HeartbeatMonitor {
   private bytesAtCheck = 0;
   private fired = false;
   private graceUntil = 0;
+  private graceLimitMs: number | undefined;
 
   constructor(
     private readonly opts: HeartbeatOptions,
@@ -71,10 +72,12 @@ export class HeartbeatMonitor {
 
   /**
    * While a full checkpoint (the whole memory) is in flight either side may be busy for longer
-   * than a heartbeat period; until `ms` from now silence is measured against `graceMs`.
+   * than a heartbeat period; until `ms` from now silence is measured against `limitMs` (default
+   * the monitor's `graceTimeoutMs`), or the timeout if that is longer.
    */
-  grace(ms: number): void {
+  grace(ms: number, limitMs?: number): void {
     this.graceUntil = ms > 0 ? performance.now() + ms : 0;
+    this.graceLimitMs = limitMs;
   }
 
   /*
@@ -107,7 +110,7 @@ export class HeartbeatMonitor {
     this.lastCheck = now;
     this.observe(now);
     const silent = now - this.lastRx;
-    const limit = now < this.graceUntil ? Math.max(this.opts.timeoutMs, this.opts.graceTimeoutMs ?? GRACE_TIMEOUT_MS) : this.opts.timeoutMs;
+    const limit = now < this.graceUntil ? Math.max(this.opts.timeoutMs, this.graceLimitMs ?? this.opts.graceTimeoutMs ?? GRACE_TIMEOUT_MS) : this.opts.timeoutMs;
     if (silent >= limit) {
       this.fired = true;
       this.stop();

@@ -8,6 +8,8 @@ import type { DomainInfo } from '../../src/backend/types.js';
 import { CheckpointEngine, type EngineState } from '../../src/engine/engine.js';
 import { DeviceEvents } from '../../src/engine/events.js';
 import { KemariMode } from '../../src/engine/modes/kemari.js';
+import { LARGE_CHECKPOINT_BYTES, frameGroups } from '../../src/engine/engine.js';
+import { freePort } from '../../src/demo/hosts.js';
 import { KV_OP } from '../../src/backend/sim/kvproto.js';
 import { silentLogger } from '../../src/util/log.js';
 import { FakeLink, kvDomainForFile, rawConn, sleep, type TT } from '../helpers/engine-fakes.js';
@@ -163,4 +165,37 @@ t.test('under a steady stream of requests no output ever leaves before the sync 
   t.ok(syncs >= 1 && syncs < n, `${syncs} syncs for ${n} responses: events coalesced`);
   t.ok(r.mode.stats().outputEvents >= syncs, `each sync had an output event (${r.mode.stats().outputEvents} events)`);
   t.equal(await stop(r), 'stopped');
+});
+
+t.test('a large sync lets the backup be silent longer while it is in flight, and only until it is committed', async (t) => {
+  const port2 = await freePort();
+  const big = await backend.createDomain({
+    name: 'kv-big',
+    memoryMiB: 96,
+    vcpus: 1,
+    disks: [],
+    vifs: [],
+    sim: { workload: 'kv', dirtyMiBPerSec: 64, seed: 5, service: { host: '127.0.0.1', port: port2 } },
+  });
+  t.teardown(() => backend.destroyDomain(big.domid));
+  const r = await protect(t, big, 2);
+  await r.protectedP;
+  const slowBefore = r.link.slowCalls.length;
+  await sleep(600); // about 38 MiB dirtied, and no output: no sync yet
+  const c = await rawConn(t, port2);
+  c.send(nextClient++, 1, KV_OP.PING);
+  await c.waitFor(1, 5000);
+  const sync = r.link.sealed[r.link.sealed.length - 1]!;
+  const bytes = sync.content.reduce((n, f) => n + f.body.length, 0);
+  t.ok(bytes >= LARGE_CHECKPOINT_BYTES, `the sync carried ${(bytes / 1048576).toFixed(1)} MiB`);
+  t.same(r.link.slowCalls.slice(slowBefore, slowBefore + 2), [true, false], 'a slow phase began when it was shipped and ended at its commit');
+  t.equal(await stop(r), 'stopped');
+});
+
+t.test("a checkpoint's Xen stream goes in frames of at most 32 MiB of whole records", async (t) => {
+  const rec = (n: number) => Buffer.alloc(n);
+  const groups = frameGroups([rec(20 << 20), rec(10 << 20), rec(4 << 20), rec(30 << 20), rec(1)], 32 << 20);
+  t.same(groups.map((g) => g.map((b) => b.length)), [[20 << 20, 10 << 20], [4 << 20], [30 << 20, 1]]);
+  t.ok(groups.every((g) => g.reduce((n, b) => n + b.length, 0) <= 32 << 20), 'no frame above the limit');
+  t.same(frameGroups([]), [], 'nothing, no frame');
 });
