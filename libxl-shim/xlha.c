@@ -638,13 +638,16 @@ out:
 }
 
 /* Backlog bytes from one RTM_NEWQDISC message's attributes, or -1 when it has none. */
-static long long xlha__qdisc_msg_backlog(struct nlmsghdr *h)
+/* The root qdisc's queue backlog and the bytes it has let out (-1 each when the message lacks them). */
+static void xlha__qdisc_msg_stats(struct nlmsghdr *h, long long *backlog, long long *sent)
 {
     struct tcmsg *t = NLMSG_DATA(h);
     int len = (int)h->nlmsg_len - NLMSG_LENGTH(sizeof(*t));
     struct rtattr *a;
-    long long old = -1;
+    long long old_backlog = -1, old_sent = -1;
 
+    *backlog = -1;
+    *sent = -1;
     for (a = (struct rtattr *)((char *)t + NLMSG_ALIGN(sizeof(*t))); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
         if (a->rta_type == TCA_STATS2) {
             int nlen = (int)RTA_PAYLOAD(a);
@@ -653,19 +656,26 @@ static long long xlha__qdisc_msg_backlog(struct nlmsghdr *h)
                 if (b->rta_type == TCA_STATS_QUEUE && RTA_PAYLOAD(b) >= sizeof(struct gnet_stats_queue)) {
                     struct gnet_stats_queue q;
                     memcpy(&q, RTA_DATA(b), sizeof(q));
-                    return q.backlog;
+                    *backlog = q.backlog;
+                } else if (b->rta_type == TCA_STATS_BASIC && RTA_PAYLOAD(b) >= sizeof(struct gnet_stats_basic)) {
+                    struct gnet_stats_basic bs;
+                    memcpy(&bs, RTA_DATA(b), sizeof(bs));
+                    *sent = (long long)bs.bytes;
                 }
             }
         } else if (a->rta_type == TCA_STATS && RTA_PAYLOAD(a) >= sizeof(struct tc_stats)) {
             struct tc_stats st;
             memcpy(&st, RTA_DATA(a), sizeof(st));
-            old = st.backlog;
+            old_backlog = st.backlog;
+            old_sent = (long long)st.bytes;
         }
     }
-    return old;
+    if (*backlog < 0) *backlog = old_backlog;
+    if (*sent < 0) *sent = old_sent;
 }
 
-long long xlha_qdisc_backlog(const char *ifname, char *err, int errlen)
+/* Queries the root qdisc of `ifname`: its backlog and the bytes it let out. 0 or negative errno. */
+static int xlha__qdisc_stats(const char *ifname, long long *backlog, long long *sent, char *err, int errlen)
 {
     struct {
         struct nlmsghdr n;
@@ -674,7 +684,7 @@ long long xlha_qdisc_backlog(const char *ifname, char *err, int errlen)
     char buf[16384];
     struct sockaddr_nl to;
     unsigned int ifindex;
-    long long found = -1;
+    int found = 0;
     ssize_t got;
     int fd, done = 0;
 
@@ -713,12 +723,28 @@ long long xlha_qdisc_backlog(const char *ifname, char *err, int errlen)
             }
             if (h->nlmsg_type == RTM_NEWQDISC) {
                 struct tcmsg *t = NLMSG_DATA(h);
-                if ((unsigned int)t->tcm_ifindex == ifindex && t->tcm_parent == TC_H_ROOT && found < 0)
-                    found = xlha__qdisc_msg_backlog(h);
+                if ((unsigned int)t->tcm_ifindex == ifindex && t->tcm_parent == TC_H_ROOT && !found) {
+                    xlha__qdisc_msg_stats(h, backlog, sent);
+                    found = *backlog >= 0 && *sent >= 0;
+                }
             }
         }
     }
     close(fd);
-    if (found < 0) return xlha__neterr(err, errlen, ENOENT, "%s has no root qdisc with statistics", ifname);
-    return found;
+    if (!found) return xlha__neterr(err, errlen, ENOENT, "%s has no root qdisc with statistics", ifname);
+    return 0;
+}
+
+long long xlha_qdisc_backlog(const char *ifname, char *err, int errlen)
+{
+    long long backlog, sent;
+    int rc = xlha__qdisc_stats(ifname, &backlog, &sent, err, errlen);
+    return rc < 0 ? rc : backlog;
+}
+
+long long xlha_qdisc_enqueued(const char *ifname, char *err, int errlen)
+{
+    long long backlog, sent;
+    int rc = xlha__qdisc_stats(ifname, &backlog, &sent, err, errlen);
+    return rc < 0 ? rc : backlog + sent;
 }

@@ -192,6 +192,10 @@ int xlha_plug(const char *ifname, int action, uint32_t limit, char *err, int err
 /* Bytes (>= 0) queued in the root qdisc of `ifname`, or negative errno. */
 long long xlha_qdisc_backlog(const char *ifname, char *err, int errlen);
 
+/* Bytes (>= 0) that ever entered the root qdisc of `ifname` and were not dropped (let out plus
+ * queued): it grows when the guest sends (kemari's output event), or negative errno. */
+long long xlha_qdisc_enqueued(const char *ifname, char *err, int errlen);
+
 #ifdef __cplusplus
 }
 #endif

@@ -43,7 +43,12 @@ class PlugModel implements PlugControl {
   qdiscBacklog(): number {
     return this.queue.length * 100;
   }
+  entered = 0;
+  qdiscEnqueued(): number {
+    return this.entered * 100;
+  }
   send(epoch: number): void {
+    this.entered++;
     if (!this.indefinite) this.current++;
     this.queue.push(epoch);
     this.drain();
@@ -162,4 +167,59 @@ t.test('a plug that fails while protected fails the checkpoint', async (t) => {
   m.fail = null;
   p.releaseAll();
   t.equal(m.ops.at(-1), `ifb:${XLHA_PLUG.RELEASE_ALL}`, 'releaseAll still lets everything out');
+});
+
+t.test('output events: the first packet held in an epoch raises one event, read from the plug; a checkpoint that placed no barrier raises it again', async (t) => {
+  const m = new PlugModel();
+  const p = new XenNetPlug([{ vif: 'lo', ifb: 'ifb' }], m, okRunner([]));
+  await p.startBuffering();
+  let events = 0;
+  const sub = p.onOutputPending(() => events++);
+  t.teardown(() => sub.dispose());
+  p.barrier(1); // checkpoint 1: holding from here on
+  p.poll();
+  t.equal(events, 0, 'nothing sent: no event');
+  m.send(2);
+  p.poll();
+  m.send(2);
+  p.poll();
+  t.equal(events, 1, 'two packets of the open epoch: one event');
+  p.barrier(2); // closes them (checkpoint 1 was not released: no barrier placed, the output stays open)
+  p.poll();
+  t.equal(events, 2, 'the checkpoint placed no barrier, so the held output raises the event again');
+  m.acked = 1;
+  p.release(1);
+  p.barrier(3); // now a barrier is placed: everything so far is covered
+  p.poll();
+  t.equal(events, 2, 'covered by a barrier: no event');
+  m.send(4);
+  p.poll();
+  t.equal(events, 3, 'the next epoch\'s first packet raises the next one');
+  sub.dispose();
+  m.send(4);
+  p.barrier(4);
+  p.poll();
+  t.equal(events, 3, 'no listener, no event (and no polling)');
+});
+
+t.test('the poller runs only while a listener is subscribed', async (t) => {
+  const m = new PlugModel();
+  let queries = 0;
+  const counting: PlugControl = { plug: (i, a) => m.plug(i, a), qdiscBacklog: () => m.qdiscBacklog(), qdiscEnqueued: () => (queries++, m.qdiscEnqueued()) };
+  const p = new XenNetPlug([{ vif: 'lo', ifb: 'ifb' }], counting, okRunner([]));
+  await p.startBuffering();
+  p.barrier(1);
+  await new Promise((r) => setTimeout(r, 30));
+  t.equal(queries, 0, 'remus (no listener) never queries');
+  let fired = 0;
+  const sub = p.onOutputPending(() => fired++);
+  m.send(2);
+  await new Promise((r) => setTimeout(r, 40));
+  t.equal(fired, 1, 'the poller saw the packet');
+  const q = queries;
+  t.ok(q > 0);
+  sub.dispose();
+  await new Promise((r) => setTimeout(r, 30));
+  t.equal(queries, q, 'no query after the last listener left');
+  p.releaseAll();
 });

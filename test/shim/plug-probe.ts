@@ -35,6 +35,7 @@ await sh('ip', ['link', 'set', 'lo', 'up']);
 await sh('tc', ['qdisc', 'add', 'dev', 'lo', 'root', 'pfifo', 'limit', '10']);
 try {
   out.pfifoBacklog = shim.qdiscBacklog('lo');
+  out.pfifoEnqueued = shim.qdiscEnqueued('lo');
 } catch (e) {
   out.pfifoBacklog = (e as Error).message;
 }
@@ -61,16 +62,20 @@ if (add.exitCode !== 0) {
   // The backlog query still gets a real non-zero answer: a token bucket at 8 bit/s holds packets.
   if (veth.exitCode === 0 && (await sh('tc', ['qdisc', 'add', 'dev', 'va', 'root', 'tbf', 'rate', '8bit', 'burst', '1600', 'latency', '60s'])).exitCode === 0) {
     await setupVa();
+    const before = shim.qdiscEnqueued('va');
     await send(30);
     await settle();
     out.tbfBacklog = shim.qdiscBacklog('va');
+    out.tbfEnqueued = shim.qdiscEnqueued('va') - before;
   }
 } else {
   await setupVa();
   const steps: Record<string, number> = {};
+  const base = shim.qdiscEnqueued('va'); // what the interface sent on coming up, if anything
   await send(3);
   await settle();
   steps.afterAdd3 = shim.qdiscBacklog('va'); // a new plug holds everything
+  steps.enqueuedAfterAdd3 = shim.qdiscEnqueued('va') - base;
   shim.plug('va', XLHA_PLUG.RELEASE_ALL);
   await settle();
   steps.afterReleaseAll = shim.qdiscBacklog('va');
@@ -88,6 +93,7 @@ if (add.exitCode !== 0) {
   shim.plug('va', XLHA_PLUG.RELEASE_ONE); // epoch 1 goes, epoch 2 stays
   await settle();
   steps.afterReleaseOne = shim.qdiscBacklog('va');
+  steps.enqueuedAfterReleaseOne = shim.qdiscEnqueued('va') - base; // released bytes still count: they entered
   shim.plug('va', XLHA_PLUG.RELEASE_ALL);
   await settle();
   steps.afterReleaseAllEnd = shim.qdiscBacklog('va');

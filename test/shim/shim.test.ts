@@ -45,6 +45,7 @@ t.test('rtnetlink plug control (xlha_plug, xlha_qdisc_backlog) on real interface
   t.match(o.noSuchInterface?.message, /xlha-nope0/, '... and the message names it');
   t.equal(o.badAction?.errno, 22, 'an unknown plug action is EINVAL');
   t.equal(o.pfifoBacklog, 0, 'the backlog of an idle pfifo reads 0');
+  t.equal(typeof o.pfifoEnqueued, 'number', 'the bytes that entered a qdisc can be read (xlha_qdisc_enqueued)');
   t.ok(o.plugOnPfifo?.errno > 0, 'a plug command on a root qdisc that is not a plug fails');
   t.match(o.plugOnPfifo?.message, /plug buffer on lo failed/, '... with a message naming the action and the interface');
   const pkt = 142; // 100 bytes of UDP payload + UDP, IPv4 and Ethernet headers
@@ -57,9 +58,13 @@ t.test('rtnetlink plug control (xlha_plug, xlha_qdisc_backlog) on real interface
     t.equal(s.epoch2Held2, 5 * pkt, 'a second barrier closes the first epoch; both are held');
     t.equal(s.afterReleaseOne, 2 * pkt, 'release-one lets out exactly the closed epoch');
     t.equal(s.afterReleaseAllEnd, 0, 'release-all empties the queue');
+    t.equal(s.enqueuedAfterAdd3, 3 * pkt, 'the bytes that entered the plug count what it holds');
+    t.equal(s.enqueuedAfterReleaseOne, 10 * pkt, 'and what it let out: 10 packets entered in all');
   } else {
     // This kernel has no sch_plug (the Xen lab's dom0 has; its netbuf scenario runs this probe).
     t.ok(o.tbfBacklog > 0 && o.tbfBacklog % pkt === 0, `the backlog query reads a queue that holds packets (${o.tbfBacklog} bytes)`);
+    // tbf drops what exceeds its queue: what entered is what it let out plus what it holds
+    t.ok(o.tbfEnqueued >= o.tbfBacklog && o.tbfEnqueued <= 30 * pkt && o.tbfEnqueued % pkt === 0, `the bytes that entered count whole packets, let out or held, none dropped (${o.tbfEnqueued} bytes)`);
     t.pass('sch_plug semantics', { skip: `this kernel has no sch_plug (${o.plug?.unavailable}); the Xen lab runs them` });
   }
 });

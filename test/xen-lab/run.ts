@@ -31,7 +31,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
 
-const SCENARIOS = ['stock-remus', 'shim', 'remus', 'xlha-remus-figures', 'netbuf', 'failover', 'xl-create-ha', 'stock-remus-tcp', 'stock-remus-after', 'xlha-remus-after'] as const;
+const SCENARIOS = ['stock-remus', 'shim', 'remus', 'xlha-remus-figures', 'netbuf', 'kemari', 'failover', 'xl-create-ha', 'stock-remus-tcp', 'stock-remus-after', 'xlha-remus-after'] as const;
 const MIN_FREE_BYTES = 4 * 1024 ** 3;
 const MARKER = /XLHA-SCENARIO (\S+) (ok|fail|skipped) (\{.*\})\s*$/;
 

@@ -44,10 +44,10 @@ import { SlabPool, slabReadFd } from '../../util/slab-reads.js';
 import { XenNetPlug, vifsOf } from './netbuf.js';
 
 const XEN_FEATURES: BackendFeatures = {
-  // Output buffering: a plug qdisc on an IFB per vif (netbuf.ts). It does not report output
-  // events yet (kemari on Xen needs the plug's backlog through the shim's rtnetlink code).
+  // Output buffering: a plug qdisc on an IFB per vif (netbuf.ts), which also reports output
+  // events (kemari) from the bytes that entered the plugs, read over rtnetlink.
   outputBuffering: true,
-  outputEvents: false,
+  outputEvents: true,
   ingressTap: false,
   runnableReplica: false,
   // Disk replication is not wired yet on Xen: protection on this backend needs -d -F, and says

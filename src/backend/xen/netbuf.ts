@@ -19,10 +19,17 @@
  *
  * Before the first checkpoint nothing is held (the plug passes everything): until then there
  * is no backup state that output could get ahead of.
+ *
+ * Output events (kemari): a packet held by the plug is exactly "the guest is about to emit
+ * output". While someone listens, the plugs are polled every OUTPUT_POLL_MS for the bytes that
+ * ever entered them (let out plus queued, one rtnetlink query per vif); more than at the last
+ * barrier is the open epoch's first output, reported once. A checkpoint that could place no
+ * barrier leaves that output in the open epoch, so the event is raised again for it.
  */
 import fs from 'node:fs';
 import { execa } from 'execa';
 import type { NetPlug } from '../types.js';
+import type { Disposable } from '../../engine/events.js';
 import { Shim, XLHA_PLUG } from './shim.js';
 
 /** Bytes sch_plug may hold per vif before it drops (its default is tx_queue_len × MTU: 48 KB). */
@@ -60,16 +67,27 @@ const runTool: Runner = async (cmd, args) => {
   }
 };
 
+/** How often the plugs are polled for new output while an output listener is subscribed. */
+export const OUTPUT_POLL_MS = 2;
+
 /** The rtnetlink side, a seam for tests. */
 export interface PlugControl {
   plug(ifname: string, action: number, limit?: number): void;
   qdiscBacklog(ifname: string): number;
+  /** Bytes that ever entered the root qdisc and were not dropped (let out plus queued). */
+  qdiscEnqueued(ifname: string): number;
 }
 
 export class XenNetPlug implements NetPlug {
   private pendingBarrier: number | null = null;
   private holding = false;
   private made: XenVif[] = [];
+  private readonly pendingListeners = new Set<() => void>();
+  private poller: NodeJS.Timeout | null = null;
+  /** Bytes that had entered the plugs at the last barrier: all of it is covered by a checkpoint. */
+  private enqueuedAtBarrier = 0;
+  /** No output event raised yet for the open epoch. */
+  private armed = true;
 
   constructor(
     readonly vifs: XenVif[],
@@ -110,9 +128,51 @@ export class XenNetPlug implements NetPlug {
   }
 
   barrier(epoch: number): void {
-    if (!this.holding || this.pendingBarrier !== null) return;
+    if (!this.holding) return;
+    this.armed = true;
+    if (this.pendingBarrier !== null) return; // this output stays with the next checkpoint: the event comes again
     this.each(XLHA_PLUG.BUFFER);
     this.pendingBarrier = epoch;
+    // the guest is suspended: nothing enters between the barrier and this count
+    if (this.pendingListeners.size) this.enqueuedAtBarrier = this.enqueued();
+  }
+
+  onOutputPending(listener: () => void): Disposable {
+    const own = () => listener();
+    this.pendingListeners.add(own);
+    if (!this.poller) {
+      this.poller = setInterval(() => this.poll(), OUTPUT_POLL_MS);
+      this.poller.unref();
+    }
+    return {
+      dispose: () => {
+        this.pendingListeners.delete(own);
+        if (this.pendingListeners.size === 0 && this.poller) {
+          clearInterval(this.poller);
+          this.poller = null;
+        }
+      },
+    };
+  }
+
+  private enqueued(): number {
+    let n = 0;
+    for (const v of this.made) n += this.ctl.qdiscEnqueued(v.ifb);
+    return n;
+  }
+
+  /** One poll: the open epoch's first output raises the event, once. */
+  poll(): void {
+    if (!this.holding || !this.armed || this.pendingListeners.size === 0) return;
+    let n: number;
+    try {
+      n = this.enqueued();
+    } catch {
+      return; // an IFB going away ends protection through the plug's own errors
+    }
+    if (n <= this.enqueuedAtBarrier) return;
+    this.armed = false;
+    for (const l of this.pendingListeners) l();
   }
 
   release(epoch: number): void {
@@ -123,6 +183,8 @@ export class XenNetPlug implements NetPlug {
 
   releaseAll(): void {
     this.holding = false;
+    if (this.poller) clearInterval(this.poller);
+    this.poller = null;
     this.pendingBarrier = null;
     for (const v of this.made) {
       try {

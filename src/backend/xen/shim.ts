@@ -113,6 +113,7 @@ export class Shim {
       watchDomains: f('int xlha_watch_domains(xlha_ctx *ctx)'),
       plug: f('int xlha_plug(const char *ifname, int action, uint32_t limit, _Out_ uint8_t *err, int errlen)'),
       qdiscBacklog: f('long long xlha_qdisc_backlog(const char *ifname, _Out_ uint8_t *err, int errlen)'),
+      qdiscEnqueued: f('long long xlha_qdisc_enqueued(const char *ifname, _Out_ uint8_t *err, int errlen)'),
     };
   }
 
@@ -127,6 +128,14 @@ export class Shim {
   qdiscBacklog(ifname: string): number {
     const err = Buffer.alloc(256);
     const rc = Number(this.fn.qdiscBacklog!(ifname, err, err.length));
+    if (rc < 0) throw new ShimError(-rc, cstr(err));
+    return rc;
+  }
+
+  /** Bytes that ever entered the root qdisc of `ifname` and were not dropped. */
+  qdiscEnqueued(ifname: string): number {
+    const err = Buffer.alloc(256);
+    const rc = Number(this.fn.qdiscEnqueued!(ifname, err, err.length));
     if (rc < 0) throw new ShimError(-rc, cstr(err));
     return rc;
   }

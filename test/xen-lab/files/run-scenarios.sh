@@ -85,11 +85,11 @@ is_running() { local s; s=$(domu_state "$1"); [ -n "$s" ] && [[ $s =~ [rb] ]] &&
 # kill every domU and leftover xl migrate-receive; then create domu1 afresh and wait for its
 # DOMU-UP line (returns 1 with the reason on stdout on failure)
 fresh_domu() {
-  local d l0 s
+  local d l0 s cfg=${1:-$CFG}
   pkill -9 -f 'xl.*migrate-receive' 2>/dev/null
   for d in $(xl list 2>/dev/null | awk 'NR>2{print $2}'); do timeout 60 xl destroy "$d" >/dev/null 2>&1; done
   l0=$(lines "$LOG"); s=$(up)
-  if ! timeout 120 xl create "$CFG" > "$OUT/create.log" 2>&1; then echo "xl create failed: $(tailf "$OUT/create.log" 5)"; return 1; fi
+  if ! timeout 120 xl create "$cfg" > "$OUT/create.log" 2>&1; then echo "xl create failed: $(tailf "$OUT/create.log" 5)"; return 1; fi
   for _ in $(seq 1 180); do
     tail -n +"$((l0 + 1))" "$LOG" 2>/dev/null | grep -q DOMU-UP && { say "domu1 up after $(dt "$s") s"; return 0; }
     sleep 1
@@ -477,7 +477,7 @@ sc_netbuf() {
   ip netns del xlhaprobe 2>/dev/null
   echo "$probe" > "$OUT/netbuf-probe.json"
   local steps; steps=$(node /xenlab/jget.cjs plug.steps <<< "$probe")
-  local want='{"afterAdd3":426,"afterReleaseAll":0,"passThrough2":0,"epoch1Held3":426,"epoch2Held2":710,"afterReleaseOne":284,"afterReleaseAllEnd":0}'
+  local want='{"afterAdd3":426,"enqueuedAfterAdd3":426,"afterReleaseAll":0,"passThrough2":0,"epoch1Held3":426,"epoch2Held2":710,"afterReleaseOne":284,"enqueuedAfterReleaseOne":1420,"afterReleaseAllEnd":0}'
   local probe_ok=0; [ "$steps" = "$want" ] && probe_ok=1
   say "plug probe: $steps (want $want)"
   local net=0; grep -q 'DOMU-NET eth0 up' "$LOG" && net=1
@@ -525,6 +525,67 @@ sc_netbuf() {
   fi
 }
 
+# (f) kemari on Xen: a sync when the guest is about to emit output, i.e. when the vif's plug holds
+# a packet. A domU that sends nothing by itself (xlha.nopings) takes no checkpoint; dom0's pings
+# make it answer, each burst synced; with the backup stopped no answer leaves. Then remus again
+# on a fresh domu1 (the failover scenario needs it).
+icmp_replies() { awk '/^Icmp:/ { if (!h) { for (i = 1; i <= NF; i++) if ($i == "InEchoReps") c = i; h = 1 } else { print $c; exit } }' /proc/net/snmp; }
+taken_of() { node /xenlab/jget.cjs protections.0.checkpointsTaken <<< "$1"; }
+sc_kemari() {
+  local n=kemari why js st
+  [ -f "$ST/remus.ok" ] || { emit $n fail "needs a running xl-ha protection: $(cat "$ST/remus.why" 2>/dev/null || echo 'remus scenario did not run')"; return; }
+  local qcfg=/xenlab/domu1-quiet.cfg
+  sed 's/^extra .*/extra    = "console=hvc0 loglevel=4 xlha.nopings"/' "$CFG" > "$qcfg"
+  TMO=90 xlha --control "$PSOCK" stop domu1 > "$OUT/kemari-stop.log" 2>&1
+  why=$(fresh_domu "$qcfg") || { emit $n fail "a domU without pings: $why"; return; }
+  grep -q 'DOMU-NET eth0 up' "$LOG" || { emit $n fail "the domU has no network"; return; }
+  say "+ xl-ha kemari -F -d domu1 (sync on output, network buffering on)"
+  # shellcheck disable=SC2086
+  TMO=180 xlha --control "$PSOCK" kemari -F -d $XLHA_OPTS domu1 "127.0.0.1:$PORT" > "$OUT/kemari.out" 2> "$OUT/kemari.err"; local rc=$?
+  js=$(TMO=30 xlha --control "$PSOCK" status --json 2>&1); echo "$js" > "$OUT/kemari-status-0.json"
+  st=$(node /xenlab/jget.cjs protections.0.state <<< "$js")
+  if [ $rc -ne 0 ] || [ "$st" != protected ]; then
+    rm -f "$ST/remus.ok"; echo "kemari protection did not start" > "$ST/remus.why"
+    emit $n fail "kemari protection did not start (client exit $rc: $(tailf "$OUT/kemari.err" 3); state ${st:-?}; primary daemon: $(tailf "$OUT/daemon-p.log" 4))"; return
+  fi
+  sleep 5 # what the guest sent at link-up (ARP, IPv6 solicitations) is synced and gone
+  js=$(raw_status "$PSOCK"); local t0; t0=$(taken_of "$js")
+  sleep 10
+  js=$(raw_status "$PSOCK"); local t1; t1=$(taken_of "$js")
+  local idle=$((t1 - t0))
+  say "kemari: $idle checkpoints in 10 s of an idle guest"
+  local r0 r1; r0=$(icmp_replies)
+  ping -c 5 -i 0.2 -W 10 10.99.0.2 > "$OUT/kemari-ping.txt" 2>&1
+  sleep 2; r1=$(icmp_replies)
+  js=$(raw_status "$PSOCK"); local t2; t2=$(taken_of "$js")
+  local syncs=$((t2 - t1)) answered=$((r1 - r0))
+  say "kemari: a burst of 5 pings, $answered answered, $syncs syncs"
+  local bpid; bpid=$(cat "$ST/b.pid")
+  say "+ kill -STOP the backup daemon (pid $bpid) for 4 s, pinging meanwhile"
+  kill -STOP "$bpid"
+  local a b c2 held
+  a=$(icmp_replies)
+  ping -c 3 -i 0.5 -W 1 10.99.0.2 > "$OUT/kemari-ping-stopped.txt" 2>&1
+  b=$(icmp_replies)
+  held=$(tc -s qdisc show dev "xlhab$(xl domid domu1).0" 2>/dev/null | sed -n 's/.*backlog \([0-9]*\)b.*/\1/p' | head -1)
+  kill -CONT "$bpid"; sleep 5; c2=$(icmp_replies)
+  js=$(TMO=30 xlha --control "$PSOCK" status --json 2>&1); echo "$js" > "$OUT/kemari-status.json"
+  st=$(node /xenlab/jget.cjs protections.0.state <<< "$js")
+  local extra=",\"checkpointsIn10sIdle\":$(jnum "$idle"),\"burstAnswered\":$answered,\"syncsForBurst\":$(jnum "$syncs"),\"answersWhileBackupStopped\":$((b - a)),\"heldBytesWhileStopped\":$(jnum "$held"),\"answersAfterResume\":$((c2 - b)),\"stateAfter\":$(jstr "$st"),\"outputEvents\":$(jnum "$(node /xenlab/jget.cjs protections.0.outputEvents <<< "$js")")"
+  say "kemari: idle $idle; burst $answered answered in $syncs syncs; $((b - a)) answers while the backup was stopped (held ${held:-?} bytes), $((c2 - b)) after; state $st"
+  local ok=0
+  [ "$idle" = 0 ] && [ "$answered" -eq 5 ] && [ "$syncs" -ge 1 ] && [ $((b - a)) -eq 0 ] && [ $((c2 - b)) -ge 1 ] && [ "$st" = protected ] && ok=1
+  # back to remus on a fresh domu1, for the scenarios that follow
+  TMO=90 xlha --control "$PSOCK" stop domu1 > "$OUT/kemari-stop2.log" 2>&1
+  why=$(fresh_domu) || say "recreating domu1 failed: $why"
+  # shellcheck disable=SC2086
+  TMO=180 xlha --control "$PSOCK" remus -i 100 -F -d $XLHA_OPTS domu1 "127.0.0.1:$PORT" > "$OUT/kemari-remus.out" 2> "$OUT/kemari-remus.err" || { rm -f "$ST/remus.ok"; echo "remus after kemari did not start: $(tailf "$OUT/kemari-remus.err" 3)" > "$ST/remus.why"; }
+  js=$(TMO=30 xlha --control "$PSOCK" status --json 2>&1)
+  node /xenlab/jget.cjs protections.0.domid <<< "$js" > "$ST/primary.domid" 2>/dev/null
+  if [ $ok = 1 ]; then emit $n ok "" "$extra"
+  else emit $n fail "kemari did not behave (want: 0 checkpoints in 10 s idle, 5 of 5 pings answered in >= 1 sync, 0 answers while the backup is stopped, >= 1 after, still protected)" "$extra"; fi
+}
+
 # (b) primary failure: destroy the protected domU, kill -9 the primary daemon; the backup takes over
 sc_failover() {
   local n=failover
@@ -568,7 +629,7 @@ sc_relay-costs() {
 # ---------------------------------------------------------------- driver
 if [ "${1:-}" = --one ]; then "sc_$2"; exit 0; fi
 
-SCENARIOS="stock-remus:$((REMUS_SECS + 240)) shim:120 remus:$((REMUS_SECS + 300)) xlha-remus-figures:30 netbuf:300 failover:150 xl-create-ha:10 stock-remus-tcp:$((REMUS_SECS + 240)) stock-remus-after:$((REMUS_SECS + 240)) xlha-remus-after:$((REMUS_SECS + 240))"
+SCENARIOS="stock-remus:$((REMUS_SECS + 240)) shim:120 remus:$((REMUS_SECS + 300)) xlha-remus-figures:30 netbuf:300 kemari:300 failover:150 xl-create-ha:10 stock-remus-tcp:$((REMUS_SECS + 240)) stock-remus-after:$((REMUS_SECS + 240)) xlha-remus-after:$((REMUS_SECS + 240))"
 # diagnostics run first, and only when named in xenlab.scenarios
 for d in relay-costs:120; do [[ "+$ONLY+" == *"+${d%%:*}+"* ]] && SCENARIOS="$d $SCENARIOS"; done
 : > "$RES"
