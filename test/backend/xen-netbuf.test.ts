@@ -88,6 +88,7 @@ t.test('set-up: an IFB with a plug per vif, every protocol of the vif redirected
   const cmds = log.filter((c) => !c.startsWith('modprobe'));
   t.same(cmds, [
     'ip link add name xlhab1.0 type ifb',
+    'sysctl -q -w net/ipv6/conf/xlhab1.0/disable_ipv6=1',
     'ip link set dev xlhab1.0 up',
     'tc qdisc add dev xlhab1.0 root plug limit 4096',
     'tc qdisc add dev lo ingress',

@@ -110,6 +110,10 @@ export class XenNetPlug implements NetPlug {
         if (fs.existsSync(`/sys/class/net/${v.ifb}`)) await this.run('ip', ['link', 'del', 'dev', v.ifb]);
         await this.run('ip', ['link', 'add', 'name', v.ifb, 'type', 'ifb']);
         this.made.push(v);
+        // dom0's own IPv6 on the IFB (router solicitations, MLD reports) would enter the plug as
+        // if the guest had sent it: a spurious output event for kemari (seen in the lab: a sync
+        // in 10 s of a guest that sent nothing). A kernel without IPv6 has nothing to turn off.
+        await this.run('sysctl', ['-q', '-w', `net/ipv6/conf/${v.ifb}/disable_ipv6=1`]).catch(() => {});
         await this.run('ip', ['link', 'set', 'dev', v.ifb, 'up']);
         await this.run('tc', ['qdisc', 'add', 'dev', v.ifb, 'root', 'plug', 'limit', String(this.limitBytes)]);
         // Nothing is held until the first checkpoint (see above).
