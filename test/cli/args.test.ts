@@ -93,6 +93,23 @@ t.test('kemari, colo and llm share the remus options and set the mode', async (t
   }
 });
 
+t.test("each mode takes its own option: kemari --min-gap, colo --max-interval; -i is remus's", async (t) => {
+  const k = narrow(parseArgs(['kemari', '--min-gap', '5', 'vm1', 'b']), 'remus');
+  t.equal(k.minGapMs, 5);
+  t.equal(narrow(parseArgs(['kemari', 'vm1', 'b']), 'remus').minGapMs, 2, 'kemari: 2 ms by default');
+  const c = narrow(parseArgs(['colo', '--max-interval=800', 'vm1', 'b']), 'remus');
+  t.equal(c.maxIntervalMs, 800);
+  t.equal(narrow(parseArgs(['colo', 'vm1', 'b']), 'remus').maxIntervalMs, 5000, 'colo: 5000 ms by default');
+  t.equal(narrow(parseArgs(['remus', 'vm1', 'b']), 'remus').minGapMs, undefined, 'remus has no minimum gap');
+  t.match(usageError(['kemari', '-i', '20', 'vm1', 'b']).message, /unknown option -i/, '-i is not a kemari option');
+  t.match(usageError(['colo', '-i', '20', 'vm1', 'b']).message, /unknown option -i/, 'nor a colo one');
+  t.match(usageError(['remus', '--min-gap', '3', 'vm1', 'b']).message, /unknown option --min-gap/, '--min-gap is kemari\'s alone');
+  t.match(usageError(['kemari', '--min-gap', '-1', 'vm1', 'b']).message, /--min-gap/);
+  t.match(usageError(['colo', '--max-interval', '5', 'vm1', 'b']).message, /--max-interval/);
+  t.match(usage('kemari'), /--min-gap MS/);
+  t.match(usage('colo'), /--max-interval MS/);
+});
+
 t.test('global options before the command are returned on every command', async (t) => {
   const c = parseArgs(['-vv', '--backend', 'sim', '--control=/run/xl-ha.sock', '-v', 'status', '--json']);
   t.same(c, { cmd: 'status', json: true, globals: { backend: 'sim', control: '/run/xl-ha.sock', verbose: 3 } });

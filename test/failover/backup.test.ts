@@ -213,6 +213,7 @@ t.test('the backup side of one protected domain', async (t) => {
       ['memory of 0', { domain: { ...domainCfg('vm'), memoryMiB: 0 } }, /field memoryMiB/],
       ['failover timeout not above the heartbeat', { heartbeatMs: 100, failoverTimeoutMs: 100 }, /field failoverTimeoutMs/],
       ['bad sim workload', { domain: { ...domainCfg('vm'), sim: { workload: 'mine', dirtyMiBPerSec: 0, seed: 1 } } }, /field domain\.sim\.workload/],
+      ['nondeterminism above 1', { domain: { ...domainCfg('vm'), sim: { workload: 'kv', dirtyMiBPerSec: 0, seed: 1, nondeterminism: 2 } } }, /field domain\.sim\.nondeterminism = 2 is not valid: expected a number from 0 to 1/],
     ];
     for (const [what, over, want] of cases) {
       const p = await Primary.connect(t, h.port);

@@ -110,6 +110,40 @@ t.test('colo: the secondary goes on from where it is when the primary is SIGKILL
   t.equal(r.backupStatus.state, 'active', 'the secondary runs the domain');
 });
 
+t.test('a backup stalled for less than 2 s (SIGSTOP for 600 ms, failover timeout 150 ms) does not end protection: output waits, then flows', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xlha-hiccup-'));
+  const replPort = await freePort();
+  const servicePort = await freePort();
+  const backup = new SimHostProcess('backup', dir, replPort);
+  const primary = new SimHostProcess('primary', dir);
+  t.teardown(async () => {
+    backup.proc?.kill('SIGCONT');
+    await Promise.all([primary.stop(), backup.stop()]);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  await Promise.all([backup.start(), primary.start()]);
+  await primary.request({ cmd: 'create', text: kvCfg({ name: 'kv-hiccup', memoryMiB: 8, servicePort }) });
+  await primary.request({
+    cmd: 'protect',
+    options: { domain: 'kv-hiccup', mode: 'remus', peer: { host: '127.0.0.1', port: replPort }, intervalMs: 20, netbuf: true, disk: true, blackhole: false, heartbeatMs: 50, failoverTimeoutMs: 150 },
+  });
+  await new Promise((r) => setTimeout(r, 1500)); // past the first checkpoint's settling window
+  const status = async () => (await primary.request<{ protections: { state: string; committed: number; backupLossTimeoutMs: number }[] }>({ cmd: 'status' })).protections[0]!;
+  t.equal((await status()).backupLossTimeoutMs, 2000, 'the primary waits 2 s for a silent backup');
+  backup.proc.kill('SIGSTOP');
+  await new Promise((r) => setTimeout(r, 600));
+  const during = await status();
+  backup.proc.kill('SIGCONT');
+  t.equal(during.state, 'protected', 'still protected while the backup is stopped');
+  const c0 = during.committed;
+  await new Promise((r) => setTimeout(r, 800));
+  const after = await status();
+  t.equal(after.state, 'protected', 'and after it woke');
+  t.ok(after.committed > c0 + 5, `checkpoints commit again (${c0} -> ${after.committed})`);
+  const b = await backup.request<{ replicas: { state: string }[] }>({ cmd: 'status' });
+  t.equal(b.replicas[0]?.state, 'replicating', 'the backup did not fail over on waking either');
+});
+
 t.test('a backup that was only stalled (SIGSTOP) past the timeout drops its replica when it wakes: no second copy', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xlha-stall-'));
   const replPort = await freePort();
