@@ -6,7 +6,7 @@ import { SimBackend } from '../../src/backend/sim/host.js';
 import type { ContentSink, SaveSession } from '../../src/backend/types.js';
 import { CheckpointEngine, type EngineState } from '../../src/engine/engine.js';
 import { NackError, ReplicationLostError } from '../../src/engine/link.js';
-import { FakeLink, kvDomainForFile, rawConn, sleep, until, type TT } from '../helpers/engine-fakes.js';
+import { FakeLink, kvDomainForFile, rawConn, sleep, startEngine, until, type TT } from '../helpers/engine-fakes.js';
 import { SEAL_FLAG } from '../../src/transport/channel-records.js';
 import { createMode } from '../../src/engine/modes/index.js';
 import { RemusMode } from '../../src/engine/modes/remus.js';
@@ -68,17 +68,7 @@ async function protect(
       link.events.push(`commit ${e}`);
     },
   });
-  const abort = new AbortController();
-  let onProtected!: () => void;
-  const protectedP = new Promise<void>((r) => (onProtected = r));
-  const done = engine.run(abort.signal, onProtected);
-  // Whatever the test did, the engine is stopped before the next test protects the domain.
-  t.teardown(async () => {
-    link.auto = () => 'ack';
-    abort.abort(new Error('teardown'));
-    link.ackUpTo(Number.MAX_SAFE_INTEGER);
-    await done;
-  });
+  const { abort, done, protectedP } = startEngine(t, engine, link);
   return { engine, link, netbuf, abort, done, protectedP, commits };
 }
 

@@ -12,7 +12,7 @@ import { LARGE_CHECKPOINT_BYTES, frameGroups } from '../../src/engine/engine.js'
 import { freePort } from '../../src/demo/hosts.js';
 import { KV_OP } from '../../src/backend/sim/kvproto.js';
 import { silentLogger } from '../../src/util/log.js';
-import { FakeLink, kvDomainForFile, rawConn, sleep, type TT } from '../helpers/engine-fakes.js';
+import { FakeLink, kvDomainForFile, rawConn, sleep, startEngine, type TT } from '../helpers/engine-fakes.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xlha-kemari-'));
 const backend = new SimBackend({ hostName: 'p', stateDir: path.join(dir, 'p') });
@@ -40,16 +40,7 @@ async function protect(t: TT, dom: DomainInfo, minGapMs: number): Promise<Run> {
   const events = new DeviceEvents();
   const plan = mode.setup({ features: backend.features, backendKind: backend.kind, netbuf: true, disk: true, events });
   const engine = new CheckpointEngine({ session, link, mode, plan, events, domainName: dom.name, log });
-  const abort = new AbortController();
-  let onProtected!: () => void;
-  const protectedP = new Promise<void>((r) => (onProtected = r));
-  const done = engine.run(abort.signal, onProtected);
-  t.teardown(async () => {
-    link.auto = () => 'ack';
-    abort.abort(new Error('teardown'));
-    link.ackUpTo(Number.MAX_SAFE_INTEGER);
-    await done;
-  });
+  const { abort, done, protectedP } = startEngine(t, engine, link);
   return { engine, link, mode, events, gate, abort, done, protectedP };
 }
 

@@ -1,4 +1,4 @@
-import t from 'tap';
+import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -47,14 +47,17 @@ t.test('the backup takes over from a SIGKILLed primary with every acknowledged w
   t.equal(sha, captured.get(epoch), `backup memory equals checkpoint ${epoch} byte for byte`);
 });
 
-t.test('kemari: the backup takes over from a SIGKILLed primary with every acknowledged write, each read back', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xlha-mp-kemari-'));
+/**
+ * A SIGKILL of the primary under `mode`, checking every acknowledged write: each client writes a
+ * new key every time (no client wraps around its 4000 keys in this run; 16384 keys fit in the
+ * guest), so reading every acknowledged key back checks every acknowledged write, not only the
+ * last value of a key. Returns the result for the mode's own checks.
+ */
+async function killUnder(t: Test, mode: 'kemari' | 'colo', extra: Partial<Parameters<typeof runScenario>[0]> = {}) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `xlha-mp-${mode}-`));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  // Each client writes a new key every time (no client wraps around its 4000 keys in this
-  // run: 16384 keys fit in the guest), so reading every acknowledged key back checks every acknowledged write, not only
-  // the last value of a key.
   const r = await runScenario({
-    mode: 'kemari',
+    mode,
     memoryMiB: 16,
     dirtyMiBPerSec: 2,
     intervalMs: 20,
@@ -67,51 +70,34 @@ t.test('kemari: the backup takes over from a SIGKILLed primary with every acknow
     protectedMs: 1200,
     afterMs: 400,
     dir,
+    ...extra,
   });
   t.equal(r.keysChecked, r.ackedWrites, `every acknowledged write went to its own key and was read back (${r.ackedWrites})`);
   t.equal(r.lostAckedWrites, 0, `no acknowledged write lost ${r.lostDetails.join('; ')}`);
   t.ok(r.ackedWrites > 100, `load made progress (${r.ackedWrites} acknowledged writes)`);
   t.equal(r.writesAppliedByGuest, r.ackedWrites, 'every acknowledged write was applied exactly once');
   t.same(r.clientErrors, [], 'no client gave up');
-  t.equal(r.primaryStatus.mode, 'kemari');
-  t.ok(Number(r.primaryStatus.checkpointsTaken) > 1, `kemari synced on output (${String(r.primaryStatus.checkpointsTaken)} checkpoints)`);
+  t.equal(r.primaryStatus.mode, mode);
   t.equal(r.backupStatus.state, 'active', 'the backup runs the domain');
+  return r;
+}
+
+t.test('kemari: the backup takes over from a SIGKILLed primary with every acknowledged write, each read back', async (t) => {
+  const r = await killUnder(t, 'kemari');
+  t.ok(Number(r.primaryStatus.checkpointsTaken) > 1, `kemari synced on output (${String(r.primaryStatus.checkpointsTaken)} checkpoints)`);
 });
 
 t.test('colo: the secondary goes on from where it is when the primary is SIGKILLed, with every acknowledged write, each read back', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xlha-mp-colo-'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   // 1% of PUT responses differ between the copies: both outputs that agree and checkpoints on
-  // divergence happen before the kill. Each client writes a new key every time (see kemari's).
-  const r = await runScenario({
-    mode: 'colo',
-    nondeterminism: 0.01,
-    memoryMiB: 16,
-    dirtyMiBPerSec: 2,
-    intervalMs: 20,
-    heartbeatMs: 50,
-    failoverTimeoutMs: 200,
-    clients: 4,
-    connections: 2,
-    keysPerClient: 4000,
-    baselineMs: 300,
-    protectedMs: 1200,
-    afterMs: 400,
-    dir,
-  });
-  t.equal(r.keysChecked, r.ackedWrites, `every acknowledged write went to its own key and was read back (${r.ackedWrites})`);
-  t.equal(r.lostAckedWrites, 0, `no acknowledged write lost ${r.lostDetails.join('; ')}`);
-  t.ok(r.ackedWrites > 100, `load made progress (${r.ackedWrites} acknowledged writes)`);
-  t.equal(r.writesAppliedByGuest, r.ackedWrites, 'every acknowledged write was applied exactly once');
-  t.same(r.clientErrors, [], 'no client gave up');
-  t.equal(r.primaryStatus.mode, 'colo');
+  // divergence happen before the kill.
+  const r = await killUnder(t, 'colo', { nondeterminism: 0.01 });
   t.ok(Number(r.primaryStatus.outputsCompared) > 0 && Number(r.primaryStatus.releasedOnMatch) > 0, `outputs compared (${String(r.primaryStatus.outputsCompared)}) and released on agreement`);
   t.ok(Number(r.primaryStatus.divergences) > 0, `divergences seen (${String(r.primaryStatus.divergences)}) and checkpointed`);
-  t.equal(r.backupStatus.state, 'active', 'the secondary runs the domain');
 });
 
-t.test('a backup stalled for less than 2 s (SIGSTOP for 600 ms, failover timeout 150 ms) does not end protection: output waits, then flows', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xlha-hiccup-'));
+/** Two sim host processes and a kv domain `name` protected by remus at 20 ms; stopped at the end of the test. */
+async function remusPair(t: Test, name: string, failoverTimeoutMs: number) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `xlha-${name}-`));
   const replPort = await freePort();
   const servicePort = await freePort();
   const backup = new SimHostProcess('backup', dir, replPort);
@@ -122,11 +108,16 @@ t.test('a backup stalled for less than 2 s (SIGSTOP for 600 ms, failover timeout
     fs.rmSync(dir, { recursive: true, force: true });
   });
   await Promise.all([backup.start(), primary.start()]);
-  await primary.request({ cmd: 'create', text: kvCfg({ name: 'kv-hiccup', memoryMiB: 8, servicePort }) });
+  await primary.request({ cmd: 'create', text: kvCfg({ name, memoryMiB: 8, servicePort }) });
   await primary.request({
     cmd: 'protect',
-    options: { domain: 'kv-hiccup', mode: 'remus', peer: { host: '127.0.0.1', port: replPort }, intervalMs: 20, netbuf: true, disk: true, blackhole: false, heartbeatMs: 50, failoverTimeoutMs: 150 },
+    options: { domain: name, mode: 'remus', peer: { host: '127.0.0.1', port: replPort }, intervalMs: 20, netbuf: true, disk: true, blackhole: false, heartbeatMs: 50, failoverTimeoutMs },
   });
+  return { primary, backup };
+}
+
+t.test('a backup stalled for less than 2 s (SIGSTOP for 600 ms, failover timeout 150 ms) does not end protection: output waits, then flows', async (t) => {
+  const { primary, backup } = await remusPair(t, 'kv-hiccup', 150);
   await new Promise((r) => setTimeout(r, 1500)); // past the first checkpoint's settling window
   const status = async () => (await primary.request<{ protections: { state: string; committed: number; backupLossTimeoutMs: number }[] }>({ cmd: 'status' })).protections[0]!;
   t.equal((await status()).backupLossTimeoutMs, 2000, 'the primary waits 2 s for a silent backup');
@@ -145,22 +136,7 @@ t.test('a backup stalled for less than 2 s (SIGSTOP for 600 ms, failover timeout
 });
 
 t.test('a backup that was only stalled (SIGSTOP) past the timeout drops its replica when it wakes: no second copy', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xlha-stall-'));
-  const replPort = await freePort();
-  const servicePort = await freePort();
-  const backup = new SimHostProcess('backup', dir, replPort);
-  const primary = new SimHostProcess('primary', dir);
-  t.teardown(async () => {
-    backup.proc?.kill('SIGCONT');
-    await Promise.all([primary.stop(), backup.stop()]);
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
-  await Promise.all([backup.start(), primary.start()]);
-  await primary.request({ cmd: 'create', text: kvCfg({ name: 'kv-stall', memoryMiB: 8, servicePort }) });
-  await primary.request({
-    cmd: 'protect',
-    options: { domain: 'kv-stall', mode: 'remus', peer: { host: '127.0.0.1', port: replPort }, intervalMs: 20, netbuf: true, disk: true, blackhole: false, heartbeatMs: 50, failoverTimeoutMs: 300 },
-  });
+  const { primary, backup } = await remusPair(t, 'kv-stall', 300);
   backup.proc.kill('SIGSTOP');
   const lost = async () => {
     const st = await primary.request<{ protections: { state: string }[] }>({ cmd: 'status' });

@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import type { SimBackend } from '../../src/backend/sim/host.js';
 import type { DomainInfo } from '../../src/backend/types.js';
 import { freePort } from '../../src/demo/hosts.js';
+import type { EngineState } from '../../src/engine/engine.js';
 
 /**
  * One sim host and one 8 MiB kv domain for a test file (vCPU threads are slow to start under
@@ -226,3 +227,21 @@ export async function rawConn(t: TT, port: number) {
   };
 }
 
+
+/**
+ * Runs `engine` until the test ends: whatever the test did, the engine is stopped (everything
+ * acknowledged) before the next test protects the domain again.
+ */
+export function startEngine(t: TT, engine: { run(signal: AbortSignal, onProtected?: () => void): Promise<EngineState> }, link: FakeLink) {
+  const abort = new AbortController();
+  let onProtected!: () => void;
+  const protectedP = new Promise<void>((r) => (onProtected = r));
+  const done = engine.run(abort.signal, onProtected);
+  t.teardown(async () => {
+    link.auto = () => 'ack';
+    abort.abort(new Error('teardown'));
+    link.ackUpTo(Number.MAX_SAFE_INTEGER);
+    await done;
+  });
+  return { abort, done, protectedP };
+}
