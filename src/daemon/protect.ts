@@ -6,7 +6,7 @@
  */
 import fs from 'node:fs';
 import type { Logger } from 'winston';
-import type { HypervisorBackend } from '../backend/types.js';
+import type { DomainInfo, HypervisorBackend } from '../backend/types.js';
 import { CheckpointEngine, type EngineState } from '../engine/engine.js';
 import { BlackholeLink, ChannelLink, type ReplicationLink } from '../engine/link.js';
 import { createMode, type ModeId } from '../engine/modes/index.js';
@@ -235,7 +235,7 @@ async function connectAndRun(
   opts: ProtectOptions,
   log: Logger,
   hostName: string,
-  m: { info: Awaited<ReturnType<HypervisorBackend['findDomain']>>; mode: Mode; plan: ModePlan; events: DeviceEvents; elog: Logger; t0: number },
+  m: { info: DomainInfo; mode: Mode; plan: ModePlan; events: DeviceEvents; elog: Logger; t0: number },
 ): Promise<Protection> {
   const { info, mode, plan, events, elog, t0 } = m;
   const cfg = await backend.getDomainConfig(info.domid);

@@ -270,7 +270,8 @@ export class CheckpointEngine {
    * {@link resume}; if this throws, it has been resumed.
    */
   async capture(full: boolean): Promise<Captured> {
-    const { session, devices } = { session: this.o.session, devices: this.o.plan.devices };
+    const { session } = this.o;
+    const { devices } = this.o.plan;
     const epoch = ++this.epochNo;
     this.stats.epoch = epoch;
     const t0 = performance.now();

@@ -12,7 +12,7 @@ import { DiskReplicationDevice } from '../../devices/disk.js';
 import { ColoCompareDevice } from '../../devices/colo-compare.js';
 import type { Disposable } from '../events.js';
 import { ModeSetupError, type CheckpointDevice, type LoopState, type Mode, type ModePlan, type ModeSetupContext } from '../types.js';
-import { abortableSleep } from '../../util/sleep.js';
+import { Wakeup } from '../../util/wakeup.js';
 
 export interface ColoOptions {
   maxIntervalMs: number;
@@ -21,7 +21,7 @@ export interface ColoOptions {
 export class ColoMode implements Mode {
   readonly id = 'colo' as const;
   private divergedAt: number[] = [];
-  private wake: (() => void) | null = null;
+  private readonly wakeup = new Wakeup();
   private sub: Disposable | null = null;
   private compare: ColoCompareDevice | null = null;
   private onDivergence = 0;
@@ -47,7 +47,7 @@ export class ColoMode implements Mode {
     if (ctx.disk) devices.push(new DiskReplicationDevice());
     this.sub = ctx.events.on('outputs-diverged', () => {
       this.divergedAt.push(performance.now());
-      this.wake?.();
+      this.wakeup.wake();
     });
     return { devices, maxInFlight: 1, phaseOrder: 'ack-then-resume', outputRule: 'when-secondary-agrees' };
   }
@@ -64,29 +64,7 @@ export class ColoMode implements Mode {
       this.periodic++;
       return;
     }
-    const woken = await new Promise<boolean>((resolve, reject) => {
-      const ac = new AbortController();
-      const onAbort = () => {
-        this.wake = null;
-        ac.abort();
-        reject(signal.reason);
-      };
-      signal.addEventListener('abort', onAbort, { once: true });
-      this.wake = () => {
-        this.wake = null;
-        signal.removeEventListener('abort', onAbort);
-        ac.abort();
-        resolve(true);
-      };
-      abortableSleep(due, ac.signal).then(
-        () => {
-          this.wake = null;
-          signal.removeEventListener('abort', onAbort);
-          resolve(false);
-        },
-        () => {},
-      );
-    });
+    const woken = await this.wakeup.wait(signal, due); // a divergence, or the fallback
     if (woken) this.onDivergence++;
     else this.periodic++;
   }
@@ -106,6 +84,5 @@ export class ColoMode implements Mode {
   dispose(): void {
     this.sub?.dispose();
     this.sub = null;
-    this.wake = null;
   }
 }

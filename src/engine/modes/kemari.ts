@@ -15,6 +15,7 @@
 import type { Disposable } from '../events.js';
 import { ModeSetupError, type LoopState, type Mode, type ModePlan, type ModeSetupContext } from '../types.js';
 import { abortableSleep } from '../../util/sleep.js';
+import { Wakeup } from '../../util/wakeup.js';
 import { ackedOutputDevices, inFlightOf } from './output.js';
 
 export interface KemariOptions {
@@ -25,7 +26,7 @@ export class KemariMode implements Mode {
   readonly id = 'kemari' as const;
   /** Times of output events not yet known to be covered by a checkpoint (one per device and epoch). */
   private pending: number[] = [];
-  private wake: (() => void) | null = null;
+  private readonly wakeup = new Wakeup();
   private sub: Disposable | null = null;
   private outputEvents = 0;
   private syncs = 0;
@@ -45,7 +46,7 @@ export class KemariMode implements Mode {
     this.sub = ctx.events.on('output-pending', (ev) => {
       this.outputEvents++;
       this.pending.push(ev.at);
-      this.wake?.();
+      this.wakeup.wake();
     });
     return plan;
   }
@@ -62,24 +63,8 @@ export class KemariMode implements Mode {
         this.syncs++;
         return;
       }
-      await this.nextEvent(signal);
+      await this.wakeup.wait(signal); // the next output event
     }
-  }
-
-  private nextEvent(signal: AbortSignal): Promise<void> {
-    return new Promise((resolve, reject) => {
-      if (signal.aborted) return reject(signal.reason);
-      const onAbort = () => {
-        this.wake = null;
-        reject(signal.reason);
-      };
-      signal.addEventListener('abort', onAbort, { once: true });
-      this.wake = () => {
-        this.wake = null;
-        signal.removeEventListener('abort', onAbort);
-        resolve();
-      };
-    });
   }
 
   stats(): Record<string, number> {
