@@ -125,15 +125,9 @@ export class BackupSession {
     let hello: HelloBody;
     try {
       hello = parseHello(decodeHello(body));
-    } catch (err) {
-      this.reply(XLHA_REC.HELLO_ACK, encodeHelloAck({ ok: false, error: (err as Error).message }));
-      throw err;
-    }
-    try {
       this.role = createRole(hello.mode, this.backend.features, this.backend.kind, this.hostName);
     } catch (err) {
-      this.reply(XLHA_REC.HELLO_ACK, encodeHelloAck({ ok: false, error: (err as Error).message }));
-      throw err;
+      this.refuseHello(err as Error);
     }
     // Preparing the replica can take a while (removing the previous one of a stream just
     // stopped, building the incoming domain: seconds under emulation). Until HELLO_ACK the
@@ -150,17 +144,15 @@ export class BackupSession {
         ...(hello.backendConfig ? { backendConfig: hello.backendConfig } : {}),
       });
     } catch (err) {
-      this.reply(XLHA_REC.HELLO_ACK, encodeHelloAck({ ok: false, error: (err as Error).message }));
-      throw err;
+      this.refuseHello(err as Error);
     } finally {
       clearInterval(keepalive);
     }
     try {
       this.role!.start?.({ replica: this.replica, sendSide: (kind, payload) => this.side.send(kind, payload), log: this.log });
     } catch (err) {
-      this.reply(XLHA_REC.HELLO_ACK, encodeHelloAck({ ok: false, error: (err as Error).message }));
       await this.replica.destroy();
-      throw err;
+      this.refuseHello(err as Error);
     }
     this.hello = hello;
     // Content of one checkpoint may not exceed twice the guest's memory plus its disk.
@@ -286,6 +278,12 @@ export class BackupSession {
    */
   replicaDropped(): Promise<void> {
     return this.droppingReplica.catch(() => {});
+  }
+
+  /** HELLO_ACK with the reason the protection is refused, then the error ends the session. */
+  private refuseHello(err: Error): never {
+    this.reply(XLHA_REC.HELLO_ACK, encodeHelloAck({ ok: false, error: err.message }));
+    throw err;
   }
 
   private reply(type: number, body: Buffer): void {
