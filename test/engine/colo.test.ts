@@ -49,13 +49,19 @@ async function coloPair(t: TT, o: { nondeterminism?: number; maxIntervalMs?: num
     'p',
   );
   const prot = p;
-  const load = (clients: number) => {
+  /** `clients` kv clients against the domain for `ms`; the load, stopped, for its figures. */
+  const loadFor = async (clients: number, ms: number) => {
     const l = new KvLoad({ host: '127.0.0.1', port: servicePort, clients, connections: 2, keysPerClient: 8, retryMs: 1000 });
     loads.push(l);
+    let running = true;
+    const done = l.run(() => !running);
+    await sleep(ms);
+    running = false;
+    await done;
     return l;
   };
   const backupStatus = () => (backup as unknown as { backups: Set<{ status(): Record<string, unknown> }> }).backups.values().next().value!.status();
-  return { p: prot, gate, servicePort, load, backupStatus };
+  return { p: prot, gate, servicePort, loadFor, backupStatus };
 }
 
 t.test('colo releases identical outputs at once, without a checkpoint', async (t) => {
@@ -64,12 +70,7 @@ t.test('colo releases identical outputs at once, without a checkpoint', async (t
   t.equal(c.p.status().phaseOrder, 'ack-then-resume');
   t.equal(c.p.status().outputRule, 'when-secondary-agrees');
   const taken = Number(c.p.status().checkpointsTaken);
-  const l = c.load(8);
-  let running = true;
-  const done = l.run(() => !running);
-  await sleep(1200);
-  running = false;
-  await done;
+  const l = await c.loadFor(8, 1200);
   const st = c.p.status();
   t.same(l.errors, [], 'no client error');
   t.ok(l.requests > 200, `${l.requests} requests answered`);
@@ -84,12 +85,7 @@ t.test('colo releases identical outputs at once, without a checkpoint', async (t
 t.test('colo checkpoints on the first divergence and lets the held output go after its ack', async (t) => {
   const c = await coloPair(t, { nondeterminism: 0.05 });
   const taken = Number(c.p.status().checkpointsTaken);
-  const l = c.load(8);
-  let running = true;
-  const done = l.run(() => !running);
-  await sleep(1500);
-  running = false;
-  await done;
+  const l = await c.loadFor(8, 1500);
   const st = c.p.status();
   t.same(l.errors, [], 'no client error');
   t.ok(Number(st.divergences) > 0, `${String(st.divergences)} divergences seen`);

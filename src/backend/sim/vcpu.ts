@@ -88,16 +88,23 @@ export class Vcpu {
     this.rx.postMessage({ gen: Atomics.load(this.ctl, CTL.RX_GEN), packets });
     Atomics.add(this.ctl, CTL.DOORBELL, 1);
     Atomics.notify(this.ctl, CTL.DOORBELL);
-    const handled = this.inputsHandled;
-    if (this.backlog.length > 4096 || (this.backlog.length && this.backlog[0]!.index <= handled)) this.backlog = this.backlog.filter((b) => b.index > handled);
+    this.trimBacklog();
     this.backlog.push(...indexed);
     return indexed;
   }
 
   /** Delivered and not yet consumed by the guest, oldest first. */
   pendingInputs(): IndexedInput[] {
+    this.trimBacklog();
+    return this.backlog.slice();
+  }
+
+  /** Drops what the guest has consumed: the backlog is in input order, so that is a prefix. */
+  private trimBacklog(): void {
     const handled = this.inputsHandled;
-    return this.backlog.filter((b) => b.index > handled);
+    let k = 0;
+    while (k < this.backlog.length && this.backlog[k]!.index <= handled) k++;
+    if (k) this.backlog.splice(0, k);
   }
 
   /** Input packets the guest has consumed (its register, checkpointed with it). */
