@@ -39,6 +39,8 @@ export interface GlobalOptions {
   backend: Backend;
   /** Path of the daemon control socket, if given. */
   control?: string;
+  /** Directory of this host's pairings (pre-shared keys), if given. */
+  keys?: string;
   /** Number of -v given. */
   verbose: number;
 }
@@ -121,6 +123,17 @@ export interface CreateCommand extends CommandBase {
   cfgFile: string;
 }
 
+/** `keygen <peer>` (a new key) and `pair <peer> <key-file>` (the peer's key, copied here). */
+export interface PairCommand extends CommandBase {
+  cmd: 'keygen' | 'pair';
+  peer: string;
+  keyFile?: string;
+  address?: HostPort;
+  allow: string;
+  hostName?: string;
+  force: boolean;
+}
+
 export interface HelpCommand extends CommandBase {
   cmd: 'help';
   /** Command to show help for; absent for the general help. */
@@ -137,6 +150,7 @@ export type Command =
   | StopCommand
   | DestroyCommand
   | CreateCommand
+  | PairCommand
   | HelpCommand;
 
 /** Every command word accepted on the command line. */
@@ -150,6 +164,8 @@ export const COMMAND_NAMES = [
   'stop',
   'destroy',
   'create',
+  'keygen',
+  'pair',
   'help',
 ] as const;
 export type CommandName = (typeof COMMAND_NAMES)[number];
@@ -198,6 +214,7 @@ const HELP_OPTION: OptionDef = { id: 'help', short: 'h', long: 'help', help: 'Sh
 const GLOBAL_OPTIONS: OptionDef[] = [
   { id: 'backend', long: 'backend', arg: 'sim|xen|auto', help: 'Hypervisor backend: the built-in simulator, real Xen, or auto-detect (default auto).' },
   { id: 'control', long: 'control', arg: 'PATH', help: 'Control socket of the xl-ha daemon.' },
+  { id: 'keys', long: 'keys', arg: 'DIR', help: "Directory of this host's pairings, one pre-shared key per peer (default /etc/xen/xl-ha/peers as root)." },
   { id: 'verbose', short: 'v', long: 'verbose', help: 'More output; repeat for even more (-vv).' },
   HELP_OPTION,
 ];
@@ -225,6 +242,14 @@ const LISTEN_OPTIONS = (dflt: string): OptionDef[] => [
   { id: 'listen', short: 'l', long: 'listen', arg: 'ADDR[:PORT]', help: `Address to accept replication streams on${dflt}; port defaults to ${DEFAULT_REPLICATION_PORT}.` },
   { id: 'host-name', long: 'host-name', arg: 'NAME', help: 'Name of this host as seen by its peers (default: the system host name).' },
   { id: 'state-dir', long: 'state-dir', arg: 'DIR', help: 'Directory for persistent state.' },
+  HELP_OPTION,
+];
+
+const PAIR_OPTIONS: OptionDef[] = [
+  { id: 'address', long: 'address', arg: 'ADDR[:PORT]', help: `Where <peer> accepts replication streams (port defaults to ${DEFAULT_REPLICATION_PORT}); lets this host pick the key when it replicates there.` },
+  { id: 'allow', long: 'allow', arg: 'LIST', help: "Domains of <peer> this host accepts to replicate as its backup: names or patterns with * and ?, comma-separated (default '*'; '' for none)." },
+  { id: 'host-name', long: 'host-name', arg: 'NAME', help: 'Name of this host as its peers know it (default: the system host name).' },
+  { id: 'force', long: 'force', help: 'Replace an existing pairing with <peer>.' },
   HELP_OPTION,
 ];
 
@@ -285,6 +310,17 @@ const COMMANDS: Record<CommandName, CommandDef> = {
     synopsis: 'create <cfg-file>',
     summary: 'Create a domain from an xl config file (on the sim backend this is how domains are made).',
     options: [HELP_OPTION],
+  },
+  keygen: {
+    synopsis: 'keygen [options] <peer>',
+    summary: 'Pair this host with <peer>: make a new key for the pair (then run xl-ha pair on <peer>).',
+    description: 'Writes <keys dir>/<peer>.key (mode 0600) and prints the one command to run on <peer>.',
+    options: PAIR_OPTIONS,
+  },
+  pair: {
+    synopsis: 'pair [options] <peer> <key-file>',
+    summary: 'Pair this host with <peer> from the key file xl-ha keygen wrote there (copied here).',
+    options: PAIR_OPTIONS,
   },
   help: { synopsis: 'help [command]', summary: 'Show general help, or help for one command.', options: [HELP_OPTION] },
 };
@@ -510,6 +546,8 @@ export function parseArgs(argv: readonly string[]): Command {
   const globals: GlobalOptions = { backend, verbose: g.flags.get('verbose') ?? 0 };
   const control = pathOption(undefined, lastValue(g, 'control'));
   if (control !== undefined) globals.control = control;
+  const keys = pathOption(undefined, lastValue(g, 'keys'));
+  if (keys !== undefined) globals.keys = keys;
 
   const word = argv[g.next];
   if (g.flags.has('help')) {
@@ -615,6 +653,29 @@ export function parseArgs(argv: readonly string[]): Command {
       expectPositionals(command, pos, ['<cfg-file>']);
       if (pos[0] === '') throw new UsageError('<cfg-file> argument must not be empty', command, '');
       return { cmd: 'create', cfgFile: pos[0]!, globals };
+
+    case 'keygen':
+    case 'pair': {
+      expectPositionals(command, pos, command === 'keygen' ? ['<peer>'] : ['<peer>', '<key-file>']);
+      const peer = nameOption(command, { spelled: '<peer>', value: pos[0]! }, 'a host name');
+      const addrOpt = lastValue(s, 'address');
+      const hostOpt = lastValue(s, 'host-name');
+      const allowOpt = lastValue(s, 'allow');
+      if (allowOpt && !/^[A-Za-z0-9_.*?,\s-]*$/.test(allowOpt.value)) {
+        throw new UsageError(`option ${allowOpt.spelled} expects domain names or patterns (A-Z a-z 0-9 _ . - * ?) separated by commas, got ${JSON.stringify(allowOpt.value)}`, command, allowOpt.spelled);
+      }
+      if (command === 'pair' && pos[1] === '') throw new UsageError('<key-file> argument must not be empty', command, '');
+      return {
+        cmd: command,
+        peer,
+        ...(command === 'pair' ? { keyFile: pos[1]! } : {}),
+        ...(addrOpt ? { address: addressOption(command, addrOpt, DEFAULT_REPLICATION_PORT) } : {}),
+        allow: allowOpt ? allowOpt.value : '*',
+        ...(hostOpt ? { hostName: nameOption(command, hostOpt, 'a host name') } : {}),
+        force: s.flags.has('force'),
+        globals,
+      };
+    }
 
     case 'help': {
       expectPositionals(command, pos, ['[command]'], 1);

@@ -22,6 +22,49 @@ function defaultStateDir(): string {
   return path.join(os.homedir(), '.local', 'state', 'xl-ha');
 }
 
+/** This host's pairings: --keys, XLHA_KEYS, /etc/xen/xl-ha/peers as root, else under ~/.config. */
+export function defaultKeysDir(): string {
+  if (process.env.XLHA_KEYS) return process.env.XLHA_KEYS;
+  if (process.getuid?.() === 0) return '/etc/xen/xl-ha/peers';
+  return path.join(process.env.XDG_CONFIG_HOME ?? path.join(os.homedir(), '.config'), 'xl-ha', 'peers');
+}
+
+/** `keygen` and `pair`: write this host's key file for the pair, and say what to do next. */
+async function runPair(cmd: Extract<Command, { cmd: 'keygen' | 'pair' }>): Promise<number> {
+  const { PeerKeys, generateKey, parseAllow, parsePeerFile } = await import('../security/peers.js');
+  const hostName = cmd.hostName ?? os.hostname();
+  const keys = new PeerKeys(cmd.globals.keys ?? defaultKeysDir(), hostName);
+  const allow = parseAllow(cmd.allow, '--allow');
+  const base = { peer: cmd.peer, allow, ...(cmd.address ? { address: cmd.address } : {}) };
+  if (cmd.cmd === 'keygen') {
+    const file = keys.write({ ...base, key: generateKey() }, `Written by xl-ha keygen on ${new Date().toISOString().slice(0, 10)}.`, cmd.force);
+    process.stdout.write(
+      `${hostName} is paired with ${cmd.peer}: key in ${file}\n` +
+        `${allowLine(allow, cmd.peer, hostName)}\n` +
+        `Now copy ${file} to ${cmd.peer} (scp keeps it private) and run there:\n` +
+        `  xl-ha pair ${hostName} <copied-file> [--address <where ${hostName} listens>] [--allow <domains of ${hostName}>]\n`,
+    );
+    return 0;
+  }
+  const src = cmd.keyFile!;
+  let text: string;
+  try {
+    text = fs.readFileSync(src, 'utf8');
+  } catch (err) {
+    throw new Error(`cannot read key file ${src}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  const theirs = parsePeerFile(src, text);
+  if (theirs.host !== cmd.peer) throw new Error(`${src} was written on host ${theirs.host}, not ${cmd.peer}: run xl-ha pair ${theirs.host} ${src}`);
+  if (theirs.peer !== hostName) throw new Error(`${src} pairs ${theirs.host} with host ${theirs.peer}, but this host is ${hostName} (--host-name to name it otherwise)`);
+  const file = keys.write({ ...base, key: theirs.key }, `Written by xl-ha pair on ${new Date().toISOString().slice(0, 10)} from ${path.basename(src)}.`, cmd.force);
+  process.stdout.write(`${hostName} is paired with ${cmd.peer}: key in ${file}\n${allowLine(allow, cmd.peer, hostName)}\nDelete the copy ${src}: the key must not stay anywhere else.\n`);
+  return 0;
+}
+
+function allowLine(allow: string[], peer: string, me: string): string {
+  return allow.length ? `As a backup, ${me} accepts these domains of ${peer}: ${allow.join(', ')} (allow = in the key file).` : `As a backup, ${me} accepts no domain of ${peer} (allow = in the key file).`;
+}
+
 function table(rows: (string | number)[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => String(r[i] ?? '').length)));
   return rows.map((r) => r.map((c, i) => String(c ?? '').padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
@@ -38,8 +81,12 @@ async function runDaemon(cmd: Extract<Command, { cmd: 'daemon' | 'receive' }>): 
     import('../backend/select.js'),
   ]);
   const log = createLogger({ host: hostName, level: cmd.globals.verbose > 0 ? 'debug' : undefined });
+  const { PeerKeys } = await import('../security/peers.js');
+  const keys = new PeerKeys(cmd.globals.keys ?? defaultKeysDir(), hostName);
+  keys.checkAll(); // a world-readable or malformed key: no daemon, before the backend opens
   const backend = createBackend(cmd.globals.backend, { hostName, stateDir: path.join(stateDir, 'sim') });
   const daemon = new Daemon({
+    keys,
     backend,
     hostName,
     stateDir,
@@ -83,6 +130,9 @@ export async function main(argv: string[]): Promise<number> {
     case 'daemon':
     case 'receive':
       return runDaemon(cmd);
+    case 'keygen':
+    case 'pair':
+      return runPair(cmd);
     case 'remus': {
       const r = (await request(cmd, {
         cmd: 'protect',

@@ -11,6 +11,8 @@ import path from 'node:path';
 import type { Logger } from 'winston';
 import type { HypervisorBackend } from '../backend/types.js';
 import { Channel } from '../transport/channel.js';
+import { secureServer } from '../transport/secure.js';
+import { allows, type PeerEntry, type PeerKeys } from '../security/peers.js';
 import { BackupSession } from '../failover/backup.js';
 import { Protection, startProtection, type ProtectOptions } from './protect.js';
 import { parseXlCfg } from '../config/xlcfg.js';
@@ -23,6 +25,8 @@ export interface DaemonOptions {
   stateDir: string;
   controlPath: string;
   listen?: { host: string; port: number };
+  /** This host's pairings: who may replicate to it, and with which key it replicates. */
+  keys: PeerKeys;
   log: Logger;
 }
 
@@ -39,6 +43,9 @@ export class Daemon {
   constructor(readonly o: DaemonOptions) {}
 
   async start(): Promise<void> {
+    if (this.o.keys.hostName !== this.o.hostName) throw new Error(`the keys are for host ${this.o.keys.hostName}, this daemon is ${this.o.hostName}`);
+    // a key that others can read, or that does not parse, stops the daemon here
+    const peers = this.o.keys.checkAll();
     fs.mkdirSync(this.o.stateDir, { recursive: true });
     fs.mkdirSync(path.dirname(this.o.controlPath), { recursive: true });
     await this.listenControl();
@@ -47,6 +54,8 @@ export class Daemon {
       backend: this.o.backend.kind,
       control: this.o.controlPath,
       listen: this.o.listen ? `${this.o.listen.host}:${this.o.listen.port}` : 'off',
+      peers: peers.map((e) => e.peer).join(', ') || 'none (xl-ha keygen)',
+      keys: this.o.keys.dir,
       pid: process.pid,
     });
   }
@@ -76,16 +85,19 @@ export class Daemon {
   }
 
   private async listenReplication(addr: { host: string; port: number }): Promise<void> {
-    // pauseOnConnect: nothing is read before the channel takes the connection (Channel.accept)
-    const server = net.createServer({ pauseOnConnect: true }, (sock) => {
+    // only connections whose peer proved a pairing's key get here (src/transport/secure.ts)
+    const server = secureServer(this.o.keys, this.o.log.child({ module: 'backup' }), (sock, peer) => {
       const from = `${sock.remoteAddress}:${sock.remotePort}`;
-      const channel = Channel.accept(sock);
-      const log = this.o.log.child({ module: 'backup', from });
+      const channel = new Channel(sock);
+      const log = this.o.log.child({ module: 'backup', from, peer: peer.peer });
       const b = new BackupSession(this.o.backend, channel, log, this.o.hostName, {
         onState: (s) => {
           if (s.state === 'stopped' || (s.state === 'failed' && !s.replica)) this.backups.delete(s);
         },
-        beforeReplica: (s, hello) => this.supersede(s, hello.domain.name, hello.host),
+        beforeReplica: async (s, hello) => {
+          admitHello(peer, hello.host, hello.domain.name);
+          await this.supersede(s, hello.domain.name, hello.host);
+        },
       });
       this.backups.add(b);
     });
@@ -174,7 +186,7 @@ export class Daemon {
         const domain = await be.createDomain(cfg.domain);
         if (!ha) return { domain };
         try {
-          const p = await startProtection(be, { domain: domain.domid, mode: ha.mode, peer: ha.peer, intervalMs: ha.intervalMs, ...(ha.minGapMs !== undefined ? { minGapMs: ha.minGapMs } : {}), ...(ha.maxIntervalMs !== undefined ? { maxIntervalMs: ha.maxIntervalMs } : {}), netbuf: ha.netbuf, disk: ha.disk, blackhole: false, heartbeatMs: ha.heartbeatMs, failoverTimeoutMs: ha.failoverTimeoutMs, allowUnsafe: true /* ha_netbuf/ha_disk off is the cfg's explicit choice */ }, this.o.log, this.o.hostName);
+          const p = await startProtection(be, { domain: domain.domid, mode: ha.mode, peer: ha.peer, intervalMs: ha.intervalMs, ...(ha.minGapMs !== undefined ? { minGapMs: ha.minGapMs } : {}), ...(ha.maxIntervalMs !== undefined ? { maxIntervalMs: ha.maxIntervalMs } : {}), netbuf: ha.netbuf, disk: ha.disk, blackhole: false, heartbeatMs: ha.heartbeatMs, failoverTimeoutMs: ha.failoverTimeoutMs, allowUnsafe: true /* ha_netbuf/ha_disk off is the cfg's explicit choice */ }, this.o.log, this.o.keys);
           this.protections.set(domain.name, p);
           return { domain, protection: p.status() };
         } catch (err) {
@@ -198,7 +210,7 @@ export class Daemon {
         if (existing && ['starting', 'protected', 'stopping'].includes(existing.engine.state)) {
           throw new Error(`domain ${d.name} is already protected (mode ${existing.opts.mode}, peer ${existing.opts.peer.host}:${existing.opts.peer.port})`);
         }
-        const p = await startProtection(be, { ...o, domain: d.domid }, this.o.log, this.o.hostName);
+        const p = await startProtection(be, { ...o, domain: d.domid }, this.o.log, this.o.keys);
         this.protections.set(d.name, p);
         return p.status();
       }
@@ -256,6 +268,18 @@ export class Daemon {
     } catch {
       /* already gone */
     }
+  }
+}
+
+/**
+ * The backup's own policy for an authenticated peer: the HELLO must name the peer as its
+ * host (no speaking for another host with this pair's key), and the domain must be one this
+ * host's key file allows from that peer.
+ */
+export function admitHello(peer: PeerEntry, helloHost: string, domain: string): void {
+  if (helloHost !== peer.peer) throw new Error(`HELLO says it comes from host ${helloHost}, but the connection authenticated as ${peer.peer}`);
+  if (!allows(peer, domain)) {
+    throw new Error(`domain ${domain} from ${peer.peer} is not allowed on this host (allow = ${peer.allow.join(', ') || '(none)'} in ${peer.file})`);
   }
 }
 

@@ -13,6 +13,8 @@ import { createMode, type ModeId } from '../engine/modes/index.js';
 import { DeviceEvents } from '../engine/events.js';
 import type { Mode, ModePlan } from '../engine/types.js';
 import { Channel } from '../transport/channel.js';
+import { connectSecure } from '../transport/secure.js';
+import type { PeerKeys } from '../security/peers.js';
 import { XLHA_REC, decodeHelloAck, encodeHello } from '../transport/channel-records.js';
 import { PROTOCOL_VERSION, type HelloBody } from '../transport/hello.js';
 import { round } from '../util/samples.js';
@@ -189,7 +191,11 @@ async function handshake(channel: Channel, hello: HelloBody, silenceMs: number):
  * acknowledged (the domain is protected); rejects with a clear error otherwise, leaving the
  * domain running as it was.
  */
-export async function startProtection(backend: HypervisorBackend, opts: ProtectOptions, log: Logger, hostName: string): Promise<Protection> {
+/**
+ * `keys` is this host's pairings (its name is the HELLO's host): the backup must prove the
+ * pair's key before anything of the domain leaves (src/transport/secure.ts).
+ */
+export async function startProtection(backend: HypervisorBackend, opts: ProtectOptions, log: Logger, keys: PeerKeys): Promise<Protection> {
   if ((!opts.netbuf || !opts.disk || opts.blackhole) && !opts.allowUnsafe) {
     const what = [!opts.netbuf && '-n (no network buffering)', !opts.disk && '-d (no disk replication)', opts.blackhole && '-b (blackhole)'].filter(Boolean).join(', ');
     throw new Error(`${what} lets output reach clients before it is replicated: add -F to run in unsafe mode`);
@@ -223,7 +229,7 @@ export async function startProtection(backend: HypervisorBackend, opts: ProtectO
     throw err;
   }
   try {
-    return await connectAndRun(backend, opts, log, hostName, { info, mode, plan, events, elog, t0 });
+    return await connectAndRun(backend, opts, log, keys, { info, mode, plan, events, elog, t0 });
   } catch (err) {
     mode.dispose?.();
     throw err;
@@ -234,7 +240,7 @@ async function connectAndRun(
   backend: HypervisorBackend,
   opts: ProtectOptions,
   log: Logger,
-  hostName: string,
+  keys: PeerKeys,
   m: { info: DomainInfo; mode: Mode; plan: ModePlan; events: DeviceEvents; elog: Logger; t0: number },
 ): Promise<Protection> {
   const { info, mode, plan, events, elog, t0 } = m;
@@ -245,13 +251,15 @@ async function connectAndRun(
   if (opts.blackhole) {
     link = new BlackholeLink();
   } else {
-    const channel = await Channel.connect(opts.peer.host, opts.peer.port);
+    const { socket, peer } = await connectSecure(opts.peer, keys);
+    const channel = new Channel(socket);
+    log.debug('backup authenticated', { peer: peer.peer, at: peerLabel(opts) });
     try {
       await handshake(
         channel,
         {
           protocol: PROTOCOL_VERSION,
-          host: hostName,
+          host: keys.hostName,
           mode: opts.mode,
           uuid: info.uuid,
           domain: cfg,

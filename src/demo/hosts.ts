@@ -9,6 +9,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { controlRequest, type ControlRequest } from '../daemon/daemon.js';
+import { pairLocally, PeerKeys } from '../security/peers.js';
 
 /**
  * A young generation large enough that scavenges stay rare and short: they would otherwise
@@ -37,17 +38,20 @@ function spawnHost(args: string[], logPath: string, env: Record<string, string>)
 export class SimHostProcess {
   readonly control: string;
   readonly logPath: string;
+  /** The host's pairings (`--keys`): pair hosts with {@link pairSimHosts} before they replicate. */
+  readonly keys: PeerKeys;
   proc!: ReturnType<typeof spawnHost>;
   exited = false;
 
   constructor(readonly name: string, readonly dir: string, readonly listenPort?: number, readonly env: Record<string, string> = {}) {
     this.control = path.join(dir, `${name}.sock`);
     this.logPath = path.join(dir, `${name}.log`);
+    this.keys = new PeerKeys(path.join(dir, `${name}-peers`), name);
   }
 
   async start(): Promise<void> {
     fs.mkdirSync(this.dir, { recursive: true });
-    const args = ['--backend', 'sim', '--control', this.control];
+    const args = ['--backend', 'sim', '--control', this.control, '--keys', this.keys.dir];
     if (this.listenPort) args.push('receive', '-l', `127.0.0.1:${this.listenPort}`);
     else args.push('daemon');
     args.push('--host-name', this.name, '--state-dir', path.join(this.dir, this.name));
@@ -95,6 +99,14 @@ export class SimHostProcess {
       return '';
     }
   }
+}
+
+/** Pairs two sim hosts as `xl-ha keygen` and `xl-ha pair` would, each knowing where the other listens. */
+export function pairSimHosts(a: SimHostProcess, b: SimHostProcess, allow?: string[]): void {
+  const at = (h: SimHostProcess) => (h.listenPort ? { host: '127.0.0.1', port: h.listenPort } : undefined);
+  const aAddress = at(a);
+  const bAddress = at(b);
+  pairLocally(a.keys, b.keys, { ...(aAddress ? { aAddress } : {}), ...(bAddress ? { bAddress } : {}), ...(allow ? { allow } : {}) });
 }
 
 export function kvCfg(o: { name: string; memoryMiB: number; servicePort: number; dirtyMiBPerSec?: number; workload?: string; extra?: string }): string {

@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { KvClient, KvConnection, KvLoad } from '../client/kv.js';
 import { Samples, round } from '../util/samples.js';
-import { SimHostProcess, freePort, kvCfg } from './hosts.js';
+import { SimHostProcess, freePort, kvCfg, pairSimHosts } from './hosts.js';
 import { DEFAULT_COLO_MAX_INTERVAL_MS, DEFAULT_KEMARI_MIN_GAP_MS } from '../config/domain.js';
 
 export interface ScenarioOptions {
@@ -84,6 +84,7 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
   const servicePort = await freePort();
   const backup = new SimHostProcess('backup', dir, replPort, o.env?.('backup'));
   const primary = new SimHostProcess('primary', dir, undefined, o.env?.('primary'));
+  pairSimHosts(primary, backup);
   let load: KvLoad | null = null;
   try {
     await Promise.all([backup.start(), primary.start()]);

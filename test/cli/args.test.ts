@@ -168,7 +168,7 @@ t.test('help, -h and --help give general or per-command help', async (t) => {
 // --- errors -----------------------------------------------------------------
 
 const ERRORS: { argv: string[]; command?: string; message: string }[] = [
-  { argv: [], message: 'missing command: expected one of remus, kemari, colo, llm, receive, daemon, status, list, failover, stop, destroy, create, help' },
+  { argv: [], message: 'missing command: expected one of remus, kemari, colo, llm, receive, daemon, status, list, failover, stop, destroy, create, keygen, pair, help' },
   { argv: ['frob'], message: `unknown command "frob": expected one of ${COMMAND_NAMES.join(', ')}` },
   { argv: ['-x', 'status'], message: 'unknown option -x (before the command)' },
   { argv: ['--backend', 'kvm', 'list'], message: 'option --backend expects one of sim, xen, auto, got "kvm"' },

@@ -18,7 +18,7 @@ t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
  * without the test runner's NODE_OPTIONS loaders (they make every start several times slower).
  */
 function cliEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env, XLHA_CONTROL: path.join(dir, 'default-control.sock'), XLHA_STATE_DIR: path.join(dir, 'default-state') };
+  const env: NodeJS.ProcessEnv = { ...process.env, XLHA_CONTROL: path.join(dir, 'default-control.sock'), XLHA_STATE_DIR: path.join(dir, 'default-state'), XLHA_KEYS: path.join(dir, 'default-keys') };
   delete env.NODE_OPTIONS;
   return env;
 }

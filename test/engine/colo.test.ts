@@ -7,6 +7,7 @@ import { Daemon } from '../../src/daemon/daemon.js';
 import { silentLogger } from '../../src/util/log.js';
 import { startProtection, type Protection } from '../../src/daemon/protect.js';
 import { freePort } from '../../src/demo/hosts.js';
+import { pairedKeys } from '../helpers/keys.js';
 import { KvLoad } from '../../src/client/kv.js';
 import { KV_OP } from '../../src/backend/sim/kvproto.js';
 import { rawConn, sleep, until, type TT } from '../helpers/engine-fakes.js';
@@ -17,11 +18,12 @@ let nextClient = 9000;
 /** A primary sim host and a backup daemon in this process, a kv domain protected by colo. */
 async function coloPair(t: TT, o: { nondeterminism?: number; maxIntervalMs?: number; dirtyMiBPerSec?: number } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xlha-colo-'));
+  const keys = pairedKeys(dir);
   const primary = new SimBackend({ hostName: 'p', stateDir: path.join(dir, 'p') });
   const backupBe = new SimBackend({ hostName: 'b', stateDir: path.join(dir, 'b') });
   const replPort = await freePort();
   const servicePort = await freePort();
-  const backup = new Daemon({ backend: backupBe, hostName: 'b', stateDir: path.join(dir, 'b'), controlPath: path.join(dir, 'b.sock'), listen: { host: '127.0.0.1', port: replPort }, log });
+  const backup = new Daemon({ backend: backupBe, hostName: 'b', stateDir: path.join(dir, 'b'), controlPath: path.join(dir, 'b.sock'), listen: { host: '127.0.0.1', port: replPort }, keys: keys.b!, log });
   await backup.start();
   let p: Protection | null = null;
   const loads: KvLoad[] = [];
@@ -46,7 +48,7 @@ async function coloPair(t: TT, o: { nondeterminism?: number; maxIntervalMs?: num
     primary,
     { domain: dom.domid, mode: 'colo', peer: { host: '127.0.0.1', port: replPort }, intervalMs: 25, maxIntervalMs: o.maxIntervalMs ?? 60_000, netbuf: true, disk: true, blackhole: false, heartbeatMs: 50, failoverTimeoutMs: 500 },
     log,
-    'p',
+    keys.p!,
   );
   const prot = p;
   /** `clients` kv clients against the domain for `ms`; the load, stopped, for its figures. */

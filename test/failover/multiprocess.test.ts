@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { runScenario } from '../../src/demo/scenario.js';
-import { SimHostProcess, freePort, kvCfg } from '../../src/demo/hosts.js';
+import { SimHostProcess, freePort, kvCfg, pairSimHosts } from '../../src/demo/hosts.js';
 
 t.test('the backup takes over from a SIGKILLed primary with every acknowledged write and the checkpoint memory byte for byte', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xlha-mp-'));
@@ -102,6 +102,7 @@ async function remusPair(t: Test, name: string, failoverTimeoutMs: number) {
   const servicePort = await freePort();
   const backup = new SimHostProcess('backup', dir, replPort);
   const primary = new SimHostProcess('primary', dir);
+  pairSimHosts(primary, backup);
   t.teardown(async () => {
     backup.proc?.kill('SIGCONT');
     await Promise.all([primary.stop(), backup.stop()]);
