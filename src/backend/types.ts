@@ -168,8 +168,24 @@ export interface SaveOptions {
 }
 
 /** What the backup needs to build a replica, from the HELLO record. */
+/**
+ * What this host lets a replica of `peer`'s domain have (from the peer's key file): the
+ * backend refuses a configuration that asks for more.
+ */
+export interface ReplicaPolicy {
+  peer: string;
+  /** Where the policy is written, for messages. */
+  source: string;
+  /** Disk targets (paths) a replica may be given: patterns with * and ?. */
+  disks: string[];
+  /** Bridges a replica's nics may join: patterns. */
+  bridges: string[];
+}
+
 export interface ReplicaSpec {
   domain: DomainConfig;
+  /** The backup's own policy; a backend that builds devices from the primary's description checks it. */
+  policy?: ReplicaPolicy;
   /** Primary's uuid of the domain; the replica keeps it. */
   uuid: string;
   /** Disk image path on the backup for each of the domain's disks (same order). */

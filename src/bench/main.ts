@@ -14,6 +14,9 @@
  *    the guest emits output, minimum gap 2 ms); the light run ends with the SIGKILL.
  *  - colo-light, colo-saturated, colo-1000rps: the same loads under colo, with no induced
  *    divergence (the kv guest is deterministic); the light run ends with the SIGKILL.
+ *  - `--encryption`: what the link's TLS costs. remus at 10 ms (light) and at 25 ms (saturated),
+ *    each run with the shipped TLS link and with XLHA_PLAINTEXT_LOOPBACK=1 (no TLS), alternating,
+ *    `--repeat N` times (default 2); the ratios of the medians.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -40,6 +43,19 @@ function modesArg(): BenchMode[] {
   return [...new Set(list)] as BenchMode[];
 }
 const modes = modesArg();
+const encryption = process.argv.includes('--encryption');
+function repeatArg(): number {
+  const argv = process.argv.slice(2);
+  const i = argv.indexOf('--repeat');
+  if (i < 0) return 2;
+  const n = Number(argv[i + 1]);
+  if (!Number.isInteger(n) || n < 1 || n > 20) {
+    process.stderr.write(`bench: --repeat ${JSON.stringify(argv[i + 1])} is not valid: expected an integer from 1 to 20\n`);
+    process.exit(2);
+  }
+  return n;
+}
+const repeat = repeatArg();
 const log = (l: string) => {
   if (!json) process.stderr.write(`  ${l}\n`);
 };
@@ -150,6 +166,43 @@ function modeLine(mode: BenchMode, r: { light: RunSummary; sat: RunSummary; pace
     exactlyOnce: r.all.every((x) => x.exactlyOnce),
     workload: `kv, ${light.memoryMiB} MiB guest dirtying ${light.dirtyMiBPerSec} MiB/s; 16 clients (light), 2048 (saturated), 16 paced at 1000 req/s; clients at nice 10`,
   };
+}
+
+/** The cost of the link's TLS: the same runs with and without it, alternating. */
+async function encryptionCost(): Promise<Record<string, unknown>> {
+  const kinds = [
+    { name: 'remus-10ms-light', o: { mode: 'remus' as const, intervalMs: 10, noKill: true, clients: 16, connections: 4 } },
+    { name: 'remus-25ms-saturated', o: { mode: 'remus' as const, intervalMs: 25, noKill: true, clients: 2048, connections: 16 } },
+  ];
+  const out: Record<string, unknown> = { repeat };
+  for (const k of kinds) {
+    const tlsRuns: RunSummary[] = [];
+    const plainRuns: RunSummary[] = [];
+    for (let i = 0; i < repeat; i++) {
+      tlsRuns.push(await run(`${k.name}-tls-${i + 1}`, k.o));
+      plainRuns.push(await run(`${k.name}-plaintext-${i + 1}`, { ...k.o, env: () => ({ XLHA_PLAINTEXT_LOOPBACK: '1' }) }));
+    }
+    runs.push(...tlsRuns, ...plainRuns);
+    const med = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2; };
+    const f = (rs: RunSummary[], key: 'checkpointsPerSec' | 'pauseMsP99' | 'throughputRatio') => rs.map((r) => r[key]);
+    out[k.name] = {
+      tls: { checkpointsPerSec: f(tlsRuns, 'checkpointsPerSec'), pauseMsP99: f(tlsRuns, 'pauseMsP99'), throughputRatio: f(tlsRuns, 'throughputRatio') },
+      plaintext: { checkpointsPerSec: f(plainRuns, 'checkpointsPerSec'), pauseMsP99: f(plainRuns, 'pauseMsP99'), throughputRatio: f(plainRuns, 'throughputRatio') },
+      checkpointsPerSecRatio: round(med(f(tlsRuns, 'checkpointsPerSec')) / med(f(plainRuns, 'checkpointsPerSec'))),
+      pauseMsP99Ratio: round(med(f(tlsRuns, 'pauseMsP99')) / med(f(plainRuns, 'pauseMsP99'))),
+      throughputRatioRatio: round(med(f(tlsRuns, 'throughputRatio')) / med(f(plainRuns, 'throughputRatio'))),
+      lostAckedWrites: [...tlsRuns, ...plainRuns].reduce((n, r) => n + r.lostAckedWrites, 0),
+    };
+  }
+  return out;
+}
+
+if (encryption) {
+  const cost = await encryptionCost();
+  fs.mkdirSync('bench-results', { recursive: true });
+  fs.writeFileSync(path.join('bench-results', 'encryption.json'), JSON.stringify({ at: new Date().toISOString(), runs, cost }, null, 2) + '\n');
+  process.stdout.write(JSON.stringify(cost) + '\n');
+  process.exit(0);
 }
 
 for (const mode of modes) {

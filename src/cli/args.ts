@@ -130,6 +130,9 @@ export interface PairCommand extends CommandBase {
   keyFile?: string;
   address?: HostPort;
   allow: string;
+  /** Replica policy (xen): disk targets and bridges. */
+  disks: string;
+  bridges: string;
   hostName?: string;
   force: boolean;
 }
@@ -248,6 +251,8 @@ const LISTEN_OPTIONS = (dflt: string): OptionDef[] => [
 const PAIR_OPTIONS: OptionDef[] = [
   { id: 'address', long: 'address', arg: 'ADDR[:PORT]', help: `Where <peer> accepts replication streams (port defaults to ${DEFAULT_REPLICATION_PORT}); lets this host pick the key when it replicates there.` },
   { id: 'allow', long: 'allow', arg: 'LIST', help: "Domains of <peer> this host accepts to replicate as its backup: names or patterns with * and ?, comma-separated (default '*'; '' for none)." },
+  { id: 'disks', long: 'disks', arg: 'LIST', help: "Disk targets a replica of <peer>'s domains may be given here (xen): absolute path patterns, comma-separated (default none)." },
+  { id: 'bridges', long: 'bridges', arg: 'LIST', help: "Bridges a replica's nics may join here (xen): name patterns (default '*')." },
   { id: 'host-name', long: 'host-name', arg: 'NAME', help: 'Name of this host as its peers know it (default: the system host name).' },
   { id: 'force', long: 'force', help: 'Replace an existing pairing with <peer>.' },
   HELP_OPTION,
@@ -671,6 +676,8 @@ export function parseArgs(argv: readonly string[]): Command {
         ...(command === 'pair' ? { keyFile: pos[1]! } : {}),
         ...(addrOpt ? { address: addressOption(command, addrOpt, DEFAULT_REPLICATION_PORT) } : {}),
         allow: allowOpt ? allowOpt.value : '*',
+        disks: lastValue(s, 'disks')?.value ?? '',
+        bridges: lastValue(s, 'bridges')?.value ?? '*',
         ...(hostOpt ? { hostName: nameOption(command, hostOpt, 'a host name') } : {}),
         force: s.flags.has('force'),
         globals,

@@ -31,11 +31,11 @@ export function defaultKeysDir(): string {
 
 /** `keygen` and `pair`: write this host's key file for the pair, and say what to do next. */
 async function runPair(cmd: Extract<Command, { cmd: 'keygen' | 'pair' }>): Promise<number> {
-  const { PeerKeys, generateKey, parseAllow, parsePeerFile } = await import('../security/peers.js');
+  const { PeerKeys, generateKey, parseAllow, parseDiskPatterns, parsePeerFile } = await import('../security/peers.js');
   const hostName = cmd.hostName ?? os.hostname();
   const keys = new PeerKeys(cmd.globals.keys ?? defaultKeysDir(), hostName);
   const allow = parseAllow(cmd.allow, '--allow');
-  const base = { peer: cmd.peer, allow, ...(cmd.address ? { address: cmd.address } : {}) };
+  const base = { peer: cmd.peer, allow, disks: parseDiskPatterns(cmd.disks, '--disks'), bridges: parseAllow(cmd.bridges, '--bridges'), ...(cmd.address ? { address: cmd.address } : {}) };
   if (cmd.cmd === 'keygen') {
     const file = keys.write({ ...base, key: generateKey() }, `Written by xl-ha keygen on ${new Date().toISOString().slice(0, 10)}.`, cmd.force);
     process.stdout.write(

@@ -11,7 +11,7 @@ import path from 'node:path';
 import type { Logger } from 'winston';
 import type { HypervisorBackend } from '../backend/types.js';
 import { Channel } from '../transport/channel.js';
-import { secureServer } from '../transport/secure.js';
+import { isLoopback, plaintextLoopback, secureServer } from '../transport/secure.js';
 import { allows, type PeerEntry, type PeerKeys } from '../security/peers.js';
 import { BackupSession } from '../failover/backup.js';
 import { Protection, startProtection, type ProtectOptions } from './protect.js';
@@ -85,6 +85,7 @@ export class Daemon {
   }
 
   private async listenReplication(addr: { host: string; port: number }): Promise<void> {
+    if (plaintextLoopback() && !isLoopback(addr.host)) throw new Error(`XLHA_PLAINTEXT_LOOPBACK is for loopback measurements only: cannot listen on ${addr.host} without encryption`);
     // only connections whose peer proved a pairing's key get here (src/transport/secure.ts)
     const server = secureServer(this.o.keys, this.o.log.child({ module: 'backup' }), (sock, peer) => {
       const from = `${sock.remoteAddress}:${sock.remotePort}`;
@@ -97,6 +98,7 @@ export class Daemon {
         beforeReplica: async (s, hello) => {
           admitHello(peer, hello.host, hello.domain.name);
           await this.supersede(s, hello.domain.name, hello.host);
+          return { peer: peer.peer, source: peer.file, disks: peer.disks, bridges: peer.bridges };
         },
       });
       this.backups.add(b);

@@ -11,7 +11,7 @@
  */
 import fs from 'node:fs';
 import type { Logger } from 'winston';
-import type { DiskWrite, HypervisorBackend, ReplicaDomain } from '../backend/types.js';
+import type { DiskWrite, HypervisorBackend, ReplicaDomain, ReplicaPolicy } from '../backend/types.js';
 import { Channel } from '../transport/channel.js';
 import { frameParts, ProtocolError, type Frame } from '../transport/framing.js';
 import {
@@ -41,8 +41,11 @@ export type BackupState = 'handshake' | 'replicating' | 'halted' | 'failing-over
 
 export interface BackupEvents {
   onState?: (s: BackupSession) => void;
-  /** Before a replica is built for `hello`: may retire a stale session or refuse (throw). */
-  beforeReplica?: (s: BackupSession, hello: HelloBody) => Promise<void>;
+  /**
+   * Before a replica is built for `hello`: may retire a stale session or refuse (throw), and
+   * gives this host's policy for what the replica may have.
+   */
+  beforeReplica?: (s: BackupSession, hello: HelloBody) => Promise<ReplicaPolicy | void>;
   /** Silence tolerated until the first checkpoint is applied (default GRACE_TIMEOUT_MS). */
   graceTimeoutMs?: number;
 }
@@ -137,9 +140,10 @@ export class BackupSession {
       Math.min(Math.max(hello.heartbeatMs, 10), 1000),
     );
     try {
-      await this.events.beforeReplica?.(this, hello);
+      const policy = await this.events.beforeReplica?.(this, hello);
       this.replica = await this.backend.createReplica({
         domain: hello.domain,
+        ...(policy ? { policy } : {}),
         uuid: hello.uuid,
         ...(hello.backendConfig ? { backendConfig: hello.backendConfig } : {}),
       });

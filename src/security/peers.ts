@@ -9,6 +9,8 @@
  *     key     = 64 hex digits      256 bits, the same in both hosts' files
  *     address = 10.0.0.2:8003      optional: where b accepts replication (picks the key to use)
  *     allow   = web, db-*          domains of b that this host replicates as its backup
+ *     disks   = /srv/xen/*.img     disk targets a replica may be given (default none)
+ *     bridges = xenbr0             bridges a replica's nics may join (default any)
  *
  * `xl-ha keygen b` writes a's file; copied to b, `xl-ha pair a FILE` writes b's from it.
  * Files are read at every connection, so pairing needs no daemon restart. A key file that
@@ -22,6 +24,7 @@ import ini from 'ini';
 import { DOMAIN_NAME_PATTERN, parseHostPort, type HostPort } from '../config/domain.js';
 
 export const KEY_FILE_SUFFIX = '.key';
+const SETTINGS = ['host', 'peer', 'key', 'address', 'allow', 'disks', 'bridges'];
 const KEY_BYTES = 32;
 
 export interface PeerEntry {
@@ -35,6 +38,10 @@ export interface PeerEntry {
   address?: HostPort;
   /** Domain-name patterns (`*`, `?`) this host accepts from the peer. Empty: none. */
   allow: string[];
+  /** Disk targets (path patterns) a replica of the peer's may be given. Default none. */
+  disks: string[];
+  /** Bridges (name patterns) its nics may join. Default any. */
+  bridges: string[];
 }
 
 /** A key file or keys directory that cannot be used, with what to do about it. */
@@ -74,7 +81,7 @@ export function parsePeerFile(file: string, text: string): PeerEntry {
     return v.trim();
   };
   for (const k of Object.keys(o)) {
-    if (!['host', 'peer', 'key', 'address', 'allow'].includes(k)) throw new PeerKeyError(`key file ${file}: unknown setting "${k}" (accepted: host, peer, key, address, allow)`);
+    if (!SETTINGS.includes(k)) throw new PeerKeyError(`key file ${file}: unknown setting "${k}" (accepted: ${SETTINGS.join(', ')})`);
   }
   const host = field('host');
   const peer = field('peer');
@@ -83,7 +90,7 @@ export function parsePeerFile(file: string, text: string): PeerEntry {
   }
   const hex = field('key');
   if (!/^[0-9a-f]{64}$/i.test(hex)) throw new PeerKeyError(`key file ${file}: key must be ${KEY_BYTES * 2} hex digits (${KEY_BYTES * 8} bits), got ${hex.length} characters`);
-  const entry: PeerEntry = { file, host, peer, key: Buffer.from(hex, 'hex'), allow: [] };
+  const entry: PeerEntry = { file, host, peer, key: Buffer.from(hex, 'hex'), allow: [], disks: [], bridges: ['*'] };
   if (o.address !== undefined) {
     try {
       entry.address = parseHostPort(String(o.address));
@@ -92,6 +99,8 @@ export function parsePeerFile(file: string, text: string): PeerEntry {
     }
   }
   if (o.allow !== undefined) entry.allow = parseAllow(String(o.allow), `key file ${file}: allow`);
+  if (o.bridges !== undefined) entry.bridges = parseAllow(String(o.bridges), `key file ${file}: bridges`);
+  if (o.disks !== undefined) entry.disks = parseDiskPatterns(String(o.disks), `key file ${file}: disks`);
   return entry;
 }
 
@@ -100,6 +109,15 @@ export function parseAllow(text: string, what = 'allow'): string[] {
   const list = text.split(/[\s,]+/).filter(Boolean);
   for (const p of list) {
     if (!/^[A-Za-z0-9_.*?-]{1,64}$/.test(p)) throw new PeerKeyError(`${what}: "${p}" is not a domain name or pattern (A-Z a-z 0-9 _ . - and the wildcards * ?)`);
+  }
+  return list;
+}
+
+/** `/srv/xen/*.img, /dev/vg0/*`: absolute path patterns, no `..`. */
+export function parseDiskPatterns(text: string, what = 'disks'): string[] {
+  const list = text.split(/[\s,]+/).filter(Boolean);
+  for (const d of list) {
+    if (!/^\/[A-Za-z0-9_.*?/+:@-]*$/.test(d) || d.split('/').includes('..')) throw new PeerKeyError(`${what}: "${d}" is not an absolute path pattern (without "..")`);
   }
   return list;
 }
@@ -118,6 +136,8 @@ export function formatPeerFile(e: Omit<PeerEntry, 'file'>, note: string): string
   ];
   if (e.address) lines.push(`; where ${e.peer} accepts replication streams`, `address = ${e.address.host.includes(':') ? `[${e.address.host}]` : e.address.host}:${e.address.port}`);
   lines.push(`; domains of ${e.peer} that ${e.host} accepts to replicate as its backup (names or patterns; empty: none)`, `allow = ${e.allow.join(', ')}`);
+  lines.push('; what a replica may be given on this host (xen): disk targets (path patterns; empty: none), bridges (patterns)');
+  lines.push(`disks = ${e.disks.join(', ')}`, `bridges = ${e.bridges.join(', ')}`);
   return lines.join('\n') + '\n';
 }
 
@@ -217,6 +237,7 @@ export class PeerKeys {
 export function pairLocally(a: PeerKeys, b: PeerKeys, o: { aAddress?: HostPort; bAddress?: HostPort; allow?: string[] } = {}): void {
   const key = generateKey();
   const allow = o.allow ?? ['*'];
-  a.write({ peer: b.hostName, key, allow, ...(o.bAddress ? { address: o.bAddress } : {}) }, 'Paired locally.', true);
-  b.write({ peer: a.hostName, key, allow, ...(o.aAddress ? { address: o.aAddress } : {}) }, 'Paired locally.', true);
+  const devices = { disks: [], bridges: ['*'] };
+  a.write({ peer: b.hostName, key, allow, ...devices, ...(o.bAddress ? { address: o.bAddress } : {}) }, 'Paired locally.', true);
+  b.write({ peer: a.hostName, key, allow, ...devices, ...(o.aAddress ? { address: o.aAddress } : {}) }, 'Paired locally.', true);
 }

@@ -15,15 +15,51 @@ import tls from 'node:tls';
 import type { Logger } from 'winston';
 import { PeerKeyError, type PeerEntry, type PeerKeys } from '../security/peers.js';
 
+/**
+ * For measuring what encryption costs, and nothing else: with XLHA_PLAINTEXT_LOOPBACK=1 the
+ * link runs without TLS, and only between loopback addresses (the bench's hosts). A pairing
+ * is still required; the daemon logs a warning at start. Not a setting: no cfg key, no flag.
+ */
+export function plaintextLoopback(): boolean {
+  return process.env.XLHA_PLAINTEXT_LOOPBACK === '1';
+}
+
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host) || /^::ffff:127\./.test(host);
+}
+
+function plainConnect(to: { host: string; port: number }, timeoutMs: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect({ host: to.host, port: to.port });
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new Error(`connecting to ${to.host}:${to.port} timed out after ${timeoutMs} ms`));
+    }, timeoutMs);
+    sock.once('connect', () => {
+      clearTimeout(timer);
+      sock.removeAllListeners('error');
+      resolve(sock);
+    });
+    sock.once('error', (err) => {
+      clearTimeout(timer);
+      reject(new Error(`cannot connect to ${to.host}:${to.port}: ${err.message}`));
+    });
+  });
+}
+
 /** AES-128-GCM first (hardware AES on every x86-64 dom0), ChaCha20 for the others. */
 export const TLS_CIPHERS = 'TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384';
 const TLS_BASE = { minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3', ciphers: TLS_CIPHERS } as const;
 export const HANDSHAKE_TIMEOUT_MS = 10_000;
 
 /** Connects to a backup and authenticates both ways with the pair's key. */
-export async function connectSecure(to: { host: string; port: number }, keys: PeerKeys, timeoutMs = 5000): Promise<{ socket: tls.TLSSocket; peer: PeerEntry }> {
+export async function connectSecure(to: { host: string; port: number }, keys: PeerKeys, timeoutMs = 5000): Promise<{ socket: net.Socket; peer: PeerEntry }> {
   const peer = keys.forAddress(to); // throws PeerKeyError: nothing is sent without a key
   const where = `${to.host}:${to.port}`;
+  if (plaintextLoopback()) {
+    if (!isLoopback(to.host)) throw new Error(`XLHA_PLAINTEXT_LOOPBACK is for loopback measurements only: ${where} is not a loopback address`);
+    return { socket: await plainConnect(to, timeoutMs), peer };
+  }
   return new Promise((resolve, reject) => {
     const socket = tls.connect({
       ...TLS_BASE,
@@ -61,7 +97,8 @@ export async function connectSecure(to: { host: string; port: number }, keys: Pe
  * A server for replication streams that hands on only authenticated connections, each with
  * the pairing its peer proved. A refused one is logged with its address and the reason.
  */
-export function secureServer(keys: PeerKeys, log: Logger, onPeer: (socket: tls.TLSSocket, peer: PeerEntry) => void): tls.Server {
+export function secureServer(keys: PeerKeys, log: Logger, onPeer: (socket: net.Socket, peer: PeerEntry) => void): net.Server {
+  if (plaintextLoopback()) return plainServer(keys, log, onPeer);
   const proved = new WeakMap<tls.TLSSocket, PeerEntry>();
   const refused = new WeakMap<tls.TLSSocket, string>();
   const server = tls.createServer({
@@ -95,7 +132,17 @@ export function secureServer(keys: PeerKeys, log: Logger, onPeer: (socket: tls.T
   return server;
 }
 
-/** For tests and diagnostics: the address a server listens on. */
-export function listeningPort(server: net.Server): number {
-  return (server.address() as net.AddressInfo).port;
+/** XLHA_PLAINTEXT_LOOPBACK: the peer is this host's only pairing, and must come from loopback. */
+function plainServer(keys: PeerKeys, log: Logger, onPeer: (socket: net.Socket, peer: PeerEntry) => void): net.Server {
+  log.warn('replication WITHOUT encryption or authentication (XLHA_PLAINTEXT_LOOPBACK=1, for measurements on loopback only)');
+  return net.createServer((socket) => {
+    const from = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
+    const all = keys.checkAll();
+    if (!isLoopback(socket.remoteAddress ?? '') || all.length !== 1) {
+      log.warn('replication connection refused: not authenticated', { from, reason: all.length !== 1 ? `plaintext needs exactly one pairing, this host has ${all.length}` : 'plaintext is for loopback peers only' });
+      socket.destroy();
+      return;
+    }
+    onPeer(socket, all[0]!);
+  });
 }

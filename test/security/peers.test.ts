@@ -109,7 +109,7 @@ t.test('the primary picks the key by the backup address, then by name, then the 
 });
 
 t.test('the allow-list: names and patterns; none when empty', async (t) => {
-  const e = { file: 'f', host: 'a', peer: 'b', key: Buffer.alloc(32), allow: ['web', 'db-*', 'app?'] };
+  const e = { file: 'f', host: 'a', peer: 'b', key: Buffer.alloc(32), allow: ['web', 'db-*', 'app?'], disks: [], bridges: ['*'] };
   t.ok(allows(e, 'web'));
   t.notOk(allows(e, 'web2'));
   t.ok(allows(e, 'db-east'));

@@ -173,12 +173,12 @@ t.test('a peer without a pairing, a wrong key, and a plain-TCP client are refuse
 
   // host x has a key file for b, but b was never paired with x
   const x = new PeerKeys(path.join(dir, 'x-peers'), 'x');
-  x.write({ peer: 'b', key: generateKey(), allow: ['*'] }, 'test');
+  x.write({ peer: 'b', key: generateKey(), allow: ['*'], disks: [], bridges: ['*'] }, 'test');
   await t.rejects(connectSecure(to, x), /did not authenticate|closed the connection|refused/, 'an unpaired host cannot connect');
   // a believes it is paired with b, but with another key
   const wrongDir = path.join(dir, 'wrong');
   const wrong = new PeerKeys(wrongDir, 'a');
-  wrong.write({ peer: 'b', key: generateKey(), allow: ['*'] }, 'test');
+  wrong.write({ peer: 'b', key: generateKey(), allow: ['*'], disks: [], bridges: ['*'] }, 'test');
   await t.rejects(connectSecure(to, wrong), /did not authenticate|closed the connection|refused/, 'a wrong key cannot connect');
   // a client that speaks xl-ha frames without TLS
   const raw = net.connect(to.port, to.host);
@@ -241,5 +241,22 @@ t.test('connecting with no pairing at all says what to run', async (t) => {
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const lonely = new PeerKeys(path.join(dir, 'none'), 'a');
   await t.rejects(connectSecure({ host: '127.0.0.1', port: 1 }, lonely), /paired with no host.*xl-ha keygen <peer> --address 127\.0\.0\.1:1/);
-  void silentLogger;
+});
+
+t.test('XLHA_PLAINTEXT_LOOPBACK (for the bench) never leaves loopback', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xlha-tls-'));
+  const before = process.env.XLHA_PLAINTEXT_LOOPBACK;
+  process.env.XLHA_PLAINTEXT_LOOPBACK = '1';
+  t.teardown(() => {
+    if (before === undefined) delete process.env.XLHA_PLAINTEXT_LOOPBACK;
+    else process.env.XLHA_PLAINTEXT_LOOPBACK = before;
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  const keys = pairedKeys(dir, 'a', 'b');
+  await t.rejects(connectSecure({ host: '10.1.2.3', port: 8003 }, keys.a!), /for loopback measurements only: 10\.1\.2\.3:8003 is not a loopback address/);
+  const { SimBackend } = await import('../../src/backend/sim/host.js');
+  const { Daemon } = await import('../../src/daemon/daemon.js');
+  const d = new Daemon({ backend: new SimBackend({ hostName: 'b', stateDir: path.join(dir, 'st') }), hostName: 'b', stateDir: path.join(dir, 'st'), controlPath: path.join(dir, 'b.sock'), listen: { host: '0.0.0.0', port: 1 }, keys: keys.b!, log: silentLogger() });
+  await t.rejects(d.start(), /cannot listen on 0\.0\.0\.0 without encryption/);
+  await d.stop();
 });

@@ -16,6 +16,7 @@
  * does). Closing the pipe is the failover: libxl resumes the last complete checkpoint; we
  * rename the domain and unpause it.
  */
+import { checkReplicaConfig } from './replica-policy.js';
 import fs from 'node:fs';
 import net from 'node:net';
 import koffi from 'koffi';
@@ -558,6 +559,8 @@ export class XenBackend implements HypervisorBackend {
 
   async createReplica(spec: ReplicaSpec): Promise<ReplicaDomain> {
     if (!spec.backendConfig) throw new Error(`the primary sent no libxl configuration for ${spec.domain.name}: is it running the xen backend?`);
+    if (!spec.policy) throw new Error(`no replica policy for ${spec.domain.name}: a replica on Xen is built only under this host's policy for its peer`);
+    checkReplicaConfig(spec.backendConfig, spec.policy, spec.domain.name);
     this.busy++;
     return new XenReplica(this.ctx, spec.domain.name, spec.backendConfig, () => this.busy--);
   }

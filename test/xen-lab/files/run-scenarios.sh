@@ -42,6 +42,16 @@ NODE_FLAGS=$(arg daemon_node_flags | tr '+' ' ')
 [ "$PROF" = 1 ] && DAEMON_CMD="node --cpu-prof --cpu-prof-interval 10000 /opt/xl-ha/dist/src/cli/xl-ha.cjs" && DAEMON_CWD=$OUT/prof && mkdir -p "$DAEMON_CWD"
 PORT=7720
 PSOCK=/run/xl-ha/p.sock; BSOCK=/run/xl-ha/b.sock
+# The two daemons share this dom0, so each has its own host name and keys directory (on two
+# real hosts both are the defaults). They are paired as an admin pairs two hosts: xl-ha keygen
+# on one, xl-ha pair on the other with the file it wrote.
+PKEYS=/etc/xen/xl-ha/peers-p; BKEYS=/etc/xen/xl-ha/peers-b
+pair_hosts() {
+  [ -f "$PKEYS/lab-b.key" ] && [ -f "$BKEYS/lab-p.key" ] && return 0
+  xl-ha --keys "$PKEYS" keygen --force --host-name lab-p --address "127.0.0.1:$PORT" lab-b > "$OUT/keygen.out" 2>&1 &&
+    xl-ha --keys "$BKEYS" pair --force --host-name lab-b lab-p "$PKEYS/lab-b.key" > "$OUT/pair.out" 2>&1 ||
+    { echo "pairing the lab's hosts failed: $(tail -n 3 "$OUT/keygen.out" "$OUT/pair.out" 2>/dev/null | tr '\n' ' ')"; return 1; }
+}
 
 # ---------------------------------------------------------------- helpers
 up()   { cut -d' ' -f1 /proc/uptime; }
@@ -109,12 +119,13 @@ start_daemon() {
   rm -f "$sock"
   # one log per start, so a failure reason shows only this attempt
   [ -f "$dlog" ] && mv "$dlog" "$OUT/daemon-$who.$(date +%s%N).log"
+  pair_hosts || return 1
   if [ "$who" = p ]; then
     # shellcheck disable=SC2086
-    (cd "$DAEMON_CWD" && exec setsid env $DAEMON_ENV $DAEMON_CMD --backend xen --control "$sock" daemon --state-dir /var/lib/xl-ha/p > "$dlog" 2>&1 < /dev/null) &
+    (cd "$DAEMON_CWD" && exec setsid env $DAEMON_ENV $DAEMON_CMD --backend xen --control "$sock" --keys "$PKEYS" daemon --host-name lab-p --state-dir /var/lib/xl-ha/p > "$dlog" 2>&1 < /dev/null) &
   else
     # shellcheck disable=SC2086
-    (cd "$DAEMON_CWD" && exec setsid env $DAEMON_ENV $DAEMON_CMD --backend xen --control "$sock" receive -l "127.0.0.1:$PORT" --state-dir /var/lib/xl-ha/b > "$dlog" 2>&1 < /dev/null) &
+    (cd "$DAEMON_CWD" && exec setsid env $DAEMON_ENV $DAEMON_CMD --backend xen --control "$sock" --keys "$BKEYS" receive -l "127.0.0.1:$PORT" --host-name lab-b --state-dir /var/lib/xl-ha/b > "$dlog" 2>&1 < /dev/null) &
   fi
   pid=$!; echo "$pid" > "$ST/$who.pid"
   local s; s=$(up)
