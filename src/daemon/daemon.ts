@@ -14,7 +14,8 @@ import { Channel } from '../transport/channel.js';
 import { isLoopback, plaintextLoopback, secureServer } from '../transport/secure.js';
 import { allows, type PeerEntry, type PeerKeys } from '../security/peers.js';
 import { BackupSession } from '../failover/backup.js';
-import { Protection, startProtection, type ProtectOptions } from './protect.js';
+import { startProtection, type ProtectOptions } from './protect.js';
+import { SupervisedProtection } from './supervise.js';
 import { parseXlCfg } from '../config/xlcfg.js';
 import { domainConfigFromCfg } from '../config/domain.js';
 import { createMode } from '../engine/modes/index.js';
@@ -36,7 +37,7 @@ export { controlRequest, type ControlRequest, type ControlResponse } from './con
 export class Daemon {
   private control: net.Server | null = null;
   private replication: net.Server | null = null;
-  readonly protections = new Map<string, Protection>();
+  readonly protections = new Map<string, SupervisedProtection>();
   readonly backups = new Set<BackupSession>();
   private stopping = false;
 
@@ -135,6 +136,20 @@ export class Daemon {
     }
   }
 
+  /** Starts protection of a domain, supervised: a lost backup is reconnected to by itself. */
+  private async protect(name: string, opts: ProtectOptions): Promise<SupervisedProtection> {
+    const be = this.o.backend;
+    const first = await startProtection(be, opts, this.o.log, this.o.keys);
+    const sp = new SupervisedProtection(
+      first,
+      () => startProtection(be, opts, this.o.log, this.o.keys),
+      async () => (await be.listDomains()).some((d) => d.name === name && d.domid === first.domid),
+      this.o.log.child({ module: 'supervisor' }),
+    );
+    this.protections.set(name, sp);
+    return sp;
+  }
+
   private serveControl(sock: net.Socket): void {
     let buf = '';
     sock.setEncoding('utf8');
@@ -188,8 +203,7 @@ export class Daemon {
         const domain = await be.createDomain(cfg.domain);
         if (!ha) return { domain };
         try {
-          const p = await startProtection(be, { domain: domain.domid, mode: ha.mode, peer: ha.peer, intervalMs: ha.intervalMs, ...(ha.minGapMs !== undefined ? { minGapMs: ha.minGapMs } : {}), ...(ha.maxIntervalMs !== undefined ? { maxIntervalMs: ha.maxIntervalMs } : {}), netbuf: ha.netbuf, disk: ha.disk, blackhole: false, heartbeatMs: ha.heartbeatMs, failoverTimeoutMs: ha.failoverTimeoutMs, allowUnsafe: true /* ha_netbuf/ha_disk off is the cfg's explicit choice */ }, this.o.log, this.o.keys);
-          this.protections.set(domain.name, p);
+          const p = await this.protect(domain.name, { domain: domain.domid, mode: ha.mode, peer: ha.peer, intervalMs: ha.intervalMs, ...(ha.minGapMs !== undefined ? { minGapMs: ha.minGapMs } : {}), ...(ha.maxIntervalMs !== undefined ? { maxIntervalMs: ha.maxIntervalMs } : {}), netbuf: ha.netbuf, disk: ha.disk, blackhole: false, heartbeatMs: ha.heartbeatMs, failoverTimeoutMs: ha.failoverTimeoutMs, allowUnsafe: true /* ha_netbuf/ha_disk off is the cfg's explicit choice */ });
           return { domain, protection: p.status() };
         } catch (err) {
           throw new Error(`domain ${domain.name} was created and runs UNPROTECTED: ${(err as Error).message}`);
@@ -209,11 +223,10 @@ export class Daemon {
         const o = req.options as ProtectOptions;
         const d = await be.findDomain(o.domain);
         const existing = this.protections.get(d.name);
-        if (existing && ['starting', 'protected', 'stopping'].includes(existing.engine.state)) {
+        if (existing?.active) {
           throw new Error(`domain ${d.name} is already protected (mode ${existing.opts.mode}, peer ${existing.opts.peer.host}:${existing.opts.peer.port})`);
         }
-        const p = await startProtection(be, { ...o, domain: d.domid }, this.o.log, this.o.keys);
-        this.protections.set(d.name, p);
+        const p = await this.protect(d.name, { ...o, domain: d.domid });
         return p.status();
       }
       case 'stop': {

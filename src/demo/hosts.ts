@@ -55,9 +55,11 @@ export class SimHostProcess {
     if (this.listenPort) args.push('receive', '-l', `127.0.0.1:${this.listenPort}`);
     else args.push('daemon');
     args.push('--host-name', this.name, '--state-dir', path.join(this.dir, this.name));
-    this.proc = spawnHost(args, this.logPath, this.env);
-    void this.proc.then(() => {
-      this.exited = true;
+    this.exited = false;
+    const proc = spawnHost(args, this.logPath, this.env);
+    this.proc = proc;
+    void proc.then(() => {
+      if (this.proc === proc) this.exited = true;
     });
     const deadline = Date.now() + 15000;
     for (;;) {

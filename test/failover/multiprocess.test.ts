@@ -136,16 +136,13 @@ t.test('a backup stalled for less than 2 s (SIGSTOP for 600 ms, failover timeout
   t.equal(b.replicas[0]?.state, 'replicating', 'the backup did not fail over on waking either');
 });
 
-t.test('a backup that was only stalled (SIGSTOP) past the timeout drops its replica when it wakes: no second copy', async (t) => {
+t.test('a backup that was only stalled (SIGSTOP) past the timeout drops its replica when it wakes, and the primary protects again by itself', async (t) => {
   const { primary, backup } = await remusPair(t, 'kv-stall', 300);
   backup.proc.kill('SIGSTOP');
-  const lost = async () => {
-    const st = await primary.request<{ protections: { state: string }[] }>({ cmd: 'status' });
-    return st.protections[0]?.state;
-  };
+  const status = async () => (await primary.request<{ protections: { state: string; resumed: number; reconnect?: { attempts: number; lastError?: string } }[] }>({ cmd: 'status' })).protections[0]!;
   const deadline = performance.now() + 10_000;
-  while ((await lost()) !== 'lost' && performance.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-  t.equal(await lost(), 'lost', 'the primary declared the stopped backup dead and runs unprotected');
+  while ((await status()).state !== 'reconnecting' && performance.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  t.equal((await status()).state, 'reconnecting', 'the primary declared the stopped backup dead: it runs unprotected and says it reconnects');
   await new Promise((r) => setTimeout(r, 500)); // well past the backup's own failover timeout
   backup.proc.kill('SIGCONT');
   await new Promise((r) => setTimeout(r, 1500)); // it wakes, reads what waited in its socket
@@ -154,12 +151,42 @@ t.test('a backup that was only stalled (SIGSTOP) past the timeout drops its repl
   t.ok(b.daemon.rssMiB > 0 && b.daemon.maxRssMiB >= b.daemon.rssMiB, `and its memory: ${b.daemon.rssMiB} MiB resident, peak ${b.daemon.maxRssMiB} MiB`);
   const states = b.replicas.map((r) => r.state);
   t.notOk(states.includes('active'), `the backup did not fail over (replicas: ${JSON.stringify(b.replicas)})`);
-  // Not merely refused by the sim's service-address guard (that would leave it halted): the
-  // primary's GOODBYE, waiting in the socket, ended the session and dropped the replica.
-  t.ok(states.every((s) => s === 'stopped'), `the replication session ended cleanly (replicas: ${JSON.stringify(b.replicas)})`);
   const list = await backup.request<{ name: string; state: string }[]>({ cmd: 'list' });
   t.notOk(
     list.some((d) => d.name === 'kv-stall' && d.state === 'running'),
     `no second running copy of kv-stall on the backup host (${JSON.stringify(list)})`,
   );
+  const back = performance.now() + 20_000;
+  while ((await status()).state !== 'protected' && performance.now() < back) await new Promise((r) => setTimeout(r, 100));
+  const after = await status();
+  t.equal(after.state, 'protected', 'protection came back once the backup answered');
+  t.equal(after.resumed, 1, 'after one loss');
+  const b2 = await backup.request<{ replicas: { state: string }[] }>({ cmd: 'status' });
+  t.ok(b2.replicas.some((r) => r.state === 'replicating'), `the backup replicates again (${JSON.stringify(b2.replicas.map((r) => r.state))})`);
+});
+
+t.test('a backup host that died and came back is reconnected to with backoff: status says so meanwhile, and replication resumes', async (t) => {
+  const { primary, backup } = await remusPair(t, 'kv-return', 150);
+  const status = async () => (await primary.request<{ protections: { state: string; resumed: number; committed: number; reconnect?: { attempts: number; lastError?: string; unprotectedForMs: number } }[] }>({ cmd: 'status' })).protections[0]!;
+  await new Promise((r) => setTimeout(r, 800));
+  backup.kill();
+  await backup.proc.catch(() => {});
+  const deadline = performance.now() + 10_000;
+  let st = await status();
+  while (!(st.state === 'reconnecting' && (st.reconnect?.attempts ?? 0) >= 2) && performance.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 100));
+    st = await status();
+  }
+  t.equal(st.state, 'reconnecting', 'the primary runs unprotected and reconnects');
+  t.ok((st.reconnect?.attempts ?? 0) >= 2, `it has tried ${st.reconnect?.attempts} times`);
+  t.match(String(st.reconnect?.lastError), /cannot connect to 127\.0\.0\.1:\d+: connect ECONNREFUSED/, 'and names why the last attempt failed');
+  await backup.start(); // the host is back: same address, same pairing
+  const back = performance.now() + 30_000;
+  while ((st = await status()).state !== 'protected' && performance.now() < back) await new Promise((r) => setTimeout(r, 100));
+  t.equal(st.state, 'protected', 'protection resumed by itself');
+  t.equal(st.resumed, 1);
+  const c0 = st.committed;
+  await new Promise((r) => setTimeout(r, 600));
+  t.ok((await status()).committed > c0 + 5, 'and checkpoints commit to the new replica');
+  t.match(fs.readFileSync(primary.logPath, 'utf8'), /protection resumed after backup loss: full resynchronisation done/, 'the log says it resumed');
 });

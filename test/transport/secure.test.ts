@@ -12,7 +12,7 @@ import path from 'node:path';
 import { Channel } from '../../src/transport/channel.js';
 import { connectSecure, secureServer } from '../../src/transport/secure.js';
 import type { Frame } from '../../src/transport/framing.js';
-import { XLHA_REC } from '../../src/transport/channel-records.js';
+import { XLHA_REC, encodeHeartbeat } from '../../src/transport/channel-records.js';
 import { PeerKeys, generateKey } from '../../src/security/peers.js';
 import { silentLogger } from '../../src/util/log.js';
 import { pairedKeys } from '../helpers/keys.js';
@@ -259,4 +259,34 @@ t.test('XLHA_PLAINTEXT_LOOPBACK (for the bench) never leaves loopback', async (t
   const d = new Daemon({ backend: new SimBackend({ hostName: 'b', stateDir: path.join(dir, 'st') }), hostName: 'b', stateDir: path.join(dir, 'st'), controlPath: path.join(dir, 'b.sock'), listen: { host: '0.0.0.0', port: 1 }, keys: keys.b!, log: silentLogger() });
   await t.rejects(d.start(), /cannot listen on 0\.0\.0\.0 without encryption/);
   await d.stop();
+});
+
+t.test('on TLS a large frame goes out in slices; a frame sent meanwhile waits until it is whole', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xlha-tls-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const keys = pairedKeys(dir, 'a', 'b');
+  const got: Frame[] = [];
+  const server = secureServer(keys.b!, silentLogger(), (sock) => new Channel(sock).onFrame((f) => got.push(f)));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  t.teardown(() => server.close());
+  const { socket } = await connectSecure({ host: '127.0.0.1', port: (server.address() as net.AddressInfo).port }, keys.a!);
+  const c = new Channel(socket);
+  const big = Buffer.alloc(8 << 20);
+  for (let i = 0; i < big.length; i += 4096) big.writeUInt32LE(i, i);
+  let beats = 0;
+  const timer = setInterval(() => {
+    c.send(XLHA_REC.HEARTBEAT, encodeHeartbeat({ seq: ++beats, sentAtMs: Date.now(), lastEpoch: null }));
+  }, 1);
+  const sending = c.sendContent(XLHA_REC.XEN_STREAM, big);
+  await new Promise((r) => setImmediate(r));
+  clearInterval(timer);
+  c.send(XLHA_REC.HEARTBEAT, encodeHeartbeat({ seq: ++beats, sentAtMs: Date.now(), lastEpoch: null }));
+  await sending;
+  const deadline = Date.now() + 5000;
+  while (got.length < 1 + beats && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  await c.end();
+  const content = got.filter((f) => f.type === XLHA_REC.XEN_STREAM);
+  t.equal(content.length, 1, 'one content frame');
+  t.ok(Buffer.compare(Buffer.from(content[0]!.body), big) === 0, 'whole and unaltered');
+  t.equal(got.filter((f) => f.type === XLHA_REC.HEARTBEAT).length, beats, `and every heartbeat sent meanwhile (${beats}) arrived after it, intact`);
 });
