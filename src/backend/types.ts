@@ -72,6 +72,8 @@ export interface NetPlug {
   barrier(epoch: number): void;
   release(epoch: number): void;
   releaseAll(): void;
+  /** Drops what is held (fencing); later releases and close let nothing of it out. */
+  discardAll?(): void;
   /** Bytes currently held back. */
   readonly bufferedBytes: number;
   /** Optional: removes what startBuffering set up (after releaseAll). */
@@ -275,6 +277,12 @@ export interface HypervisorBackend {
   destroyDomain(domid: number): Promise<void>;
   pause(domid: number): Promise<void>;
   unpause(domid: number): Promise<void>;
+  /**
+   * Optional: fencing, a pause that also takes the domain off the network, for a copy that may
+   * have lost the domain to its backup; `unfence` undoes it. Without them, pause and unpause.
+   */
+  fence?(domid: number): Promise<void>;
+  unfence?(domid: number): Promise<void>;
   openSave(domid: number, opts?: SaveOptions): Promise<SaveSession>;
   createReplica(spec: ReplicaSpec): Promise<ReplicaDomain>;
   onDomainEvent(listener: (ev: DomainEvent) => void): () => void;

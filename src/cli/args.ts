@@ -27,6 +27,7 @@ import {
   type HostPort,
 } from '../config/domain.js';
 import { MODE_IDS, type ModeId } from '../engine/modes/ids.js';
+import { parseWitnessEndpoints } from '../witness/endpoints.js';
 
 // ---------------------------------------------------------------------------
 // Types
@@ -80,6 +81,8 @@ export interface ReplicateCommand extends CommandBase {
 export interface ReceiveCommand extends CommandBase {
   cmd: 'receive';
   listen: HostPort;
+  /** etcd endpoints of the witness (`--witness`). */
+  witness?: string[];
   hostName?: string;
   stateDir?: string;
 }
@@ -88,6 +91,7 @@ export interface DaemonCommand extends CommandBase {
   cmd: 'daemon';
   /** Absent: primary-only daemon (does not accept replication streams). */
   listen?: HostPort;
+  witness?: string[];
   hostName?: string;
   stateDir?: string;
 }
@@ -245,6 +249,7 @@ const LISTEN_OPTIONS = (dflt: string): OptionDef[] => [
   { id: 'listen', short: 'l', long: 'listen', arg: 'ADDR[:PORT]', help: `Address to accept replication streams on${dflt}; port defaults to ${DEFAULT_REPLICATION_PORT}.` },
   { id: 'host-name', long: 'host-name', arg: 'NAME', help: 'Name of this host as seen by its peers (default: the system host name).' },
   { id: 'state-dir', long: 'state-dir', arg: 'DIR', help: 'Directory for persistent state.' },
+  { id: 'witness', long: 'witness', arg: 'HOST:PORT[,...]', help: 'etcd endpoints of the witness both hosts reach: failover and running alone are decided there (docs/fencing.md).' },
   HELP_OPTION,
 ];
 
@@ -631,9 +636,17 @@ export function parseArgs(argv: readonly string[]): Command {
       const hostOpt = lastValue(s, 'host-name');
       const hostName = hostOpt ? nameOption(command, hostOpt, 'a host name') : undefined;
       const stateDir = pathOption(command, lastValue(s, 'state-dir'));
-      const extra: { hostName?: string; stateDir?: string } = {};
+      const extra: { hostName?: string; stateDir?: string; witness?: string[] } = {};
       if (hostName !== undefined) extra.hostName = hostName;
       if (stateDir !== undefined) extra.stateDir = stateDir;
+      const wOpt = lastValue(s, 'witness');
+      if (wOpt) {
+        try {
+          extra.witness = parseWitnessEndpoints(wOpt.value);
+        } catch (err) {
+          throw new UsageError(`option ${wOpt.spelled}: ${(err as Error).message}`, command, wOpt.spelled);
+        }
+      }
       if (command === 'receive') {
         return { cmd: 'receive', listen: listen ?? { host: '0.0.0.0', port: DEFAULT_REPLICATION_PORT }, ...extra, globals };
       }

@@ -85,8 +85,10 @@ async function runDaemon(cmd: Extract<Command, { cmd: 'daemon' | 'receive' }>): 
   const keys = new PeerKeys(cmd.globals.keys ?? defaultKeysDir(), hostName);
   keys.checkAll(); // a world-readable or malformed key: no daemon, before the backend opens
   const backend = createBackend(cmd.globals.backend, { hostName, stateDir: path.join(stateDir, 'sim') });
+  const witness = cmd.witness ? new (await import('../witness/witness.js')).Witness(cmd.witness) : undefined;
   const daemon = new Daemon({
     keys,
+    ...(witness ? { witness } : {}),
     backend,
     hostName,
     stateDir,

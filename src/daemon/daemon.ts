@@ -16,6 +16,7 @@ import { allows, type PeerEntry, type PeerKeys } from '../security/peers.js';
 import { BackupSession } from '../failover/backup.js';
 import { startProtection, type ProtectOptions } from './protect.js';
 import { SupervisedProtection } from './supervise.js';
+import type { Witness } from '../witness/witness.js';
 import { parseXlCfg } from '../config/xlcfg.js';
 import { domainConfigFromCfg } from '../config/domain.js';
 import { createMode } from '../engine/modes/index.js';
@@ -28,6 +29,8 @@ export interface DaemonOptions {
   listen?: { host: string; port: number };
   /** This host's pairings: who may replicate to it, and with which key it replicates. */
   keys: PeerKeys;
+  /** The etcd witness both hosts of a pair reach: no failover, and no running alone, without it. */
+  witness?: Witness;
   log: Logger;
 }
 
@@ -55,6 +58,7 @@ export class Daemon {
       backend: this.o.backend.kind,
       control: this.o.controlPath,
       listen: this.o.listen ? `${this.o.listen.host}:${this.o.listen.port}` : 'off',
+      witness: this.o.witness?.label ?? 'none',
       peers: peers.map((e) => e.peer).join(', ') || 'none (xl-ha keygen)',
       keys: this.o.keys.dir,
       pid: process.pid,
@@ -93,6 +97,7 @@ export class Daemon {
       const channel = new Channel(sock);
       const log = this.o.log.child({ module: 'backup', from, peer: peer.peer });
       const b = new BackupSession(this.o.backend, channel, log, this.o.hostName, {
+        ...(this.o.witness ? { witness: this.o.witness } : {}),
         onState: (s) => {
           if (s.state === 'stopped' || (s.state === 'failed' && !s.replica)) this.backups.delete(s);
         },
@@ -139,12 +144,13 @@ export class Daemon {
   /** Starts protection of a domain, supervised: a lost backup is reconnected to by itself. */
   private async protect(name: string, opts: ProtectOptions): Promise<SupervisedProtection> {
     const be = this.o.backend;
-    const first = await startProtection(be, opts, this.o.log, this.o.keys);
+    const first = await startProtection(be, opts, this.o.log, this.o.keys, this.o.witness);
     const sp = new SupervisedProtection(
       first,
-      () => startProtection(be, opts, this.o.log, this.o.keys),
+      () => startProtection(be, opts, this.o.log, this.o.keys, this.o.witness),
       async () => (await be.listDomains()).some((d) => d.name === name && d.domid === first.domid),
       this.o.log.child({ module: 'supervisor' }),
+      () => (be.fence ? be.fence(first.domid) : be.pause(first.domid)),
     );
     this.protections.set(name, sp);
     return sp;
@@ -277,6 +283,7 @@ export class Daemon {
     for (const b of this.backups) b.dispose();
     this.control?.close();
     this.replication?.close();
+    this.o.witness?.close();
     await this.o.backend.dispose();
     try {
       fs.unlinkSync(this.o.controlPath);

@@ -15,6 +15,8 @@ import type { Mode, ModePlan } from '../engine/types.js';
 import { Channel } from '../transport/channel.js';
 import { connectSecure } from '../transport/secure.js';
 import type { PeerKeys } from '../security/peers.js';
+import { FencedError, WITNESS_BEAT_MIN_MS, type Witness } from '../witness/witness.js';
+import { sleep } from '../util/sleep.js';
 import { XLHA_REC, decodeHelloAck, encodeHello } from '../transport/channel-records.js';
 import { PROTOCOL_VERSION, type HelloBody } from '../transport/hello.js';
 import { round } from '../util/samples.js';
@@ -51,9 +53,10 @@ function peerLabel(opts: ProtectOptions): string {
 }
 
 export class Protection {
-  readonly abort = new AbortController();
   done!: Promise<EngineState>;
   startedAt = Date.now();
+  /** Beats on the witness that failed in a row (status). */
+  witnessBeatFailures = 0;
 
   constructor(
     readonly opts: ProtectOptions,
@@ -63,6 +66,7 @@ export class Protection {
     readonly link: ReplicationLink,
     readonly mode: Mode,
     readonly plan: ModePlan,
+    readonly abort = new AbortController(),
   ) {}
 
   status(): Record<string, unknown> {
@@ -105,6 +109,7 @@ export class Protection {
       resyncs: s.resyncs,
       bufferedBytes: this.engine.heldBytes,
       bytesSent: this.link.bytesSent,
+      ...(this.witnessBeatFailures ? { witnessBeatFailures: this.witnessBeatFailures } : {}),
       error: this.engine.error?.message,
     };
   }
@@ -113,6 +118,41 @@ export class Protection {
   async stop(): Promise<EngineState> {
     this.abort.abort(new Error('protection stopped'));
     return this.done;
+  }
+}
+
+/**
+ * The backup is lost (engine `onLost`): this host may run the domain on alone only if the
+ * witness lets it move the domain from `protected` to `unprotected`, which it refuses when the
+ * backup took the domain over first. Without an answer the domain is paused (lost both the
+ * backup and the witness: it must not run, and let out nothing, while the backup may be
+ * taking over) and the witness is asked again every 500 ms. A stop meanwhile leaves it paused.
+ */
+async function decideAlone(backend: HypervisorBackend, info: DomainInfo, witness: Witness, me: string, backup: string, log: Logger, signal: AbortSignal): Promise<'release' | 'fence'> {
+  let paused = false;
+  const fence = () => (backend.fence ? backend.fence(info.domid) : backend.pause(info.domid));
+  for (;;) {
+    try {
+      const token = await witness.takeFrom(info.uuid, me, backup, { host: me, state: 'unprotected' });
+      if (paused) await (backend.unfence ? backend.unfence(info.domid) : backend.unpause(info.domid));
+      log.warn('backup lost; the witness confirms this host keeps the domain: it runs on UNPROTECTED', { backup, revision: token, wasPaused: paused });
+      return 'release';
+    } catch (err) {
+      if (err instanceof FencedError) {
+        if (!paused) await fence().catch(() => {});
+        log.error('the backup took the domain over: this copy is PAUSED and the output it held is dropped', { reason: err.message });
+        return 'fence';
+      }
+      if (!paused) {
+        paused = await fence().then(
+          () => true,
+          () => false,
+        );
+        log.error('lost both the backup and the witness: the domain is PAUSED until the witness answers', { error: (err as Error).message });
+      }
+      if (signal.aborted) return 'fence';
+      await sleep(500);
+    }
   }
 }
 
@@ -195,7 +235,7 @@ async function handshake(channel: Channel, hello: HelloBody, silenceMs: number):
  * `keys` is this host's pairings (its name is the HELLO's host): the backup must prove the
  * pair's key before anything of the domain leaves (src/transport/secure.ts).
  */
-export async function startProtection(backend: HypervisorBackend, opts: ProtectOptions, log: Logger, keys: PeerKeys): Promise<Protection> {
+export async function startProtection(backend: HypervisorBackend, opts: ProtectOptions, log: Logger, keys: PeerKeys, witness?: Witness): Promise<Protection> {
   if ((!opts.netbuf || !opts.disk || opts.blackhole) && !opts.allowUnsafe) {
     const what = [!opts.netbuf && '-n (no network buffering)', !opts.disk && '-d (no disk replication)', opts.blackhole && '-b (blackhole)'].filter(Boolean).join(', ');
     throw new Error(`${what} lets output reach clients before it is replicated: add -F to run in unsafe mode`);
@@ -229,7 +269,7 @@ export async function startProtection(backend: HypervisorBackend, opts: ProtectO
     throw err;
   }
   try {
-    return await connectAndRun(backend, opts, log, keys, { info, mode, plan, events, elog, t0 });
+    return await connectAndRun(backend, opts, log, keys, witness, { info, mode, plan, events, elog, t0 });
   } catch (err) {
     mode.dispose?.();
     throw err;
@@ -241,6 +281,7 @@ async function connectAndRun(
   opts: ProtectOptions,
   log: Logger,
   keys: PeerKeys,
+  witness: Witness | undefined,
   m: { info: DomainInfo; mode: Mode; plan: ModePlan; events: DeviceEvents; elog: Logger; t0: number },
 ): Promise<Protection> {
   const { info, mode, plan, events, elog, t0 } = m;
@@ -248,12 +289,23 @@ async function connectAndRun(
   const backendConfig = await backend.getBackendConfig?.(info.domid);
   const t1 = performance.now();
   let link: ReplicationLink;
+  let backupName = '';
   if (opts.blackhole) {
     link = new BlackholeLink();
   } else {
     const { socket, peer } = await connectSecure(opts.peer, keys);
     const channel = new Channel(socket);
     log.debug('backup authenticated', { peer: peer.peer, at: peerLabel(opts) });
+    backupName = peer.peer;
+    if (witness) {
+      try {
+        // the domain is this host's to protect, or another host took it over (FencedError)
+        await witness.claim(info.uuid, keys.hostName, peer.peer);
+      } catch (err) {
+        channel.dispose();
+        throw err;
+      }
+    }
     try {
       await handshake(
         channel,
@@ -285,11 +337,27 @@ async function connectAndRun(
   log.info('protection starting: backup accepted, precopy begins', { domain: info.name, domid: info.domid, mode: opts.mode, peer: peerLabel(opts), ...setup });
   const session = await backend.openSave(info.domid);
   const debug = debugDigestHooks(backend, info.domid);
-  const engine = new CheckpointEngine({ ...debug, session, link, mode, plan, events, domainName: info.name, log: elog });
-  const p = new Protection(opts, info.domid, info.name, engine, link, mode, plan);
+  const abort = new AbortController();
+  const onLost = witness && !opts.blackhole ? () => decideAlone(backend, info, witness, keys.hostName, backupName, elog, abort.signal) : undefined;
+  const engine = new CheckpointEngine({ ...debug, session, link, mode, plan, events, domainName: info.name, log: elog, ...(onLost ? { onLost } : {}) });
+  const p = new Protection(opts, info.domid, info.name, engine, link, mode, plan, abort);
   let protectedResolve!: () => void;
   const protectedP = new Promise<void>((r) => (protectedResolve = r));
   p.done = engine.run(p.abort.signal, protectedResolve);
+  if (witness && !opts.blackhole) {
+    // the second heartbeat path: the backup fails over only when these stop too
+    let seq = 0;
+    const beat = setInterval(() => {
+      witness.beat(info.uuid, keys.hostName, ++seq).then(
+        () => (p.witnessBeatFailures = 0),
+        () => p.witnessBeatFailures++,
+      );
+    }, Math.max(opts.heartbeatMs, WITNESS_BEAT_MIN_MS));
+    void p.done.then(async (state) => {
+      clearInterval(beat);
+      if (state === 'stopped') await witness.release(info.uuid, keys.hostName).catch((err: Error) => elog.warn('could not release the domain on the witness', { error: err.message }));
+    });
+  }
   const first = await Promise.race([protectedP.then(() => 'ok' as const), p.done]);
   if (first !== 'ok') throw new Error(`protection of ${info.name} failed to start: ${engine.error?.message ?? first}`);
   elog.info('domain protected', { peer: peerLabel(opts), intervalMs: opts.intervalMs });

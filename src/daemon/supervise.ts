@@ -11,6 +11,7 @@
  */
 import type { Logger } from 'winston';
 import { abortableSleep } from '../util/sleep.js';
+import { FencedError } from '../witness/witness.js';
 import type { Protection } from './protect.js';
 
 export const RECONNECT_FIRST_MS = 500;
@@ -25,6 +26,7 @@ export class SupervisedProtection {
   private lostAt = 0;
   private nextAttemptAt = 0;
   private stopped = false;
+  private fenced = false;
   private readonly wake = new AbortController();
   private recovering: Promise<void> | null = null;
 
@@ -35,6 +37,8 @@ export class SupervisedProtection {
     /** Whether the domain still exists here (retries end when it does not). */
     private readonly domainExists: () => Promise<boolean>,
     private readonly log: Logger,
+    /** The witness says another host runs the domain now: this copy must not (it is paused). */
+    private readonly fence: () => Promise<void> = async () => {},
   ) {
     this.current = first;
     this.watch(first);
@@ -87,6 +91,13 @@ export class SupervisedProtection {
         return;
       } catch (err) {
         this.lastError = (err as Error).message;
+        if (err instanceof FencedError) {
+          this.fenced = true;
+          this.nextAttemptAt = 0;
+          await this.fence().catch(() => {});
+          this.log.error('reconnecting ends: the domain was taken over by another host; this copy is PAUSED', { domain: this.name, reason: this.lastError });
+          return;
+        }
         if (!(await this.domainExists().catch(() => false))) {
           this.log.warn('reconnecting ends: the domain is gone', { domain: this.name });
           this.nextAttemptAt = 0;
@@ -109,6 +120,7 @@ export class SupervisedProtection {
             reconnect: { attempts: this.attempts, lastError: this.lastError ?? s.error, nextAttemptInMs: Math.max(0, this.nextAttemptAt - Date.now()), unprotectedForMs: Date.now() - this.lostAt },
           }
         : {}),
+      ...(this.fenced ? { state: 'fenced', error: this.lastError } : {}),
       resumed: this.resumed,
     };
   }

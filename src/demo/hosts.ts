@@ -42,6 +42,8 @@ export class SimHostProcess {
   readonly keys: PeerKeys;
   proc!: ReturnType<typeof spawnHost>;
   exited = false;
+  /** Options added after the command (e.g. `--witness`). */
+  extraArgs: string[] = [];
 
   constructor(readonly name: string, readonly dir: string, readonly listenPort?: number, readonly env: Record<string, string> = {}) {
     this.control = path.join(dir, `${name}.sock`);
@@ -54,7 +56,7 @@ export class SimHostProcess {
     const args = ['--backend', 'sim', '--control', this.control, '--keys', this.keys.dir];
     if (this.listenPort) args.push('receive', '-l', `127.0.0.1:${this.listenPort}`);
     else args.push('daemon');
-    args.push('--host-name', this.name, '--state-dir', path.join(this.dir, this.name));
+    args.push('--host-name', this.name, '--state-dir', path.join(this.dir, this.name), ...this.extraArgs);
     this.exited = false;
     const proc = spawnHost(args, this.logPath, this.env);
     this.proc = proc;

@@ -32,6 +32,10 @@ export class NetbufDevice implements CheckpointDevice {
     this.plug?.releaseAll();
   }
 
+  discard(): void {
+    this.plug?.discardAll?.();
+  }
+
   get heldBytes(): number {
     return this.plug?.bufferedBytes ?? 0;
   }

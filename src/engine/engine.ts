@@ -34,6 +34,12 @@ export interface EngineOptions {
   log: Logger;
   /** Called after each committed checkpoint (tests, diagnostics). */
   onCommit?: (epoch: number) => void;
+  /**
+   * The backup is lost: whether the output held for it may be released (the domain runs on
+   * alone) or must be dropped (`fence`: the backup took the domain over; the caller has paused
+   * it). Without it, output is released.
+   */
+  onLost?: () => Promise<'release' | 'fence'>;
   /** Called while the guest is suspended, after capture (tests: snapshot of memory). */
   onCaptured?: (epoch: number) => void;
   /** Full resyncs in a row the backup may reject before protection is given up. */
@@ -61,7 +67,7 @@ export interface EngineStats {
   captureMs: Samples;
 }
 
-export type EngineState = 'starting' | 'protected' | 'stopping' | 'stopped' | 'lost' | 'failed';
+export type EngineState = 'starting' | 'protected' | 'stopping' | 'stopped' | 'lost' | 'fenced' | 'failed';
 
 /**
  * A checkpoint this large takes the backup a while to verify, parse and apply (colo's periodic
@@ -415,9 +421,19 @@ export class CheckpointEngine {
       }
     }
     mode.dispose?.();
+    let fence = false;
+    if (!clean && link.isLost && this.o.onLost) {
+      try {
+        fence = (await this.o.onLost()) === 'fence';
+      } catch (err) {
+        fence = true; // no verdict is no licence to release
+        log.error('deciding what to do without the backup failed: held output is dropped', { error: (err as Error).message });
+      }
+    }
     for (const d of ready) {
       try {
-        d.release?.();
+        if (fence) d.discard?.();
+        else d.release?.();
         await d.teardown?.();
       } catch (err) {
         log.error('device teardown failed', { device: d.kind, error: (err as Error).message });
@@ -425,7 +441,10 @@ export class CheckpointEngine {
     }
     await session.close().catch(() => {});
     link.close();
-    if (this.failure) {
+    if (fence) {
+      this.state = 'fenced';
+      log.error('protection ended: the backup took the domain over; this copy is paused and its held output dropped', { error: this.failure?.message, epoch: this.epochNo });
+    } else if (this.failure) {
       this.state = link.isLost && !clean ? 'lost' : 'failed';
       log.error('protection ended: domain keeps running unprotected', { error: this.failure.message, epoch: this.epochNo });
     } else {

@@ -55,6 +55,8 @@ export interface CheckpointDevice {
   commit?(epoch: number): void;
   /** Replication stopped (peer lost or protection ended): stop holding anything back. */
   release?(): void;
+  /** The backup took the domain over (fencing): drop what is held, never let it out. */
+  discard?(): void;
   teardown?(): Promise<void> | void;
   /** Output this device holds back right now, in bytes (status). */
   readonly heldBytes?: number;

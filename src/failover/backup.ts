@@ -31,6 +31,8 @@ import { HeartbeatMonitor, SETTLE_AFTER_FULL_MS } from '../transport/heartbeat.j
 import { parseHello, PROTOCOL_VERSION, type HelloBody } from '../transport/hello.js';
 import { SideChannel } from '../transport/side.js';
 import { createRole, type BackupRole } from './roles.js';
+import { FencedError, WITNESS_BEAT_MIN_MS, type Witness } from '../witness/witness.js';
+import { sleep } from '../util/sleep.js';
 
 /**
  * `halted`: the primary broke the protocol. It was alive a moment ago, so failing over on
@@ -48,6 +50,11 @@ export interface BackupEvents {
   beforeReplica?: (s: BackupSession, hello: HelloBody) => Promise<ReplicaPolicy | void>;
   /** Silence tolerated until the first checkpoint is applied (default GRACE_TIMEOUT_MS). */
   graceTimeoutMs?: number;
+  /**
+   * With a witness the backup fails over only when the primary is silent on both paths (the
+   * link, and its beats on the witness) and it wins the domain on the witness.
+   */
+  witness?: Witness;
 }
 
 export class BackupSession {
@@ -61,6 +68,11 @@ export class BackupSession {
   checkpointsRejected = 0;
   failoverStartedAt = 0;
   failoverMs = 0;
+  /** The witness revision this host won the domain at: it goes with the activation. */
+  fencingToken: number | null = null;
+  /** Why the witness has not let this backup fail over yet (status). */
+  witnessWait: string | null = null;
+  private gating = false;
   private parser = new XenStreamParser();
   private digest = new CheckpointDigest();
   private xen: Buffer[] = [];
@@ -347,10 +359,75 @@ export class BackupSession {
     this.events.onState?.(this);
   }
 
+  /**
+   * With a witness: whether this backup may activate. The primary must be silent on the witness
+   * too (its beat revision does not move for two beats), and this host must win the domain
+   * there: the swap's revision is the fencing token. A primary alive on the witness re-arms the
+   * monitor; a domain the primary kept (it runs on alone) drops the replica; an unreachable
+   * witness is retried, the replica kept, until one of those is known.
+   */
+  private async witnessGate(): Promise<'go' | 'alive' | 'fenced' | 'stopped'> {
+    const w = this.events.witness!;
+    const hello = this.hello!;
+    const beatWindow = 2 * Math.max(hello.heartbeatMs, WITNESS_BEAT_MIN_MS) + 50;
+    for (;;) {
+      if (this.state !== 'replicating' && this.state !== 'halted') return 'stopped';
+      try {
+        const r0 = await w.beatRevision(hello.uuid);
+        await sleep(beatWindow);
+        const r1 = await w.beatRevision(hello.uuid);
+        if (r1 !== r0) {
+          this.log.warn('the primary is silent on the link but beats on the witness: not failing over', { domain: this.domainName, witness: w.label });
+          this.witnessWait = null;
+          return 'alive';
+        }
+        this.fencingToken = await w.takeFrom(hello.uuid, hello.host, this.hostName, { host: this.hostName, state: 'active' });
+        this.witnessWait = null;
+        return 'go';
+      } catch (err) {
+        if (err instanceof FencedError) {
+          this.witnessWait = null;
+          this.error = `not failing over: ${err.message}`;
+          this.log.warn('the witness says the primary kept the domain: dropping the replica', { domain: this.domainName, reason: err.message });
+          return 'fenced';
+        }
+        this.witnessWait = (err as Error).message;
+        this.log.error('cannot reach the witness: not failing over until it answers (the replica is kept)', { domain: this.domainName, error: this.witnessWait });
+        await sleep(500);
+      }
+    }
+  }
+
   /** Declares the primary dead and runs the domain from the last applied checkpoint. */
-  async failover(reason: string): Promise<void> {
+  async failover(reason: string, byAdmin = false): Promise<void> {
     if (this.state !== 'replicating' && this.state !== 'halted') {
       throw new Error(`cannot fail over domain ${this.domainName ?? '?'}: replication is ${this.state}`);
+    }
+    if (this.events.witness && this.hello && !this.gating) {
+      this.gating = true;
+      let verdict: Awaited<ReturnType<BackupSession['witnessGate']>>;
+      try {
+        verdict = await this.witnessGate();
+      } finally {
+        this.gating = false;
+      }
+      if (verdict === 'alive') {
+        if (byAdmin) throw new Error(`the primary of ${this.domainName} (${this.hello.host}) still beats on the witness: refusing to fail over (split brain)`);
+        this.hb?.rearm();
+        return;
+      }
+      if (verdict === 'fenced') {
+        this.hb?.stop();
+        this.channel?.dispose();
+        await this.replica?.destroy();
+        this.state = 'stopped';
+        this.events.onState?.(this);
+        if (byAdmin) throw new Error(this.error ?? 'fenced');
+        return;
+      }
+      if (verdict === 'stopped') return;
+    } else if (this.events.witness && this.gating) {
+      return; // a decision is being taken
     }
     this.state = 'failing-over';
     this.failoverStartedAt = performance.now();
@@ -375,7 +452,7 @@ export class BackupSession {
       await replica.activate();
       this.state = 'active';
       this.failoverMs = performance.now() - this.failoverStartedAt;
-      this.log.warn('failover complete: domain running on this host', { domain: this.domainName, epoch: replica.lastEpoch, ms: Math.round(this.failoverMs) });
+      this.log.warn('failover complete: domain running on this host', { domain: this.domainName, epoch: replica.lastEpoch, ms: Math.round(this.failoverMs), ...(this.fencingToken !== null ? { fencingToken: this.fencingToken } : {}) });
     } catch (err) {
       // The replica stays parked with its checkpoint: the admin can fail over again.
       this.state = 'halted';
@@ -397,7 +474,7 @@ export class BackupSession {
           'refusing to fail over while it is alive (split brain); use --force if it is really dead',
       );
     }
-    return this.failover('declared dead by the administrator');
+    return this.failover('declared dead by the administrator', true);
   }
 
   status(): Record<string, unknown> {
@@ -413,6 +490,8 @@ export class BackupSession {
       epoch: this.replica?.lastEpoch ?? 0,
       checkpointsApplied: this.checkpointsApplied,
       checkpointsRejected: this.checkpointsRejected,
+      ...(this.fencingToken !== null ? { fencingToken: this.fencingToken } : {}),
+      ...(this.witnessWait ? { waitingForWitness: this.witnessWait } : {}),
       primarySilentMs: this.hb ? Math.round(this.hb.silentMs) : undefined,
       failoverMs: this.failoverMs ? Math.round(this.failoverMs) : undefined,
       error: this.error ?? undefined,

@@ -118,6 +118,13 @@ export class HeartbeatMonitor {
     }
   }
 
+  /** After a death that turned out false (the peer answered on another path): watch again, from now. */
+  rearm(): void {
+    this.stop();
+    this.fired = false;
+    this.start(this.channel);
+  }
+
   stop(): void {
     if (this.sendTimer) clearInterval(this.sendTimer);
     if (this.checkTimer) clearInterval(this.checkTimer);

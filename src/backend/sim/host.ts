@@ -285,7 +285,8 @@ class SimSaveSession implements SaveSession {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    if (this.dom.vcpu.isPaused) await this.resume();
+    // a checkpoint's suspension ends here; a domain paused on purpose (fencing) stays paused
+    if (this.dom.vcpu.isPaused && this.dom.state !== 'paused') await this.resume();
   }
 }
 
@@ -514,6 +515,23 @@ export class SimBackend implements HypervisorBackend {
     const d = this.domain(domid);
     d.vcpu.resume();
     d.state = 'running';
+  }
+
+  /**
+   * Fencing: paused, and gone from the network (nothing answers at its service address, its
+   * flows end), as a host that lost the domain's address to its backup.
+   */
+  async fence(domid: number): Promise<void> {
+    const d = this.domain(domid);
+    await this.pause(domid);
+    await d.nic?.close();
+  }
+
+  /** Back on the network and running (the witness let this host keep the domain). */
+  async unfence(domid: number): Promise<void> {
+    const d = this.domain(domid);
+    await d.nic?.listen();
+    await this.unpause(domid);
   }
 
   async openSave(domid: number, opts: SaveOptions = {}): Promise<SaveSession> {

@@ -140,6 +140,14 @@ export class OutputGate implements NetPlug {
     this.flush();
   }
 
+  discardAll(): void {
+    this.buffering = false;
+    this.queue = [];
+    this.head = 0;
+    this.held = 0;
+    this.openHeld = false;
+  }
+
   get bufferedBytes(): number {
     return this.held;
   }
@@ -215,6 +223,7 @@ export class SimNic {
     this.corked.clear();
   }
 
+  /** Ends every flow and frees the service address (listen() takes it again). */
   async close(): Promise<void> {
     for (const s of this.conns.values()) s.destroy();
     this.conns.clear();

@@ -81,6 +81,7 @@ export interface PlugControl {
 export class XenNetPlug implements NetPlug {
   private pendingBarrier: number | null = null;
   private holding = false;
+  private discarded = false;
   private made: XenVif[] = [];
   private readonly pendingListeners = new Set<() => void>();
   private poller: NodeJS.Timeout | null = null;
@@ -186,6 +187,7 @@ export class XenNetPlug implements NetPlug {
   }
 
   releaseAll(): void {
+    if (this.discarded) return; // fenced: what is held goes with the IFB
     this.holding = false;
     if (this.poller) clearInterval(this.poller);
     this.poller = null;
@@ -197,6 +199,15 @@ export class XenNetPlug implements NetPlug {
         /* the IFB is gone: nothing is held there */
       }
     }
+  }
+
+  /** Fencing: nothing held is released; close() then deletes the IFBs with their queues. */
+  discardAll(): void {
+    this.discarded = true;
+    this.holding = false;
+    if (this.poller) clearInterval(this.poller);
+    this.poller = null;
+    this.pendingBarrier = null;
   }
 
   get bufferedBytes(): number {
@@ -212,7 +223,7 @@ export class XenNetPlug implements NetPlug {
   }
 
   async close(): Promise<void> {
-    this.releaseAll();
+    if (!this.discarded) this.releaseAll();
     const errors: string[] = [];
     for (const v of this.made.splice(0)) {
       // Removing the ingress qdisc removes the redirect: the vif sends straight to the bridge again.
