@@ -14,7 +14,7 @@ import { Channel } from '../transport/channel.js';
 import { isLoopback, plaintextLoopback, secureServer } from '../transport/secure.js';
 import { allows, type PeerEntry, type PeerKeys } from '../security/peers.js';
 import { BackupSession } from '../failover/backup.js';
-import { startProtection, type ProtectOptions } from './protect.js';
+import { parseProtectOptions, startProtection, type ProtectOptions } from './protect.js';
 import { SupervisedProtection } from './supervise.js';
 import type { Witness } from '../witness/witness.js';
 import { parseXlCfg } from '../config/xlcfg.js';
@@ -63,6 +63,9 @@ export class Daemon {
       keys: this.o.keys.dir,
       pid: process.pid,
     });
+    if (!this.o.witness) {
+      this.o.log.warn('no witness (--witness): failover is decided on link silence alone, so a partition can leave two running copies (docs/fencing.md)');
+    }
   }
 
   private async listenControl(): Promise<void> {
@@ -226,7 +229,7 @@ export class Daemon {
         return { destroyed: d.name };
       }
       case 'protect': {
-        const o = req.options as ProtectOptions;
+        const o = parseProtectOptions(req.options);
         const d = await be.findDomain(o.domain);
         const existing = this.protections.get(d.name);
         if (existing?.active) {

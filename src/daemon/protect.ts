@@ -10,6 +10,7 @@ import type { DomainInfo, HypervisorBackend } from '../backend/types.js';
 import { CheckpointEngine, type EngineState } from '../engine/engine.js';
 import { BlackholeLink, ChannelLink, type ReplicationLink } from '../engine/link.js';
 import { createMode, type ModeId } from '../engine/modes/index.js';
+import { isModeId, MODE_IDS } from '../engine/modes/ids.js';
 import { DeviceEvents } from '../engine/events.js';
 import type { Mode, ModePlan } from '../engine/types.js';
 import { Channel } from '../transport/channel.js';
@@ -40,6 +41,59 @@ export interface ProtectOptions {
   inFlight?: number;
   /** -F: allow -n, -d and -b, which let output reach clients before it is replicated. */
   allowUnsafe?: boolean;
+}
+
+/**
+ * Protect options from a control client: each field checked against the same limits as the
+ * CLI's, and a bad one named (the control socket is input like any other).
+ */
+export function parseProtectOptions(v: unknown): ProtectOptions {
+  const bad = (k: string, want: string, got: unknown): never => {
+    throw new Error(`protect: option ${k} ${got === undefined ? 'is missing' : `= ${JSON.stringify(got).slice(0, 80)} is not valid`}: expected ${want}`);
+  };
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) bad('options', 'an object', v);
+  const o = v as Record<string, unknown>;
+  const int = (k: string, r: { min: number; max: number }, optional = false): number | undefined => {
+    const x = o[k];
+    if (x === undefined && optional) return undefined;
+    if (typeof x !== 'number' || !Number.isInteger(x) || x < r.min || x > r.max) bad(k, `an integer from ${r.min} to ${r.max}`, x);
+    return x as number;
+  };
+  const bool = (k: string, optional = false): boolean | undefined => {
+    const x = o[k];
+    if (x === undefined && optional) return undefined;
+    if (typeof x !== 'boolean') bad(k, 'true or false', x);
+    return x as boolean;
+  };
+  const domain = o.domain;
+  if (!((typeof domain === 'string' && domain.length > 0 && domain.length <= 64) || (typeof domain === 'number' && Number.isInteger(domain) && domain > 0))) bad('domain', 'a domain name or domid', domain);
+  if (!isModeId(o.mode)) bad('mode', MODE_IDS.join(', '), o.mode);
+  const peer = o.peer as Record<string, unknown> | undefined;
+  if (typeof peer !== 'object' || peer === null || typeof peer.host !== 'string' || !peer.host || typeof peer.port !== 'number' || !Number.isInteger(peer.port) || peer.port < 1 || peer.port > 65535) {
+    bad('peer', '{host, port}', peer);
+  }
+  const heartbeatMs = int('heartbeatMs', LIMITS.heartbeatMs)!;
+  const failoverTimeoutMs = int('failoverTimeoutMs', LIMITS.failoverTimeoutMs)!;
+  if (failoverTimeoutMs <= heartbeatMs) bad('failoverTimeoutMs', `more than heartbeatMs (${heartbeatMs})`, failoverTimeoutMs);
+  const minGapMs = int('minGapMs', LIMITS.kemariMinGapMs, true);
+  const maxIntervalMs = int('maxIntervalMs', LIMITS.coloMaxIntervalMs, true);
+  const inFlight = int('inFlight', LIMITS.inFlight, true);
+  const allowUnsafe = bool('allowUnsafe', true);
+  return {
+    domain: domain as string | number,
+    mode: o.mode as ModeId,
+    peer: { host: peer!.host as string, port: peer!.port as number },
+    intervalMs: int('intervalMs', LIMITS.intervalMs)!,
+    ...(minGapMs !== undefined ? { minGapMs } : {}),
+    ...(maxIntervalMs !== undefined ? { maxIntervalMs } : {}),
+    netbuf: bool('netbuf')!,
+    disk: bool('disk')!,
+    blackhole: bool('blackhole')!,
+    heartbeatMs,
+    failoverTimeoutMs,
+    ...(inFlight !== undefined ? { inFlight } : {}),
+    ...(allowUnsafe !== undefined ? { allowUnsafe } : {}),
+  };
 }
 
 /** How long the backup may be silent before the primary gives up protection. */

@@ -41,6 +41,7 @@ function str(o: Record<string, unknown>, k: string, re: RegExp, want: string): s
 }
 
 export function parseHello(o: Record<string, unknown>): HelloBody {
+  if (typeof o !== 'object' || o === null || Array.isArray(o)) throw new Error(`HELLO: the body is ${o === null ? 'null' : Array.isArray(o) ? 'an array' : `a ${typeof o}`}, not a JSON object`);
   const protocol = int(o, 'protocol', 0, 0xffff);
   if (protocol !== PROTOCOL_VERSION) throw new Error(`HELLO: protocol version ${protocol} is not supported (this backup speaks ${PROTOCOL_VERSION})`);
   const mode = o.mode;
