@@ -83,6 +83,7 @@ export interface ReceiveCommand extends CommandBase {
   listen: HostPort;
   /** etcd endpoints of the witness (`--witness`). */
   witness?: string[];
+  fenceCommand?: string;
   hostName?: string;
   stateDir?: string;
 }
@@ -92,6 +93,7 @@ export interface DaemonCommand extends CommandBase {
   /** Absent: primary-only daemon (does not accept replication streams). */
   listen?: HostPort;
   witness?: string[];
+  fenceCommand?: string;
   hostName?: string;
   stateDir?: string;
 }
@@ -249,6 +251,7 @@ const LISTEN_OPTIONS = (dflt: string): OptionDef[] => [
   { id: 'listen', short: 'l', long: 'listen', arg: 'ADDR[:PORT]', help: `Address to accept replication streams on${dflt}; port defaults to ${DEFAULT_REPLICATION_PORT}.` },
   { id: 'host-name', long: 'host-name', arg: 'NAME', help: 'Name of this host as seen by its peers (default: the system host name).' },
   { id: 'state-dir', long: 'state-dir', arg: 'DIR', help: 'Directory for persistent state.' },
+  { id: 'fence-command', long: 'fence-command', arg: 'CMD', help: 'Run (through /bin/sh) before a replica activates, and after a local copy is fenced; XLHA_EVENT, XLHA_DOMAIN, XLHA_FENCING_TOKEN... (docs/fencing.md). A failure keeps the replica halted.' },
   { id: 'witness', long: 'witness', arg: 'HOST:PORT[,...]', help: 'etcd endpoints of the witness both hosts reach: failover and running alone are decided there (docs/fencing.md).' },
   HELP_OPTION,
 ];
@@ -636,7 +639,12 @@ export function parseArgs(argv: readonly string[]): Command {
       const hostOpt = lastValue(s, 'host-name');
       const hostName = hostOpt ? nameOption(command, hostOpt, 'a host name') : undefined;
       const stateDir = pathOption(command, lastValue(s, 'state-dir'));
-      const extra: { hostName?: string; stateDir?: string; witness?: string[] } = {};
+      const extra: { hostName?: string; stateDir?: string; witness?: string[]; fenceCommand?: string } = {};
+      const fcOpt = lastValue(s, 'fence-command');
+      if (fcOpt) {
+        if (!fcOpt.value.trim()) throw new UsageError(`option ${fcOpt.spelled} expects a command`, command, fcOpt.spelled);
+        extra.fenceCommand = fcOpt.value;
+      }
       if (hostName !== undefined) extra.hostName = hostName;
       if (stateDir !== undefined) extra.stateDir = stateDir;
       const wOpt = lastValue(s, 'witness');

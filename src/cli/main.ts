@@ -89,6 +89,7 @@ async function runDaemon(cmd: Extract<Command, { cmd: 'daemon' | 'receive' }>): 
   const daemon = new Daemon({
     keys,
     ...(witness ? { witness } : {}),
+    ...(cmd.fenceCommand ? { fenceCommand: cmd.fenceCommand } : {}),
     backend,
     hostName,
     stateDir,

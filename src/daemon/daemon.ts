@@ -17,6 +17,7 @@ import { BackupSession } from '../failover/backup.js';
 import { parseProtectOptions, startProtection, type ProtectOptions } from './protect.js';
 import { SupervisedProtection } from './supervise.js';
 import type { Witness } from '../witness/witness.js';
+import { runFenceCommand } from '../failover/fence-hook.js';
 import { parseXlCfg } from '../config/xlcfg.js';
 import { domainConfigFromCfg } from '../config/domain.js';
 import { createMode } from '../engine/modes/index.js';
@@ -31,6 +32,8 @@ export interface DaemonOptions {
   keys: PeerKeys;
   /** The etcd witness both hosts of a pair reach: no failover, and no running alone, without it. */
   witness?: Witness;
+  /** Run before a replica activates, and after a local copy is fenced (src/failover/fence-hook.ts). */
+  fenceCommand?: string;
   log: Logger;
 }
 
@@ -101,6 +104,7 @@ export class Daemon {
       const log = this.o.log.child({ module: 'backup', from, peer: peer.peer });
       const b = new BackupSession(this.o.backend, channel, log, this.o.hostName, {
         ...(this.o.witness ? { witness: this.o.witness } : {}),
+        ...(this.o.fenceCommand ? { fenceCommand: this.o.fenceCommand } : {}),
         onState: (s) => {
           if (s.state === 'stopped' || (s.state === 'failed' && !s.replica)) this.backups.delete(s);
         },
@@ -154,9 +158,20 @@ export class Daemon {
       async () => (await be.listDomains()).some((d) => d.name === name && d.domid === first.domid),
       this.o.log.child({ module: 'supervisor' }),
       () => (be.fence ? be.fence(first.domid) : be.pause(first.domid)),
+      () => this.fenced(name, first.uuid, opts),
     );
     this.protections.set(name, sp);
     return sp;
+  }
+
+  /** A local copy lost its domain to the backup: the admin's fence command, if any, is told. */
+  private async fenced(name: string, uuid: string, opts: ProtectOptions): Promise<void> {
+    if (!this.o.fenceCommand) return;
+    try {
+      await runFenceCommand(this.o.fenceCommand, { event: 'fenced', domain: name, uuid, peer: `${opts.peer.host}:${opts.peer.port}`, token: null });
+    } catch (err) {
+      this.o.log.error('fence command failed', { domain: name, error: (err as Error).message });
+    }
   }
 
   private serveControl(sock: net.Socket): void {

@@ -111,6 +111,7 @@ export class Protection {
   startedAt = Date.now();
   /** Beats on the witness that failed in a row (status). */
   witnessBeatFailures = 0;
+  uuid = '';
 
   constructor(
     readonly opts: ProtectOptions,
@@ -395,6 +396,7 @@ async function connectAndRun(
   const onLost = witness && !opts.blackhole ? () => decideAlone(backend, info, witness, keys.hostName, backupName, elog, abort.signal) : undefined;
   const engine = new CheckpointEngine({ ...debug, session, link, mode, plan, events, domainName: info.name, log: elog, ...(onLost ? { onLost } : {}) });
   const p = new Protection(opts, info.domid, info.name, engine, link, mode, plan, abort);
+  p.uuid = info.uuid;
   let protectedResolve!: () => void;
   const protectedP = new Promise<void>((r) => (protectedResolve = r));
   p.done = engine.run(p.abort.signal, protectedResolve);

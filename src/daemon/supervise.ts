@@ -39,6 +39,8 @@ export class SupervisedProtection {
     private readonly log: Logger,
     /** The witness says another host runs the domain now: this copy must not (it is paused). */
     private readonly fence: () => Promise<void> = async () => {},
+    /** After this copy was fenced, either way (the fence command's `fenced` event). */
+    private readonly onFenced: () => Promise<void> = async () => {},
   ) {
     this.current = first;
     this.watch(first);
@@ -60,6 +62,7 @@ export class SupervisedProtection {
   private watch(p: Protection): void {
     void p.done.then((state) => {
       if (state === 'lost' && !this.stopped && this.current === p) this.recovering = this.recover().finally(() => (this.recovering = null));
+      if (state === 'fenced') void this.onFenced();
     });
   }
 
@@ -95,6 +98,7 @@ export class SupervisedProtection {
           this.fenced = true;
           this.nextAttemptAt = 0;
           await this.fence().catch(() => {});
+          void this.onFenced();
           this.log.error('reconnecting ends: the domain was taken over by another host; this copy is PAUSED', { domain: this.name, reason: this.lastError });
           return;
         }

@@ -38,6 +38,11 @@ export interface ReplicationLink {
    */
   slowPhase(on: boolean, silenceMs?: number): void;
   /**
+   * Optional: the guest is (or is no longer) suspended. Meanwhile the link defers the work it
+   * can (encrypting the rest of a large frame), so the pause is not spent on it.
+   */
+  hush?(on: boolean): void;
+  /**
    * A frame outside the checkpoints (colo's mirrored input, llm's input log): resolves once the
    * backup has acknowledged it, rejects when the link is lost first.
    */
@@ -133,6 +138,10 @@ export class ChannelLink implements ReplicationLink {
     this.waiters.delete(epoch);
     if (v instanceof Error) w.reject(v);
     else w.resolve(v);
+  }
+
+  hush(on: boolean): void {
+    this.channel.hush(on);
   }
 
   slowPhase(on: boolean, silenceMs?: number): void {

@@ -33,6 +33,7 @@ import { SideChannel } from '../transport/side.js';
 import { createRole, type BackupRole } from './roles.js';
 import { FencedError, WITNESS_BEAT_MIN_MS, type Witness } from '../witness/witness.js';
 import { sleep } from '../util/sleep.js';
+import { runFenceCommand } from './fence-hook.js';
 
 /**
  * `halted`: the primary broke the protocol. It was alive a moment ago, so failing over on
@@ -55,6 +56,8 @@ export interface BackupEvents {
    * link, and its beats on the witness) and it wins the domain on the witness.
    */
   witness?: Witness;
+  /** `--fence-command`: must succeed before the replica activates (src/failover/fence-hook.ts). */
+  fenceCommand?: string;
 }
 
 export class BackupSession {
@@ -449,6 +452,10 @@ export class BackupSession {
       fs.appendFileSync(process.env.XLHA_DEBUG_DIGESTS, `activated ${replica.lastEpoch} ${await replica.memoryDigest()}\n`);
     }
     try {
+      if (this.events.fenceCommand) {
+        await runFenceCommand(this.events.fenceCommand, { event: 'activate', domain: this.domainName ?? '?', uuid: this.hello?.uuid ?? '', peer: this.hello?.host ?? '', token: this.fencingToken });
+        this.log.warn('fence command done: activating', { domain: this.domainName, command: this.events.fenceCommand });
+      }
       await replica.activate();
       this.state = 'active';
       this.failoverMs = performance.now() - this.failoverStartedAt;

@@ -25,7 +25,7 @@ async function until<T>(what: () => Promise<T>, ok: (v: T) => boolean, ms: numbe
 }
 
 /** A kv domain protected by remus through a cuttable link, both hosts on one etcd through cuttable paths. */
-async function fencedPair(t: Test, name: string) {
+async function fencedPair(t: Test, name: string, backupArgs: string[] = []) {
   const etcd = await startEtcd(t);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `xlha-${name}-`));
   const replPort = await freePort();
@@ -34,7 +34,7 @@ async function fencedPair(t: Test, name: string) {
   const bWitness = await partitionable(t, () => etcd.port);
   const backup = new SimHostProcess('backup', dir, replPort);
   const primary = new SimHostProcess('primary', dir);
-  backup.extraArgs = ['--witness', `127.0.0.1:${bWitness.port}`];
+  backup.extraArgs = ['--witness', `127.0.0.1:${bWitness.port}`, ...backupArgs];
   primary.extraArgs = ['--witness', `127.0.0.1:${pWitness.port}`];
   pairSimHosts(primary, backup);
   t.teardown(async () => {
@@ -130,4 +130,27 @@ t.test('row 6: the witness is down, both hosts and the link are fine: protection
   t.equal(s.state, 'protected');
   t.ok(s.committed > c0 + 20, `checkpoints still commit (${c0} -> ${s.committed})`);
   t.notOk((await f.bStatus()).some((x) => x.state === 'active'));
+});
+
+t.test('the fence command runs with the decision before the replica activates; when it fails, the replica stays halted', async (t) => {
+  const out = path.join(os.tmpdir(), `xlha-fence-${process.pid}.env`);
+  t.teardown(() => fs.rmSync(out, { force: true }));
+  const f = await fencedPair(t, 'kv-fence', ['--fence-command', `env | grep ^XLHA_ | sort > ${out}`]);
+  f.primary.kill();
+  const r = await until(f.bStatus, (rs) => rs.some((x) => x.state === 'active'), 5000);
+  const active = r.find((x) => x.state === 'active');
+  t.ok(active, 'activated after the fence command');
+  const env = fs.readFileSync(out, 'utf8');
+  t.match(env, /XLHA_EVENT=activate/);
+  t.match(env, new RegExp(`XLHA_FENCING_TOKEN=${active?.fencingToken}\\b`), 'with the token the witness gave');
+  t.match(env, /XLHA_DOMAIN=kv-fence/);
+  t.match(env, /XLHA_PEER=primary/);
+
+  const g = await fencedPair(t, 'kv-nofence', ['--fence-command', 'echo "ipmi: no route to host" >&2; exit 3']);
+  g.primary.kill();
+  const h = await until(g.bStatus, (rs) => rs.some((x) => x.state === 'halted'), 5000);
+  const halted = h.find((x) => x.state === 'halted') as (ReplicaStatus & { error?: string }) | undefined;
+  t.ok(halted, 'a failed fence keeps the replica halted');
+  t.match(String(halted?.error), /fence command .* exited with 3: ipmi: no route to host/, 'naming why');
+  t.not(await g.domState(g.backup), 'running');
 });
