@@ -250,8 +250,12 @@ export interface ReplicaDomain {
    * this replica.
    */
   preload?(chunk: Buffer | readonly Buffer[]): Promise<void>;
-  /** Failover: the domain runs from the last applied checkpoint. */
-  activate(): Promise<DomainInfo>;
+  /**
+   * Failover: the domain runs from the last applied checkpoint. `addressWaitMs`: the old copy
+   * is known to stand down (the witness fenced it), so a service address it still holds is
+   * waited for this long rather than refused at once (sim).
+   */
+  activate(opts?: { addressWaitMs?: number }): Promise<DomainInfo>;
   /** Drops the replica (protection stopped cleanly). */
   destroy(): Promise<void>;
   /** sha256 of guest memory as it stands (tests and diagnostics). */

@@ -282,14 +282,7 @@ export class CheckpointEngine {
     this.stats.epoch = epoch;
     const t0 = performance.now();
     this.lastCheckpointAt = t0;
-    // with ack-then-resume the checkpoint is shipped while the guest is suspended: no hush
-    if (this.o.plan.phaseOrder === 'resume-then-ack') this.o.link.hush?.(true);
-    try {
-      await session.suspend();
-    } catch (err) {
-      this.o.link.hush?.(false);
-      throw err;
-    }
+    await session.suspend();
     try {
       const t1 = performance.now();
       for (const d of devices) d.postsuspend?.(epoch);
@@ -310,7 +303,6 @@ export class CheckpointEngine {
       return { epoch, full, capture, extra, suspendedAt: t0, resumed: false };
     } catch (err) {
       await session.resume();
-      this.o.link.hush?.(false);
       throw err;
     }
   }
@@ -324,11 +316,7 @@ export class CheckpointEngine {
       for (const d of this.o.plan.devices) d.preresume?.(c.epoch);
     } finally {
       const t4 = performance.now();
-      try {
-        await this.o.session.resume();
-      } finally {
-        this.o.link.hush?.(false);
-      }
+      await this.o.session.resume();
       const t5 = performance.now();
       this.lastResumedAt = t5;
       this.stats.phaseMs.preresume += t4 - t3;

@@ -37,11 +37,7 @@ export interface ReplicationLink {
    * meanwhile, `silenceMs` at most (default: the heartbeat monitor's grace, GRACE_TIMEOUT_MS).
    */
   slowPhase(on: boolean, silenceMs?: number): void;
-  /**
-   * Optional: the guest is (or is no longer) suspended. Meanwhile the link defers the work it
-   * can (encrypting the rest of a large frame), so the pause is not spent on it.
-   */
-  hush?(on: boolean): void;
+
   /**
    * A frame outside the checkpoints (colo's mirrored input, llm's input log): resolves once the
    * backup has acknowledged it, rejects when the link is lost first.
@@ -138,10 +134,6 @@ export class ChannelLink implements ReplicationLink {
     this.waiters.delete(epoch);
     if (v instanceof Error) w.reject(v);
     else w.resolve(v);
-  }
-
-  hush(on: boolean): void {
-    this.channel.hush(on);
   }
 
   slowPhase(on: boolean, silenceMs?: number): void {

@@ -60,6 +60,9 @@ export interface BackupEvents {
   fenceCommand?: string;
 }
 
+/** With a fencing token, how long activation waits for the old copy to let go of its address. */
+export const ACTIVATE_ADDRESS_WAIT_MS = 15_000;
+
 export class BackupSession {
   state: BackupState = 'handshake';
   hello: HelloBody | null = null;
@@ -456,7 +459,8 @@ export class BackupSession {
         await runFenceCommand(this.events.fenceCommand, { event: 'activate', domain: this.domainName ?? '?', uuid: this.hello?.uuid ?? '', peer: this.hello?.host ?? '', token: this.fencingToken });
         this.log.warn('fence command done: activating', { domain: this.domainName, command: this.events.fenceCommand });
       }
-      await replica.activate();
+      // with a fencing token the old copy stands down (or is dead): wait for what it still holds
+      await replica.activate(this.fencingToken !== null ? { addressWaitMs: ACTIVATE_ADDRESS_WAIT_MS } : {});
       this.state = 'active';
       this.failoverMs = performance.now() - this.failoverStartedAt;
       this.log.warn('failover complete: domain running on this host', { domain: this.domainName, epoch: replica.lastEpoch, ms: Math.round(this.failoverMs), ...(this.fencingToken !== null ? { fencingToken: this.fencingToken } : {}) });

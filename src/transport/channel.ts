@@ -37,9 +37,6 @@ export class Channel {
   private slicing = false;
   private readonly waiting: (() => void)[] = [];
   private readonly sliceWrites: boolean;
-  /** While hushed, a sliced frame's next slice waits (see {@link Channel.hush}). */
-  private hushed = false;
-  private hushWaiters: (() => void)[] = [];
   bytesSent = 0;
   bytesReceived = 0;
   /** Whether reads go into large buffers of our own (see {@link Channel.accept}). */
@@ -185,7 +182,6 @@ export class Channel {
       this.socket.write(encodeFrameHeader(type >>> 0, length));
       for (const p of parts) {
         for (let o = 0; o < p.length; o += TLS_WRITE_SLICE) {
-          if (this.hushed) await new Promise<void>((r) => this.hushWaiters.push(r));
           this.socket.write(p.subarray(o, o + TLS_WRITE_SLICE));
           if (this.socket.writableNeedDrain) await this.drained();
         }
@@ -198,16 +194,6 @@ export class Channel {
       this.slicing = false;
       for (const w of this.waiting.splice(0)) w();
     }
-  }
-
-  /**
-   * The guest is suspended (on) or runs again (off): a sliced frame in progress holds its next
-   * slice meanwhile, so its encryption does not lengthen the pause. Frames sent whole (control
-   * frames, heartbeats) are not held.
-   */
-  hush(on: boolean): void {
-    this.hushed = on;
-    if (!on) for (const w of this.hushWaiters.splice(0)) w();
   }
 
   drained(): Promise<void> {

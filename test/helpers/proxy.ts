@@ -1,49 +1,9 @@
-/** A TCP forwarder the test controls: `cut()` is a network partition (connections die, new ones are refused), `heal()` ends it. */
-import net from 'node:net';
+/** A forwarder the test controls (src/chaos/proxy.ts), closed at the end of the test. */
 import type { Test } from 'tap';
+import { FaultProxy } from '../../src/chaos/proxy.js';
 
-export interface Partitionable {
-  port: number;
-  cut(): void;
-  heal(): void;
-}
-
-export async function partitionable(t: Test, to: () => number): Promise<Partitionable> {
-  const conns = new Set<net.Socket>();
-  let down = false;
-  const server = net.createServer((c) => {
-    if (down) {
-      c.destroy();
-      return;
-    }
-    const s = net.connect(to(), '127.0.0.1');
-    conns.add(c);
-    conns.add(s);
-    c.pipe(s);
-    s.pipe(c);
-    const end = () => {
-      c.destroy();
-      s.destroy();
-      conns.delete(c);
-      conns.delete(s);
-    };
-    c.on('error', end).on('close', end);
-    s.on('error', end).on('close', end);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  t.teardown(() => {
-    for (const c of conns) c.destroy();
-    server.close();
-  });
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    cut() {
-      down = true;
-      for (const c of conns) c.destroy();
-      conns.clear();
-    },
-    heal() {
-      down = false;
-    },
-  };
+export async function partitionable(t: Test, to: () => number): Promise<FaultProxy> {
+  const p = await new FaultProxy(to).start();
+  t.teardown(() => p.close());
+  return p;
 }

@@ -123,12 +123,24 @@ class SimDomain {
     await this.vcpu.start(w.seed, standby);
   }
 
-  /** Brings up the NIC on the service address and lets the vCPU run. */
-  async go(): Promise<void> {
+  /**
+   * Brings up the NIC on the service address and lets the vCPU run. An address in use is
+   * retried for `addressWaitMs` (a fenced copy letting go of it), then refused.
+   */
+  async go(addressWaitMs = 0): Promise<void> {
     if (this.cfg.sim?.service) {
       const nic = new SimNic(this.cfg.sim.service, (packets) => this.input(packets), this.maxConn + 1);
+      const deadline = performance.now() + addressWaitMs;
       try {
-        await nic.listen();
+        for (;;) {
+          try {
+            await nic.listen();
+            break;
+          } catch (err) {
+            if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || performance.now() >= deadline) throw err;
+            await new Promise((r) => setTimeout(r, 50));
+          }
+        }
       } catch (err) {
         const e = err as NodeJS.ErrnoException;
         if (e.code === 'EADDRINUSE') {
@@ -320,8 +332,10 @@ class SimReplica implements ReplicaDomain {
     return this.epoch;
   }
 
+  /** A replica until activated, even while its vCPU runs as colo's secondary (its output goes nowhere). */
   info(): DomainInfo {
-    return this.dom.info();
+    const i = this.dom.info();
+    return this.activated ? i : { ...i, state: 'replica' };
   }
 
   /** True once it runs as colo's secondary. */
@@ -413,7 +427,7 @@ class SimReplica implements ReplicaDomain {
     this.epoch = cp.epoch;
   }
 
-  async activate(): Promise<DomainInfo> {
+  async activate(opts: { addressWaitMs?: number } = {}): Promise<DomainInfo> {
     if (this.activated) return this.dom.info();
     if (this.epoch === 0) throw new Error(`domain ${this.name} has no complete checkpoint to run from`);
     if (this.cache) {
@@ -425,7 +439,7 @@ class SimReplica implements ReplicaDomain {
       this.cache = null;
       this.cacheRegs = null;
     }
-    await this.dom.go(); // on failure (address in use) the replica stays parked and intact
+    await this.dom.go(opts.addressWaitMs ?? 0); // on failure (address in use) the replica stays parked and intact
     this.activated = true;
     this.host.adopt(this.domid, this.dom);
     return this.dom.info();
