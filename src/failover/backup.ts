@@ -187,7 +187,7 @@ export class BackupSession {
         timeoutMs: hello.failoverTimeoutMs,
         ...(this.events.graceTimeoutMs !== undefined ? { graceTimeoutMs: this.events.graceTimeoutMs } : {}),
       },
-      (silent) => void this.failover(`primary silent for ${Math.round(silent)} ms (timeout ${hello.failoverTimeoutMs} ms)`),
+      (silent) => void this.failover(`primary silent for ${Math.round(silent)} ms (timeout ${this.hb?.effectiveTimeoutMs ?? hello.failoverTimeoutMs} ms in force, ${hello.failoverTimeoutMs} ms configured)`),
       () => this.replica?.lastEpoch ?? 0,
     );
     this.hb.start(this.channel);
@@ -504,6 +504,7 @@ export class BackupSession {
       ...(this.fencingToken !== null ? { fencingToken: this.fencingToken } : {}),
       ...(this.witnessWait ? { waitingForWitness: this.witnessWait } : {}),
       primarySilentMs: this.hb ? Math.round(this.hb.silentMs) : undefined,
+      failoverTimeoutInForceMs: this.hb?.effectiveTimeoutMs,
       failoverMs: this.failoverMs ? Math.round(this.failoverMs) : undefined,
       error: this.error ?? undefined,
     };

@@ -25,6 +25,19 @@ export const GRACE_TIMEOUT_MS = 120_000;
  */
 export const SETTLE_AFTER_FULL_MS = 1000;
 
+/**
+ * The timeout adapts to the silences this peer has shown: a peer whose longest gap between
+ * arrivals over the last ADAPT_WINDOW gaps was G is declared dead after max(timeoutMs,
+ * ADAPT_FACTOR × G), capped at ADAPT_CAP_MS. On an idle sim pair (gaps of one heartbeat) this is
+ * the configured timeout; on a loaded dom0 under emulation, where TLS, libxl and the guest
+ * share two emulated CPUs and gaps of 100 to 150 ms are routine, it stretches instead of
+ * flapping (measured in the lab: the backup declared a live primary dead after 152 and 163 ms
+ * of silence with a 150 ms timeout). A dead peer is then declared dead later, never sooner.
+ */
+export const ADAPT_FACTOR = 3;
+export const ADAPT_WINDOW = 512;
+export const ADAPT_CAP_MS = 2000;
+
 export interface HeartbeatOptions {
   heartbeatMs: number;
   timeoutMs: number;
@@ -43,6 +56,9 @@ export class HeartbeatMonitor {
   private fired = false;
   private graceUntil = 0;
   private graceLimitMs: number | undefined;
+  /** The last gaps between arrivals outside grace (ms), a ring. */
+  private readonly gaps = new Float64Array(ADAPT_WINDOW);
+  private gapCount = 0;
 
   constructor(
     private readonly opts: HeartbeatOptions,
@@ -97,8 +113,19 @@ export class HeartbeatMonitor {
 
   private observe(now: number): void {
     const bytes = this.channel?.bytesReceived ?? 0;
-    if (bytes !== this.bytesAtCheck) this.lastRx = now;
+    if (bytes !== this.bytesAtCheck) {
+      if (now >= this.graceUntil) this.gaps[this.gapCount++ % ADAPT_WINDOW] = now - this.lastRx;
+      this.lastRx = now;
+    }
     this.bytesAtCheck = bytes;
+  }
+
+  /** The timeout in force now: the configured one, stretched to the peer's recent silences. */
+  get effectiveTimeoutMs(): number {
+    let max = 0;
+    const n = Math.min(this.gapCount, ADAPT_WINDOW);
+    for (let i = 0; i < n; i++) if (this.gaps[i]! > max) max = this.gaps[i]!;
+    return Math.round(Math.max(this.opts.timeoutMs, Math.min(ADAPT_CAP_MS, ADAPT_FACTOR * max)));
   }
 
   private check(): void {
@@ -110,7 +137,7 @@ export class HeartbeatMonitor {
     this.lastCheck = now;
     this.observe(now);
     const silent = now - this.lastRx;
-    const limit = now < this.graceUntil ? Math.max(this.opts.timeoutMs, this.graceLimitMs ?? this.opts.graceTimeoutMs ?? GRACE_TIMEOUT_MS) : this.opts.timeoutMs;
+    const limit = now < this.graceUntil ? Math.max(this.opts.timeoutMs, this.graceLimitMs ?? this.opts.graceTimeoutMs ?? GRACE_TIMEOUT_MS) : this.effectiveTimeoutMs;
     if (silent >= limit) {
       this.fired = true;
       this.stop();

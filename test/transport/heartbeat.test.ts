@@ -48,3 +48,25 @@ t.test('the primary link settles once, not again at each checkpoint after the fu
   );
   t.ok(lostAt > 200 + SETTLE_AFTER_FULL_MS - 100 && lostAt < 200 + SETTLE_AFTER_FULL_MS + 1000, `the silent backup is declared dead once the window has passed (${Math.round(lostAt)} ms)`);
 });
+
+t.test('the timeout stretches to the silences the peer has shown, and no further', async (t) => {
+  // a peer whose bytes arrive every 80 ms (a loaded dom0), with a configured timeout of 60 ms
+  const fake = { bytesReceived: 0, isClosed: false, send: () => true } as unknown as Channel;
+  let deadAt = -1;
+  const hb = new HeartbeatMonitor({ heartbeatMs: 20, timeoutMs: 60 }, () => (deadAt = performance.now()), () => 1);
+  hb.start(fake);
+  t.teardown(() => hb.stop());
+  const feeder = setInterval(() => ((fake as unknown as { bytesReceived: number }).bytesReceived += 100), 50);
+  await sleep(400);
+  clearInterval(feeder);
+  const inForce = hb.effectiveTimeoutMs;
+  t.ok(inForce >= 120 && inForce <= 300, `after gaps of about 50 ms the timeout in force is ${inForce} ms (3 × the longest gap; 60 configured)`);
+  const feeder2 = setInterval(() => ((fake as unknown as { bytesReceived: number }).bytesReceived += 100), 90);
+  await sleep(450);
+  clearInterval(feeder2);
+  t.equal(deadAt, -1, 'gaps of 90 ms, longer than the configured 60, do not make it flap');
+  const silentFrom = performance.now();
+  await sleep(Math.min(2000, hb.effectiveTimeoutMs) + 300);
+  t.ok(deadAt > 0, 'a peer that goes silent is still declared dead');
+  t.ok(deadAt - silentFrom <= 2000 + 100, `within the cap (${Math.round(deadAt - silentFrom)} ms)`);
+});
