@@ -21,6 +21,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import ini from 'ini';
+import { globRegExp } from '../util/glob.js';
 import { DOMAIN_NAME_PATTERN, parseHostPort, type HostPort } from '../config/domain.js';
 
 export const KEY_FILE_SUFFIX = '.key';
@@ -123,7 +124,7 @@ export function parseDiskPatterns(text: string, what = 'disks'): string[] {
 }
 
 export function allows(entry: PeerEntry, domain: string): boolean {
-  return entry.allow.some((p) => new RegExp(`^${p.replace(/[.]/g, '\\.').replace(/\*/g, '.*').replace(/\?/g, '.')}$`).test(domain));
+  return entry.allow.some((p) => globRegExp(p).test(domain));
 }
 
 export function formatPeerFile(e: Omit<PeerEntry, 'file'>, note: string): string {

@@ -101,24 +101,10 @@ export class Channel {
     }
   }
 
-  static connect(host: string, port: number, timeoutMs = 5000): Promise<Channel> {
-    return new Promise((resolve, reject) => {
-      const sock = net.connect({ host, port });
-      const timer = setTimeout(() => {
-        sock.destroy();
-        reject(new Error(`connecting to ${host}:${port} timed out after ${timeoutMs} ms`));
-      }, timeoutMs);
-      sock.once('connect', () => {
-        clearTimeout(timer);
-        sock.removeAllListeners('error');
-        resolve(new Channel(sock));
-      });
-      sock.once('error', (err) => {
-        clearTimeout(timer);
-        reject(new Error(`cannot connect to ${host}:${port}: ${err.message}`));
-      });
-    });
+  static async connect(host: string, port: number, timeoutMs = 5000): Promise<Channel> {
+    return new Channel(await connectTcp({ host, port }, timeoutMs));
   }
+
 
   get isClosed(): boolean {
     return this.closed;
@@ -259,4 +245,24 @@ export class Channel {
   dispose(): void {
     this.fail(new Error('channel disposed'));
   }
+}
+
+/** A TCP connection to `to`, or an error naming the address (refused, or no answer within `timeoutMs`). */
+export function connectTcp(to: { host: string; port: number }, timeoutMs = 5000): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const sock = net.connect({ host: to.host, port: to.port });
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new Error(`connecting to ${to.host}:${to.port} timed out after ${timeoutMs} ms`));
+    }, timeoutMs);
+    sock.once('connect', () => {
+      clearTimeout(timer);
+      sock.removeAllListeners('error');
+      resolve(sock);
+    });
+    sock.once('error', (err) => {
+      clearTimeout(timer);
+      reject(new Error(`cannot connect to ${to.host}:${to.port}: ${err.message}`));
+    });
+  });
 }

@@ -13,6 +13,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Logger } from 'winston';
+import { connectTcp } from './channel.js';
 import { PeerKeyError, type PeerEntry, type PeerKeys } from '../security/peers.js';
 
 /**
@@ -28,24 +29,6 @@ export function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host) || /^::ffff:127\./.test(host);
 }
 
-function plainConnect(to: { host: string; port: number }, timeoutMs: number): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const sock = net.connect({ host: to.host, port: to.port });
-    const timer = setTimeout(() => {
-      sock.destroy();
-      reject(new Error(`connecting to ${to.host}:${to.port} timed out after ${timeoutMs} ms`));
-    }, timeoutMs);
-    sock.once('connect', () => {
-      clearTimeout(timer);
-      sock.removeAllListeners('error');
-      resolve(sock);
-    });
-    sock.once('error', (err) => {
-      clearTimeout(timer);
-      reject(new Error(`cannot connect to ${to.host}:${to.port}: ${err.message}`));
-    });
-  });
-}
 
 /** AES-128-GCM first (hardware AES on every x86-64 dom0), ChaCha20 for the others. */
 export const TLS_CIPHERS = 'TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384';
@@ -58,7 +41,7 @@ export async function connectSecure(to: { host: string; port: number }, keys: Pe
   const where = `${to.host}:${to.port}`;
   if (plaintextLoopback()) {
     if (!isLoopback(to.host)) throw new Error(`XLHA_PLAINTEXT_LOOPBACK is for loopback measurements only: ${where} is not a loopback address`);
-    return { socket: await plainConnect(to, timeoutMs), peer };
+    return { socket: await connectTcp(to, timeoutMs), peer };
   }
   return new Promise((resolve, reject) => {
     const socket = tls.connect({

@@ -13,6 +13,7 @@
  * the rarer PV devices.
  */
 import type { ReplicaPolicy } from '../types.js';
+import { globRegExp } from '../../util/glob.js';
 
 /** Device lists of libxl_domain_config that a replica may not have (non-empty). */
 const REFUSED_LISTS = ['pcidevs', 'rdms', 'dtdevs', 'vfbs', 'vkbs', 'vtpms', 'p9s', 'pvcallsifs', 'vdispls', 'vsnds', 'channels', 'usbctrls', 'usbdevs'];
@@ -21,9 +22,6 @@ const REFUSED_BUILD = ['bootloader', 'bootloader_args', 'device_model', 'device_
 /** The vif scripts Xen ships in /etc/xen/scripts: by name (libxl resolves it there) or by that full path. */
 export const XEN_VIF_SCRIPTS = ['vif-bridge', 'vif-route', 'vif-nat', 'vif-openvswitch'];
 
-function glob(p: string): RegExp {
-  return new RegExp(`^${p.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`);
-}
 
 function nonEmpty(v: unknown): boolean {
   if (v === undefined || v === null || v === '' || v === false || v === 0) return false;
@@ -64,7 +62,7 @@ export function checkReplicaConfig(json: string, policy: ReplicaPolicy, name: st
       refuse(`nics[${i}].script = ${JSON.stringify(script)} (allowed: ${XEN_VIF_SCRIPTS.join(', ')})`);
     }
     const bridge = typeof n.bridge === 'string' ? n.bridge : '';
-    if (bridge && !policy.bridges.some((p) => glob(p).test(bridge))) refuse(`nics[${i}] on bridge ${bridge} (bridges = ${policy.bridges.join(', ') || '(none)'})`);
+    if (bridge && !policy.bridges.some((p) => globRegExp(p).test(bridge))) refuse(`nics[${i}] on bridge ${bridge} (bridges = ${policy.bridges.join(', ') || '(none)'})`);
     if (nonEmpty(n.backend_domid) || nonEmpty(n.backend_domname)) refuse(`nics[${i}] in a backend domain other than dom0`);
   }
   const disks = (cfg.disks ?? []) as Record<string, unknown>[];
@@ -74,6 +72,6 @@ export function checkReplicaConfig(json: string, policy: ReplicaPolicy, name: st
     if (nonEmpty(d.script)) refuse(`disks[${i}].script = ${JSON.stringify(d.script)}`);
     if (nonEmpty(d.backend_domid) || nonEmpty(d.backend_domname)) refuse(`disks[${i}] in a backend domain other than dom0`);
     if (!target) continue; // an empty cdrom drive
-    if (target.split('/').includes('..') || !policy.disks.some((p) => glob(p).test(target))) refuse(`disks[${i}] at ${target} (disks = ${policy.disks.join(', ') || '(none)'})`);
+    if (target.split('/').includes('..') || !policy.disks.some((p) => globRegExp(p).test(target))) refuse(`disks[${i}] at ${target} (disks = ${policy.disks.join(', ') || '(none)'})`);
   }
 }
