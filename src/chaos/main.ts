@@ -26,6 +26,7 @@ import { KvClient, KvConnection } from '../client/kv.js';
 import { checkLinearizable, type KvOp } from './linearizability.js';
 import { startEtcd, type LocalEtcd } from './etcd.js';
 import { FaultProxy } from './proxy.js';
+import { mulberry32 } from '../util/prng.js';
 
 const FAULTS = ['kill-primary', 'kill-backup', 'stop-primary', 'stop-backup', 'partition', 'delay', 'corrupt', 'witness-outage', 'restart-backup'] as const;
 type Fault = (typeof FAULTS)[number];
@@ -50,17 +51,6 @@ function intArg(name: string, dflt: number, min: number, max: number): number {
   return n;
 }
 
-/** mulberry32: a small seeded generator, so that a run can be replayed from its seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -189,7 +179,7 @@ async function copiesRunning(hosts: SimHostProcess[], name: string): Promise<num
 }
 
 async function oneRun(run: number, seed: number, mode: Mode, fault: Fault, etcd: LocalEtcd, log: (s: string) => void): Promise<RunResult> {
-  const rand = rng(seed);
+  const rand = mulberry32(seed);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `xlha-chaos-${run}-`));
   const replPort = await freePort();
   const servicePort = await freePort();
@@ -325,7 +315,7 @@ async function oneRun(run: number, seed: number, mode: Mode, fault: Fault, etcd:
 export async function campaign(o: { runs: number; seed: number; modes: Mode[]; faults?: Fault[]; log: (s: string) => void }) {
   const t0 = performance.now();
   const etcd = await startEtcd();
-  const pick = rng(o.seed);
+  const pick = mulberry32(o.seed);
   const results: RunResult[] = [];
   const faults = o.faults ?? [...FAULTS];
   try {

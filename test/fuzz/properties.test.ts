@@ -33,16 +33,23 @@ function clean(err: unknown, kinds: (new (...a: never[]) => Error)[]): boolean {
   return err.message.length > 10;
 }
 
+/** Runs `f`: true when it returns, else whether it threw a {@link clean} error of `kinds`. */
+function accepts(f: () => unknown, kinds: (new (...a: never[]) => Error)[]): boolean {
+  try {
+    f();
+    return true;
+  } catch (err) {
+    return clean(err, kinds);
+  }
+}
+
 t.test('the frame reader: arbitrary bytes in arbitrary chunks give frames or a ProtocolError', async (t) => {
   fc.assert(
     fc.property(fc.array(fc.uint8Array({ maxLength: 300 }), { maxLength: 20 }), (chunks) => {
       const r = new FrameReader({ maxFrameBytes: 1 << 16 });
-      try {
+      return accepts(() => {
         for (const c of chunks) r.push(Buffer.from(c));
-        return true;
-      } catch (err) {
-        return clean(err, [ProtocolError]);
-      }
+      }, [ProtocolError]);
     }),
     opts(1),
   );
@@ -78,14 +85,7 @@ t.test('channel records: every decoder takes any body and returns or throws a Pr
   t.ok(decoders.length >= 8, `${decoders.length} decoders: ${decoders.map(([k]) => k).join(', ')}`);
   for (const [name, decode] of decoders) {
     fc.assert(
-      fc.property(fc.uint8Array({ maxLength: 400 }), (b) => {
-        try {
-          decode(Buffer.from(b));
-          return true;
-        } catch (err) {
-          return clean(err, [ProtocolError]);
-        }
-      }),
+      fc.property(fc.uint8Array({ maxLength: 400 }), (b) => accepts(() => decode(Buffer.from(b)), [ProtocolError])),
       opts(3),
     );
     t.pass(name);
@@ -126,12 +126,7 @@ t.test('the Xen stream parser: arbitrary bytes are a ProtocolError, not a crash'
   fc.assert(
     fc.property(fc.array(fc.uint8Array({ maxLength: 256 }), { minLength: 1, maxLength: 4 }), (parts) => {
       const p = new XenStreamParser();
-      try {
-        p.parseCheckpoint(parts.map((x) => Buffer.from(x)));
-        return true;
-      } catch (err) {
-        return clean(err, [ProtocolError]);
-      }
+      return accepts(() => p.parseCheckpoint(parts.map((x) => Buffer.from(x))), [ProtocolError]);
     }),
     opts(6),
   );
@@ -147,14 +142,7 @@ t.test('xl.cfg: any text is a config or an error naming where', async (t) => {
     { maxLength: 12 },
   );
   fc.assert(
-    fc.property(cfgish, (lines) => {
-      try {
-        domainConfigFromCfg(parseXlCfg(lines.join('\n'), 'fuzz.cfg'));
-        return true;
-      } catch (err) {
-        return clean(err, [XlCfgError, ConfigError]);
-      }
-    }),
+    fc.property(cfgish, (lines) => accepts(() => domainConfigFromCfg(parseXlCfg(lines.join('\n'), 'fuzz.cfg')), [XlCfgError, ConfigError])),
     opts(7),
   );
   t.pass('no other exception');
@@ -162,14 +150,7 @@ t.test('xl.cfg: any text is a config or an error naming where', async (t) => {
 
 t.test('key files and replica configurations: any text is accepted or refused by name', async (t) => {
   fc.assert(
-    fc.property(fc.array(fc.oneof(fc.string({ maxLength: 50 }), fc.constantFrom('host = a', 'peer = b', `key = ${'ab'.repeat(32)}`, 'allow = *', 'disks = /x/*', '[s]', 'address = h:1')), { maxLength: 8 }), (lines) => {
-      try {
-        parsePeerFile('fuzz.key', lines.join('\n'));
-        return true;
-      } catch (err) {
-        return clean(err, [PeerKeyError]);
-      }
-    }),
+    fc.property(fc.array(fc.oneof(fc.string({ maxLength: 50 }), fc.constantFrom('host = a', 'peer = b', `key = ${'ab'.repeat(32)}`, 'allow = *', 'disks = /x/*', '[s]', 'address = h:1')), { maxLength: 8 }), (lines) => accepts(() => parsePeerFile('fuzz.key', lines.join('\n')), [PeerKeyError])),
     opts(8),
   );
   const policy = { peer: 'a', source: 'f', disks: ['/srv/*'], bridges: ['xenbr0'] };

@@ -18,18 +18,8 @@ import {
 } from '../../src/transport/channel-records.js';
 import { FrameReader, FrameReaderError } from '../../src/transport/reader.js';
 import { expectProtocolError } from '../helpers/protocol-error.js';
+import { mulberry32 } from '../../src/util/prng.js';
 
-/** Deterministic PRNG (mulberry32) so random chunkings are reproducible. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 
 t.test('frames are padded with zeros to a multiple of 8 bytes', async (t) => {
@@ -77,7 +67,7 @@ t.test('the frame reader reassembles frames fed one byte at a time', async (t) =
 t.test('the frame reader gives the same frames for random chunkings', async (t) => {
   const { frames, wire } = sampleFrames();
   for (let seed = 1; seed <= 50; seed++) {
-    const rnd = prng(seed);
+    const rnd = mulberry32(seed);
     const r = new FrameReader();
     const got: { type: number; body: Buffer }[] = [];
     let off = 0;
@@ -180,7 +170,7 @@ t.test('the frame reader ignores the contents of padding bytes', async (t) => {
 t.test('with a release hook, the frame reader gives back every byte it is done with, once, and keeps content frames as views', async (t) => {
   const { frames, wire } = sampleFrames();
   for (let seed = 1; seed <= 30; seed++) {
-    const rnd = prng(seed);
+    const rnd = mulberry32(seed);
     // each read in a buffer of its own, with a count per byte of how often it came back
     const counts = new Map<ArrayBufferLike, Uint8Array>();
     const mark = (b: Buffer) => {
