@@ -154,6 +154,11 @@ export interface SaveSession {
   capture(): Promise<CaptureResult>;
   /** Lets the guest run again (speculatively: the checkpoint may still be in flight). */
   resume(): Promise<void>;
+  /**
+   * Between checkpoints (never during one): pauses the running guest (`true`) or lets it run
+   * again (`false`), so that the engine can hold it back while the backup catches up.
+   */
+  throttle(on: boolean): Promise<void>;
   readonly net: NetPlug | null;
   readonly disk: DiskTap | null;
   /** With the `ingressTap` feature and a NIC: the domain's client inputs. */

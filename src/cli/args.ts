@@ -27,6 +27,7 @@ import {
   type HostPort,
 } from '../config/domain.js';
 import { MODE_IDS, type ModeId } from '../engine/modes/ids.js';
+import { BUFFER_FULL_POLICIES, DEFAULT_BUFFER_LIMIT_MIB, type BufferFullPolicy } from '../engine/buffer-policy.js';
 import { parseWitnessEndpoints } from '../witness/endpoints.js';
 
 // ---------------------------------------------------------------------------
@@ -75,6 +76,9 @@ export interface ReplicateCommand extends CommandBase {
   failoverTimeoutMs: number;
   /** Checkpoints sent but not yet acknowledged, at most (unset: the backend's default). */
   inFlight?: number;
+  /** Output held for the backup before `onBufferFull` acts, MiB (`--buffer-limit`). */
+  bufferLimitMiB?: number;
+  onBufferFull?: BufferFullPolicy;
   allowUnsafe: boolean;
 }
 
@@ -236,6 +240,8 @@ const REPLICATE_OPTIONS: OptionDef[] = [
   { id: 'heartbeat-ms', long: 'heartbeat-ms', arg: 'MS', help: `Heartbeat interval in milliseconds (default ${DEFAULT_HEARTBEAT_MS}, ${LIMITS.heartbeatMs.min} to ${LIMITS.heartbeatMs.max}).` },
   { id: 'failover-timeout-ms', long: 'failover-timeout-ms', arg: 'MS', help: `Declare the primary dead after this many milliseconds without a heartbeat (default ${FAILOVER_TIMEOUT_FACTOR} x heartbeat; must exceed the heartbeat).` },
   { id: 'in-flight', long: 'in-flight', arg: 'N', help: `Checkpoints that may travel unacknowledged while the guest runs on (${LIMITS.inFlight.min} to ${LIMITS.inFlight.max}; default: the backend's, sim 8, xen 2).` },
+  { id: 'buffer-limit', long: 'buffer-limit', arg: 'MIB', help: `Output held for the backup, at most, before --on-buffer-full acts (default ${DEFAULT_BUFFER_LIMIT_MIB}, ${LIMITS.bufferLimitMiB.min} to ${LIMITS.bufferLimitMiB.max}).` },
+  { id: 'on-buffer-full', long: 'on-buffer-full', arg: 'POLICY', help: 'When the backup falls that far behind: throttle (pause the guest until it catches up; default) or degrade (give protection up with an alert, then reconnect).' },
   { id: 'unsafe', short: 'F', long: 'unsafe', help: 'Run in unsafe mode (needed by xl for -n, -d and -b); failover may not work as intended.' },
   HELP_OPTION,
 ];
@@ -610,10 +616,17 @@ export function parseArgs(argv: readonly string[]): Command {
         }
       }
       const ifOpt = lastValue(s, 'in-flight');
+      const blOpt = lastValue(s, 'buffer-limit');
+      const bfOpt = lastValue(s, 'on-buffer-full');
+      if (bfOpt && !(BUFFER_FULL_POLICIES as readonly string[]).includes(bfOpt.value)) {
+        throw new UsageError(`option ${bfOpt.spelled} expects ${BUFFER_FULL_POLICIES.join(' or ')}, got ${JSON.stringify(bfOpt.value)}`, command, bfOpt.spelled);
+      }
       const gapOpt = lastValue(s, 'min-gap');
       const maxOpt = lastValue(s, 'max-interval');
       return {
         ...(ifOpt ? { inFlight: intOption(command, ifOpt, LIMITS.inFlight, 'checkpoints') } : {}),
+        ...(blOpt ? { bufferLimitMiB: intOption(command, blOpt, LIMITS.bufferLimitMiB, 'MiB') } : {}),
+        ...(bfOpt ? { onBufferFull: bfOpt.value as BufferFullPolicy } : {}),
         ...(command === 'kemari' ? { minGapMs: gapOpt ? intOption(command, gapOpt, LIMITS.kemariMinGapMs, 'milliseconds') : DEFAULT_KEMARI_MIN_GAP_MS } : {}),
         ...(command === 'colo' ? { maxIntervalMs: maxOpt ? intOption(command, maxOpt, LIMITS.coloMaxIntervalMs, 'milliseconds') : DEFAULT_COLO_MAX_INTERVAL_MS } : {}),
         cmd: 'remus',

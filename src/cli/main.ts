@@ -152,6 +152,8 @@ export async function main(argv: string[]): Promise<number> {
           heartbeatMs: cmd.heartbeatMs,
           failoverTimeoutMs: cmd.failoverTimeoutMs,
           ...(cmd.inFlight ? { inFlight: cmd.inFlight } : {}),
+          ...(cmd.bufferLimitMiB !== undefined ? { bufferLimitMiB: cmd.bufferLimitMiB } : {}),
+          ...(cmd.onBufferFull !== undefined ? { onBufferFull: cmd.onBufferFull } : {}),
           allowUnsafe: cmd.allowUnsafe,
         },
       })) as Record<string, unknown>;

@@ -34,6 +34,7 @@ export const FAILOVER_TIMEOUT_FACTOR = 3;
 export const MAX_DOMID = 0x7fef;
 
 import { MODE_IDS, type ModeId } from '../engine/modes/ids.js';
+import { BUFFER_FULL_POLICIES, DEFAULT_BUFFER_LIMIT_MIB, type BufferFullPolicy } from '../engine/buffer-policy.js';
 
 /** Checkpoint transfer encodings (`ha_transfer`). */
 export const TRANSFER_IDS = ['full', 'compress', 'fgbi'] as const;
@@ -71,6 +72,7 @@ export const LIMITS = {
   heartbeatMs: { min: 5, max: 10_000 },
   failoverTimeoutMs: { min: 1, max: 600_000 },
   inFlight: { min: 1, max: 16 },
+  bufferLimitMiB: { min: 1, max: 4096 },
   simDirtyMiBPerSec: { min: 0, max: 4096 },
   simSeed: { min: 0, max: 0xffff_ffff },
   simNondeterminism: { min: 0, max: 1 },
@@ -92,6 +94,8 @@ export const HA_KEYS = [
   'ha_disk',
   'ha_heartbeat_ms',
   'ha_failover_timeout_ms',
+  'ha_buffer_limit_mib',
+  'ha_on_buffer_full',
 ] as const;
 /** Every key of the `sim` namespace. */
 export const SIM_KEYS = ['sim_workload', 'sim_dirty_mibps', 'sim_service', 'sim_seed', 'sim_nondeterminism'] as const;
@@ -150,6 +154,10 @@ export interface HaConfig {
   disk: boolean;
   heartbeatMs: number;
   failoverTimeoutMs: number;
+  /** Output held for the backup before `onBufferFull` acts (`ha_buffer_limit_mib`; unset: 16 MiB). */
+  bufferLimitMiB?: number;
+  /** `ha_on_buffer_full`: throttle (pause the guest until the backup catches up) or degrade (give protection up). */
+  onBufferFull?: BufferFullPolicy;
 }
 
 export interface ParsedDomainConfig {
@@ -735,6 +743,8 @@ export function domainConfigFromCfg(cfg: XlCfg): ParsedDomainConfig {
     const netbuf = r.bool('ha_netbuf', true);
     const disk = r.bool('ha_disk', true);
     const heartbeatMs = r.int('ha_heartbeat_ms', LIMITS.heartbeatMs, 'milliseconds', DEFAULT_HEARTBEAT_MS);
+    const bufferLimitMiB = r.has('ha_buffer_limit_mib') ? r.int('ha_buffer_limit_mib', LIMITS.bufferLimitMiB, 'MiB', DEFAULT_BUFFER_LIMIT_MIB) : undefined;
+    const onBufferFull = r.has('ha_on_buffer_full') ? r.choice<BufferFullPolicy>('ha_on_buffer_full', BUFFER_FULL_POLICIES, 'throttle') : undefined;
     let failoverTimeoutMs: number | undefined;
     if (r.has('ha_failover_timeout_ms')) {
       const lim = LIMITS.failoverTimeoutMs;
@@ -768,6 +778,8 @@ export function domainConfigFromCfg(cfg: XlCfg): ParsedDomainConfig {
       if (mode === 'kemari' && minGapMs !== undefined) ha.minGapMs = minGapMs;
       if (mode === 'colo' && maxIntervalMs !== undefined) ha.maxIntervalMs = maxIntervalMs;
       if (group !== undefined) ha.group = group;
+      if (bufferLimitMiB !== undefined) ha.bufferLimitMiB = bufferLimitMiB;
+      if (onBufferFull !== undefined) ha.onBufferFull = onBufferFull;
     }
   }
 

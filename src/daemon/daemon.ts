@@ -40,6 +40,11 @@ export interface DaemonOptions {
 import type { ControlRequest, ControlResponse } from './control.js';
 export { controlRequest, type ControlRequest, type ControlResponse } from './control.js';
 
+/** A control request is one line of JSON, at most this long (a cfg file's text included). */
+export const CONTROL_MAX_REQUEST_BYTES = 1 << 20;
+/** Control connections open at once, at most; more are refused. */
+export const CONTROL_MAX_CONNECTIONS = 64;
+
 export class Daemon {
   private control: net.Server | null = null;
   private replication: net.Server | null = null;
@@ -87,6 +92,7 @@ export class Daemon {
       fs.unlinkSync(p);
     }
     const server = net.createServer((sock) => this.serveControl(sock));
+    server.maxConnections = CONTROL_MAX_CONNECTIONS; // Node closes any further connection as soon as it is accepted
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(p, () => resolve());
@@ -179,8 +185,11 @@ export class Daemon {
     sock.setEncoding('utf8');
     sock.on('data', (chunk: string) => {
       buf += chunk;
-      if (buf.length > 1 << 20) {
-        sock.destroy();
+      if (buf.length > CONTROL_MAX_REQUEST_BYTES && buf.indexOf('\n') < 0) {
+        this.o.log.warn('control request refused: too long', { bytes: buf.length, limit: CONTROL_MAX_REQUEST_BYTES });
+        sock.end(JSON.stringify({ ok: false, error: `control request refused: longer than ${CONTROL_MAX_REQUEST_BYTES} bytes without a newline` }) + '\n');
+        sock.removeAllListeners('data');
+        buf = '';
         return;
       }
       let nl: number;
@@ -227,7 +236,7 @@ export class Daemon {
         const domain = await be.createDomain(cfg.domain);
         if (!ha) return { domain };
         try {
-          const p = await this.protect(domain.name, { domain: domain.domid, mode: ha.mode, peer: ha.peer, intervalMs: ha.intervalMs, ...(ha.minGapMs !== undefined ? { minGapMs: ha.minGapMs } : {}), ...(ha.maxIntervalMs !== undefined ? { maxIntervalMs: ha.maxIntervalMs } : {}), netbuf: ha.netbuf, disk: ha.disk, blackhole: false, heartbeatMs: ha.heartbeatMs, failoverTimeoutMs: ha.failoverTimeoutMs, allowUnsafe: true /* ha_netbuf/ha_disk off is the cfg's explicit choice */ });
+          const p = await this.protect(domain.name, { domain: domain.domid, mode: ha.mode, peer: ha.peer, intervalMs: ha.intervalMs, ...(ha.minGapMs !== undefined ? { minGapMs: ha.minGapMs } : {}), ...(ha.maxIntervalMs !== undefined ? { maxIntervalMs: ha.maxIntervalMs } : {}), netbuf: ha.netbuf, disk: ha.disk, blackhole: false, heartbeatMs: ha.heartbeatMs, failoverTimeoutMs: ha.failoverTimeoutMs, ...(ha.bufferLimitMiB !== undefined ? { bufferLimitMiB: ha.bufferLimitMiB } : {}), ...(ha.onBufferFull !== undefined ? { onBufferFull: ha.onBufferFull } : {}), allowUnsafe: true /* ha_netbuf/ha_disk off is the cfg's explicit choice */ });
           return { domain, protection: p.status() };
         } catch (err) {
           throw new Error(`domain ${domain.name} was created and runs UNPROTECTED: ${(err as Error).message}`);

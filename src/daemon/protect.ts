@@ -22,6 +22,7 @@ import { XLHA_REC, decodeHelloAck, encodeHello } from '../transport/channel-reco
 import { PROTOCOL_VERSION, type HelloBody } from '../transport/hello.js';
 import { round } from '../util/samples.js';
 import { LIMITS } from '../config/domain.js';
+import { BUFFER_FULL_POLICIES, type BufferFullPolicy } from '../engine/buffer-policy.js';
 
 export interface ProtectOptions {
   domain: string | number;
@@ -39,6 +40,10 @@ export interface ProtectOptions {
   failoverTimeoutMs: number;
   /** Checkpoints in flight at most (`--in-flight`); the mode's plan decides, by default the backend's maxInFlight. */
   inFlight?: number;
+  /** Output held for the backup before `onBufferFull` acts, MiB (`--buffer-limit`, `ha_buffer_limit_mib`). */
+  bufferLimitMiB?: number;
+  /** `--on-buffer-full`, `ha_on_buffer_full` (default throttle). */
+  onBufferFull?: BufferFullPolicy;
   /** -F: allow -n, -d and -b, which let output reach clients before it is replicated. */
   allowUnsafe?: boolean;
 }
@@ -79,6 +84,9 @@ export function parseProtectOptions(v: unknown): ProtectOptions {
   const maxIntervalMs = int('maxIntervalMs', LIMITS.coloMaxIntervalMs, true);
   const inFlight = int('inFlight', LIMITS.inFlight, true);
   const allowUnsafe = bool('allowUnsafe', true);
+  const bufferLimitMiB = int('bufferLimitMiB', LIMITS.bufferLimitMiB, true);
+  const onBufferFull = o.onBufferFull;
+  if (onBufferFull !== undefined && !(BUFFER_FULL_POLICIES as readonly unknown[]).includes(onBufferFull)) bad('onBufferFull', BUFFER_FULL_POLICIES.join(' or '), onBufferFull);
   return {
     domain: domain as string | number,
     mode: o.mode as ModeId,
@@ -93,6 +101,8 @@ export function parseProtectOptions(v: unknown): ProtectOptions {
     failoverTimeoutMs,
     ...(inFlight !== undefined ? { inFlight } : {}),
     ...(allowUnsafe !== undefined ? { allowUnsafe } : {}),
+    ...(bufferLimitMiB !== undefined ? { bufferLimitMiB } : {}),
+    ...(onBufferFull !== undefined ? { onBufferFull: onBufferFull as BufferFullPolicy } : {}),
   };
 }
 
@@ -163,6 +173,7 @@ export class Protection {
       precopyPages: s.precopyPages,
       resyncs: s.resyncs,
       bufferedBytes: this.engine.heldBytes,
+      buffer: { limitBytes: this.engine.bufferLimitBytes, onFull: this.engine.bufferFullPolicy, maxHeldBytes: s.maxHeldBytes, throttles: s.throttles, throttledMs: Math.round(s.throttledMs) },
       bytesSent: this.link.bytesSent,
       ...(this.witnessBeatFailures ? { witnessBeatFailures: this.witnessBeatFailures } : {}),
       error: this.engine.error?.message,
@@ -394,7 +405,19 @@ async function connectAndRun(
   const debug = debugDigestHooks(backend, info.domid);
   const abort = new AbortController();
   const onLost = witness && !opts.blackhole ? () => decideAlone(backend, info, witness, keys.hostName, backupName, elog, abort.signal) : undefined;
-  const engine = new CheckpointEngine({ ...debug, session, link, mode, plan, events, domainName: info.name, log: elog, ...(onLost ? { onLost } : {}) });
+  const engine = new CheckpointEngine({
+    ...debug,
+    session,
+    link,
+    mode,
+    plan,
+    events,
+    domainName: info.name,
+    log: elog,
+    ...(onLost ? { onLost } : {}),
+    ...(opts.bufferLimitMiB !== undefined ? { bufferLimitBytes: opts.bufferLimitMiB * 1048576 } : {}),
+    ...(opts.onBufferFull !== undefined ? { onBufferFull: opts.onBufferFull } : {}),
+  });
   const p = new Protection(opts, info.domid, info.name, engine, link, mode, plan, abort);
   p.uuid = info.uuid;
   let protectedResolve!: () => void;

@@ -21,6 +21,7 @@ import type { ContentFrame, LoopState, Mode, ModePlan, Phase } from './types.js'
 import type { DeviceEvents } from './events.js';
 import { NackError, type ReplicationLink } from './link.js';
 import { Samples } from '../util/samples.js';
+import { DEFAULT_BUFFER_LIMIT_MIB, type BufferFullPolicy } from './buffer-policy.js';
 
 export interface EngineOptions {
   session: SaveSession;
@@ -44,6 +45,22 @@ export interface EngineOptions {
   onCaptured?: (epoch: number) => void;
   /** Full resyncs in a row the backup may reject before protection is given up. */
   maxResyncs?: number;
+  /** Output the devices may hold for the backup before `onBufferFull` acts (default BUFFER_LIMIT_BYTES). */
+  bufferLimitBytes?: number;
+  /** What happens when the held output passes the limit (default `throttle`); see BufferFullPolicy. */
+  onBufferFull?: BufferFullPolicy;
+}
+
+export { BUFFER_FULL_POLICIES, type BufferFullPolicy } from './buffer-policy.js';
+
+/** Held output allowed by default (see DEFAULT_BUFFER_LIMIT_MIB). */
+export const BUFFER_LIMIT_BYTES = DEFAULT_BUFFER_LIMIT_MIB << 20;
+
+/** How often the held output is looked at while the loop waits for an ack (ms). */
+const PRESSURE_POLL_MS = 10;
+
+export class BufferFullError extends Error {
+  readonly code = 'EBUFFERFULL';
 }
 
 export interface EngineStats {
@@ -65,6 +82,11 @@ export interface EngineStats {
   /** Per-checkpoint time in the two phases that dominate the pause. */
   suspendMs: Samples;
   captureMs: Samples;
+  /** Times the guest was paused because its held output passed the limit, and for how long in all. */
+  throttles: number;
+  throttledMs: number;
+  /** The most output held at once (bytes). */
+  maxHeldBytes: number;
 }
 
 export type EngineState = 'starting' | 'protected' | 'stopping' | 'stopped' | 'lost' | 'fenced' | 'failed';
@@ -145,6 +167,9 @@ export class CheckpointEngine {
     phaseMs: { suspend: 0, postsuspend: 0, capture: 0, preresume: 0, resume: 0, commit: 0 },
     suspendMs: new Samples(),
     captureMs: new Samples(),
+    throttles: 0,
+    throttledMs: 0,
+    maxHeldBytes: 0,
   };
 
   constructor(private readonly o: EngineOptions) {}
@@ -165,6 +190,21 @@ export class CheckpointEngine {
   /** Output the devices hold back right now, in bytes. */
   get heldBytes(): number {
     return this.o.plan.devices.reduce((n, d) => n + (d.heldBytes ?? 0), 0);
+  }
+
+  get bufferLimitBytes(): number {
+    return this.o.bufferLimitBytes ?? BUFFER_LIMIT_BYTES;
+  }
+
+  get bufferFullPolicy(): BufferFullPolicy {
+    return this.o.onBufferFull ?? 'throttle';
+  }
+
+  /** True when the held output is past the limit (and notes the peak). */
+  private overLimit(): boolean {
+    const held = this.heldBytes;
+    if (held > this.stats.maxHeldBytes) this.stats.maxHeldBytes = held;
+    return held > this.bufferLimitBytes;
   }
 
   /** The backend's own step timings (median ms), when it keeps them. */
@@ -381,15 +421,74 @@ export class CheckpointEngine {
     this.o.onCommit?.(epoch);
   }
 
-  /** Waits until fewer than `limit` checkpoints are in flight. */
+  /**
+   * Waits until fewer than `limit` checkpoints are in flight. Meanwhile the guest runs (remus,
+   * kemari) and its output is held: past the buffer limit, the policy acts (see BufferFullPolicy).
+   */
   private async drainInFlight(limit: number): Promise<void> {
     while (this.inFlight.size >= limit) {
       const [epoch, p] = this.inFlight.entries().next().value as [number, Promise<void>];
+      let over = false;
+      const watching = this.state === 'protected' ? this.whenOverLimit() : null;
       try {
-        await Promise.race([p, this.o.link.lost]);
-      } finally {
+        over = (await Promise.race([p.then(() => false), this.o.link.lost, ...(watching ? [watching.over] : [])])) === true;
+        if (!over) this.inFlight.delete(epoch);
+      } catch (err) {
         this.inFlight.delete(epoch);
+        throw err;
+      } finally {
+        watching?.stop();
       }
+      if (over) await this.relieve();
+    }
+    if (this.state === 'protected' && this.inFlight.size > 0 && this.overLimit()) await this.relieve();
+  }
+
+  /** Resolves `over` with true once the held output passes the limit (polled while waiting). */
+  private whenOverLimit(): { over: Promise<boolean>; stop: () => void } {
+    let timer: NodeJS.Timeout | null = null;
+    const over = new Promise<boolean>((resolve) => {
+      const look = () => {
+        if (this.overLimit()) resolve(true);
+        else timer = setTimeout(look, PRESSURE_POLL_MS);
+      };
+      look();
+    });
+    return { over, stop: () => timer && clearTimeout(timer) };
+  }
+
+  /**
+   * The held output is past the limit. `throttle`: pause the guest until every checkpoint in
+   * flight has settled, then let it run. `degrade`: give the backup up (the witness decides).
+   */
+  private async relieve(): Promise<void> {
+    const { link, log, session } = this.o;
+    const held = this.heldBytes;
+    if (this.bufferFullPolicy === 'degrade') {
+      const err = new BufferFullError(
+        `${held} bytes of output held for the backup passed the limit of ${this.bufferLimitBytes} (the backup acknowledges slower than the guest writes): protection given up as configured (on buffer full: degrade)`,
+      );
+      log.error('BUFFER FULL: giving up protection', { domain: this.o.domainName, heldBytes: held, limitBytes: this.bufferLimitBytes, inFlight: this.inFlight.size });
+      link.giveUp(err);
+      throw err;
+    }
+    const t0 = performance.now();
+    this.stats.throttles++;
+    log.warn('buffer full: guest paused until the backup catches up', { domain: this.o.domainName, heldBytes: held, limitBytes: this.bufferLimitBytes, inFlight: this.inFlight.size });
+    await session.throttle(true);
+    try {
+      for (const [epoch, p] of [...this.inFlight]) {
+        try {
+          await Promise.race([p, link.lost]);
+        } finally {
+          this.inFlight.delete(epoch);
+        }
+      }
+    } finally {
+      await session.throttle(false);
+      const ms = performance.now() - t0;
+      this.stats.throttledMs += ms;
+      if (!link.isLost) log.info('backup caught up: guest runs again', { domain: this.o.domainName, pausedMs: Math.round(ms), heldBytes: this.heldBytes });
     }
   }
 

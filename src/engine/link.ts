@@ -47,15 +47,37 @@ export interface ReplicationLink {
   onSide(handler: (m: SideMessage) => void | Promise<void>): void;
   /** Ends protection cleanly: GOODBYE, then close. */
   goodbye(reason: string): Promise<void>;
+  /**
+   * The primary gives the backup up while it may still be alive (its buffer is full): the link
+   * is lost with `err`, and a GOODBYE tells the backup to drop its replica rather than take over.
+   */
+  giveUp(err: Error): void;
   close(): void;
   readonly bytesSent: number;
 }
 
-type Waiter = { resolve: (us: number) => void; reject: (err: Error) => void };
+type Waiter = { resolve: (us: number) => void; reject: (err: Error) => void; since: number };
+
+/**
+ * A backup that keeps sending heartbeats but acknowledges nothing (its apply is stuck: a hung
+ * disk, a wedged libxenguest) would hold the primary's output, and with it the clients,
+ * forever: a checkpoint not acknowledged this long after its seal (outside a full or large
+ * checkpoint's slow phase) loses the link. Far above any ack time measured, on the sim (under
+ * 50 ms) or under the lab's emulation (under 2 s).
+ */
+export const ACK_TIMEOUT_MS = 10_000;
+
+export interface LinkOptions {
+  heartbeatMs: number;
+  timeoutMs: number;
+  /** Default ACK_TIMEOUT_MS. */
+  ackTimeoutMs?: number;
+}
 
 export class ChannelLink implements ReplicationLink {
   private readonly waiters = new Map<number, Waiter>();
   private slow = false;
+  private slowEndedAt = 0;
   private readonly early = new Map<number, number | Error>();
   private lostError: Error | null = null;
   private rejectLost!: (err: Error) => void;
@@ -67,7 +89,13 @@ export class ChannelLink implements ReplicationLink {
   private sideQueue: Promise<void> = Promise.resolve();
   lastAcked = 0;
 
-  constructor(readonly channel: Channel, hb: { heartbeatMs: number; timeoutMs: number }) {
+  private readonly ackTimer: NodeJS.Timeout;
+  private readonly ackTimeoutMs: number;
+
+  constructor(readonly channel: Channel, hb: LinkOptions) {
+    this.ackTimeoutMs = hb.ackTimeoutMs ?? ACK_TIMEOUT_MS;
+    this.ackTimer = setInterval(() => this.checkAcks(), Math.min(1000, Math.max(10, this.ackTimeoutMs / 10)));
+    this.ackTimer.unref();
     this.lost = new Promise<never>((_, reject) => (this.rejectLost = reject));
     this.lost.catch(() => {});
     this.hb = new HeartbeatMonitor(
@@ -138,7 +166,10 @@ export class ChannelLink implements ReplicationLink {
 
   slowPhase(on: boolean, silenceMs?: number): void {
     if (on) this.hb.grace(60 * 60 * 1000, silenceMs);
-    else if (this.slow) this.hb.grace(SETTLE_AFTER_FULL_MS); // once, when the full checkpoint is in
+    else if (this.slow) {
+      this.hb.grace(SETTLE_AFTER_FULL_MS); // once, when the full checkpoint is in
+      this.slowEndedAt = performance.now();
+    }
     this.slow = on;
   }
 
@@ -167,7 +198,28 @@ export class ChannelLink implements ReplicationLink {
       this.early.delete(epoch);
       return e instanceof Error ? Promise.reject(e) : Promise.resolve(e);
     }
-    return new Promise((resolve, reject) => this.waiters.set(epoch, { resolve, reject }));
+    return new Promise((resolve, reject) => this.waiters.set(epoch, { resolve, reject, since: performance.now() }));
+  }
+
+  /** The oldest unacknowledged checkpoint past the ack timeout loses the link (see ACK_TIMEOUT_MS). */
+  private checkAcks(): void {
+    if (this.lostError || this.slow) return;
+    const now = performance.now();
+    for (const [epoch, w] of this.waiters) {
+      // a slow phase just ended: its checkpoints are timed from then
+      if (w.since < this.slowEndedAt) w.since = this.slowEndedAt;
+      const waited = now - w.since;
+      if (waited >= this.ackTimeoutMs) {
+        this.declareDead(
+          new ReplicationLostError(`backup has not acknowledged checkpoint ${epoch} for ${Math.round(waited)} ms though it still sends heartbeats (ack timeout ${this.ackTimeoutMs} ms): given up`),
+        );
+        return;
+      }
+    }
+  }
+
+  giveUp(err: Error): void {
+    this.declareDead(err);
   }
 
   fail(err: Error): void {
@@ -189,6 +241,7 @@ export class ChannelLink implements ReplicationLink {
     if (this.lostError) return false;
     this.lostError = err;
     this.hb.stop();
+    clearInterval(this.ackTimer);
     this.side.close(err);
     for (const w of this.waiters.values()) w.reject(err);
     this.waiters.clear();
@@ -199,6 +252,7 @@ export class ChannelLink implements ReplicationLink {
   async goodbye(reason: string): Promise<void> {
     if (this.lostError) return;
     this.hb.stop();
+    clearInterval(this.ackTimer);
     this.channel.send(XLHA_REC.GOODBYE, encodeGoodbye(reason));
     await this.channel.end();
     this.lostError = new ReplicationLostError('protection ended');
@@ -230,5 +284,6 @@ export class BlackholeLink implements ReplicationLink {
     return 0;
   }
   async goodbye(): Promise<void> {}
+  giveUp(): void {}
   close(): void {}
 }

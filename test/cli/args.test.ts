@@ -70,6 +70,16 @@ t.test('--in-flight sets how many checkpoints may travel unacknowledged', async 
   t.throws(() => parseArgs(['remus', '--in-flight', '0', 'vm1', 'b']), /option --in-flight expects an integer from 1 to 16 \(checkpoints\), got "0"/);
 });
 
+t.test('--buffer-limit and --on-buffer-full say how far the backup may fall behind and what then', async (t) => {
+  const c = narrow(parseArgs(['remus', '--buffer-limit', '64', '--on-buffer-full', 'degrade', 'vm1', 'b']), 'remus');
+  t.equal(c.bufferLimitMiB, 64);
+  t.equal(c.onBufferFull, 'degrade');
+  const d = narrow(parseArgs(['kemari', 'vm1', 'b']), 'remus');
+  t.equal(d.bufferLimitMiB, undefined, 'unset: the engine default');
+  t.throws(() => parseArgs(['remus', '--buffer-limit', '0', 'vm1', 'b']), /option --buffer-limit expects an integer from 1 to 4096 \(MiB\), got "0"/);
+  t.throws(() => parseArgs(['colo', '--on-buffer-full', 'drop', 'vm1', 'b']), /option --on-buffer-full expects throttle or degrade, got "drop"/);
+});
+
 t.test('heartbeat and failover timeout can both be set', async (t) => {
   const c = narrow(parseArgs(['remus', '--heartbeat-ms', '100', '--failover-timeout-ms', '101', 'vm1', 'b']), 'remus');
   t.equal(c.heartbeatMs, 100);

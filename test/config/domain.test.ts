@@ -112,6 +112,15 @@ t.test('the failover timeout defaults to three heartbeats', async (t) => {
   t.equal(fromObj({ ...BASE, ha: 'remus', ha_peer: 'b', ha_heartbeat_ms: 200 }).ha?.failoverTimeoutMs, 600);
 });
 
+t.test('the buffer limit and what happens past it are per domain', async (t) => {
+  const ha = fromObj({ ...BASE, ha: 'remus', ha_peer: 'b', ha_buffer_limit_mib: 64, ha_on_buffer_full: 'degrade' }).ha;
+  t.equal(ha?.bufferLimitMiB, 64);
+  t.equal(ha?.onBufferFull, 'degrade');
+  const dflt = fromObj({ ...BASE, ha: 'remus', ha_peer: 'b' }).ha;
+  t.equal(dflt?.bufferLimitMiB, undefined, 'unset: the engine default (16 MiB, throttle)');
+  t.equal(dflt?.onBufferFull, undefined);
+});
+
 t.test('every ha mode is accepted', async (t) => {
   for (const mode of MODE_IDS) t.equal(fromObj({ ...BASE, ha: mode, ha_peer: 'b' }).ha?.mode, mode);
 });
@@ -171,6 +180,8 @@ const BAD_CASES: { title: string; obj: Record<string, XlValue>; key: string; mes
   { title: 'a non-boolean ha_disk', obj: { ...BASE, ha: 'remus', ha_peer: 'b', ha_disk: 2 }, key: 'ha_disk', message: 'ha_disk = 2 is not valid: expected on/off' },
   { title: 'a too-small ha_heartbeat_ms', obj: { ...BASE, ha: 'remus', ha_peer: 'b', ha_heartbeat_ms: 1 }, key: 'ha_heartbeat_ms', message: 'ha_heartbeat_ms = 1 is not valid: expected an integer from 5 to 10000 (milliseconds)' },
   { title: 'a failover timeout not above the heartbeat', obj: { ...BASE, ha: 'remus', ha_peer: 'b', ha_heartbeat_ms: 100, ha_failover_timeout_ms: 100 }, key: 'ha_failover_timeout_ms', message: 'ha_failover_timeout_ms = 100 is not valid: expected an integer greater than ha_heartbeat_ms (100)' },
+  { title: 'a zero ha_buffer_limit_mib', obj: { ...BASE, ha: 'remus', ha_peer: 'b', ha_buffer_limit_mib: 0 }, key: 'ha_buffer_limit_mib', message: 'ha_buffer_limit_mib = 0 is not valid: expected an integer from 1 to 4096 (MiB)' },
+  { title: 'an unknown ha_on_buffer_full', obj: { ...BASE, ha: 'remus', ha_peer: 'b', ha_on_buffer_full: 'drop' }, key: 'ha_on_buffer_full', message: 'ha_on_buffer_full = "drop" is not valid: expected one of "throttle", "degrade"' },
   { title: 'an ha_ key without ha', obj: { ...BASE, ha_peer: 'b' }, key: 'ha_peer', message: 'ha_peer is set but ha is not' },
   { title: 'an unknown ha_ key', obj: { ...BASE, ha: 'remus', ha_peer: 'b', ha_intervl_ms: 5 }, key: 'ha_intervl_ms', message: `ha_intervl_ms is not a known key (did you mean ha_interval_ms?): the known ha keys are ${HA_KEYS.join(', ')}` },
   { title: 'an unknown sim_ key', obj: { ...BASE, sim_colour: 5 }, key: 'sim_colour', message: `sim_colour is not a known key: the known sim keys are ${SIM_KEYS.join(', ')}` },

@@ -190,6 +190,13 @@ export class FakeLink implements ReplicationLink {
     this.events.push(`goodbye ${reason}`);
   }
 
+  /** Reasons the engine gave up the backup with (buffer full). */
+  readonly gaveUp: string[] = [];
+  giveUp(err: Error): void {
+    this.gaveUp.push(err.message);
+    this.lose(err.message);
+  }
+
   close(): void {
     this.closed = true;
   }

@@ -294,6 +294,12 @@ class SimSaveSession implements SaveSession {
     this.dom.state = 'running';
   }
 
+  async throttle(on: boolean): Promise<void> {
+    if (this.dom.state !== 'running') return;
+    if (on) this.dom.vcpu.pause();
+    else this.dom.vcpu.resume();
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;

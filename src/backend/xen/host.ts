@@ -335,6 +335,11 @@ class XenSaveSession implements SaveSession {
     this.reply(1);
   }
 
+  /** xc_domain_pause between two of libxenguest's checkpoints: its next suspend follows the unpause. */
+  async throttle(on: boolean): Promise<void> {
+    await this.ctx.run(on ? 'pause' : 'unpause', this.domid);
+  }
+
   timings(): Record<string, number> {
     const out: Record<string, number> = {};
     for (const [k, v] of Object.entries(this.steps)) if (v.count) out[k] = round(v.percentile(50));
