@@ -17,6 +17,8 @@ export class DiskReplicationDevice implements CheckpointDevice {
   private tap: DiskTap | null = null;
   private pending: ContentFrame[] = [];
   private sub: Disposable | null = null;
+  /** Bytes of disk writes sent per checkpoint not yet acknowledged (they count against the buffer limit). */
+  private readonly unacked = new Map<number, number>();
   writesSent = 0;
 
   setup(ctx: DeviceContext): void {
@@ -32,10 +34,13 @@ export class DiskReplicationDevice implements CheckpointDevice {
     for await (const chunk of all.chunks) await send({ type: XLHA_REC.DISK_WRITES, body: encodeDiskWrites([chunk]) });
   }
 
-  postsuspend(): void {
+  postsuspend(epoch: number): void {
     if (!this.tap) return;
     const writes = this.tap.drain();
     this.writesSent += writes.length;
+    let bytes = 0;
+    for (const w of writes) bytes += w.data.length;
+    if (bytes) this.unacked.set(epoch, bytes);
     this.pending = [];
     let batch: typeof writes = [];
     let size = 0;
@@ -55,6 +60,25 @@ export class DiskReplicationDevice implements CheckpointDevice {
     const p = this.pending;
     this.pending = [];
     return p;
+  }
+
+  commit(epoch: number): void {
+    for (const e of this.unacked.keys()) if (e <= epoch) this.unacked.delete(e);
+  }
+
+  release(): void {
+    this.unacked.clear();
+  }
+
+  discard(): void {
+    this.unacked.clear();
+  }
+
+  /** Disk writes replicated but not yet acknowledged: the primary holds them until then. */
+  get heldBytes(): number {
+    let n = 0;
+    for (const b of this.unacked.values()) n += b;
+    return n;
   }
 
   teardown(): void {

@@ -16,6 +16,8 @@ import { RemusMode } from '../../src/engine/modes/remus.js';
 import { DeviceEvents } from '../../src/engine/events.js';
 import type { ModePlan } from '../../src/engine/types.js';
 import { NetbufDevice } from '../../src/devices/netbuf.js';
+import { DiskReplicationDevice } from '../../src/devices/disk.js';
+import { RECORD } from '../../src/backend/sim/guest.js';
 import { KV_OP } from '../../src/backend/sim/kvproto.js';
 import { silentLogger } from '../../src/util/log.js';
 import { Channel } from '../../src/transport/channel.js';
@@ -33,15 +35,16 @@ let nextClient = 5000;
 /** Each PING's response is 12 bytes: 20 of them pass a 100-byte limit. */
 const LIMIT = 100;
 
-async function protect(t: TT, onBufferFull: BufferFullPolicy) {
+async function protect(t: TT, onBufferFull: BufferFullPolicy, withDisk = false) {
   const session = await backend.openSave(host.dom.domid);
   const link = new FakeLink();
   const netbuf = new NetbufDevice();
-  const plan: ModePlan = { devices: [netbuf], maxInFlight: 1, phaseOrder: 'resume-then-ack', outputRule: 'after-checkpoint-ack' };
+  const disk = new DiskReplicationDevice();
+  const plan: ModePlan = { devices: withDisk ? [netbuf, disk] : [netbuf], maxInFlight: 1, phaseOrder: 'resume-then-ack', outputRule: 'after-checkpoint-ack' };
   const engine = new CheckpointEngine({ session, link, mode: new RemusMode({ intervalMs: 20 }), plan, events: new DeviceEvents(), domainName: host.dom.name, log, bufferLimitBytes: LIMIT, onBufferFull });
   const { abort, done, protectedP } = startEngine(t, engine, link);
   await protectedP;
-  return { engine, link, netbuf, abort, done };
+  return { engine, link, netbuf, disk, abort, done };
 }
 
 t.test('throttle: past the limit the guest is paused until the backup catches up, and no output leaves before its ack', async (t) => {
@@ -92,6 +95,29 @@ t.test('degrade: past the limit protection is given up with an alert, the backup
   t.equal(c.responses.length, 20, 'the held output was released (no witness here says otherwise)');
   t.equal(r.engine.stats.throttles, 0, 'the guest was never paused');
   t.equal((await backend.findDomain(host.dom.domid)).state, 'running');
+});
+
+t.test('disk writes replicated but not yet acknowledged count against the same limit', async (t) => {
+  t.ok(RECORD > LIMIT, `one kv PUT writes a ${RECORD}-byte record, past the ${LIMIT}-byte limit`);
+  const r = await protect(t, 'throttle', true);
+  r.link.auto = () => 'hold';
+  await r.link.waitSeal(r.engine.epoch + 1);
+  const e0 = r.engine.epoch;
+  const c = await rawConn(t, host.port);
+  c.send(nextClient++, 1, KV_OP.PUT, 'limit-key', 'v');
+  await until('the PUT response to be held', () => r.netbuf.heldBytes > 0);
+  t.ok(r.netbuf.heldBytes <= LIMIT, 'the network output alone is under the limit');
+  t.equal(r.disk.heldBytes, 0, 'the write is not replicated yet');
+  r.link.ackUpTo(e0); // the next checkpoint carries the write, and waits for its ack
+  await until('the guest to be throttled', () => r.engine.stats.throttles === 1, 3000);
+  t.equal(r.disk.heldBytes, RECORD, 'the write of the checkpoint in flight is held against the limit');
+  r.link.auto = () => 'ack';
+  r.link.ackUpTo(Number.MAX_SAFE_INTEGER);
+  await c.waitFor(1, 3000);
+  await until('the acknowledged write to be let go', () => r.disk.heldBytes === 0, 3000);
+  t.equal(r.engine.state, 'protected');
+  r.abort.abort(new Error('test over'));
+  t.equal(await r.done, 'stopped');
 });
 
 /** A backup that accepts the link and sends heartbeats, and never acknowledges anything. */
