@@ -235,6 +235,22 @@ int xlha_domain_pause(xlha_ctx *ctx, uint32_t domid)
     return rc ? xlha__libxl_fail(ctx, rc, "pause", domid) : 0;
 }
 
+int xlha_watchdog(xlha_ctx *ctx, uint32_t id, uint32_t timeout_s)
+{
+    int rc = xlha__need(ctx);
+    if (rc) return rc;
+    errno = 0;
+    rc = xc_watchdog(ctx->xch, id, timeout_s);
+    if (rc >= 0) return rc;
+    int err = errno ? errno : EIO;
+    if (id == 0) {
+        if (err == EEXIST) err = ENOSPC;
+        return xlha__fail(ctx, err, "arming the Xen watchdog failed: %s%s", strerror(err),
+                          err == ENOSPC ? " (both of Xen's watchdogs for dom0 are taken: is xenwatchdogd running?)" : "");
+    }
+    return xlha__fail(ctx, err, "%s the Xen watchdog %u failed: %s", timeout_s ? "kicking" : "disarming", id, strerror(err));
+}
+
 int xlha_domain_unpause(xlha_ctx *ctx, uint32_t domid)
 {
     int rc = xlha__need(ctx);

@@ -124,6 +124,12 @@ int xlha_domain_info(xlha_ctx *ctx, uint32_t domid, xlha_dominfo *out);
 /* Returns the domid (>= 0) of the domain called `name`, or -ENOENT. */
 int xlha_domain_by_name(xlha_ctx *ctx, const char *name);
 int xlha_domain_pause(xlha_ctx *ctx, uint32_t domid);
+/* Xen's watchdog for the calling domain (dom0 here: SCHEDOP_watchdog, as xenwatchdogd uses).
+ * id 0 arms a new one and returns its id (> 0); a known id with timeout_s > 0 kicks it; with
+ * timeout_s 0 it is disarmed. If it is not kicked within timeout_s, Xen shuts the domain
+ * down with reason watchdog: for dom0 the whole host reboots. -ENOSPC when Xen's watchdogs
+ * for this domain are all taken (two per domain). */
+int xlha_watchdog(xlha_ctx *ctx, uint32_t id, uint32_t timeout_s);
 int xlha_domain_unpause(xlha_ctx *ctx, uint32_t domid);
 int xlha_domain_destroy(xlha_ctx *ctx, uint32_t domid);
 /* Renames a domain (the replica is built as <name>--incoming, as xl does, and takes the

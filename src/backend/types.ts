@@ -272,6 +272,17 @@ export type DomainEvent =
   | { kind: 'introduce'; domid: number }
   | { kind: 'release'; domid: number };
 
+/** An armed hypervisor watchdog (see HypervisorBackend.armWatchdog). */
+export interface HostWatchdog {
+  /** The hypervisor's id for it (xen: 1 or 2). */
+  readonly id: number;
+  readonly timeoutSec: number;
+  /** Restarts its countdown. */
+  kick(): void;
+  /** Stops it for good (a clean daemon stop). */
+  disarm(): void;
+}
+
 export interface HypervisorBackend {
   readonly kind: BackendKind;
   readonly features: BackendFeatures;
@@ -294,6 +305,12 @@ export interface HypervisorBackend {
   unfence?(domid: number): Promise<void>;
   openSave(domid: number, opts?: SaveOptions): Promise<SaveSession>;
   createReplica(spec: ReplicaSpec): Promise<ReplicaDomain>;
+  /**
+   * Arms the hypervisor's watchdog for this host: unless it is kicked at least every
+   * `timeoutSec`, the host is reset (xen: SCHEDOP_watchdog on dom0, as xenwatchdogd uses; Xen
+   * then reboots the machine). Throws when the hypervisor has no free watchdog.
+   */
+  armWatchdog?(timeoutSec: number): HostWatchdog;
   onDomainEvent(listener: (ev: DomainEvent) => void): () => void;
   dispose(): Promise<void>;
 }

@@ -29,6 +29,7 @@ import {
 import { MODE_IDS, type ModeId } from '../engine/modes/ids.js';
 import { BUFFER_FULL_POLICIES, DEFAULT_BUFFER_LIMIT_MIB, type BufferFullPolicy } from '../engine/buffer-policy.js';
 import { parseWitnessEndpoints } from '../witness/endpoints.js';
+import { DEFAULT_WATCHDOG_SEC, WATCHDOG_LIMITS } from '../daemon/watchdog.js';
 
 // ---------------------------------------------------------------------------
 // Types
@@ -88,6 +89,8 @@ export interface ReceiveCommand extends CommandBase {
   /** etcd endpoints of the witness (`--witness`). */
   witness?: string[];
   fenceCommand?: string;
+  /** Hypervisor watchdog timeout while protecting (`--watchdog`; 0 off; unset: DEFAULT_WATCHDOG_SEC). */
+  watchdogSec?: number;
   hostName?: string;
   stateDir?: string;
 }
@@ -98,6 +101,8 @@ export interface DaemonCommand extends CommandBase {
   listen?: HostPort;
   witness?: string[];
   fenceCommand?: string;
+  /** Hypervisor watchdog timeout while protecting (`--watchdog`; 0 off; unset: DEFAULT_WATCHDOG_SEC). */
+  watchdogSec?: number;
   hostName?: string;
   stateDir?: string;
 }
@@ -258,6 +263,7 @@ const LISTEN_OPTIONS = (dflt: string): OptionDef[] => [
   { id: 'host-name', long: 'host-name', arg: 'NAME', help: 'Name of this host as seen by its peers (default: the system host name).' },
   { id: 'state-dir', long: 'state-dir', arg: 'DIR', help: 'Directory for persistent state.' },
   { id: 'fence-command', long: 'fence-command', arg: 'CMD', help: 'Run (through /bin/sh) before a replica activates, and after a local copy is fenced; XLHA_EVENT, XLHA_DOMAIN, XLHA_FENCING_TOKEN... (docs/fencing.md). A failure keeps the replica halted.' },
+  { id: 'watchdog', long: 'watchdog', arg: 'SEC', help: `While it protects a domain, keep the hypervisor's watchdog armed: if the daemon hangs or dies uncleanly, the host is reset after SEC seconds (default ${DEFAULT_WATCHDOG_SEC}, ${WATCHDOG_LIMITS.min} to ${WATCHDOG_LIMITS.max}; 0 off).` },
   { id: 'witness', long: 'witness', arg: 'HOST:PORT[,...]', help: 'etcd endpoints of the witness both hosts reach: failover and running alone are decided there (docs/fencing.md).' },
   HELP_OPTION,
 ];
@@ -652,7 +658,9 @@ export function parseArgs(argv: readonly string[]): Command {
       const hostOpt = lastValue(s, 'host-name');
       const hostName = hostOpt ? nameOption(command, hostOpt, 'a host name') : undefined;
       const stateDir = pathOption(command, lastValue(s, 'state-dir'));
-      const extra: { hostName?: string; stateDir?: string; witness?: string[]; fenceCommand?: string } = {};
+      const extra: { hostName?: string; stateDir?: string; witness?: string[]; fenceCommand?: string; watchdogSec?: number } = {};
+      const wdOpt = lastValue(s, 'watchdog');
+      if (wdOpt) extra.watchdogSec = wdOpt.value === '0' ? 0 : intOption(command, wdOpt, WATCHDOG_LIMITS, 'seconds, or 0 for off');
       const fcOpt = lastValue(s, 'fence-command');
       if (fcOpt) {
         if (!fcOpt.value.trim()) throw new UsageError(`option ${fcOpt.spelled} expects a command`, command, fcOpt.spelled);

@@ -90,6 +90,7 @@ async function runDaemon(cmd: Extract<Command, { cmd: 'daemon' | 'receive' }>): 
     keys,
     ...(witness ? { witness } : {}),
     ...(cmd.fenceCommand ? { fenceCommand: cmd.fenceCommand } : {}),
+    ...(cmd.watchdogSec !== undefined ? { watchdogSec: cmd.watchdogSec } : {}),
     backend,
     hostName,
     stateDir,

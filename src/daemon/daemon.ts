@@ -34,9 +34,12 @@ export interface DaemonOptions {
   witness?: Witness;
   /** Run before a replica activates, and after a local copy is fenced (src/failover/fence-hook.ts). */
   fenceCommand?: string;
+  /** The hypervisor watchdog's timeout while this host is a primary (0 off; default DEFAULT_WATCHDOG_SEC). */
+  watchdogSec?: number;
   log: Logger;
 }
 
+import { DaemonWatchdog, DEFAULT_WATCHDOG_SEC } from './watchdog.js';
 import type { ControlRequest, ControlResponse } from './control.js';
 export { controlRequest, type ControlRequest, type ControlResponse } from './control.js';
 
@@ -51,13 +54,22 @@ export class Daemon {
   readonly protections = new Map<string, SupervisedProtection>();
   readonly backups = new Set<BackupSession>();
   private stopping = false;
+  readonly watchdog: DaemonWatchdog;
 
-  constructor(readonly o: DaemonOptions) {}
+  constructor(readonly o: DaemonOptions) {
+    this.watchdog = new DaemonWatchdog(o.backend, o.watchdogSec ?? DEFAULT_WATCHDOG_SEC, o.log.child({ module: 'watchdog' }));
+  }
+
+  /** The watchdog is armed while this host is the primary of a domain. */
+  private protectionsChanged(): void {
+    this.watchdog.update(this.protections.size > 0);
+  }
 
   async start(): Promise<void> {
     if (this.o.keys.hostName !== this.o.hostName) throw new Error(`the keys are for host ${this.o.keys.hostName}, this daemon is ${this.o.hostName}`);
     // a key that others can read, or that does not parse, stops the daemon here
     const peers = this.o.keys.checkAll();
+    this.watchdog.check();
     fs.mkdirSync(this.o.stateDir, { recursive: true });
     fs.mkdirSync(path.dirname(this.o.controlPath), { recursive: true });
     await this.listenControl();
@@ -167,6 +179,7 @@ export class Daemon {
       () => this.fenced(name, first.uuid, opts),
     );
     this.protections.set(name, sp);
+    this.protectionsChanged();
     return sp;
   }
 
@@ -248,6 +261,7 @@ export class Daemon {
         if (p) {
           await p.stop();
           this.protections.delete(d.name);
+          this.protectionsChanged();
         }
         await be.destroyDomain(d.domid);
         return { destroyed: d.name };
@@ -268,6 +282,7 @@ export class Daemon {
         if (!p) throw new Error(`domain ${d.name} is not protected on this host`);
         const state = await p.stop();
         this.protections.delete(d.name);
+        this.protectionsChanged();
         return { domain: d.name, state };
       }
       case 'failover': {
@@ -285,6 +300,7 @@ export class Daemon {
           host: this.o.hostName,
           backend: be.kind,
           daemon: daemonStatus(),
+          watchdog: this.watchdog.status(),
           protections: [...this.protections.values()].map((p) => p.status()),
           replicas: [...this.backups].map((b) => b.status()),
         };
@@ -307,6 +323,7 @@ export class Daemon {
     if (this.stopping) return;
     this.stopping = true;
     for (const p of this.protections.values()) await p.stop().catch(() => {});
+    this.watchdog.disarm('the daemon stops');
     for (const b of this.backups) b.dispose();
     this.control?.close();
     this.replication?.close();

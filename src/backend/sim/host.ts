@@ -18,6 +18,7 @@ import {
   type ContentSink,
   type DomainEvent,
   type DomainInfo,
+  type HostWatchdog,
   type HypervisorBackend,
   type IndexedInput,
   type IngressTap,
@@ -32,6 +33,7 @@ import { GuestMemory, PAGE_SIZE } from './memory.js';
 import { KV_DISK_BYTES, KV_MIN_MEMORY_MIB, REG_COUNT, type Workload } from './guest.js';
 import { Vcpu } from './vcpu.js';
 import { SimNic, type OutputGate } from './nic.js';
+import { armSimWatchdog } from './watchdog.js';
 import { SimDisk } from './disk.js';
 import { XenStreamWriter } from '../../transport/xenstream.js';
 
@@ -529,6 +531,11 @@ export class SimBackend implements HypervisorBackend {
     const d = this.domain(domid);
     d.vcpu.pause();
     d.state = 'paused';
+  }
+
+  /** A worker thread counts down; if this process stops kicking, it SIGKILLs the process (src/backend/sim/watchdog.ts). */
+  armWatchdog(timeoutSec: number): HostWatchdog {
+    return armSimWatchdog(timeoutSec);
   }
 
   async unpause(domid: number): Promise<void> {

@@ -30,6 +30,7 @@ import {
   type ContentSink,
   type DomainEvent,
   type DomainInfo,
+  type HostWatchdog,
   type HypervisorBackend,
   type ReplicaDomain,
   type ReplicaSpec,
@@ -551,6 +552,22 @@ export class XenBackend implements HypervisorBackend {
 
   async unpause(domid: number): Promise<void> {
     await this.ctx.run('unpause', domid);
+  }
+
+  armWatchdog(timeoutSec: number): HostWatchdog {
+    const ctx = this.ctx;
+    const id = ctx.watchdog(0, timeoutSec);
+    let armed = true;
+    return {
+      id,
+      timeoutSec,
+      kick: () => void (armed && ctx.watchdog(id, timeoutSec)),
+      disarm: () => {
+        if (!armed) return;
+        armed = false;
+        ctx.watchdog(id, 0);
+      },
+    };
   }
 
   async openSave(domid: number): Promise<SaveSession> {

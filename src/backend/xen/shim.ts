@@ -100,6 +100,7 @@ export class Shim {
       unpause: f('int xlha_domain_unpause(xlha_ctx *ctx, uint32_t domid)'),
       destroy: f('int xlha_domain_destroy(xlha_ctx *ctx, uint32_t domid)'),
       suspend: f('int xlha_domain_suspend(xlha_ctx *ctx, uint32_t domid)'),
+      watchdog: f('int xlha_watchdog(xlha_ctx *ctx, uint32_t id, uint32_t timeout)'),
       resume: f('int xlha_domain_resume(xlha_ctx *ctx, uint32_t domid, int fast)'),
       rename: f('int xlha_domain_rename(xlha_ctx *ctx, uint32_t domid, const char *old_name, const char *new_name)'),
       configJson: f('void *xlha_domain_config_json(xlha_ctx *ctx, uint32_t domid)'),
@@ -226,6 +227,11 @@ export class ShimContext {
 
   async run(name: 'pause' | 'unpause' | 'destroy' | 'suspend', domid: number): Promise<void> {
     this.check(await this.shim.call<number>(this.shim.fn[name]!, this.ptr, domid));
+  }
+
+  /** SCHEDOP_watchdog for dom0: id 0 arms one and returns its id; then kick (timeout > 0) or disarm (0). Synchronous: one hypercall. */
+  watchdog(id: number, timeoutSec: number): number {
+    return this.check(this.shim.fn.watchdog!(this.ptr, id, timeoutSec) as number);
   }
 
   async resume(domid: number, fast: boolean): Promise<void> {
