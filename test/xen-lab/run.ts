@@ -31,7 +31,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
 
-const SCENARIOS = ['stock-remus', 'shim', 'remus', 'xlha-remus-figures', 'netbuf', 'kemari', 'failover', 'xl-create-ha', 'stock-remus-tcp', 'stock-remus-after', 'xlha-remus-after'] as const;
+const SCENARIOS = ['stock-remus', 'shim', 'remus', 'xlha-remus-figures', 'netbuf', 'kemari', 'failover', 'xl-create-ha', 'stock-remus-tcp', 'stock-remus-after', 'xlha-remus-after', 'watchdog'] as const;
+/** Xen's words when dom0's watchdog fires (4.17; later releases name the timer: "Watchdog timer 1 fired for d0"). */
+const WATCHDOG_FIRED = /Watchdog timer (?:\d+ )?fired for (?:domain 0|d0)\b/;
+const WATCHDOG_WAIT = /XLHA-WATCHDOG-WAIT (\{.*\})\s*$/;
 const MIN_FREE_BYTES = 4 * 1024 ** 3;
 const MARKER = /XLHA-SCENARIO (\S+) (ok|fail|skipped) (\{.*\})\s*$/;
 
@@ -168,6 +171,8 @@ interface BootResult {
   bootSecs: number | null;
   done: boolean;
   serial: string;
+  /** The watchdog scenario: host seconds from the daemon's hang to Xen's reset, when both were seen. */
+  watchdog: { waitSeenAt: number | null; firedAt: number | null; waitInfo: Record<string, unknown> | null; line: string | null };
   /** The boot printed nothing for BOOT_STALL_SECS before Xen's userspace came up: the last line. */
   stalledAt: string | null;
 }
@@ -218,6 +223,7 @@ async function boot(serialLog: string, qemuLog: string): Promise<BootResult> {
   let stalledAt: string | null = null;
   let lastLine = '';
   const seen = new Set<string>();
+  const watchdog: BootResult['watchdog'] = { waitSeenAt: null, firedAt: null, waitInfo: null, line: null };
   const follow = () => {
     let fd: number;
     try {
@@ -254,6 +260,20 @@ async function boot(serialLog: string, qemuLog: string): Promise<BootResult> {
       const m = MARKER.exec(line);
       if (m) progress(`scenario ${m[1]}: ${m[2]}${m[2] === 'ok' ? '' : ` (${m[3]!.slice(0, 300)})`}`);
       if (line.includes('XENLAB-DONE')) done = true;
+      const w = WATCHDOG_WAIT.exec(line);
+      if (w && watchdog.waitSeenAt === null) {
+        watchdog.waitSeenAt = performance.now();
+        try {
+          watchdog.waitInfo = JSON.parse(w[1]!) as Record<string, unknown>;
+        } catch {
+          watchdog.waitInfo = null;
+        }
+      }
+      if (WATCHDOG_FIRED.test(line) && watchdog.firedAt === null) {
+        watchdog.firedAt = performance.now();
+        watchdog.line = line.trim();
+        progress(`Xen: ${line.trim()}`);
+      }
     }
     if (bootSecs === null && stalledAt === null && !exited && (performance.now() - grewAt) / 1000 > BOOT_STALL_SECS) {
       stalledAt = lastLine.slice(0, 300);
@@ -270,7 +290,7 @@ async function boot(serialLog: string, qemuLog: string): Promise<BootResult> {
   process.removeListener('SIGTERM', onSignal);
   const timedOut = r.exitCode === 124 || (!done && exited && secsSince(tBoot) >= QEMU_TIMEOUT - 1);
   progress(`QEMU exited (${r.exitCode === undefined ? `signal ${String(r.signal)}` : `exit ${r.exitCode}`}) after ${secsSince(tBoot)} s${done ? '' : ', dom0 did not finish'}`);
-  return { exitCode: r.exitCode, signal: r.signal, timedOut, bootSecs, done, serial: fs.readFileSync(serialLog, 'latin1'), stalledAt };
+  return { exitCode: r.exitCode, signal: r.signal, timedOut, bootSecs, done, serial: fs.readFileSync(serialLog, 'latin1'), stalledAt, watchdog };
 }
 
 function parseMarkers(text: string, into: Map<string, Details>, source: string): void {
@@ -422,6 +442,17 @@ async function main(): Promise<void> {
     if (attempt < 2) progress('booting again (a hung kernel boot is the emulator\'s, not a result)');
   }
   const res = await collect(path.join(L, 'dom0.img'), b.serial, path.join(runDir, 'out'));
+  // The watchdog scenario ends in a reset of the whole lab, which dom0 cannot report: its result
+  // is Xen's own line on the serial console after the daemon was hung (and none before).
+  const wd = b.watchdog;
+  if (!res.has('watchdog') && wd.firedAt !== null) {
+    res.set(
+      'watchdog',
+      wd.waitSeenAt !== null && wd.firedAt >= wd.waitSeenAt
+        ? { status: 'ok', resetAfterSecs: Math.round((wd.firedAt - wd.waitSeenAt) / 100) / 10, ...(wd.waitInfo ?? {}), xen: wd.line }
+        : { status: 'fail', reason: `Xen's watchdog fired before the watchdog scenario hung the daemon: ${wd.line}` },
+    );
+  }
 
   const labProblem =
     b.bootSecs === null

@@ -108,6 +108,11 @@ fresh_domu() {
 }
 ensure_domu() { is_running domu1 && return 0; fresh_domu; }
 pid_alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
+# The primary daemon arms Xen's watchdog for dom0 while it protects (30 s by default). The lab's
+# two hosts share this dom0, so the failover scenario's "dead primary host" (a kill -9 of its
+# daemon) would reset the backup too: the primary daemon runs with --watchdog 0 until the
+# watchdog scenario, the last, starts it with the default and hangs it.
+P_WATCHDOG="--watchdog 0"
 # start_daemon <p|b>: the primary daemon or the backup receiver, in their own session so a
 # scenario's time limit does not kill them; returns 1 with the reason on stdout
 start_daemon() {
@@ -122,7 +127,7 @@ start_daemon() {
   pair_hosts || return 1
   if [ "$who" = p ]; then
     # shellcheck disable=SC2086
-    (cd "$DAEMON_CWD" && exec setsid env $DAEMON_ENV $DAEMON_CMD --backend xen --control "$sock" --keys "$PKEYS" daemon --host-name lab-p --state-dir /var/lib/xl-ha/p > "$dlog" 2>&1 < /dev/null) &
+    (cd "$DAEMON_CWD" && exec setsid env $DAEMON_ENV $DAEMON_CMD --backend xen --control "$sock" --keys "$PKEYS" daemon --host-name lab-p --state-dir /var/lib/xl-ha/p $P_WATCHDOG > "$dlog" 2>&1 < /dev/null) &
   else
     # shellcheck disable=SC2086
     (cd "$DAEMON_CWD" && exec setsid env $DAEMON_ENV $DAEMON_CMD --backend xen --control "$sock" --keys "$BKEYS" receive -l "127.0.0.1:$PORT" --host-name lab-b --state-dir /var/lib/xl-ha/b > "$dlog" 2>&1 < /dev/null) &
@@ -649,6 +654,32 @@ sc_failover() {
   else emit $n fail "domain $name (domid $found) runs but the guest did not tick in 8 s" "$extra"; fi
 }
 
+# The primary daemon, with the default watchdog, protects a fresh domu1 (to a black hole: no
+# backup needed) and is then hung with SIGSTOP. Xen must reset the host: "Watchdog timer fired for
+# domain 0" on the serial console, and QEMU exits (-no-reboot). dom0 cannot report that itself:
+# run.ts reads it from the serial log. This scenario reports only a failure (no reset in 90 s).
+sc_watchdog() {
+  local n=watchdog why
+  stop_daemon p
+  why=$(fresh_domu) || { emit $n fail "$why"; return; }
+  P_WATCHDOG=""
+  why=$(start_daemon p) || { emit $n fail "$why"; return; }
+  TMO=240 xlha --control "$PSOCK" remus -b -F -n -d -i 200 domu1 "127.0.0.1:$PORT" > "$OUT/watchdog-remus.out" 2>&1 || { emit $n fail "xl-ha remus -b: $(tailf "$OUT/watchdog-remus.out" 3)"; return; }
+  local st; st=$(raw_status "$PSOCK")
+  echo "$st" > "$OUT/watchdog-status.json"
+  local armed timeout
+  armed=$(node /xenlab/jget.cjs result.watchdog.armed <<< "$st"); timeout=$(node /xenlab/jget.cjs result.watchdog.timeoutSec <<< "$st")
+  [ "$armed" = true ] || { emit $n fail "the protecting daemon did not arm the watchdog: $(head -c 300 "$OUT/watchdog-status.json")"; return; }
+  sync
+  local pid; pid=$(cat "$ST/p.pid")
+  echo "XLHA-WATCHDOG-WAIT {\"timeoutSec\":$(jnum "$timeout"),\"daemonPid\":$pid}"
+  kill -STOP "$pid"
+  local s; s=$(up)
+  for _ in $(seq 1 18); do sleep 5; echo "XLHA-WATCHDOG-TICK $(dt "$s")"; done
+  kill -CONT "$pid"
+  emit $n fail "dom0 still runs $(dt "$s") s after its protecting daemon hung with a ${timeout} s watchdog armed"
+}
+
 # (c) xl create with ha="remus": not yet
 sc_xl-create-ha() { emit xl-create-ha skipped "xl integration issue not landed"; }
 
@@ -662,7 +693,7 @@ sc_relay-costs() {
 # ---------------------------------------------------------------- driver
 if [ "${1:-}" = --one ]; then "sc_$2"; exit 0; fi
 
-SCENARIOS="stock-remus:$((REMUS_SECS + 240)) shim:120 remus:$((REMUS_SECS + 300)) xlha-remus-figures:30 netbuf:300 kemari:300 failover:150 xl-create-ha:10 stock-remus-tcp:$((REMUS_SECS + 240)) stock-remus-after:$((REMUS_SECS + 240)) xlha-remus-after:$((REMUS_SECS + 240))"
+SCENARIOS="stock-remus:$((REMUS_SECS + 240)) shim:120 remus:$((REMUS_SECS + 300)) xlha-remus-figures:30 netbuf:300 kemari:300 failover:150 xl-create-ha:10 stock-remus-tcp:$((REMUS_SECS + 240)) stock-remus-after:$((REMUS_SECS + 240)) xlha-remus-after:$((REMUS_SECS + 240)) watchdog:300"
 # diagnostics run first, and only when named in xenlab.scenarios
 for d in relay-costs:120; do [[ "+$ONLY+" == *"+${d%%:*}+"* ]] && SCENARIOS="$d $SCENARIOS"; done
 : > "$RES"
