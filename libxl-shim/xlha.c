@@ -14,7 +14,9 @@
 #include <string.h>
 #include <unistd.h>
 #include <net/if.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <linux/netlink.h>
 #include <linux/pkt_sched.h>
@@ -482,6 +484,23 @@ int xlha_pipe(int *fds)
     for (size = XLHA_PIPE_BYTES; size >= 65536; size /= 2)
         if (fcntl(fds[1], F_SETPIPE_SZ, size) >= 0) break;
     return 0;
+}
+
+int xlha_pipe_wait_drained(int fd, int timeout_ms)
+{
+    struct timespec start, now, nap = { 0, 100 * 1000 };
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        int queued = 0;
+        if (ioctl(fd, FIONREAD, &queued) < 0) return -errno;
+        if (queued == 0) return 0;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long ms = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+        if (ms >= timeout_ms) return -ETIMEDOUT;
+        /* 0.1 ms at first, then up to 2 ms: a checkpoint is applied in a few ms on hardware */
+        nanosleep(&nap, NULL);
+        if (nap.tv_nsec < 2 * 1000 * 1000) nap.tv_nsec *= 2;
+    }
 }
 
 /* ---- xenstore watch ------------------------------------------------------------------------------ */

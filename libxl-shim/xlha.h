@@ -171,6 +171,13 @@ int xlha_restore_run(xlha_ctx *ctx, const char *config_json, int io_fd, int stre
  * and libxenguest does not wait for the caller's reads while the guest is suspended. */
 int xlha_pipe(int *fds);
 
+/* Waits until the pipe whose write end is `fd` holds no byte (FIONREAD), up to timeout_ms:
+ * 0 once it is empty, -ETIMEDOUT, or -errno. On the backup, the last bytes of a checkpoint are
+ * libxl's CHECKPOINT_END record, which libxl reads only after libxenguest's checkpoint
+ * callback has run, that is after the checkpoint's buffered records were applied: an empty
+ * pipe means libxenguest has taken the checkpoint. Blocking: call it off the event loop. */
+int xlha_pipe_wait_drained(int fd, int timeout_ms);
+
 /* xenstore watch on @introduceDomain and @releaseDomain. xlha_watch_wait blocks up to
  * timeout_ms; it returns 1 and copies the fired path into `path` (NUL-terminated), 0 on
  * timeout, negative errno on failure. */

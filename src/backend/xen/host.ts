@@ -369,6 +369,13 @@ class XenSaveSession implements SaveSession {
   }
 }
 
+const ETIMEDOUT = 110;
+/**
+ * How long libxenguest may take to apply one checkpoint on the backup before it is refused:
+ * far above the lab's (a first checkpoint of 128 MiB under emulation: seconds).
+ */
+const TAKE_TIMEOUT_MS = 60_000;
+
 class XenReplica implements ReplicaDomain {
   readonly takesRawStream = true;
   readonly keepsNoInput = true; // write() resolves once libuv has handed every byte to the pipe
@@ -380,6 +387,7 @@ class XenReplica implements ReplicaDomain {
   private readonly run: Promise<number>;
   private readonly incoming: string;
   private id = -1;
+  private readonly writeFd: number;
 
   constructor(
     private readonly ctx: ShimContext,
@@ -397,6 +405,7 @@ class XenReplica implements ReplicaDomain {
     cfg.c_info = { ...(cfg.c_info ?? {}), name: this.incoming };
     const shim = ctx.shim;
     const [r, w] = shim.pipe();
+    this.writeFd = w;
     this.writer = new net.Socket({ fd: w, readable: false, writable: true });
     this.writer.on('error', () => {});
     trace(`replica ${name}: restore starting as ${this.incoming}`);
@@ -470,8 +479,28 @@ class XenReplica implements ReplicaDomain {
       skip = 0;
     }
     await this.write(out);
+    await this.taken(cp.epoch);
     this.epoch = cp.epoch;
-    trace(`replica ${this.name}: checkpoint ${cp.epoch} handed to libxl (${cp.xen.reduce((n, b) => n + b.length, 0)} bytes)`);
+    trace(`replica ${this.name}: checkpoint ${cp.epoch} taken by libxenguest (${cp.xen.reduce((n, b) => n + b.length, 0)} bytes)`);
+  }
+
+  /**
+   * Resolves once libxenguest has taken checkpoint `epoch`: the pipe is empty, so libxl has read
+   * the checkpoint's last record (its CHECKPOINT_END), which it reads only after libxenguest's
+   * checkpoint callback, that is after the checkpoint was applied (xlha_pipe_wait_drained). The
+   * backup acknowledges only then, not when the bytes were written into the pipe.
+   */
+  private async taken(epoch: number): Promise<void> {
+    const shim = this.ctx.shim;
+    let rc = shim.fn.pipeWaitDrained!(this.writeFd, 0) as number; // most often already empty
+    if (rc === -ETIMEDOUT) {
+      const failed = this.run.then((code) => {
+        throw new Error(`the restore of ${this.name} ended (${code}: ${this.failedWith ?? 'no error'}) before it took checkpoint ${epoch}`);
+      });
+      rc = await Promise.race([shim.call<number>(shim.fn.pipeWaitDrained!, this.writeFd, TAKE_TIMEOUT_MS), failed]);
+    }
+    if (rc === -ETIMEDOUT) throw new Error(`libxenguest did not take checkpoint ${epoch} of ${this.name} within ${TAKE_TIMEOUT_MS / 1000} s`);
+    if (rc < 0) throw new Error(`waiting for libxenguest to take checkpoint ${epoch} of ${this.name}: errno ${-rc}`);
   }
 
   async activate(): Promise<DomainInfo> {

@@ -111,6 +111,7 @@ export class Shim {
       saveFree: f('void xlha_save_free(xlha_save *s)'),
       restoreRun: f('int xlha_restore_run(xlha_ctx *ctx, const char *config_json, int io_fd, int stream_type)'),
       pipe: f('int xlha_pipe(_Out_ int *fds)'),
+      pipeWaitDrained: f('int xlha_pipe_wait_drained(int fd, int timeout_ms)'),
       watchDomains: f('int xlha_watch_domains(xlha_ctx *ctx)'),
       plug: f('int xlha_plug(const char *ifname, int action, uint32_t limit, _Out_ uint8_t *err, int errlen)'),
       qdiscBacklog: f('long long xlha_qdisc_backlog(const char *ifname, _Out_ uint8_t *err, int errlen)'),
