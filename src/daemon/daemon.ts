@@ -155,7 +155,15 @@ export class Daemon {
         await other.replicaDropped(); // a clean stop whose replica is still being removed
         continue;
       }
-      if (other.state === 'active') throw new Error(`domain ${name} already runs on host ${this.o.hostName} (it failed over here)`);
+      if (other.state === 'active') {
+        // the domain that failed over here may have gone since (xl destroy, a shutdown): stale
+        if ((await this.o.backend.listDomains()).some((d) => d.name === name && d.state !== 'shutdown')) {
+          throw new Error(`domain ${name} already runs on host ${this.o.hostName} (it failed over here)`);
+        }
+        other.dispose();
+        this.backups.delete(other);
+        continue;
+      }
       if (other.state === 'replicating' && !other.disconnected) {
         throw new Error(`domain ${name} is already replicated to host ${this.o.hostName} from ${String(other.status().primary)}`);
       }
@@ -264,6 +272,13 @@ export class Daemon {
           this.protectionsChanged();
         }
         await be.destroyDomain(d.domid);
+        // a domain that had failed over here: its session ends with it, and the name is free
+        for (const b of this.backups) {
+          if (b.domainName === d.name && b.state === 'active') {
+            b.dispose();
+            this.backups.delete(b);
+          }
+        }
         return { destroyed: d.name };
       }
       case 'protect': {
