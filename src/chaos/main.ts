@@ -1,22 +1,33 @@
 /**
- * `npm run chaos -- [--runs N] [--seed S] [--modes remus,kemari,colo] [--json]`: a fault
- * campaign on the sim backend. Each run starts two host processes paired with TLS, one etcd
- * witness for the campaign, a kv domain protected in a mode drawn from `--modes`, and clients
- * that record every operation (invocation and answer times, values). Halfway through, one
- * fault drawn from the mix:
+ * `npm run chaos -- [--runs N] [--seed S] [--modes remus,kemari,colo] [--faults a,b] [--json]`:
+ * a fault campaign on the sim backend. Each run starts two host processes paired with TLS, one
+ * etcd witness for the campaign, a kv domain protected in a mode drawn from `--modes`, and
+ * clients that record every operation (invocation and answer times, values). Halfway through,
+ * one fault drawn from `--faults` (default: all of them):
  *   kill-primary, kill-backup (SIGKILL; the host comes back 1 s later),
  *   stop-primary, stop-backup (SIGSTOP for 0.3 to 3 s),
  *   partition (the replication link cut for 0.3 to 3 s), delay (100 ms each way for 2 s),
- *   corrupt (bytes flipped in flight for 2 s), witness-outage (both hosts lose etcd for 2 s),
+ *   corrupt (bytes flipped in flight for 2 s),
+ *   loss (2% of the link's chunks dropped, either way, for 2 s),
+ *   reorder (5% of the link's chunks sent after the next one, either way, for 2 s),
+ *   truncate (2% of the chunks to the backup cut short, the connection closed mid-record, for
+ *     2 s): over TLS each of these ends the link (src/chaos/proxy.ts), never applies garbage;
+ *   disk-full (the backup's disk takes no writes, ENOSPC, for 0.3 to 3 s: the daemon's sim-disk
+ *     command; the backup ends replication of the domain and the primary reconnects),
+ *   witness-outage (both hosts lose etcd for 2 s),
  *   restart-backup (its daemon stopped and started again).
+ * There is no restart of the primary's daemon apart from kill-primary: on the sim backend the
+ * domain lives inside its host's daemon process, so stopping that daemon is the host's crash.
  * Then, from the client-side history:
  *   - lostAckedWrites: keys whose final value is older than their last acknowledged write;
  *   - duplicateWrites: writes the guest applied beyond those the clients issued;
  *   - linearizable: the whole history against a register per key (src/chaos/linearizability.ts);
  *   - splitBrain: samples (every 50 ms) with two running copies of the domain;
- *   - unrecovered: runs whose service did not answer again within 15 s of the fault's end.
+ *   - unrecovered: runs whose service did not answer again within 15 s of the fault's end;
+ *   - unprotected: runs whose primary kept the domain but did not protect it again within 20 s
+ *     of the fault's end (a run that failed over to the backup has no peer left: not counted).
  * `--json` prints {runs, faults, lostAckedWrites, duplicateWrites, linearizable, splitBrain,
- * unrecovered, wallSecs} and the per-run details go to chaos-results/latest.json.
+ * unrecovered, unprotected, wallSecs} and the per-run details go to chaos-results/latest.json.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -28,7 +39,21 @@ import { startEtcd, type LocalEtcd } from './etcd.js';
 import { FaultProxy } from './proxy.js';
 import { mulberry32 } from '../util/prng.js';
 
-const FAULTS = ['kill-primary', 'kill-backup', 'stop-primary', 'stop-backup', 'partition', 'delay', 'corrupt', 'witness-outage', 'restart-backup'] as const;
+export const FAULTS = [
+  'kill-primary',
+  'kill-backup',
+  'stop-primary',
+  'stop-backup',
+  'partition',
+  'delay',
+  'corrupt',
+  'loss',
+  'reorder',
+  'truncate',
+  'disk-full',
+  'witness-outage',
+  'restart-backup',
+] as const;
 type Fault = (typeof FAULTS)[number];
 const MODES = ['remus', 'kemari', 'colo'] as const;
 type Mode = (typeof MODES)[number];
@@ -53,6 +78,8 @@ function intArg(name: string, dflt: number, min: number, max: number): number {
 
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** A bound on a wait that must not keep the process alive once the wait is over. */
+const atMost = (ms: number) => new Promise((r) => setTimeout(r, ms).unref());
 
 interface RunResult {
   run: number;
@@ -69,6 +96,14 @@ interface RunResult {
   splitBrainSamples: number;
   recovered: boolean;
   recoveryMs: number | null;
+  /**
+   * Protection after the fault: `protected` again (after `reprotectedMs` from the fault's end),
+   * `unprotected` (the primary runs it alone still), or `failed-over` (the backup runs it).
+   */
+  protection: 'protected' | 'unprotected' | 'failed-over' | 'none';
+  reprotectedMs: number | null;
+  /** What the link's forwarder did (dropped, reordered, truncated chunks, flipped bytes). */
+  link?: FaultProxy['stats'];
   note?: string;
 }
 
@@ -178,12 +213,64 @@ async function copiesRunning(hosts: SimHostProcess[], name: string): Promise<num
   return states.filter(Boolean).length;
 }
 
+type PrimaryStatus = { state: string; resumed?: number; reconnect?: { lastError?: string } };
+
+async function primaryStatus(primary: SimHostProcess): Promise<PrimaryStatus | null> {
+  try {
+    return (await primary.request<{ protections: PrimaryStatus[] }>({ cmd: 'status' }, 1000)).protections[0] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/** The domain's state on `h` ('gone' when it has none, 'down' when the host does not answer). */
+async function stateOn(h: SimHostProcess, name: string): Promise<string> {
+  if (h.exited) return 'down';
+  try {
+    return (await h.request<{ name: string; state: string }[]>({ cmd: 'list' }, 1000)).find((d) => d.name === name)?.state ?? 'gone';
+  } catch {
+    return 'down';
+  }
+}
+
+/**
+ * From the fault's end: where the domain runs and, if the primary kept it, when it is protected
+ * again (its supervisor resumed protection: `resumed` went past `resumedBefore`). A protection
+ * still in place 1.5 s after the fault, never lost, counts as protected after 0 ms.
+ */
+async function protectionAfter(
+  primary: SimHostProcess,
+  backup: SimHostProcess,
+  name: string,
+  resumedBefore: number,
+  faultEnd: number,
+): Promise<{ protection: RunResult['protection']; reprotectedMs: number | null; note?: string }> {
+  const deadline = faultEnd + 20_000;
+  let last = '';
+  for (;;) {
+    const [p, b] = await Promise.all([stateOn(primary, name), stateOn(backup, name)]);
+    const now = performance.now();
+    if (p !== 'running' && p !== 'suspended') {
+      // (a primary's domain is `suspended` for the moment of a checkpoint)
+      if (b === 'running') return { protection: 'failed-over', reprotectedMs: null };
+      if (now > deadline) return { protection: 'none', reprotectedMs: null, note: `domain on the primary: ${p}, on the backup: ${b}` };
+    } else {
+      const s = await primaryStatus(primary);
+      last = s ? `${s.state}${s.reconnect?.lastError ? ` (${s.reconnect.lastError})` : ''}` : 'no answer';
+      if (s?.state === 'protected' && (s.resumed ?? 0) > resumedBefore) return { protection: 'protected', reprotectedMs: Math.max(0, Math.round(now - faultEnd)) };
+      if (s?.state === 'protected' && now > faultEnd + 1500) return { protection: 'protected', reprotectedMs: 0 };
+      if (now > deadline) return { protection: 'unprotected', reprotectedMs: null, note: `protection ${last}` };
+    }
+    await sleep(100);
+  }
+}
+
 async function oneRun(run: number, seed: number, mode: Mode, fault: Fault, etcd: LocalEtcd, log: (s: string) => void): Promise<RunResult> {
   const rand = mulberry32(seed);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `xlha-chaos-${run}-`));
   const replPort = await freePort();
   const servicePort = await freePort();
-  const link = await new FaultProxy(() => replPort).start();
+  const link = await new FaultProxy(() => replPort, mulberry32(seed ^ 0x5bd1e995)).start();
   const pw = await new FaultProxy(() => etcd.port).start();
   const bw = await new FaultProxy(() => etcd.port).start();
   const backup = new SimHostProcess('backup', dir, replPort);
@@ -211,6 +298,7 @@ async function oneRun(run: number, seed: number, mode: Mode, fault: Fault, etcd:
       }
     })();
     await sleep(1000 + rand() * 1500);
+    const resumedBefore = (await primaryStatus(primary))?.resumed ?? 0;
     const t0 = performance.now();
     const hold = 300 + rand() * 2700;
     switch (fault) {
@@ -246,6 +334,26 @@ async function oneRun(run: number, seed: number, mode: Mode, fault: Fault, etcd:
         await sleep(2000);
         link.corrupt = 0;
         break;
+      case 'loss':
+        link.loss = 0.02;
+        await sleep(2000);
+        link.loss = 0;
+        break;
+      case 'reorder':
+        link.reorder = 0.05;
+        await sleep(2000);
+        link.reorder = 0;
+        break;
+      case 'truncate':
+        link.truncate = 0.02;
+        await sleep(2000);
+        link.truncate = 0;
+        break;
+      case 'disk-full':
+        await backup.request({ cmd: 'sim-disk', full: true });
+        await sleep(hold);
+        await backup.request({ cmd: 'sim-disk', full: false });
+        break;
       case 'witness-outage':
         pw.cut();
         bw.cut();
@@ -264,9 +372,13 @@ async function oneRun(run: number, seed: number, mode: Mode, fault: Fault, etcd:
     const deadline = faultEnd + 15_000;
     while (rec.lastAnswerAt < faultEnd && performance.now() < deadline) await sleep(50);
     const recovered = rec.lastAnswerAt >= faultEnd;
+    const recoveryMs = recovered ? Math.round(rec.lastAnswerAt - faultEnd) : null;
+    // protection comes back by itself (the supervisor's backoff) wherever the primary kept the domain
+    const after = protectionAfter(primary, backup, name, resumedBefore, faultEnd);
     await sleep(1500);
+    const { protection, reprotectedMs, note: protectionNote } = await after;
     rec.halt();
-    await Promise.race([load, sleep(25_000)]);
+    await Promise.race([load, atMost(25_000)]);
     sampling = false;
     await sampler;
     const finals = recovered ? await rec.finalReads() : new Map<string, string | null>();
@@ -294,10 +406,15 @@ async function oneRun(run: number, seed: number, mode: Mode, fault: Fault, etcd:
       linearizable: lin.linearizable,
       splitBrainSamples,
       recovered: recovered && finals.size === KEYS,
-      recoveryMs: recovered ? Math.round(rec.lastAnswerAt - faultEnd) : null,
-      ...(lin.counterexample ? { note: `not linearizable on ${lin.counterexample.key}: ${JSON.stringify(lin.counterexample.ops.slice(-6))}` } : {}),
+      recoveryMs,
+      protection,
+      reprotectedMs,
+      link: { ...link.stats },
+      ...(lin.counterexample || protectionNote
+        ? { note: [lin.counterexample ? `not linearizable on ${lin.counterexample.key}: ${JSON.stringify(lin.counterexample.ops.slice(-6))}` : '', protectionNote ?? ''].filter(Boolean).join('; ') }
+        : {}),
     };
-    log(`run ${run} (seed ${seed}) ${mode} ${fault} ${faultMs} ms: ${r.ops} ops, ${acked} acked, ${inDoubt} in doubt; lost ${r.lostAckedWrites}, dup ${r.duplicateWrites}, linearizable ${r.linearizable}, split-brain samples ${splitBrainSamples}, ${r.recovered ? `recovered (${r.recoveryMs} ms)` : 'UNRECOVERED'}`);
+    log(`run ${run} (seed ${seed}) ${mode} ${fault} ${faultMs} ms: ${r.ops} ops, ${acked} acked, ${inDoubt} in doubt; lost ${r.lostAckedWrites}, dup ${r.duplicateWrites}, linearizable ${r.linearizable}, split-brain samples ${splitBrainSamples}, ${r.recovered ? `recovered (${r.recoveryMs} ms)` : 'UNRECOVERED'}, ${protection === 'unprotected' ? 'NOT PROTECTED AGAIN' : protection}${reprotectedMs !== null ? ` (${reprotectedMs} ms)` : ''}${r.note ? `; ${r.note}` : ''}`);
     return r;
   } finally {
     sampling = false;
@@ -339,6 +456,7 @@ export async function campaign(o: { runs: number; seed: number; modes: Mode[]; f
       linearizable: results.every((r) => r.linearizable),
       splitBrain: results.filter((r) => r.splitBrainSamples > 0).length,
       unrecovered: results.filter((r) => !r.recovered).length,
+      unprotected: results.filter((r) => r.protection === 'unprotected').length,
       wallSecs: Math.round((performance.now() - t0) / 1000),
     },
     results,
@@ -367,5 +485,5 @@ if (isMain) {
   fs.writeFileSync(path.join('chaos-results', 'latest.json'), JSON.stringify({ at: new Date().toISOString(), ...out }, null, 2) + '\n');
   process.stdout.write((json ? JSON.stringify(out.summary) : JSON.stringify(out.summary, null, 2)) + '\n');
   const s = out.summary;
-  process.exit(s.lostAckedWrites === 0 && s.duplicateWrites === 0 && s.linearizable && s.splitBrain === 0 && s.unrecovered === 0 ? 0 : 1);
+  process.exit(s.lostAckedWrites === 0 && s.duplicateWrites === 0 && s.linearizable && s.splitBrain === 0 && s.unrecovered === 0 && s.unprotected === 0 ? 0 : 1);
 }

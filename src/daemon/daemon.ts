@@ -329,6 +329,19 @@ export class Daemon {
         const d = await be.findDomain(name);
         return { sha256: await sim.memoryDigest(d.domid) };
       }
+      case 'sim-disk': {
+        // Fault injection, sim only (the chaos campaign's disk-full, test/failover/disk-full.test.ts):
+        // {full: true, leftBytes?} fills this host's disk, {full: false} gives it room again.
+        const sim = be as unknown as { diskFault?: (o: { full: boolean; leftBytes?: number }) => unknown };
+        if (!sim.diskFault) throw new Error(`sim-disk is fault injection of the sim backend; this host runs ${be.kind}`);
+        const leftBytes = req.leftBytes;
+        if (leftBytes !== undefined && (typeof leftBytes !== 'number' || !Number.isInteger(leftBytes) || leftBytes < 0)) {
+          throw new Error(`sim-disk: leftBytes ${JSON.stringify(leftBytes)} is not valid: expected an integer from 0`);
+        }
+        const r = sim.diskFault({ full: req.full === true, ...(leftBytes !== undefined ? { leftBytes } : {}) });
+        this.o.log.warn(req.full === true ? 'fault injection: this host\'s disk is full' : 'fault injection: this host\'s disk has room again', { ...(r as object) });
+        return r;
+      }
       default:
         throw new Error(`unknown control command ${JSON.stringify(req.cmd)}`);
     }

@@ -8,8 +8,20 @@
  * Failover: when the primary has been silent for the failover timeout, the replica is
  * activated from its last applied checkpoint. A closed connection alone does not trigger it
  * before the timeout, and `failoverNow()` lets an admin declare the primary dead.
+ *
+ * Bounds: the content of one checkpoint is held until its SEAL, at most what the HELLO's
+ * guest can need (a peer going past that breaks the protocol) and at most what this host can
+ * hold (`maxPendingBytes`, by default half its memory): a checkpoint past that is discarded as
+ * it arrives and refused at its SEAL, the previous one staying in force.
+ *
+ * A disk that cannot take a checkpoint's writes (ENOSPC: full; EIO, EROFS, EDQUOT): the replica
+ * cannot be kept up to date, so this backup ends replication of the domain (NACK and GOODBYE
+ * with the reason: the primary runs on unprotected and reconnects with backoff) and drops the
+ * replica, which never had any of that checkpoint (the backend applies disk writes first, all
+ * or none) and never activates. Until the disk has room, new HELLOs are refused with the error.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import type { Logger } from 'winston';
 import type { DiskWrite, HypervisorBackend, ReplicaDomain, ReplicaPolicy } from '../backend/types.js';
 import { Channel } from '../transport/channel.js';
@@ -20,6 +32,7 @@ import {
   decodeHello,
   decodeSeal,
   encodeAck,
+  encodeGoodbye,
   encodeHeartbeat,
   encodeHelloAck,
   encodeNack,
@@ -58,6 +71,36 @@ export interface BackupEvents {
   witness?: Witness;
   /** `--fence-command`: must succeed before the replica activates (src/failover/fence-hook.ts). */
   fenceCommand?: string;
+  /**
+   * The most of one checkpoint's content this host holds before its SEAL (default
+   * {@link defaultMaxPendingBytes}: a share of its memory).
+   */
+  maxPendingBytes?: number;
+}
+
+/** Of this host's memory, the share one checkpoint's content may take before its SEAL by default. */
+export const MAX_PENDING_MEMORY_SHARE = 0.5;
+
+export function defaultMaxPendingBytes(): number {
+  return Math.floor(os.totalmem() * MAX_PENDING_MEMORY_SHARE);
+}
+
+const mib = (n: number) => `${Math.round((n / 1048576) * 10) / 10} MiB`;
+
+/** errno codes of a disk that cannot take the replica's writes. */
+const DISK_ERRNOS = new Set(['ENOSPC', 'EDQUOT', 'EIO', 'EROFS', 'EFBIG']);
+
+/** The errno of a disk that cannot take writes, from `err` or its causes; null for another error. */
+export function diskErrno(err: unknown): string | null {
+  let e = err as { code?: unknown; cause?: unknown } | undefined;
+  for (let i = 0; e && typeof e === 'object' && i < 4; i++, e = e.cause as typeof e) {
+    if (typeof e.code === 'string' && DISK_ERRNOS.has(e.code)) return e.code;
+  }
+  return null;
+}
+
+function diskReason(code: string, err: Error): string {
+  return `${code === 'ENOSPC' || code === 'EDQUOT' ? 'backup disk full' : 'backup disk error'}: ${err.message}`;
 }
 
 /** With a fencing token, how long activation waits for the old copy to let go of its address. */
@@ -84,7 +127,13 @@ export class BackupSession {
   private xen: Buffer[] = [];
   private disk: Buffer[] = [];
   private pendingBytes = 0;
+  /** What the HELLO's guest can need in one checkpoint: more is a protocol error. */
   private maxPendingBytes = 0;
+  /** What this host holds of one checkpoint: more is discarded, and the checkpoint refused. */
+  private readonly hostMaxPendingBytes: number;
+  private readonly hostLimitSource: string;
+  /** Why the checkpoint arriving now will be refused (it went past hostMaxPendingBytes). */
+  private overLimit: string | null = null;
   private awaitingFull = false;
   /** Bytes of the first checkpoint went into the replica before its seal was verified. */
   private preloaded = false;
@@ -101,6 +150,11 @@ export class BackupSession {
     private readonly hostName: string,
     private readonly events: BackupEvents = {},
   ) {
+    this.hostMaxPendingBytes = events.maxPendingBytes ?? defaultMaxPendingBytes();
+    this.hostLimitSource =
+      events.maxPendingBytes !== undefined
+        ? `the backup's maxPendingBytes, ${mib(this.hostMaxPendingBytes)}`
+        : `${MAX_PENDING_MEMORY_SHARE * 100}% of this host's ${mib(os.totalmem())} of memory`;
     this.side = new SideChannel(channel!, (m) => {
       if (!this.role?.onSide) throw new ProtocolError('EBADTYPE', `side frame kind ${m.kind}: mode ${this.hello?.mode ?? '(before HELLO)'} takes no side frames`);
       return this.role.onSide(m);
@@ -150,6 +204,17 @@ export class BackupSession {
     } catch (err) {
       this.refuseHello(err as Error);
     }
+    // Before anything is built for it: the first checkpoint holds at least the whole memory
+    // (and disk), and this host must be able to hold it until its SEAL.
+    const first = hello.domain.memoryMiB * 1048576 + (hello.diskBytes ?? 0);
+    if (first > this.hostMaxPendingBytes) {
+      this.refuseHello(
+        new Error(
+          `domain ${hello.domain.name} has ${hello.domain.memoryMiB} MiB of memory${hello.diskBytes ? ` and ${mib(hello.diskBytes)} of disk` : ''}: ` +
+            `its first checkpoint cannot fit in what this backup (${this.hostName}) holds of one checkpoint before its SEAL, ${this.hostMaxPendingBytes} bytes (${this.hostLimitSource})`,
+        ),
+      );
+    }
     // Preparing the replica can take a while (removing the previous one of a stream just
     // stopped, building the incoming domain: seconds under emulation). Until HELLO_ACK the
     // primary hears HEARTBEATs, and waits as long as it does.
@@ -166,9 +231,26 @@ export class BackupSession {
         ...(hello.backendConfig ? { backendConfig: hello.backendConfig } : {}),
       });
     } catch (err) {
+      const code = diskErrno(err);
+      if (code) {
+        const e = err as NodeJS.ErrnoException;
+        const reason = `${diskReason(code, e)}; no replica of ${hello.domain.name} on ${this.hostName} until its disk has room`;
+        this.log.error(reason, { domain: hello.domain.name, errno: code, path: e.path });
+        this.refuseHello(new Error(reason));
+      }
       this.refuseHello(err as Error);
     } finally {
       clearInterval(keepalive);
+    }
+    if (this.state !== 'handshake') {
+      // The connection ended (or the session was disposed) while the replica was being built:
+      // nothing will fill it and the daemon has let go of this session. Left there, its name
+      // would refuse the primary's next HELLO ("already has a domain named ...").
+      const r = this.replica;
+      this.replica = null;
+      await r.destroy();
+      this.log.warn('the connection ended while the replica was being built: replica dropped', { domain: hello.domain.name, reason: this.error });
+      return;
     }
     try {
       this.role!.start?.({ replica: this.replica, sendSide: (kind, payload) => this.side.send(kind, payload), log: this.log });
@@ -203,7 +285,16 @@ export class BackupSession {
     this.digest.update(parts);
     for (const b of parts) this.pendingBytes += b.length;
     if (this.pendingBytes > this.maxPendingBytes) {
-      throw new Error(`checkpoint content exceeds ${this.maxPendingBytes} bytes without a SEAL`);
+      throw new Error(
+        `checkpoint content exceeds ${this.maxPendingBytes} bytes without a SEAL (at most 2 x memory + 2 x disk + 64 MiB for the HELLO's ${this.hello.domain.memoryMiB} MiB guest)`,
+      );
+    }
+    if (this.overLimit || this.pendingBytes > this.hostMaxPendingBytes) {
+      // Past what this host holds: the content goes as it arrives (the digest still covers it,
+      // so the stream stays in step) and the checkpoint is refused at its SEAL.
+      if (!this.overLimit) this.overflow();
+      if (f.type === XLHA_REC.XEN_STREAM) this.release(parts);
+      return;
     }
     if (f.type === XLHA_REC.XEN_STREAM) this.xen.push(...parts);
     else this.disk.push(f.body); // decoded one frame at a time
@@ -215,14 +306,38 @@ export class BackupSession {
     }
   }
 
+  /** The checkpoint arriving went past what this host holds: what it had of it goes now. */
+  private overflow(): void {
+    this.overLimit =
+      `its content went past ${this.hostMaxPendingBytes} bytes before its SEAL, more than this backup holds of one checkpoint (${this.hostLimitSource}); ` +
+      `the replica keeps checkpoint ${this.replica?.lastEpoch ?? 0}`;
+    this.log.error('checkpoint too large for this host: discarding it as it arrives, it will be refused', {
+      domain: this.domainName,
+      limitBytes: this.hostMaxPendingBytes,
+      limit: this.hostLimitSource,
+      kept: this.replica?.lastEpoch ?? 0,
+    });
+    this.release(this.xen);
+    this.xen = [];
+    this.disk = [];
+  }
+
+  /** Read buffers nothing refers to any more go back to the channel's pool (a replica that keeps no input). */
+  private release(bufs: readonly Buffer[]): void {
+    const pool = this.replica?.keepsNoInput ? this.channel?.pool : null;
+    if (pool) for (const b of bufs) pool.release(b);
+  }
+
   private async onSeal(body: Buffer): Promise<void> {
     if (!this.hello || !this.replica) throw new Error('SEAL before HELLO');
     const seal = decodeSeal(body);
     const xen = this.xen;
     const disk = this.disk;
+    const overLimit = this.overLimit;
     this.xen = [];
     this.disk = [];
     this.pendingBytes = 0;
+    this.overLimit = null;
     const full = (seal.flags & SEAL_FLAG.FULL) !== 0;
     // Once applied or discarded, nothing refers to the content any longer (for a replica that
     // keeps no input): its read buffers take new reads instead of new ones being allocated.
@@ -247,6 +362,7 @@ export class BackupSession {
       const e = err as ProtocolError;
       return reject(e.code === 'ECHECKSUM' ? `checksum mismatch, the content is corrupt: ${e.message}` : `torn checkpoint: ${e.message}`);
     }
+    if (overLimit) return reject(`checkpoint ${seal.epoch} is too large for this backup: ${overLimit}`);
     if (this.awaitingFull && !full) return reject(`waiting for a full checkpoint after a rejected one (have ${this.replica.lastEpoch})`);
     if (seal.epoch <= this.replica.lastEpoch) return reject(`epoch ${seal.epoch} is not after the applied ${this.replica.lastEpoch}`);
     const tParse = performance.now();
@@ -264,6 +380,11 @@ export class BackupSession {
     try {
       await apply;
     } catch (err) {
+      const code = diskErrno(err);
+      if (code) {
+        giveBack();
+        return this.endOnDiskError(seal.epoch, code, err as Error);
+      }
       return reject(`cannot apply: ${(err as Error).message}`);
     }
     giveBack();
@@ -280,6 +401,37 @@ export class BackupSession {
     }
     await this.role?.afterApply?.(seal.epoch);
     this.reply(XLHA_REC.CHECKPOINT_ACK, encodeAck({ epoch: seal.epoch, applyMicros: Math.round((performance.now() - t0) * 1000) }));
+  }
+
+  /**
+   * Checkpoint `epoch`'s disk writes cannot be applied here (the disk is full, or fails). The
+   * replica had none of it (the backend applies disk writes first, all or none; one whose image
+   * could not be put back refuses to activate), but it can no longer follow the primary, and
+   * a copy left behind must not stay ready to take over. The checkpoint is refused, then
+   * replication of the domain ends with a GOODBYE giving the reason (the primary runs on
+   * unprotected and reconnects with backoff, rather than take this host for dead), and the
+   * replica is dropped. During a failover the failover decides.
+   */
+  private async endOnDiskError(epoch: number, code: string, err: Error): Promise<void> {
+    const e = err as NodeJS.ErrnoException;
+    const fields = { domain: this.domainName, epoch, errno: code, path: e.path, keptEpoch: this.replica?.lastEpoch };
+    this.checkpointsRejected++;
+    if (this.state !== 'replicating') {
+      this.log.error(`${diskReason(code, e)}; checkpoint ${epoch} not applied; the failover under way goes on from checkpoint ${this.replica?.lastEpoch ?? 0}`, fields);
+      return;
+    }
+    const reason = `${diskReason(code, e)}; checkpoint ${epoch} not applied, replica of ${this.domainName} on ${this.hostName} dropped: the primary runs unprotected until this host's disk takes writes again`;
+    this.error = reason;
+    this.log.error(reason, fields);
+    this.state = 'stopped';
+    this.hb?.stop();
+    this.reply(XLHA_REC.CHECKPOINT_NACK, encodeNack({ epoch, reason }));
+    this.channel?.farewell(XLHA_REC.GOODBYE, encodeGoodbye(reason), new Error(reason));
+    this.droppingReplica = (async () => {
+      await this.replica?.destroy();
+      this.events.onState?.(this);
+    })();
+    await this.droppingReplica;
   }
 
   private async onGoodbye(reason: string): Promise<void> {

@@ -16,6 +16,7 @@ t.test('two faulty runs keep every invariant', async (t) => {
     t.ok(summary.linearizable, `${fault}: the history is linearizable ${r.note ?? ''}`);
     t.equal(summary.splitBrain, 0, `${fault}: never two running copies`);
     t.equal(summary.unrecovered, 0, `${fault}: the service answered again (${r.recoveryMs} ms after the fault)`);
+    t.equal(summary.unprotected, 0, `${fault}: no primary left unprotected (${r.protection}${r.reprotectedMs !== null ? `, ${r.reprotectedMs} ms after the fault` : ''}${r.note ? `: ${r.note}` : ''})`);
   }
   t.comment(lines.join('\n'));
 });

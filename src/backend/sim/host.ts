@@ -34,7 +34,7 @@ import { KV_DISK_BYTES, KV_MIN_MEMORY_MIB, REG_COUNT, type Workload } from './gu
 import { Vcpu } from './vcpu.js';
 import { SimNic, type OutputGate } from './nic.js';
 import { armSimWatchdog } from './watchdog.js';
-import { SimDisk } from './disk.js';
+import { SimDisk, SimDiskSpace, fsError } from './disk.js';
 import { XenStreamWriter } from '../../transport/xenstream.js';
 
 /** Domain type written in the libxc domain header by the sim backend. */
@@ -108,9 +108,9 @@ class SimDomain {
   }
 
   /** Wires the disk and the vCPU. A `standby` domain (a replica) is parked until `go()`. */
-  async prepare(diskPath: string, standby: boolean): Promise<void> {
+  async prepare(diskPath: string, standby: boolean, space?: SimDiskSpace): Promise<void> {
     const w = workloadOf(this.cfg);
-    this.disk = new SimDisk(diskPath, diskBytesOf(this.cfg));
+    this.disk = new SimDisk(diskPath, diskBytesOf(this.cfg), space);
     this.vcpu = new Vcpu(
       this.mem,
       w.workload,
@@ -313,6 +313,8 @@ class SimSaveSession implements SaveSession {
 class SimReplica implements ReplicaDomain {
   private epoch = 0;
   private activated = false;
+  /** Set when a checkpoint's disk writes failed and could not be undone: the image is a copy of no checkpoint. */
+  private torn: string | null = null;
   /** While it runs as colo's secondary: memory and registers as of the last checkpoint. */
   private cache: Buffer | null = null;
   private cacheRegs: Int32Array | null = null;
@@ -325,7 +327,12 @@ class SimReplica implements ReplicaDomain {
   /** A parked domain: memory, registers and disk are filled by checkpoints. */
   static async create(host: SimBackend, domid: number, cfg: DomainConfig, uuid: string, diskPath: string): Promise<SimReplica> {
     const dom = new SimDomain(domid, cfg, uuid, GuestMemory.allocate(cfg.memoryMiB));
-    await dom.prepare(diskPath, true);
+    try {
+      await dom.prepare(diskPath, true, host.diskSpace);
+    } catch (err) {
+      await dom.destroy();
+      throw err;
+    }
     dom.state = 'replica';
     return new SimReplica(host, dom);
   }
@@ -409,17 +416,35 @@ class SimReplica implements ReplicaDomain {
     }
   }
 
+  /**
+   * The checkpoint's disk writes, first and all or none (SimDisk.applyAll): when they fail
+   * (ENOSPC: the host's disk is full) memory and registers are not touched yet, so the replica
+   * is still the previous checkpoint; if the image could not be put back it is torn, and the
+   * replica takes no more checkpoints and never activates.
+   */
+  private applyDisk(cp: VerifiedCheckpoint): void {
+    try {
+      this.dom.disk.applyAll(cp.diskWrites);
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException & { torn?: boolean };
+      if (e.torn) this.torn = `checkpoint ${cp.epoch}: ${e.message}`;
+      throw e;
+    }
+  }
+
   async applyCheckpoint(cp: VerifiedCheckpoint): Promise<void> {
     if (this.activated) throw new Error(`domain ${this.name} is active; it takes no more checkpoints`);
+    if (this.torn) throw new Error(`the replica of ${this.name} takes no more checkpoints: its disk image is torn (${this.torn})`);
     this.validate(cp); // a bad checkpoint changes nothing
+    this.applyDisk(cp); // nothing else changed when this throws
     if (!this.cache) {
       await this.applyState(cp, this.dom.mem.bytes, this.dom.vcpu.regs);
-      this.dom.disk.applyAll(cp.diskWrites);
       this.epoch = cp.epoch;
       return;
     }
     // colo's secondary: it stops, takes the primary's state (its cache, then every page either
     // copy changed since the last checkpoint) and stays paused until its input is re-aligned.
+    // (Its own disk writes went to the overlay: the image held the last checkpoint's disk.)
     const vcpu = this.dom.vcpu;
     vcpu.pause();
     this.dom.state = 'paused';
@@ -430,7 +455,6 @@ class SimReplica implements ReplicaDomain {
     for (const p of cp.pages) mem.bytes.set(this.cache.subarray(p.pfn * PAGE_SIZE, (p.pfn + 1) * PAGE_SIZE), p.pfn * PAGE_SIZE);
     vcpu.regs.set(this.cacheRegs!);
     this.dom.diskOverlay = []; // the secondary's own writes since the last checkpoint are void
-    this.dom.disk.applyAll(cp.diskWrites);
     vcpu.realignInputs(vcpu.inputsHandled);
     this.epoch = cp.epoch;
   }
@@ -438,11 +462,19 @@ class SimReplica implements ReplicaDomain {
   async activate(opts: { addressWaitMs?: number } = {}): Promise<DomainInfo> {
     if (this.activated) return this.dom.info();
     if (this.epoch === 0) throw new Error(`domain ${this.name} has no complete checkpoint to run from`);
+    if (this.torn) throw new Error(`the replica of ${this.name} cannot be activated: its disk image ${this.dom.disk.path} is torn (${this.torn})`);
     if (this.cache) {
       // colo's secondary goes on from where it is: its output to clients from now on, and its
-      // disk writes since the last checkpoint onto the disk.
+      // disk writes since the last checkpoint onto the disk, all or none (a full disk refuses
+      // the activation: the secondary stays as it was, for another try).
+      try {
+        this.dom.disk.applyAll(this.dom.diskOverlay ?? []);
+      } catch (err) {
+        const e = err as Error & { torn?: boolean };
+        if (e.torn) this.torn = `activation: ${e.message}`;
+        throw new Error(`cannot write the colo secondary's own disk writes to ${this.dom.disk.path}: ${e.message}`, { cause: e });
+      }
       this.dom.secondaryOut = null;
-      for (const w of this.dom.diskOverlay ?? []) this.dom.disk.write(w.offset, w.data);
       this.dom.diskOverlay = null;
       this.cache = null;
       this.cacheRegs = null;
@@ -470,6 +502,8 @@ export class SimBackend implements HypervisorBackend {
   private readonly replicas = new Map<number, SimReplica>();
   private readonly listeners = new Set<(ev: DomainEvent) => void>();
   private nextDomid = 1;
+  /** The free space of this host's disk: unlimited unless a fault fills it ({@link diskFault}). */
+  readonly diskSpace = new SimDiskSpace();
 
   constructor(readonly opts: SimBackendOptions) {
     fs.mkdirSync(opts.stateDir, { recursive: true });
@@ -506,7 +540,7 @@ export class SimBackend implements HypervisorBackend {
     if (cfg.vcpus !== 1) throw new BackendUnsupportedError(`vcpus = ${cfg.vcpus}: the sim backend runs 1 vCPU per domain`);
     const domid = this.nextDomid++;
     const dom = new SimDomain(domid, cfg, cfg.uuid ?? crypto.randomUUID(), GuestMemory.allocate(cfg.memoryMiB));
-    await dom.prepare(cfg.disks[0]?.target ?? path.join(this.opts.stateDir, `${cfg.name}.img`), false);
+    await dom.prepare(cfg.disks[0]?.target ?? path.join(this.opts.stateDir, `${cfg.name}.img`), false, this.diskSpace);
     try {
       await dom.go();
     } catch (err) {
@@ -571,11 +605,51 @@ export class SimBackend implements HypervisorBackend {
     const all = await this.listDomains();
     const clash = all.find((d) => d.name === spec.domain.name);
     if (clash) throw new Error(`host ${this.opts.hostName} already has a domain named ${spec.domain.name} (domid ${clash.domid})`);
-    const domid = this.nextDomid++;
     const diskPath = spec.diskPaths?.[0] ?? path.join(this.opts.stateDir, `${spec.domain.name}.replica.img`);
+    this.checkRoom(spec.domain.name, diskPath, diskBytesOf(spec.domain));
+    const domid = this.nextDomid++;
     const r = await SimReplica.create(this, domid, spec.domain, spec.uuid, diskPath);
     this.replicas.set(domid, r);
     return r;
+  }
+
+  /**
+   * Fault injection (the daemon's `sim-disk` command): this host's disk fills, `leftBytes`
+   * more bytes writable (0 by default), or has room again (`full: false`). See SimDiskSpace.
+   */
+  diskFault(o: { full: boolean; leftBytes?: number }): { full: boolean; leftBytes: number | null } {
+    if (o.full) this.diskSpace.fill(o.leftBytes ?? 0);
+    else this.diskSpace.free();
+    return { full: this.diskSpace.leftBytes !== null, leftBytes: this.diskSpace.leftBytes };
+  }
+
+  /**
+   * A replica's image must fit before the replica is built: its first checkpoint writes the
+   * whole disk. Too little room (the injected limit, or the filesystem's own free space as
+   * statfs tells it, less what an image left there already holds) refuses it with ENOSPC.
+   */
+  private checkRoom(name: string, diskPath: string, bytes: number): void {
+    const refuse = (free: number) => {
+      const e = fsError('ENOSPC', 'open', diskPath);
+      e.message = `${e.message}: the replica of ${name} needs ${bytes} bytes there (its first checkpoint writes the whole disk), ${free} free`;
+      return e;
+    };
+    const left = this.diskSpace.leftBytes;
+    if (left !== null && left < bytes) throw refuse(left);
+    let held = 0;
+    try {
+      held = fs.statSync(diskPath).blocks * 512;
+    } catch {
+      /* no image yet */
+    }
+    let free = Infinity;
+    try {
+      const st = fs.statfsSync(path.dirname(diskPath));
+      free = st.bavail * st.bsize;
+    } catch {
+      /* no statfs there: the writes will tell */
+    }
+    if (free < bytes - held) throw refuse(free);
   }
 
   /** A replica that was activated becomes an ordinary domain of this host. */
