@@ -19,7 +19,7 @@ import type { CaptureResult, SaveSession } from '../backend/types.js';
 import { SEAL_FLAG, XLHA_REC } from '../transport/channel-records.js';
 import type { ContentFrame, LoopState, Mode, ModePlan, Phase } from './types.js';
 import type { DeviceEvents } from './events.js';
-import { NackError, type ReplicationLink } from './link.js';
+import { NackError, ReplicationLostError, type ReplicationLink } from './link.js';
 import { Samples } from '../util/samples.js';
 import { DEFAULT_BUFFER_LIMIT_MIB, type BufferFullPolicy } from './buffer-policy.js';
 
@@ -510,6 +510,13 @@ export class CheckpointEngine {
   private async finish(signal: AbortSignal, ready: ModePlan['devices']): Promise<void> {
     const { link, log, session, mode } = this.o;
     const clean = signal.aborted && !this.failure && !link.isLost;
+    const lostFirst = link.isLost;
+    if (!clean && !lostFirst && this.failure) {
+      // Protection failed with the backup alive (it rejected the first checkpoint, or every
+      // resync): tell it, so that it drops its replica rather than take over from a silent link
+      // while this copy runs on; the witness then decides as for a lost backup.
+      link.giveUp(new ReplicationLostError(`the primary gave protection up: ${this.failure.message}`));
+    }
     if (clean) {
       this.state = 'stopping';
       try {
@@ -544,7 +551,7 @@ export class CheckpointEngine {
       this.state = 'fenced';
       log.error('protection ended: the backup took the domain over; this copy is paused and its held output dropped', { error: this.failure?.message, epoch: this.epochNo });
     } else if (this.failure) {
-      this.state = link.isLost && !clean ? 'lost' : 'failed';
+      this.state = lostFirst && !clean ? 'lost' : 'failed';
       log.error('protection ended: domain keeps running unprotected', { error: this.failure.message, epoch: this.epochNo });
     } else {
       this.state = 'stopped';

@@ -5,7 +5,7 @@
  */
 import { Channel } from '../transport/channel.js';
 import type { Frame } from '../transport/framing.js';
-import { XLHA_REC, decodeAck, decodeNack, encodeGoodbye, encodeSeal } from '../transport/channel-records.js';
+import { XLHA_REC, decodeAck, decodeGoodbye, decodeNack, encodeGoodbye, encodeSeal } from '../transport/channel-records.js';
 import { HeartbeatMonitor, SETTLE_AFTER_FULL_MS } from '../transport/heartbeat.js';
 import { SideChannel, type SideMessage } from '../transport/side.js';
 
@@ -143,7 +143,7 @@ export class ChannelLink implements ReplicationLink {
             .catch((err: Error) => this.fail(new ReplicationLostError(`protocol error from backup: ${err.message}`)));
           break;
         case XLHA_REC.GOODBYE:
-          this.fail(new ReplicationLostError('backup ended protection (GOODBYE)'));
+          this.fail(new ReplicationLostError(`backup ended protection (GOODBYE): ${decodeGoodbye(f.body)}`));
           break;
         default:
           throw new Error(`unexpected frame 0x${f.type.toString(16)} from the backup`);

@@ -80,6 +80,9 @@ export async function connectSecure(to: { host: string; port: number }, keys: Pe
  * A server for replication streams that hands on only authenticated connections, each with
  * the pairing its peer proved. A refused one is logged with its address and the reason.
  */
+/** Errors of the connection itself, not of the peer's credentials. */
+const NETWORK_ERRORS = new Set(['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ECONNABORTED', 'EHOSTUNREACH', 'ENETUNREACH']);
+
 export function secureServer(keys: PeerKeys, log: Logger, onPeer: (socket: net.Socket, peer: PeerEntry) => void): net.Server {
   if (plaintextLoopback()) return plainServer(keys, log, onPeer);
   const proved = new WeakMap<tls.TLSSocket, PeerEntry>();
@@ -108,7 +111,13 @@ export function secureServer(keys: PeerKeys, log: Logger, onPeer: (socket: net.S
   });
   server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: tls.TLSSocket) => {
     const from = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
-    const why = refused.get(socket) ?? (err.code === 'ERR_TLS_HANDSHAKE_TIMEOUT' ? `no TLS handshake within ${HANDSHAKE_TIMEOUT_MS} ms` : `TLS handshake failed: ${err.code ?? err.message} (not an xl-ha peer, or a wrong pre-shared key)`);
+    const why =
+      refused.get(socket) ??
+      (err.code === 'ERR_TLS_HANDSHAKE_TIMEOUT'
+        ? `no TLS handshake within ${HANDSHAKE_TIMEOUT_MS} ms`
+        : NETWORK_ERRORS.has(err.code ?? '')
+          ? `the connection broke during the TLS handshake: ${err.code} (a network fault, or the peer went away)`
+          : `TLS handshake failed: ${err.code ?? err.message} (not an xl-ha peer, or a wrong pre-shared key)`);
     log.warn('replication connection refused: not authenticated', { from, reason: why });
     socket.destroy();
   });

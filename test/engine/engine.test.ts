@@ -240,7 +240,9 @@ t.test('a rejected first checkpoint fails protection and leaves the domain runni
   const r = await protect(t, { link });
   t.equal(await r.done, 'failed');
   t.match(r.engine.error?.message, /checkpoint 1.*test says no/);
-  t.equal(link.goodbyes, 0, 'no GOODBYE on failure');
+  t.equal(link.goodbyes, 0, 'no clean GOODBYE on failure');
+  t.equal(link.gaveUp.length, 1, 'but the backup is given up (a GOODBYE with the reason), so that it drops its replica');
+  t.match(link.gaveUp[0], /the primary gave protection up: backup rejected checkpoint 1/);
   t.ok(link.closed, 'the link is closed');
   t.equal((await backend.findDomain(host.dom.domid)).state, 'running');
   const c = await rawConn(t, host.port);
@@ -256,6 +258,7 @@ t.test('protection gives up when the backup keeps rejecting full resyncs', async
   t.equal(await r.done, 'failed');
   t.match(r.engine.error?.message, /rejected 3 full resyncs in a row/);
   t.equal(r.engine.stats.resyncs, 2);
+  t.match(link.gaveUp[0], /the primary gave protection up: backup rejected 3 full resyncs/, 'the backup is told');
   t.equal((await backend.findDomain(host.dom.domid)).state, 'running');
 });
 
