@@ -48,6 +48,21 @@ export const CONTROL_MAX_REQUEST_BYTES = 1 << 20;
 /** Control connections open at once, at most; more are refused. */
 export const CONTROL_MAX_CONNECTIONS = 64;
 
+/** A string field of a control request (absent: `dflt`); anything else is named as the error. */
+function reqString(req: ControlRequest, key: string, dflt?: string): string {
+  const v = req[key];
+  if (v === undefined && dflt !== undefined) return dflt;
+  if (typeof v !== 'string') throw new Error(`control request "${req.cmd}": ${key} must be a string, got ${v === undefined ? 'nothing' : JSON.stringify(v).slice(0, 60)}`);
+  return v;
+}
+
+/** The `domain` of a control request: a name, or a domid as a number or digits. */
+function reqDomain(req: ControlRequest): string {
+  const v = req.domain;
+  if (typeof v === 'number' && Number.isInteger(v) && v >= 0) return String(v);
+  return reqString(req, 'domain');
+}
+
 export class Daemon {
   private control: net.Server | null = null;
   private replication: net.Server | null = null;
@@ -249,8 +264,8 @@ export class Daemon {
       case 'list':
         return be.listDomains();
       case 'create': {
-        const text = String(req.text ?? '');
-        const cfg = domainConfigFromCfg(parseXlCfg(text, String(req.source ?? 'cfg')));
+        const text = reqString(req, 'text', '');
+        const cfg = domainConfigFromCfg(parseXlCfg(text, reqString(req, 'source', 'cfg')));
         const ha = cfg.ha;
         if (ha && ha.transfer !== 'full') throw new Error(`ha_transfer = "${ha.transfer}" is not implemented yet in this release; accepted: full`);
         if (ha) createMode(ha.mode, { intervalMs: ha.intervalMs }).dispose?.(); // an unsupported mode fails before the domain exists
@@ -264,7 +279,7 @@ export class Daemon {
         }
       }
       case 'destroy': {
-        const d = await be.findDomain(String(req.domain));
+        const d = await be.findDomain(reqDomain(req));
         const p = this.protections.get(d.name);
         if (p) {
           await p.stop();
@@ -292,7 +307,7 @@ export class Daemon {
         return p.status();
       }
       case 'stop': {
-        const d = await be.findDomain(String(req.domain));
+        const d = await be.findDomain(reqDomain(req));
         const p = this.protections.get(d.name);
         if (!p) throw new Error(`domain ${d.name} is not protected on this host`);
         const state = await p.stop();
@@ -301,7 +316,7 @@ export class Daemon {
         return { domain: d.name, state };
       }
       case 'failover': {
-        const name = String(req.domain);
+        const name = reqDomain(req);
         const b = [...this.backups].find((s) => s.domainName === name || String(s.replica?.domid) === name);
         if (!b) {
           if (this.protections.has(name)) throw new Error(`domain ${name} runs here as the primary; run xl-ha failover on its backup host`);
@@ -321,7 +336,7 @@ export class Daemon {
         };
       case 'digest': {
         // Diagnostics: sha256 of a domain's (or replica's) memory.
-        const name = String(req.domain);
+        const name = reqDomain(req);
         const b = [...this.backups].find((s) => s.domainName === name && s.state === 'replicating');
         if (b?.replica) return { epoch: b.replica.lastEpoch, sha256: await b.replica.memoryDigest() };
         const sim = be as unknown as { memoryDigest?: (domid: number) => Promise<string> };

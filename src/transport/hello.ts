@@ -51,24 +51,34 @@ export function parseHello(o: Record<string, unknown>): HelloBody {
   const name = str(d, 'name', /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, 'a domain name');
   const memoryMiB = int(d, 'memoryMiB', 1, 1 << 20);
   const vcpus = int(d, 'vcpus', 1, 128);
-  const sim = d.sim as DomainConfig['sim'] | undefined;
-  if (sim !== undefined) {
-    if (typeof sim !== 'object' || sim === null) fail('domain.sim', sim, 'an object');
-    if (!['kv', 'memstress', 'idle'].includes(sim.workload)) fail('domain.sim.workload', sim.workload, 'kv, memstress or idle');
-    if (typeof sim.dirtyMiBPerSec !== 'number' || !(sim.dirtyMiBPerSec >= 0 && sim.dirtyMiBPerSec <= 4096)) fail('domain.sim.dirtyMiBPerSec', sim.dirtyMiBPerSec, 'a number from 0 to 4096');
-    if (typeof sim.seed !== 'number' || !Number.isInteger(sim.seed)) fail('domain.sim.seed', sim.seed, 'an integer');
-    if (sim.nondeterminism !== undefined && !(typeof sim.nondeterminism === 'number' && sim.nondeterminism >= 0 && sim.nondeterminism <= 1)) {
-      fail('domain.sim.nondeterminism', sim.nondeterminism, 'a number from 0 to 1');
+  const uuidRe = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+  const domainUuid = d.uuid;
+  if (domainUuid !== undefined && (typeof domainUuid !== 'string' || !uuidRe.test(domainUuid))) fail('domain.uuid', domainUuid, 'a uuid');
+  // Only the fields checked here are kept: the backup builds its replica from this domain.
+  let sim: DomainConfig['sim'] | undefined;
+  if (d.sim !== undefined) {
+    const s = d.sim as Record<string, unknown>;
+    if (typeof s !== 'object' || s === null || Array.isArray(s)) fail('domain.sim', s, 'an object');
+    if (!['kv', 'memstress', 'idle'].includes(s.workload as string)) fail('domain.sim.workload', s.workload, 'kv, memstress or idle');
+    if (typeof s.dirtyMiBPerSec !== 'number' || !(s.dirtyMiBPerSec >= 0 && s.dirtyMiBPerSec <= 4096)) fail('domain.sim.dirtyMiBPerSec', s.dirtyMiBPerSec, 'a number from 0 to 4096');
+    // the range of sim_seed (src/config/domain.ts LIMITS.simSeed): an unsigned 32-bit seed
+    if (typeof s.seed !== 'number' || !Number.isInteger(s.seed) || s.seed < 0 || s.seed > 0xffff_ffff) fail('domain.sim.seed', s.seed, 'an integer from 0 to 4294967295');
+    if (s.nondeterminism !== undefined && !(typeof s.nondeterminism === 'number' && s.nondeterminism >= 0 && s.nondeterminism <= 1)) {
+      fail('domain.sim.nondeterminism', s.nondeterminism, 'a number from 0 to 1');
     }
-    if (sim.service !== undefined) {
-      const s = sim.service as unknown as Record<string, unknown>;
-      str(s, 'host', /^[A-Za-z0-9.:\-[\]]{1,255}$/, 'a host');
-      int(s, 'port', 1, 65535);
+    sim = { workload: s.workload as NonNullable<DomainConfig['sim']>['workload'], dirtyMiBPerSec: s.dirtyMiBPerSec, seed: s.seed };
+    if (s.nondeterminism !== undefined) sim.nondeterminism = s.nondeterminism as number;
+    if (s.service !== undefined) {
+      const v = s.service as Record<string, unknown>;
+      if (typeof v !== 'object' || v === null || Array.isArray(v)) fail('domain.sim.service', v, 'an object {host, port}');
+      if (typeof v.host !== 'string' || !/^[A-Za-z0-9.:\-[\]]{1,255}$/.test(v.host)) fail('domain.sim.service.host', v.host, 'a host');
+      if (typeof v.port !== 'number' || !Number.isInteger(v.port) || v.port < 1 || v.port > 65535) fail('domain.sim.service.port', v.port, 'an integer from 1 to 65535');
+      sim.service = { host: v.host, port: v.port };
     }
   }
   const domain: DomainConfig = {
-    ...(d as unknown as DomainConfig),
     name,
+    ...(typeof domainUuid === 'string' ? { uuid: domainUuid.toLowerCase() } : {}),
     memoryMiB,
     vcpus,
     disks: [],

@@ -57,6 +57,7 @@ export function checkReplicaConfig(json: string, policy: ReplicaPolicy, name: st
   const nics = (cfg.nics ?? []) as Record<string, unknown>[];
   if (!Array.isArray(nics)) refuse('nics that are not a list');
   for (const [i, n] of nics.entries()) {
+    if (typeof n !== 'object' || n === null || Array.isArray(n)) refuse(`nics[${i}] that is not an object`);
     const script = n.script;
     if (nonEmpty(script) && !(typeof script === 'string' && XEN_VIF_SCRIPTS.includes(script.replace(/^\/etc\/xen\/scripts\//, '')))) {
       refuse(`nics[${i}].script = ${JSON.stringify(script)} (allowed: ${XEN_VIF_SCRIPTS.join(', ')})`);
@@ -68,6 +69,7 @@ export function checkReplicaConfig(json: string, policy: ReplicaPolicy, name: st
   const disks = (cfg.disks ?? []) as Record<string, unknown>[];
   if (!Array.isArray(disks)) refuse('disks that are not a list');
   for (const [i, d] of disks.entries()) {
+    if (typeof d !== 'object' || d === null || Array.isArray(d)) refuse(`disks[${i}] that is not an object`);
     const target = typeof d.pdev_path === 'string' ? d.pdev_path : '';
     if (nonEmpty(d.script)) refuse(`disks[${i}].script = ${JSON.stringify(d.script)}`);
     if (nonEmpty(d.backend_domid) || nonEmpty(d.backend_domname)) refuse(`disks[${i}] in a backend domain other than dom0`);
