@@ -138,6 +138,16 @@ export interface CreateCommand extends CommandBase {
   cfgFile: string;
 }
 
+/** `check-config [--json] [--conf FILE] [<cfg-file>]`: validate without a daemon. */
+export interface CheckConfigCommand extends CommandBase {
+  cmd: 'check-config';
+  /** The domain cfg to check; absent: only the plugin config (then `conf` is set). */
+  cfgFile?: string;
+  /** xl-ha.conf named with --conf (it must exist); absent: $XLHA_CONF or /etc/xen/xl-ha.conf if present. */
+  conf?: string;
+  json: boolean;
+}
+
 /** `keygen <peer>` (a new key) and `pair <peer> <key-file>` (the peer's key, copied here). */
 export interface PairCommand extends CommandBase {
   cmd: 'keygen' | 'pair';
@@ -168,6 +178,7 @@ export type Command =
   | StopCommand
   | DestroyCommand
   | CreateCommand
+  | CheckConfigCommand
   | PairCommand
   | HelpCommand;
 
@@ -182,6 +193,7 @@ export const COMMAND_NAMES = [
   'stop',
   'destroy',
   'create',
+  'check-config',
   'keygen',
   'pair',
   'help',
@@ -335,6 +347,18 @@ const COMMANDS: Record<CommandName, CommandDef> = {
     synopsis: 'create <cfg-file>',
     summary: 'Create a domain from an xl config file (on the sim backend this is how domains are made).',
     options: [HELP_OPTION],
+  },
+  'check-config': {
+    synopsis: 'check-config [--json] [--conf FILE] [<cfg-file>]',
+    summary: 'Check a domain config (and xl-ha.conf) and show the effective HA settings; needs no daemon.',
+    description:
+      'Exit code 0 when valid, 1 when not (every problem is listed with file:line, the key, the value and what is accepted). ' +
+      'With --conf FILE alone, checks that xl-ha.conf. Without --conf, the defaults come from $XLHA_CONF or /etc/xen/xl-ha.conf if it exists.',
+    options: [
+      { id: 'conf', long: 'conf', arg: 'FILE', help: 'The xl-ha.conf whose [defaults] apply (it must exist), checked too.' },
+      { id: 'json', long: 'json', help: 'Machine-readable JSON output.' },
+      HELP_OPTION,
+    ],
   },
   keygen: {
     synopsis: 'keygen [options] <peer>',
@@ -700,6 +724,16 @@ export function parseArgs(argv: readonly string[]): Command {
       expectPositionals(command, pos, ['<cfg-file>']);
       if (pos[0] === '') throw new UsageError('<cfg-file> argument must not be empty', command, '');
       return { cmd: 'create', cfgFile: pos[0]!, globals };
+
+    case 'check-config': {
+      expectPositionals(command, pos, ['<cfg-file>'], 1);
+      const conf = pathOption(command, lastValue(s, 'conf'));
+      if (pos[0] === '') throw new UsageError('<cfg-file> argument must not be empty', command, '');
+      if (pos[0] === undefined && conf === undefined) {
+        throw new UsageError(`missing <cfg-file> argument, or --conf FILE to check xl-ha.conf alone (usage: xl-ha ${COMMANDS[command].synopsis})`, command);
+      }
+      return { cmd: 'check-config', ...(pos[0] !== undefined ? { cfgFile: pos[0] } : {}), ...(conf !== undefined ? { conf } : {}), json: s.flags.has('json'), globals };
+    }
 
     case 'keygen':
     case 'pair': {

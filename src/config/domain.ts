@@ -6,13 +6,32 @@
  * one problem per line, each naming the key, the offending value and what
  * would have been accepted.
  *
- * Keys that xl-ha does not know are ignored (as xl does), except keys in
- * xl-ha's own namespaces (`ha_*`, `sim_*`), where a typo would otherwise
- * silently change behaviour.
+ * xl-ha owns the `ha` keys (and the sim's `sim_*` keys); every config `xl create`
+ * accepts must stay acceptable here. So the keys of xl are read only where xl-ha needs
+ * them (name, uuid, memory, vcpus, disk, vif), and then as xl reads them: `disk` and `vif`
+ * entries follow xl-disk-configuration(5) and xl-network-configuration(5) in full
+ * (src/config/disk.ts, src/config/vif.ts), memory defaults to libxl's 32 MiB. Every other
+ * key is ignored, as xl ignores keys it does not know, except keys in xl-ha's own
+ * namespaces (`ha_*`, `sim_*`), where a typo would otherwise silently change behaviour.
+ * What xl would only warn about comes back in `ParsedDomainConfig.warnings`.
  */
 
 import { isIPv4, isIPv6 } from 'node:net';
-import { formatXlValue, type XlCfg, type XlValue } from './xlcfg.js';
+import { formatXlValue, type XlCfg, type XlCfgEntry, type XlValue } from './xlcfg.js';
+import { DiskSpecError, parseDiskSpec, vdevNumber, type DiskSpec } from './disk.js';
+import { parseVifSpec, VifSpecError } from './vif.js';
+import { suggest } from './suggest.js';
+
+export { suggest } from './suggest.js';
+export {
+  DISK_ACCESS_IDS,
+  DISK_FORMAT_IDS,
+  DiskSpecError,
+  parseDiskSpec,
+  type DiskAccess,
+  type DiskFormat,
+  type DiskSpec,
+} from './disk.js';
 
 // ---------------------------------------------------------------------------
 // Constants
@@ -32,6 +51,8 @@ export const DEFAULT_HEARTBEAT_MS = 50;
 export const FAILOVER_TIMEOUT_FACTOR = 3;
 /** Highest domid a real domain can have (DOMID_FIRST_RESERVED - 1). */
 export const MAX_DOMID = 0x7fef;
+/** Memory of a domain whose cfg sets neither memory nor maxmem (libxl's default). */
+export const DEFAULT_MEMORY_MIB = 32;
 
 import { MODE_IDS, type ModeId } from '../engine/modes/ids.js';
 import { BUFFER_FULL_POLICIES, DEFAULT_BUFFER_LIMIT_MIB, type BufferFullPolicy } from '../engine/buffer-policy.js';
@@ -43,16 +64,6 @@ export type TransferMode = (typeof TRANSFER_IDS)[number];
 /** Simulated guest workloads (`sim_workload`). */
 export const SIM_WORKLOAD_IDS = ['kv', 'memstress', 'idle'] as const;
 export type SimWorkload = (typeof SIM_WORKLOAD_IDS)[number];
-
-/** Disk image formats supported so far. */
-export const DISK_FORMAT_IDS = ['raw'] as const;
-export type DiskFormat = (typeof DISK_FORMAT_IDS)[number];
-/** Disk formats xl knows about but xl-ha cannot replicate yet. */
-export const UNSUPPORTED_DISK_FORMATS = ['qcow', 'qcow2', 'vhd', 'qed', 'empty'] as const;
-
-/** Canonical disk access modes (xl also accepts `w` and `r`). */
-export const DISK_ACCESS_IDS = ['rw', 'ro'] as const;
-export type DiskAccess = (typeof DISK_ACCESS_IDS)[number];
 
 /** Words accepted as booleans (case-insensitive), besides the numbers 1 and 0. */
 export const BOOL_TRUE_WORDS = ['on', '1', 'true', 'yes'] as const;
@@ -79,8 +90,8 @@ export const LIMITS = {
   port: { min: 1, max: 65_535 },
 } as const;
 
-/** Keys that describe the domain itself (others, e.g. `kernel`, are ignored). */
-export const DOMAIN_KEYS = ['name', 'uuid', 'memory', 'vcpus', 'disk', 'vif'] as const;
+/** Keys of xl that xl-ha reads (every other key of xl is ignored). */
+export const DOMAIN_KEYS = ['name', 'uuid', 'memory', 'maxmem', 'vcpus', 'disk', 'vif'] as const;
 /** Every key of the `ha` namespace. */
 export const HA_KEYS = [
   'ha',
@@ -97,8 +108,25 @@ export const HA_KEYS = [
   'ha_buffer_limit_mib',
   'ha_on_buffer_full',
 ] as const;
+export type HaKey = (typeof HA_KEYS)[number];
 /** Every key of the `sim` namespace. */
 export const SIM_KEYS = ['sim_workload', 'sim_dirty_mibps', 'sim_service', 'sim_seed', 'sim_nondeterminism'] as const;
+
+/** Why `ha_group` is refused (group protection does not exist yet). */
+export const HA_GROUP_UNAVAILABLE = 'group protection (ha_group) is not available yet: remove ha_group (each domain is protected on its own for now)';
+
+/** Keys used by some modes only; every other ha key applies to every mode. */
+export const HA_KEY_MODES: Readonly<Partial<Record<HaKey, readonly ModeId[]>>> = {
+  ha_interval_ms: ['remus', 'llm'],
+  ha_kemari_min_gap_ms: ['kemari'],
+  ha_colo_max_interval_ms: ['colo'],
+};
+
+/** Does `mode` use `key`? */
+export function haKeyUsedBy(key: HaKey, mode: ModeId): boolean {
+  const modes = HA_KEY_MODES[key];
+  return modes === undefined || modes.includes(mode);
+}
 
 // ---------------------------------------------------------------------------
 // Types
@@ -108,13 +136,6 @@ export interface HostPort {
   /** Host name or address; IPv6 addresses without brackets. */
   host: string;
   port: number;
-}
-
-export interface DiskSpec {
-  target: string;
-  vdev: string;
-  format: DiskFormat;
-  access: DiskAccess;
 }
 
 export interface SimConfig {
@@ -132,8 +153,9 @@ export interface DomainConfig {
   uuid?: string;
   memoryMiB: number;
   vcpus: number;
+  /** Parsed disk specs, in cfg order (the sim's image is the first disk's target). */
   disks: DiskSpec[];
-  /** vif specs, passed through unparsed. */
+  /** vif specs as written (each checked with parseVifSpec). */
   vifs: string[];
   /** Present only when some `sim_*` key is set. */
   sim?: SimConfig;
@@ -149,7 +171,6 @@ export interface HaConfig {
   /** colo only: a checkpoint at the latest this long after the previous one. */
   maxIntervalMs?: number;
   transfer: TransferMode;
-  group?: string;
   netbuf: boolean;
   disk: boolean;
   heartbeatMs: number;
@@ -164,6 +185,8 @@ export interface ParsedDomainConfig {
   domain: DomainConfig;
   /** null when the config has no `ha` key. */
   ha: HaConfig | null;
+  /** What xl would only warn about (the config is valid), in line order. */
+  warnings: ConfigIssue[];
 }
 
 /** One problem with one key. */
@@ -202,7 +225,8 @@ export class ConfigError extends Error {
   }
 }
 
-function formatIssue(issue: ConfigIssue, source: string | undefined): string {
+/** `file:line: message` (or `file: message` when the line is unknown). */
+export function formatIssue(issue: ConfigIssue, source: string | undefined): string {
   const where =
     source !== undefined && issue.line !== undefined && issue.line > 0
       ? `${source}:${issue.line}: `
@@ -338,137 +362,136 @@ export function domainNameProblem(name: string): string | undefined {
   return undefined;
 }
 
-/** Thrown by `parseDiskSpec`; `reason` explains what is wrong. */
-export class DiskSpecError extends Error {
-  readonly spec: string;
-  readonly reason: string;
-  constructor(spec: string, reason: string) {
-    super(`invalid disk spec ${JSON.stringify(spec)}: ${reason}`);
-    this.name = 'DiskSpecError';
-    this.spec = spec;
-    this.reason = reason;
-  }
-}
+// ---------------------------------------------------------------------------
+// Value checks (shared with xl-ha.conf's [defaults])
+// ---------------------------------------------------------------------------
 
-const DISK_PARAMS = ['target', 'format', 'vdev', 'access'] as const;
-type DiskParam = (typeof DISK_PARAMS)[number];
-const VDEV_PATTERN = /^(?:(?:xvd|hd|sd)[a-z]{1,3}[0-9]*|d[0-9]+(?:p[0-9]+)?)$/;
+/** A value read, or why it is not valid ("expected …"). */
+export type Checked<T> = { ok: true; value: T } | { ok: false; detail: string };
+
+const ok = <T>(value: T): Checked<T> => ({ ok: true, value });
+const no = <T>(detail: string): Checked<T> => ({ ok: false, detail });
 
 /**
- * Parse one xl disk spec: positional `target,format,vdev,access` (empty
- * fields take defaults) and/or `key=value` parameters; `target=` takes the
- * rest of the spec (it may contain commas) so it must come last.
- * Defaults: format raw, access rw. target and vdev are required.
- * @throws DiskSpecError
+ * An integer as xl reads one (C's strtol with base 0): a number, or a string of an
+ * optionally signed decimal, 0x hex or 0 octal integer (surrounding blanks allowed).
  */
-export function parseDiskSpec(spec: string): DiskSpec {
-  const got: Partial<Record<DiskParam, string>> = {};
-  const set = (param: DiskParam, value: string): void => {
-    if (got[param] !== undefined && got[param] !== '') {
-      throw new DiskSpecError(spec, `${param} is given more than once`);
-    }
-    got[param] = value;
-  };
-
-  let positional = 0;
-  let rest = spec;
-  for (;;) {
-    const trimmedStart = rest.replace(/^\s+/, '');
-    if (/^target\s*=/.test(trimmedStart)) {
-      set('target', trimmedStart.slice(trimmedStart.indexOf('=') + 1));
-      break;
-    }
-    const comma = rest.indexOf(',');
-    const field = (comma < 0 ? rest : rest.slice(0, comma)).trim();
-    const eq = field.indexOf('=');
-    if (eq >= 0) {
-      const key = field.slice(0, eq).trim();
-      const value = field.slice(eq + 1).trim();
-      if (!(DISK_PARAMS as readonly string[]).includes(key)) {
-        throw new DiskSpecError(spec, `unsupported parameter ${JSON.stringify(key)} (supported: ${DISK_PARAMS.join(', ')})`);
-      }
-      set(key as DiskParam, value);
-    } else {
-      if (positional >= DISK_PARAMS.length) {
-        throw new DiskSpecError(spec, `too many positional fields (expected at most 4: ${DISK_PARAMS.join(',')})`);
-      }
-      if (field !== '') set(DISK_PARAMS[positional]!, field);
-      positional++;
-    }
-    if (comma < 0) break;
-    rest = rest.slice(comma + 1);
-  }
-
-  const target = got.target ?? '';
-  if (target.trim() === '') throw new DiskSpecError(spec, 'missing target (the image file or device path)');
-
-  const vdev = got.vdev ?? '';
-  if (vdev === '') throw new DiskSpecError(spec, 'missing vdev (the guest device name, e.g. xvda)');
-  if (!VDEV_PATTERN.test(vdev)) {
-    throw new DiskSpecError(spec, `vdev ${JSON.stringify(vdev)} is not a virtual device name (expected e.g. xvda, xvdb1, hda, sda or d0p1)`);
-  }
-
-  const formatText = (got.format ?? '').toLowerCase() || 'raw';
-  if (!(DISK_FORMAT_IDS as readonly string[]).includes(formatText)) {
-    const known = (UNSUPPORTED_DISK_FORMATS as readonly string[]).includes(formatText);
-    throw new DiskSpecError(
-      spec,
-      `format ${JSON.stringify(got.format)} is ${known ? 'not supported yet' : 'unknown'}: expected ${DISK_FORMAT_IDS.join(', ')} (the only format supported for now)`,
-    );
-  }
-
-  const accessText = (got.access ?? '').toLowerCase() || 'rw';
-  let access: DiskAccess;
-  if (accessText === 'rw' || accessText === 'w') access = 'rw';
-  else if (accessText === 'ro' || accessText === 'r') access = 'ro';
-  else throw new DiskSpecError(spec, `access ${JSON.stringify(got.access)} is not valid: expected rw (or w) or ro (or r)`);
-
-  return { target, vdev, format: 'raw', access };
+export function toInteger(v: XlValue): number | undefined {
+  if (typeof v === 'number') return Number.isInteger(v) ? v : undefined;
+  if (typeof v !== 'string') return undefined;
+  const m = /^\s*([+-]?)(?:0[xX]([0-9a-fA-F]+)|(0[0-7]*)|([1-9][0-9]*))\s*$/.exec(v);
+  if (!m) return undefined;
+  const n = m[2] !== undefined ? parseInt(m[2], 16) : m[3] !== undefined ? parseInt(m[3], 8) : Number(m[4]);
+  if (!Number.isSafeInteger(n)) return undefined;
+  return m[1] === '-' && n !== 0 ? -n : n;
 }
 
-// ---------------------------------------------------------------------------
-// Validation
-// ---------------------------------------------------------------------------
-
-function editDistance(a: string, b: string): number {
-  const prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    let diag = prev[0]!;
-    prev[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const up = prev[j]!;
-      prev[j] = Math.min(up + 1, prev[j - 1]! + 1, diag + (a[i - 1] === b[j - 1] ? 0 : 1));
-      diag = up;
-    }
-  }
-  return prev[b.length]!;
-}
-
-/** The closest candidate to `word`, if it is plausibly a typo of it. */
-export function suggest(word: string, candidates: readonly string[]): string | undefined {
-  let best: string | undefined;
-  let bestDist = Infinity;
-  for (const c of candidates) {
-    const d = editDistance(word, c);
-    if (d < bestDist) {
-      best = c;
-      bestDist = d;
-    }
-  }
-  return best !== undefined && bestDist <= Math.max(2, Math.floor(word.length / 4)) ? best : undefined;
+function toNumber(v: XlValue): number | undefined {
+  if (typeof v === 'number') return v;
+  if (typeof v === 'string' && /^\s*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*$/.test(v)) return Number(v.trim());
+  return undefined;
 }
 
 function oneOf(ids: readonly string[]): string {
   return ids.length === 1 ? `"${ids[0]}"` : `one of ${ids.map((id) => `"${id}"`).join(', ')}`;
 }
 
+export function checkInt(v: XlValue, range: { min: number; max: number }, unit: string): Checked<number> {
+  const n = toInteger(v);
+  return n === undefined || n < range.min || n > range.max ? no(`expected an integer from ${range.min} to ${range.max} (${unit})`) : ok(n);
+}
+
+export function checkNumber(v: XlValue, range: { min: number; max: number }, unit: string): Checked<number> {
+  const n = toNumber(v);
+  return n === undefined || n < range.min || n > range.max ? no(`expected a number from ${range.min} to ${range.max} (${unit})`) : ok(n);
+}
+
+export function checkChoice<T extends string>(v: XlValue, ids: readonly T[]): Checked<T> {
+  return typeof v === 'string' && (ids as readonly string[]).includes(v) ? ok(v as T) : no(`expected ${oneOf(ids)}`);
+}
+
+export function checkBool(v: XlValue): Checked<boolean> {
+  const b = Array.isArray(v) ? undefined : parseBoolWord(v);
+  return b === undefined ? no('expected on/off, 1/0, true/false or yes/no') : ok(b);
+}
+
+export function checkHostPort(v: XlValue, defaultPort: number | undefined, example: string): Checked<HostPort> {
+  const form = defaultPort === undefined ? 'host:port' : `host[:port] (port defaults to ${defaultPort})`;
+  if (typeof v !== 'string') return no(`expected a quoted string ${form}, e.g. "${example}"`);
+  try {
+    return ok(parseHostPort(v, defaultPort));
+  } catch (err) {
+    const reason = err instanceof HostPortError ? err.reason : String(err);
+    return no(`${reason}; expected ${form}, e.g. "${example}"`);
+  }
+}
+
+/**
+ * Check one value of an ha key on its own (`ha_failover_timeout_ms` must also exceed the
+ * heartbeat, which is checked with both). Used for cfg files and xl-ha.conf's [defaults].
+ */
+export function checkHaValue(key: HaKey, v: XlValue): Checked<unknown> {
+  switch (key) {
+    case 'ha':
+      return checkChoice(v, MODE_IDS);
+    case 'ha_peer':
+      return checkHostPort(v, DEFAULT_REPLICATION_PORT, `backup-host:${DEFAULT_REPLICATION_PORT}`);
+    case 'ha_interval_ms':
+      return checkInt(v, LIMITS.intervalMs, 'milliseconds');
+    case 'ha_kemari_min_gap_ms':
+      return checkInt(v, LIMITS.kemariMinGapMs, 'milliseconds');
+    case 'ha_colo_max_interval_ms':
+      return checkInt(v, LIMITS.coloMaxIntervalMs, 'milliseconds');
+    case 'ha_transfer':
+      return checkChoice(v, TRANSFER_IDS);
+    case 'ha_group':
+      return no(HA_GROUP_UNAVAILABLE);
+    case 'ha_netbuf':
+    case 'ha_disk':
+      return checkBool(v);
+    case 'ha_heartbeat_ms':
+      return checkInt(v, LIMITS.heartbeatMs, 'milliseconds');
+    case 'ha_failover_timeout_ms':
+      return checkInt(v, LIMITS.failoverTimeoutMs, 'milliseconds');
+    case 'ha_buffer_limit_mib':
+      return checkInt(v, LIMITS.bufferLimitMiB, 'MiB');
+    case 'ha_on_buffer_full':
+      return checkChoice(v, BUFFER_FULL_POLICIES);
+  }
+}
+
+/** Keys whose value is read as a number: xl refuses `+=` for those. */
+const NUMERIC_KEYS = new Set<string>([
+  'memory',
+  'maxmem',
+  'vcpus',
+  'ha_interval_ms',
+  'ha_kemari_min_gap_ms',
+  'ha_colo_max_interval_ms',
+  'ha_heartbeat_ms',
+  'ha_failover_timeout_ms',
+  'ha_buffer_limit_mib',
+  'sim_dirty_mibps',
+  'sim_seed',
+  'sim_nondeterminism',
+]);
+
+// ---------------------------------------------------------------------------
+// Validation
+// ---------------------------------------------------------------------------
+
 /** Collects issues while reading keys from a cfg. */
 class Reader {
   readonly issues: ConfigIssue[] = [];
+  readonly warnings: ConfigIssue[] = [];
   constructor(private readonly cfg: XlCfg) {}
 
   has(key: string): boolean {
     return this.cfg.entries.has(key);
+  }
+
+  entry(key: string): XlCfgEntry | undefined {
+    return this.cfg.entries.get(key);
   }
 
   value(key: string): XlValue | undefined {
@@ -479,10 +502,16 @@ class Reader {
     return this.cfg.entries.get(key)?.line;
   }
 
+  /** " (from /etc/xen/xl-ha.conf:7 [defaults])" for a value that is not written in the cfg. */
+  private from(key: string): string {
+    const origin = this.cfg.entries.get(key)?.origin;
+    return origin ? ` (from ${origin})` : '';
+  }
+
   /** Record "<key> = <value> is not valid: <detail>". */
   bad(key: string, detail: string, shownKey: string = key, value: XlValue | undefined = this.value(key)): void {
     const shown = value === undefined ? '' : ` = ${formatXlValue(value)}`;
-    this.issues.push({ key, value, line: this.line(key), message: `${shownKey}${shown} is not valid: ${detail}` });
+    this.issues.push({ key, value, line: this.line(key), message: `${shownKey}${shown}${this.from(key)} is not valid: ${detail}` });
   }
 
   /** Record an issue with a free-form message. */
@@ -490,54 +519,56 @@ class Reader {
     this.issues.push({ key, value: this.value(key), line: this.line(key), message });
   }
 
+  warn(key: string, message: string, line: number | undefined = this.line(key), value: XlValue | undefined = this.value(key)): void {
+    this.warnings.push({ key, value, line, message });
+  }
+
   missing(key: string, expected: string, why = 'is required'): void {
     this.issues.push({ key, line: undefined, message: `${key} ${why}: ${expected}` });
   }
 
-  /** Integer setting (numbers, or strings of decimal digits as xl allows). */
-  int(key: string, range: { min: number; max: number }, unit: string, fallback: number): number;
-  int(key: string, range: { min: number; max: number }, unit: string, fallback?: undefined): number | undefined;
-  int(key: string, range: { min: number; max: number }, unit: string, fallback?: number): number | undefined {
-    const v = this.value(key);
-    if (v === undefined) return fallback;
-    const expected = `expected an integer from ${range.min} to ${range.max} (${unit})`;
-    const n = toInteger(v);
-    if (n === undefined || n < range.min || n > range.max) {
-      this.bad(key, expected);
+  /** The value of a key read as a number, unless it was built with `+=` (xl refuses that). */
+  private numeric(key: string): XlValue | undefined {
+    const e = this.entry(key);
+    if (e?.appended && NUMERIC_KEYS.has(key)) {
+      this.bad(key, `xl does not accept += for a number (it would ignore ${key}): write ${key} = <number>`);
       return undefined;
     }
-    return n;
+    return e?.value;
+  }
+
+  /** Record the outcome of a check; undefined when it failed. */
+  take<T>(key: string, c: Checked<T>): T | undefined {
+    if (c.ok) return c.value;
+    this.bad(key, c.detail);
+    return undefined;
+  }
+
+  /** Integer setting (numbers, or strings of integers as xl allows). */
+  int(key: string, range: { min: number; max: number }, unit: string, fallback: number): number | undefined;
+  int(key: string, range: { min: number; max: number }, unit: string, fallback?: undefined): number | undefined;
+  int(key: string, range: { min: number; max: number }, unit: string, fallback?: number): number | undefined {
+    if (!this.has(key)) return fallback;
+    const v = this.numeric(key);
+    return v === undefined ? undefined : this.take(key, checkInt(v, range, unit));
   }
 
   /** Real-number setting. */
   num(key: string, range: { min: number; max: number }, unit: string, fallback: number): number | undefined {
-    const v = this.value(key);
-    if (v === undefined) return fallback;
-    const n = toNumber(v);
-    if (n === undefined || n < range.min || n > range.max) {
-      this.bad(key, `expected a number from ${range.min} to ${range.max} (${unit})`);
-      return undefined;
-    }
-    return n;
+    if (!this.has(key)) return fallback;
+    const v = this.numeric(key);
+    return v === undefined ? undefined : this.take(key, checkNumber(v, range, unit));
   }
 
   /** Enumerated string setting. */
   choice<T extends string>(key: string, ids: readonly T[], fallback: T): T | undefined {
     const v = this.value(key);
-    if (v === undefined) return fallback;
-    if (typeof v === 'string' && (ids as readonly string[]).includes(v)) return v as T;
-    this.bad(key, `expected ${oneOf(ids)}`);
-    return undefined;
+    return v === undefined ? fallback : this.take(key, checkChoice(v, ids));
   }
 
   bool(key: string, fallback: boolean): boolean | undefined {
     const v = this.value(key);
-    if (v === undefined) return fallback;
-    const b = Array.isArray(v) ? undefined : parseBoolWord(v);
-    if (b === undefined) {
-      this.bad(key, `expected on/off, 1/0, true/false or yes/no`);
-    }
-    return b;
+    return v === undefined ? fallback : this.take(key, checkBool(v));
   }
 
   str(key: string, what: string): string | undefined {
@@ -552,35 +583,29 @@ class Reader {
 
   hostPort(key: string, defaultPort: number | undefined, example: string): HostPort | undefined {
     const v = this.value(key);
-    if (v === undefined) return undefined;
-    const form = defaultPort === undefined ? 'host:port' : `host[:port] (port defaults to ${defaultPort})`;
-    if (typeof v !== 'string') {
-      this.bad(key, `expected a quoted string ${form}, e.g. "${example}"`);
-      return undefined;
-    }
-    try {
-      return parseHostPort(v, defaultPort);
-    } catch (err) {
-      const reason = err instanceof HostPortError ? err.reason : String(err);
-      this.bad(key, `${reason}; expected ${form}, e.g. "${example}"`);
-      return undefined;
-    }
+    return v === undefined ? undefined : this.take(key, checkHostPort(v, defaultPort, example));
   }
-}
 
-function toInteger(v: XlValue): number | undefined {
-  if (typeof v === 'number') return Number.isInteger(v) ? v : undefined;
-  if (typeof v === 'string' && /^\s*[+-]?[0-9]+\s*$/.test(v)) {
-    const n = Number(v.trim());
-    return Number.isSafeInteger(n) ? n : undefined;
+  /** A list key (`disk`, `vif`): its string entries, with their index; other entries are issues. */
+  specs(key: string, example: string): { spec: string; index: number; raw: XlValue }[] {
+    const v = this.value(key);
+    if (v === undefined) return [];
+    if (!Array.isArray(v)) {
+      this.bad(key, `expected a list of ${key} specs, e.g. [${example}]`);
+      return [];
+    }
+    const out: { spec: string; index: number; raw: XlValue }[] = [];
+    for (const [index, spec] of v.entries()) {
+      if (Array.isArray(spec)) {
+        // xl stops reading the list at the first entry that is not a string.
+        this.bad(key, `expected a quoted ${key} spec like ${example}, not a list (xl would silently ignore it and every ${key} after it)`, `${key}[${index}]`, spec);
+        break;
+      }
+      // xl keeps a number as its text, and reads it as a spec.
+      out.push({ spec: String(spec), index, raw: spec });
+    }
+    return out;
   }
-  return undefined;
-}
-
-function toNumber(v: XlValue): number | undefined {
-  if (typeof v === 'number') return v;
-  if (typeof v === 'string' && /^\s*[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*$/.test(v)) return Number(v.trim());
-  return undefined;
 }
 
 const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -605,6 +630,9 @@ export function domainConfigFromCfg(cfg: XlCfg): ParsedDomainConfig {
       r.issue(key, unknownKeyMessage(key, SIM_KEYS, 'sim'));
     }
   }
+  for (const d of cfg.duplicates ?? []) {
+    if (d.previousLine > 0) r.warn(d.key, `${d.key} is set twice, on lines ${d.previousLine} and ${d.line}: the later one counts (as in xl)`, d.line);
+  }
 
   // --- domain
   let name = r.str('name', 'the domain name');
@@ -627,56 +655,47 @@ export function domainConfigFromCfg(cfg: XlCfg): ParsedDomainConfig {
     }
   }
 
-  const memoryMiB = r.int('memory', LIMITS.memoryMiB, 'MiB');
-  if (!r.has('memory')) {
-    r.missing('memory', `expected an integer from ${LIMITS.memoryMiB.min} to ${LIMITS.memoryMiB.max} (MiB), e.g. memory = 512`);
+  // memory is the guest's memory at start; without it libxl takes maxmem, or 32 MiB.
+  let memoryMiB: number | undefined;
+  if (r.has('memory')) memoryMiB = r.int('memory', LIMITS.memoryMiB, 'MiB');
+  else if (r.has('maxmem')) {
+    memoryMiB = r.int('maxmem', LIMITS.memoryMiB, 'MiB');
+    if (memoryMiB !== undefined) r.warn('maxmem', `memory is not set: the domain starts with maxmem, ${memoryMiB} MiB (as in libxl)`);
+  } else {
+    memoryMiB = DEFAULT_MEMORY_MIB;
+    r.warn('memory', `memory is not set: the domain gets ${DEFAULT_MEMORY_MIB} MiB, libxl's default (set memory = <MiB>)`);
   }
   const vcpus = r.int('vcpus', LIMITS.vcpus, 'virtual CPUs', 1);
 
   const disks: DiskSpec[] = [];
-  const diskValue = r.value('disk');
-  if (diskValue !== undefined) {
-    if (!Array.isArray(diskValue)) {
-      r.bad('disk', `expected a list of disk specs, e.g. ['/srv/vm.img,raw,xvda,rw']`);
-    } else {
-      const vdevs = new Map<string, number>();
-      diskValue.forEach((spec, i) => {
-        if (typeof spec !== 'string') {
-          r.bad('disk', `expected a quoted disk spec like '/srv/vm.img,raw,xvda,rw'`, `disk[${i}]`, spec);
-          return;
-        }
-        try {
-          const disk = parseDiskSpec(spec);
-          const prev = vdevs.get(disk.vdev);
-          if (prev !== undefined) {
-            r.bad('disk', `vdev ${disk.vdev} is already used by disk[${prev}]: expected a distinct vdev per disk`, `disk[${i}]`, spec);
-            return;
-          }
-          vdevs.set(disk.vdev, i);
-          disks.push(disk);
-        } catch (err) {
-          const reason = err instanceof DiskSpecError ? err.reason : String(err);
-          r.bad(
-            'disk',
-            `${reason}; expected 'target,format,vdev,access' or 'format=raw, vdev=xvda, access=rw, target=/path'`,
-            `disk[${i}]`,
-            spec,
-          );
-        }
-      });
+  const vdevs = new Map<number, { index: number; vdev: string }>();
+  for (const { spec, index, raw } of r.specs('disk', `'/srv/vm.img,raw,xvda,rw'`)) {
+    try {
+      const disk = parseDiskSpec(spec);
+      const number = vdevNumber(disk.vdev)!;
+      const prev = vdevs.get(number);
+      if (prev !== undefined) {
+        const same = prev.vdev === disk.vdev ? `vdev ${disk.vdev}` : `vdev ${disk.vdev} (the same device as ${prev.vdev})`;
+        r.bad('disk', `${same} is already used by disk[${prev.index}]: expected a distinct vdev per disk`, `disk[${index}]`, raw);
+        continue;
+      }
+      vdevs.set(number, { index, vdev: disk.vdev });
+      disks.push(disk);
+    } catch (err) {
+      const reason = err instanceof DiskSpecError ? err.reason : String(err);
+      r.bad('disk', reason, `disk[${index}]`, raw);
     }
   }
 
   const vifs: string[] = [];
-  const vifValue = r.value('vif');
-  if (vifValue !== undefined) {
-    if (!Array.isArray(vifValue)) {
-      r.bad('vif', `expected a list of vif specs, e.g. ['bridge=xenbr0']`);
-    } else {
-      vifValue.forEach((spec, i) => {
-        if (typeof spec === 'string') vifs.push(spec);
-        else r.bad('vif', `expected a quoted vif spec like 'bridge=xenbr0'`, `vif[${i}]`, spec);
-      });
+  for (const { spec, index, raw } of r.specs('vif', `'bridge=xenbr0'`)) {
+    try {
+      const { warnings } = parseVifSpec(spec);
+      for (const w of warnings) r.warn('vif', `vif[${index}] = ${formatXlValue(raw)}: ${w}`, r.entry('vif')?.line, raw);
+      vifs.push(spec);
+    } catch (err) {
+      const reason = err instanceof VifSpecError ? err.reason : String(err);
+      r.bad('vif', reason, `vif[${index}]`, raw);
     }
   }
 
@@ -698,9 +717,10 @@ export function domainConfigFromCfg(cfg: XlCfg): ParsedDomainConfig {
 
   // --- ha
   let ha: HaConfig | null = null;
+  if (r.has('ha_group')) r.take('ha_group', checkHaValue('ha_group', r.value('ha_group')!)); // refused, whatever the rest says
   if (!r.has('ha')) {
     for (const key of cfg.entries.keys()) {
-      if ((HA_KEYS as readonly string[]).includes(key)) {
+      if ((HA_KEYS as readonly string[]).includes(key) && key !== 'ha_group') {
         r.issue(key, `${key} is set but ha is not: add ha = "remus" (or another of ${MODE_IDS.join(', ')}) to enable high availability, or remove ${key}`);
       }
     }
@@ -731,15 +751,7 @@ export function domainConfigFromCfg(cfg: XlCfg): ParsedDomainConfig {
       r.issue('ha_interval_ms', 'ha_interval_ms is not used by ha = "colo", which checkpoints when the two copies\' outputs differ: remove it, or set ha_colo_max_interval_ms');
     }
     const transfer = r.choice<TransferMode>('ha_transfer', TRANSFER_IDS, 'full');
-    let group = r.str('ha_group', 'a group name');
-    if (group !== undefined) {
-      const problem = domainNameProblem(group);
-      if (problem) {
-        r.bad('ha_group', problem);
-        group = undefined;
-      }
-    }
-    const groupOk = group !== undefined || !r.has('ha_group');
+    const groupOk = !r.has('ha_group');
     const netbuf = r.bool('ha_netbuf', true);
     const disk = r.bool('ha_disk', true);
     const heartbeatMs = r.int('ha_heartbeat_ms', LIMITS.heartbeatMs, 'milliseconds', DEFAULT_HEARTBEAT_MS);
@@ -748,13 +760,14 @@ export function domainConfigFromCfg(cfg: XlCfg): ParsedDomainConfig {
     let failoverTimeoutMs: number | undefined;
     if (r.has('ha_failover_timeout_ms')) {
       const lim = LIMITS.failoverTimeoutMs;
-      const v = toInteger(r.value('ha_failover_timeout_ms')!);
+      const raw = r.entry('ha_failover_timeout_ms')!;
+      const v = raw.appended ? undefined : toInteger(raw.value);
       const floor = heartbeatMs !== undefined ? heartbeatMs + 1 : lim.min;
       if (v === undefined || v < floor || v > lim.max) {
         r.bad(
           'ha_failover_timeout_ms',
           heartbeatMs !== undefined
-            ? `expected an integer greater than ha_heartbeat_ms (${heartbeatMs}) and at most ${lim.max} (milliseconds)`
+            ? `expected an integer greater than ha_heartbeat_ms (${heartbeatMs}${r.entry('ha_heartbeat_ms')?.origin ? `, from ${r.entry('ha_heartbeat_ms')!.origin}` : ''}) and at most ${lim.max} (milliseconds)`
             : `expected an integer from ${lim.min} to ${lim.max} (milliseconds), greater than ha_heartbeat_ms`,
         );
       } else {
@@ -777,15 +790,15 @@ export function domainConfigFromCfg(cfg: XlCfg): ParsedDomainConfig {
       ha = { mode, peer, intervalMs, transfer, netbuf, disk, heartbeatMs, failoverTimeoutMs };
       if (mode === 'kemari' && minGapMs !== undefined) ha.minGapMs = minGapMs;
       if (mode === 'colo' && maxIntervalMs !== undefined) ha.maxIntervalMs = maxIntervalMs;
-      if (group !== undefined) ha.group = group;
       if (bufferLimitMiB !== undefined) ha.bufferLimitMiB = bufferLimitMiB;
       if (onBufferFull !== undefined) ha.onBufferFull = onBufferFull;
     }
   }
 
+  const byLine = (list: ConfigIssue[]) => [...list].sort((a, b) => (a.line || Infinity) - (b.line || Infinity));
   if (r.issues.length > 0) {
-    const byLine = [...r.issues].sort((a, b) => (a.line ?? Infinity) - (b.line ?? Infinity));
-    throw new ConfigError(byLine, cfg.source);
+    // An issue about a value from xl-ha.conf has no line here: it sorts last.
+    throw new ConfigError(byLine(r.issues), cfg.source);
   }
 
   const domain: DomainConfig = {
@@ -797,5 +810,5 @@ export function domainConfigFromCfg(cfg: XlCfg): ParsedDomainConfig {
   };
   if (uuid !== undefined) domain.uuid = uuid;
   if (sim) domain.sim = sim;
-  return { domain, ha };
+  return { domain, ha, warnings: byLine(r.warnings) };
 }

@@ -166,6 +166,17 @@ t.test('create takes a config file path', async (t) => {
   t.same(parseArgs(['create', '--', '-odd.cfg']), { cmd: 'create', cfgFile: '-odd.cfg', globals: DEFAULT_GLOBALS });
 });
 
+t.test('check-config takes a cfg file, --conf FILE, or both, and --json', async (t) => {
+  t.same(parseArgs(['check-config', 'vm.cfg']), { cmd: 'check-config', cfgFile: 'vm.cfg', json: false, globals: DEFAULT_GLOBALS });
+  t.same(parseArgs(['check-config', '--json', 'vm.cfg', '--conf', '/etc/xen/xl-ha.conf']), { cmd: 'check-config', cfgFile: 'vm.cfg', conf: '/etc/xen/xl-ha.conf', json: true, globals: DEFAULT_GLOBALS });
+  t.same(parseArgs(['check-config', '--conf=/tmp/x.conf']), { cmd: 'check-config', conf: '/tmp/x.conf', json: false, globals: DEFAULT_GLOBALS }, '--conf alone checks xl-ha.conf');
+  t.same(parseArgs(['check-config', '--', '-odd.cfg']), { cmd: 'check-config', cfgFile: '-odd.cfg', json: false, globals: DEFAULT_GLOBALS });
+  t.same(parseArgs(['check-config', '-h']), { cmd: 'help', topic: 'check-config', globals: DEFAULT_GLOBALS });
+  t.match(usage('check-config'), /Usage: xl-ha \[global options\] check-config \[--json\] \[--conf FILE\] \[<cfg-file>\]/);
+  t.match(usage('check-config'), /--conf FILE +The xl-ha\.conf whose \[defaults\] apply/);
+  t.match(usage(), /\n {2}check-config +Check a domain config/);
+});
+
 t.test('help, -h and --help give general or per-command help', async (t) => {
   t.same(parseArgs(['help']), { cmd: 'help', globals: DEFAULT_GLOBALS });
   t.same(parseArgs(['help', 'remus']), { cmd: 'help', topic: 'remus', globals: DEFAULT_GLOBALS });
@@ -178,7 +189,7 @@ t.test('help, -h and --help give general or per-command help', async (t) => {
 // --- errors -----------------------------------------------------------------
 
 const ERRORS: { argv: string[]; command?: string; message: string }[] = [
-  { argv: [], message: 'missing command: expected one of remus, kemari, colo, llm, receive, daemon, status, list, failover, stop, destroy, create, keygen, pair, help' },
+  { argv: [], message: 'missing command: expected one of remus, kemari, colo, llm, receive, daemon, status, list, failover, stop, destroy, create, check-config, keygen, pair, help' },
   { argv: ['frob'], message: `unknown command "frob": expected one of ${COMMAND_NAMES.join(', ')}` },
   { argv: ['-x', 'status'], message: 'unknown option -x (before the command)' },
   { argv: ['--backend', 'kvm', 'list'], message: 'option --backend expects one of sim, xen, auto, got "kvm"' },
@@ -218,6 +229,12 @@ const ERRORS: { argv: string[]; command?: string; message: string }[] = [
   { argv: ['destroy', 'Domain-0'], command: 'destroy', message: 'destroy: <Domain> argument "Domain-0" is not valid: Domain-0 (domid 0) cannot be destroyed' },
   { argv: ['create'], command: 'create', message: 'create: missing <cfg-file> argument' },
   { argv: ['create', ''], command: 'create', message: 'create: <cfg-file> argument must not be empty' },
+  { argv: ['check-config'], command: 'check-config', message: 'check-config: missing <cfg-file> argument, or --conf FILE to check xl-ha.conf alone (usage: xl-ha check-config [--json] [--conf FILE] [<cfg-file>])' },
+  { argv: ['check-config', 'a.cfg', 'b.cfg'], command: 'check-config', message: 'check-config: unexpected extra argument "b.cfg"' },
+  { argv: ['check-config', ''], command: 'check-config', message: 'check-config: <cfg-file> argument must not be empty' },
+  { argv: ['check-config', '--conf'], command: 'check-config', message: 'check-config: option --conf expects a value (FILE)' },
+  { argv: ['check-config', '--conf=', 'vm.cfg'], command: 'check-config', message: 'check-config: option --conf expects a non-empty path' },
+  { argv: ['check-config', '--yaml', 'vm.cfg'], command: 'check-config', message: 'check-config: unknown option --yaml' },
   { argv: ['help', 'frob'], command: 'help', message: `help: unknown command "frob": expected one of ${COMMAND_NAMES.join(', ')}` },
   { argv: ['help', 'remus', 'colo'], command: 'help', message: 'help: unexpected extra argument "colo"' },
 ];

@@ -66,6 +66,39 @@ t.test('help exits 0 and prints the usage on stdout', async (t) => {
   t.match(opt.stdout, /Usage: xl-ha \[global options\] list/);
 });
 
+t.test('check-config needs no daemon: exit 0 valid, 1 not valid, 2 usage; --json is one object', async (t) => {
+  const conf = path.join(dir, 'xl-ha.conf');
+  fs.writeFileSync(conf, '[defaults]\nha_peer = backup.example.org\n');
+  const good = path.join(dir, 'check-good.cfg');
+  fs.writeFileSync(good, 'name = "web"\nmemory = 256\ndisk = [ "phy:/dev/vg/web,xvda,w" ]\nha = "remus"\n');
+  const bad = path.join(dir, 'check-bad.cfg');
+  fs.writeFileSync(bad, 'name = "web"\nmemory = 256\nha = "remus"\nha_interval_ms = "fast"\nha_group = "g"\n');
+  const [ok, json, notOk, alone, usage] = await Promise.all([
+    xlha(['--control', path.join(dir, 'nobody', 'c.sock'), 'check-config', good, '--conf', conf]),
+    xlha(['check-config', '--json', '--conf', conf, good]),
+    xlha(['check-config', bad, '--conf', conf]),
+    xlha(['check-config', '--conf', conf]),
+    xlha(['check-config']),
+  ]);
+  t.equal(ok.code, 0, `valid: ${ok.stderr}`);
+  t.match(ok.stdout, new RegExp(`^${good}: valid\\n`));
+  t.match(ok.stdout, /\n {2}ha_peer +backup\.example\.org:7720 +.*xl-ha\.conf:2 \[defaults\]\n/);
+  t.equal(json.code, 0);
+  const o = JSON.parse(json.stdout) as { valid: boolean; ha: { mode: string; peerAddress: string }; errors: unknown[] };
+  t.equal(o.valid, true);
+  t.has(o.ha, { mode: 'remus', peerAddress: 'backup.example.org:7720' });
+  t.same(o.errors, []);
+  t.equal(notOk.code, 1, 'not valid: exit 1');
+  t.notMatch(notOk.stdout, /check-bad\.cfg: valid/, 'the cfg is not said to be valid (the valid --conf is still shown)');
+  t.match(notOk.stderr, new RegExp(`${bad}:4: ha_interval_ms = "fast" is not valid: expected an integer from 1 to 60000 \\(milliseconds\\)\\n`));
+  t.match(notOk.stderr, new RegExp(`${bad}:5: ha_group = "g" is not valid: group protection \\(ha_group\\) is not available yet`));
+  t.match(notOk.stderr, new RegExp(`${bad}: not valid \\(2 problems\\)\\n$`));
+  t.equal(alone.code, 0, '--conf alone');
+  t.match(alone.stdout, /\n\[defaults\]\n {2}ha_peer +backup\.example\.org\n$/);
+  t.equal(usage.code, 2, 'no file: a usage error');
+  t.match(usage.stderr, /check-config: missing <cfg-file> argument, or --conf FILE/);
+});
+
 t.test('a command without a running daemon exits 1 saying no daemon is running', async (t) => {
   const sock = path.join(dir, 'nobody-home', 'control.sock');
   const commands = [['list'], ['destroy', 'vm1']];

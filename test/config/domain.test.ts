@@ -57,7 +57,6 @@ vif = [ 'bridge=xenbr0,mac=00:16:3e:00:00:01' ]
 ha = "colo"; ha_peer = "[fd00::2]:7800"
 ha_colo_max_interval_ms = 400
 ha_transfer = "fgbi"
-ha_group = "web"
 ha_netbuf = "off"
 ha_disk = 0
 ha_heartbeat_ms = 100
@@ -86,7 +85,6 @@ sim_nondeterminism = 0.01
     intervalMs: 25,
     maxIntervalMs: 400,
     transfer: 'fgbi',
-    group: 'web',
     netbuf: false,
     disk: false,
     heartbeatMs: 100,
@@ -155,18 +153,19 @@ const BAD_CASES: { title: string; obj: Record<string, XlValue>; key: string; mes
   { title: 'an all-digit name', obj: { ...BASE, name: '42' }, key: 'name', message: 'name = "42" is not valid: a name must not be all digits' },
   { title: 'a numeric name', obj: { ...BASE, name: 5 }, key: 'name', message: 'name = 5 is not valid: expected a quoted string' },
   { title: 'a malformed uuid', obj: { ...BASE, uuid: '1234' }, key: 'uuid', message: 'uuid = "1234" is not valid: expected a UUID in 8-4-4-4-12 hex form' },
-  { title: 'a missing memory', obj: { name: 'vm1' }, key: 'memory', message: 'memory is required: expected an integer from 1 to 1048576 (MiB)' },
   { title: 'zero memory', obj: { ...BASE, memory: 0 }, key: 'memory', message: 'memory = 0 is not valid: expected an integer from 1 to 1048576 (MiB)' },
   { title: 'fractional memory', obj: { ...BASE, memory: 1.5 }, key: 'memory', message: 'memory = 1.5 is not valid: expected an integer from 1 to 1048576 (MiB)' },
   { title: 'memory as a list', obj: { ...BASE, memory: [1] }, key: 'memory', message: 'memory = [1] is not valid' },
   { title: 'too many vcpus', obj: { ...BASE, vcpus: 129 }, key: 'vcpus', message: 'vcpus = 129 is not valid: expected an integer from 1 to 128' },
   { title: 'disk as a string', obj: { ...BASE, disk: '/srv/a.img,raw,xvda,rw' }, key: 'disk', message: `disk = "/srv/a.img,raw,xvda,rw" is not valid: expected a list of disk specs` },
-  { title: 'a qcow2 disk', obj: { ...BASE, disk: ['/srv/a.img,qcow2,xvda,rw'] }, key: 'disk', message: 'disk[0] = "/srv/a.img,qcow2,xvda,rw" is not valid: format "qcow2" is not supported yet: expected raw' },
+  { title: 'a disk format xl does not know', obj: { ...BASE, disk: ['/srv/a.img,qcow3,xvda,rw'] }, key: 'disk', message: 'disk[0] = "/srv/a.img,qcow3,xvda,rw" is not valid: unknown value "qcow3" for format (did you mean qcow?): expected raw, qcow, qcow2, vhd, qed or empty' },
   { title: 'a disk without vdev', obj: { ...BASE, disk: ['/srv/a.img'] }, key: 'disk', message: 'disk[0] = "/srv/a.img" is not valid: missing vdev' },
-  { title: 'a disk with a bad access mode', obj: { ...BASE, disk: ['/srv/a.img,raw,xvda,rx'] }, key: 'disk', message: 'access "rx" is not valid: expected rw (or w) or ro (or r)' },
-  { title: 'a disk with an unknown parameter', obj: { ...BASE, disk: ['vdev=xvda, backendtype=qdisk, target=/a'] }, key: 'disk', message: 'unsupported parameter "backendtype" (supported: target, format, vdev, access)' },
+  { title: 'a disk with a bad access mode', obj: { ...BASE, disk: ['/srv/a.img,raw,xvda,rx'] }, key: 'disk', message: 'unknown value "rx" for access: expected rw (or w) or ro (or r)' },
+  { title: 'a disk with an unknown parameter', obj: { ...BASE, disk: ['vdev=xvda, cache=none, target=/a'] }, key: 'disk', message: 'disk[0] = "vdev=xvda, cache=none, target=/a" is not valid: unknown parameter "cache": the parameters are target, format, vdev, access, devtype' },
   { title: 'two disks on one vdev', obj: { ...BASE, disk: ['/a,raw,xvda', '/b,raw,xvda'] }, key: 'disk', message: 'disk[1] = "/b,raw,xvda" is not valid: vdev xvda is already used by disk[0]' },
-  { title: 'a numeric disk entry', obj: { ...BASE, disk: [3] }, key: 'disk', message: 'disk[0] = 3 is not valid: expected a quoted disk spec' },
+  { title: 'a numeric disk entry', obj: { ...BASE, disk: [3] }, key: 'disk', message: 'disk[0] = 3 is not valid: missing vdev (the device the guest sees, e.g. xvda or hdc); a disk spec is' },
+  { title: 'a list inside the disk list', obj: { ...BASE, disk: ['/a,,xvda', ['/b,,xvdb'], '/c,,xvdc'] }, key: 'disk', message: 'disk[1] = ["/b,,xvdb"] is not valid: expected a quoted disk spec like \'/srv/vm.img,raw,xvda,rw\', not a list (xl would silently ignore it and every disk after it)' },
+  { title: 'the same device twice under two names', obj: { ...BASE, disk: ['/a,,xvda', '/b,,51712'] }, key: 'disk', message: 'disk[1] = "/b,,51712" is not valid: vdev 51712 (the same device as xvda) is already used by disk[0]' },
   { title: 'vif as a string', obj: { ...BASE, vif: 'bridge=xenbr0' }, key: 'vif', message: 'vif = "bridge=xenbr0" is not valid: expected a list of vif specs' },
   { title: 'an unknown ha mode', obj: { ...BASE, ha: 'mirror', ha_peer: 'b' }, key: 'ha', message: 'ha = "mirror" is not valid: expected one of "remus", "kemari", "colo", "llm"' },
   { title: 'ha without ha_peer', obj: { ...BASE, ha: 'remus' }, key: 'ha_peer', message: 'ha_peer is required when ha is set: expected host[:port]' },
@@ -175,7 +174,10 @@ const BAD_CASES: { title: string; obj: Record<string, XlValue>; key: string; mes
   { title: 'a word for ha_interval_ms', obj: { ...BASE, ha: 'remus', ha_peer: 'b', ha_interval_ms: 'fast' }, key: 'ha_interval_ms', message: 'ha_interval_ms = "fast" is not valid: expected an integer from 1 to 60000 (milliseconds)' },
   { title: 'a zero ha_interval_ms', obj: { ...BASE, ha: 'remus', ha_peer: 'b', ha_interval_ms: 0 }, key: 'ha_interval_ms', message: 'ha_interval_ms = 0 is not valid: expected an integer from 1 to 60000' },
   { title: 'an unknown ha_transfer', obj: { ...BASE, ha: 'remus', ha_peer: 'b', ha_transfer: 'zip' }, key: 'ha_transfer', message: 'ha_transfer = "zip" is not valid: expected one of "full", "compress", "fgbi"' },
-  { title: 'a bad ha_group', obj: { ...BASE, ha: 'remus', ha_peer: 'b', ha_group: '-g' }, key: 'ha_group', message: 'ha_group = "-g" is not valid: expected a name of' },
+  { title: 'an ha_group (group protection is not available yet)', obj: { ...BASE, ha: 'remus', ha_peer: 'b', ha_group: 'web' }, key: 'ha_group', message: 'ha_group = "web" is not valid: group protection (ha_group) is not available yet: remove ha_group' },
+  { title: 'an ha_group without ha', obj: { ...BASE, ha_group: 'web' }, key: 'ha_group', message: 'ha_group = "web" is not valid: group protection (ha_group) is not available yet' },
+  { title: 'a vif with a bad mac', obj: { ...BASE, vif: ['mac=00:16:3e:zz:00:01,bridge=xenbr0'] }, key: 'vif', message: 'vif[0] = "mac=00:16:3e:zz:00:01,bridge=xenbr0" is not valid: mac "00:16:3e:zz:00:01" is not a MAC address: expected six hex bytes separated by \':\'' },
+  { title: 'a vif with a bad rate', obj: { ...BASE, vif: ['rate=10Mbit/s'] }, key: 'vif', message: 'vif[0] = "rate=10Mbit/s" is not valid: invalid rate "10Mbit/s": expected RATE[@INTERVAL]' },
   { title: 'a non-boolean ha_netbuf', obj: { ...BASE, ha: 'remus', ha_peer: 'b', ha_netbuf: 'maybe' }, key: 'ha_netbuf', message: 'ha_netbuf = "maybe" is not valid: expected on/off, 1/0, true/false or yes/no' },
   { title: 'a non-boolean ha_disk', obj: { ...BASE, ha: 'remus', ha_peer: 'b', ha_disk: 2 }, key: 'ha_disk', message: 'ha_disk = 2 is not valid: expected on/off' },
   { title: 'a too-small ha_heartbeat_ms', obj: { ...BASE, ha: 'remus', ha_peer: 'b', ha_heartbeat_ms: 1 }, key: 'ha_heartbeat_ms', message: 'ha_heartbeat_ms = 1 is not valid: expected an integer from 5 to 10000 (milliseconds)' },
@@ -303,15 +305,16 @@ t.test('parseDiskSpec handles positional, keyword, mixed and shorthand forms', a
   t.same(parseDiskSpec('/srv/vm.img,raw,xvda,rw'), { target: '/srv/vm.img', vdev: 'xvda', format: 'raw', access: 'rw' });
   t.same(parseDiskSpec('/srv/vm.img,,xvda'), { target: '/srv/vm.img', vdev: 'xvda', format: 'raw', access: 'rw' });
   t.same(parseDiskSpec('/srv/vm.img,raw,hdb,r'), { target: '/srv/vm.img', vdev: 'hdb', format: 'raw', access: 'ro' });
-  t.same(parseDiskSpec('/srv/vm.img,RAW,xvdc1,w'), { target: '/srv/vm.img', vdev: 'xvdc1', format: 'raw', access: 'rw' });
+  t.same(parseDiskSpec('/srv/vm.img,raw,xvdc1,w'), { target: '/srv/vm.img', vdev: 'xvdc1', format: 'raw', access: 'rw' });
+  t.throws(() => parseDiskSpec('/srv/vm.img,RAW,xvdc1,w'), { message: /unknown value "RAW" for format \(did you mean raw\?\)/ }, 'formats are lower case, as in xl');
   t.same(parseDiskSpec('format=raw, vdev=xvda, access=rw, target=/srv/vm.img'), { target: '/srv/vm.img', vdev: 'xvda', format: 'raw', access: 'rw' });
   t.same(parseDiskSpec('vdev=xvda, target=/srv/a,b.img'), { target: '/srv/a,b.img', vdev: 'xvda', format: 'raw', access: 'rw' });
   t.same(parseDiskSpec(',,xvda,ro,target=/srv/x.img'), { target: '/srv/x.img', vdev: 'xvda', format: 'raw', access: 'ro' });
-  t.throws(() => parseDiskSpec('/a,raw,xvda,rw,extra'), { message: /too many positional fields/ });
-  t.throws(() => parseDiskSpec('/a,raw,xvda,vdev=xvdb'), { message: /vdev is given more than once/ });
-  t.throws(() => parseDiskSpec(',raw,xvda'), { message: /missing target/ });
-  t.throws(() => parseDiskSpec('/a,raw,eth0'), { message: /vdev "eth0" is not a virtual device name/ });
-  t.throws(() => parseDiskSpec('/a,tar,xvda'), { message: /format "tar" is unknown: expected raw/ });
+  t.throws(() => parseDiskSpec('/a,raw,xvda,rw,extra'), { message: /too many positional parameters at "extra"/ });
+  t.throws(() => parseDiskSpec('/a,raw,xvda,vdev=xvdb'), { message: /vdev is given twice \("xvda" and "xvdb"\)/ });
+  t.throws(() => parseDiskSpec(',raw,xvda'), { message: /empty target: only a cdrom drive may be empty/ });
+  t.throws(() => parseDiskSpec('/a,raw,eth0'), { message: /vdev "eth0" is not a virtual device libxl accepts/ });
+  t.throws(() => parseDiskSpec('/a,tar,xvda'), { message: /unknown value "tar" for format: expected raw, qcow, qcow2, vhd, qed or empty/ });
 });
 
 t.test('a mode option given to another mode is refused, naming the key and the mode', async (t) => {
@@ -338,4 +341,78 @@ t.test('a mode option given to another mode is refused, naming the key and the m
   t.equal(fromObj({ ...BASE, ha: 'kemari', ha_peer: 'b', ha_kemari_min_gap_ms: 7 }).ha?.minGapMs, 7);
   t.equal(fromObj({ ...BASE, ha: 'kemari', ha_peer: 'b' }).ha?.minGapMs, 2, 'kemari: minimum gap 2 ms by default');
   t.equal(fromObj({ ...BASE, ha: 'colo', ha_peer: 'b' }).ha?.maxIntervalMs, 5000, 'colo: a checkpoint at the latest every 5 s by default');
+});
+
+// --- what xl accepts is accepted; what xl only warns about is a warning ---------------
+
+function fromText(text: string) {
+  return domainConfigFromCfg(parseXlCfg(text, 'vm.cfg'));
+}
+
+t.test('without memory the domain gets maxmem, or libxl\'s 32 MiB, with a warning', async (t) => {
+  const none = fromObj({ name: 'vm1' });
+  t.equal(none.domain.memoryMiB, 32);
+  t.same(none.warnings.map((w) => [w.key, w.message]), [['memory', "memory is not set: the domain gets 32 MiB, libxl's default (set memory = <MiB>)"]]);
+  const maxmem = fromText('name = "vm1"\nmaxmem = 1024\n');
+  t.equal(maxmem.domain.memoryMiB, 1024);
+  t.match(maxmem.warnings[0], { key: 'maxmem', line: 2, message: 'memory is not set: the domain starts with maxmem, 1024 MiB (as in libxl)' });
+  t.equal(fromText('name = "vm1"\nmemory = 256\nmaxmem = 1024\n').domain.memoryMiB, 256, 'memory wins over maxmem');
+  t.same(fromObj({ ...BASE }).warnings, [], 'a config with memory has no warning');
+});
+
+t.test('numbers are read as xl reads them: 0x hex and 0 octal, in strings too', async (t) => {
+  t.equal(fromText('name = "vm1"\nmemory = 0x200').domain.memoryMiB, 512);
+  t.equal(fromText('name = "vm1"\nmemory = 01000').domain.memoryMiB, 512);
+  t.equal(fromText('name = "vm1"\nmemory = "0x200"').domain.memoryMiB, 512);
+  t.throws(() => fromText('name = "vm1"\nmemory = 09'), { message: 'vm.cfg:2: memory = "09" is not valid: expected an integer from 1 to 1048576 (MiB)' });
+  t.throws(() => fromText('name = "vm1"\nmemory = 12abc'), { message: /memory = "12abc" is not valid/ });
+});
+
+t.test('+= for a number is refused, as xl refuses it', async (t) => {
+  t.throws(() => fromText('name = "vm1"\nmemory = 256\nmemory += 0'), {
+    name: 'ConfigError',
+    message: 'vm.cfg:3: memory = "2560" is not valid: xl does not accept += for a number (it would ignore memory): write memory = <number>',
+  });
+  t.equal(fromText('name = "vm"\nname += "1"\nmemory = 8').domain.name, 'vm1', '+= builds a string');
+});
+
+t.test('a key set twice is a warning naming both lines', async (t) => {
+  const r = fromText('name = "vm1"\nmemory = 128\nkernel = "/a"\nmemory = 256\n');
+  t.equal(r.domain.memoryMiB, 256);
+  t.same(r.warnings, [{ key: 'memory', value: 256, line: 4, message: 'memory is set twice, on lines 2 and 4: the later one counts (as in xl)' }]);
+});
+
+t.test('unknown vif keys, netdev and accel are warnings (xl ignores them), and the vif is kept', async (t) => {
+  const r = fromText("name = 'vm1'\nmemory = 8\nvif = [ 'bridge=xenbr0,vid=10', 'netdev=eth0,accel=x' ]\n");
+  t.same(r.domain.vifs, ['bridge=xenbr0,vid=10', 'netdev=eth0,accel=x']);
+  t.same(
+    r.warnings.map((w) => [w.key, w.line, w.message]),
+    [
+      ['vif', 3, 'vif[0] = "bridge=xenbr0,vid=10": unknown vif parameter "vid=10": xl warns "unrecognized argument" and ignores it; the vif keys are mac, bridge, gatewaydev, type, model, vifname, script, ip, backend, rate, devid, mtu, netdev, accel and COLO\'s colo_*'],
+      ['vif', 3, 'vif[1] = "netdev=eth0,accel=x": netdev=eth0 is deprecated: write gatewaydev=eth0'],
+      ['vif', 3, 'vif[1] = "netdev=eth0,accel=x": accel=x is not supported by xl, which ignores it'],
+    ],
+  );
+});
+
+t.test('every disk syntax of xl-disk-configuration(5) is accepted in a cfg', async (t) => {
+  const r = fromText(
+    [
+      'name = "vm1"',
+      'memory = 512',
+      'disk = [ "phy:/dev/vg/root,xvda,w", "tap:qcow2:/srv/data.qcow2,xvdb,w",',
+      '         "format=vhd, vdev=xvdc, access=ro, backendtype=qdisk, target=/srv/c,1.vhd",',
+      '         ",hdc:cdrom,r", "/srv/iso/boot.iso,,hdd,cdrom" ]',
+    ].join('\n'),
+  );
+  t.same(
+    r.domain.disks.map((d) => [d.vdev, d.target, d.format, d.access, d.devtype ?? '-']),
+    [
+      ['xvda', '/dev/vg/root', 'raw', 'rw', '-'],
+      ['xvdb', '/srv/data.qcow2', 'qcow2', 'rw', '-'],
+      ['xvdc', '/srv/c,1.vhd', 'vhd', 'ro', '-'],
+      ['hdc', '', 'empty', 'ro', 'cdrom'],
+      ['hdd', '/srv/iso/boot.iso', 'raw', 'ro', 'cdrom'],
+    ],
+  );
 });

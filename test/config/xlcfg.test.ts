@@ -126,14 +126,14 @@ t.test('the source name defaults to a placeholder and is kept', async (t) => {
   t.equal(parseXlCfg('a = 1', '/etc/xen/vm.cfg').source, '/etc/xen/vm.cfg');
 });
 
-t.test('keys may contain underscores and digits but not start with a digit', async (t) => {
-  t.same(values('_x = 1\nha_interval_ms2 = 2'), { _x: 1, ha_interval_ms2: 2 });
+t.test('keys may contain underscores, digits and dots but not start with a digit', async (t) => {
+  t.same(values('_x = 1\nha_interval_ms2 = 2\ndevice.model = "x"'), { _x: 1, ha_interval_ms2: 2, 'device.model': 'x' });
   syntaxError(t, '2x = 1', 1, 1, /expected a key name/);
 });
 
 t.test('a missing = after a key is a syntax error naming the key', async (t) => {
-  syntaxError(t, 'name = "a"\nmemory 512', 2, 8, /expected '=' after key "memory", got '5'/);
-  syntaxError(t, 'memory', 1, 7, /expected '=' after key "memory", got end of file/);
+  syntaxError(t, 'name = "a"\nmemory 512', 2, 8, /expected '=' or '\+=' after key "memory", got '5'/);
+  syntaxError(t, 'memory', 1, 7, /expected '=' or '\+=' after key "memory", got end of file/);
 });
 
 t.test('a missing value is a syntax error', async (t) => {
@@ -172,7 +172,8 @@ t.test('malformed lists are syntax errors with positions', async (t) => {
   syntaxError(t, 'a = [1 2]', 1, 8, /expected ',' or ']' in the list for key "a", got '2'/);
   syntaxError(t, 'a = [1,,2]', 1, 8, /unexpected ','/);
   syntaxError(t, 'a = [,]', 1, 6, /unexpected ','/);
-  syntaxError(t, 'a = [[1]]', 1, 6, /nested lists are not supported/);
+  syntaxError(t, 'a = [[1] [2]]', 1, 10, /expected ',' or ']' in the list for key "a", got '\['/);
+  syntaxError(t, `a = ${'['.repeat(300)}`, 1, 261, /lists nested more than 256 deep/);
   syntaxError(t, 'a = [ "x",\n "y"\n', 3, 1, /unterminated list for key "a" \(opened at line 1\)/);
   syntaxError(t, 'a = [ "x",\n "y"', 2, 5, /unterminated list/);
 });
@@ -196,4 +197,73 @@ t.test('xlCfgFromObject builds a cfg without line numbers', async (t) => {
   const cfg = xlCfgFromObject({ name: 'vm1', disk: ['x'] }, 'obj');
   t.equal(cfg.source, 'obj');
   t.same(cfg.entries.get('disk'), { value: ['x'], line: 0 });
+});
+
+// --- what xl's own reader (libxlu_cfg_l.l, libxlu_cfg_y.y) accepts -------------------
+
+t.test('lists may hold lists, as vnuma does', async (t) => {
+  const v = values(`vnuma = [ [ "pnode=0", "size=512", "vcpus=0-1", "vdistances=10,20" ],\n          [ "pnode=1", "size=512", "vcpus=2-3", "vdistances=20,10" ] ]\nempty = [ [], [[]] ]`);
+  t.same(v.vnuma, [
+    ['pnode=0', 'size=512', 'vcpus=0-1', 'vdistances=10,20'],
+    ['pnode=1', 'size=512', 'vcpus=2-3', 'vdistances=20,10'],
+  ]);
+  t.same(v.empty, [[], [[]]]);
+  t.equal(formatXlValue(v.vnuma as string[][]), '[["pnode=0", "size=512", "vcpus=0-1", "vdistances=10,20"], ["pnode=1", "size=512", "vcpus=2-3", "vdistances=20,10"]]');
+});
+
+t.test('+= appends to an earlier string or list of the same key', async (t) => {
+  const cfg = parseXlCfg('extra = "console=hvc0"\nextra += " root=/dev/xvda1"\ndisk = [ "/a,,xvda" ]\ndisk += [ "/b,,xvdb" ]\nnew += "x"\nn = 0x10\nn += 1\n', 'vm.cfg');
+  t.equal(cfg.entries.get('extra')?.value, 'console=hvc0 root=/dev/xvda1');
+  t.equal(cfg.entries.get('extra')?.appended, true);
+  t.equal(cfg.entries.get('extra')?.line, 2, 'the entry is at the += line');
+  t.same(cfg.entries.get('disk')?.value, ['/a,,xvda', '/b,,xvdb']);
+  t.equal(cfg.entries.get('new')?.value, 'x', '+= without an earlier value is the value');
+  t.equal(cfg.entries.get('n')?.value, '0x101', 'numbers join as their text, as in xl (which keeps every value as text)');
+  t.same(cfg.duplicates, [], '+= is not a duplicate');
+  t.equal(parseXlCfg('a = 1').entries.get('a')?.appended, undefined);
+});
+
+t.test('+= cannot add a list to a string or a string to a list', async (t) => {
+  syntaxError(t, 'a = "x"\na += [ "y" ]', 2, 3, /cannot add a \[list\] to the single value of "a" \(line 1\)/);
+  syntaxError(t, 'a = [ "x" ]\na += "y"', 2, 3, /cannot add a single value to the \[list\] of "a" \(line 1\)/);
+});
+
+t.test('a leading 0 makes an integer octal, as C reads it in xl', async (t) => {
+  t.same(values('a = 010\nb = 0\nc = -017\nd = 00'), { a: 8, b: 0, c: -15, d: 0 });
+});
+
+t.test("xl's number tokens that are not numbers here are kept as their text", async (t) => {
+  t.same(values('a = 09\nb = 12abc\nc = 0x\nd = 1e5\ne = [ 08, 7ff ]'), { a: '09', b: '12abc', c: '0x', d: '1e5', e: ['08', '7ff'] });
+});
+
+t.test("xl's escapes: \\a \\b \\f \\v besides \\n \\r \\t, and its dropped octal escape", async (t) => {
+  t.same(values('a = "1\\a2\\b3\\f4\\v5"\nb = "x\\012y"\nc = \'p\\0123q\''), { a: '1\x072\b3\f4\v5', b: 'xy', c: 'pq' });
+  syntaxError(t, 'a = "\\01"', 1, 6, /invalid octal escape "\\01" .*xl needs two more digits/);
+  syntaxError(t, 'a = "\\x41"', 1, 6, /invalid escape sequence "\\x" in string for key "a": expected one of .*\(xl refuses \\x escapes\)/);
+});
+
+t.test('a file xl accepts is accepted: the xl.cfg(5) and xl examples', async (t) => {
+  const text = [
+    '# =====================================================================',
+    '# Example PV Linux guest configuration',
+    '# =====================================================================',
+    'name = "example.pv"',
+    'type = "pv"',
+    'kernel = "/boot/vmlinuz"',
+    'extra = "root=/dev/xvda1"',
+    'ramdisk = "/boot/initrd.gz"',
+    'memory = 128',
+    'maxmem = 512',
+    'vcpus = 2',
+    'cpus = ["2", "3"]',
+    'vif = [ \'\' ]',
+    "disk = [ '/dev/vg/guest-volume,raw,xvda,rw' ]",
+    'on_crash = "coredump-restart"',
+    'device_model_args = [ "-d", "guest_errors" ]',
+    'extra += " console=hvc0"',
+    '',
+  ].join('\n');
+  const cfg = parseXlCfg(text, 'example.pv.cfg');
+  t.equal(cfg.entries.get('extra')?.value, 'root=/dev/xvda1 console=hvc0');
+  t.same(cfg.entries.get('cpus')?.value, ['2', '3']);
 });

@@ -540,7 +540,9 @@ export class SimBackend implements HypervisorBackend {
     if (cfg.vcpus !== 1) throw new BackendUnsupportedError(`vcpus = ${cfg.vcpus}: the sim backend runs 1 vCPU per domain`);
     const domid = this.nextDomid++;
     const dom = new SimDomain(domid, cfg, cfg.uuid ?? crypto.randomUUID(), GuestMemory.allocate(cfg.memoryMiB));
-    await dom.prepare(cfg.disks[0]?.target ?? path.join(this.opts.stateDir, `${cfg.name}.img`), false, this.diskSpace);
+    // the guest's disk: the first that is not a cdrom (an empty cdrom has no target)
+    const disk = cfg.disks.find((d) => d.devtype !== 'cdrom' && d.target !== '');
+    await dom.prepare(disk?.target ?? path.join(this.opts.stateDir, `${cfg.name}.img`), false, this.diskSpace);
     try {
       await dom.go();
     } catch (err) {

@@ -7,6 +7,7 @@
  * Clean: XlCfgError (XlCfgSyntaxError is one) naming file:line, and ConfigError. A config that
  * is accepted must hold what ParsedDomainConfig says.
  */
+import { DISK_FORMAT_IDS } from '../../../src/config/disk.js';
 import { parseXlCfg, XlCfgError, XlCfgSyntaxError, type XlValue } from '../../../src/config/xlcfg.js';
 import { ConfigError, domainConfigFromCfg, DOMAIN_NAME_PATTERN, LIMITS } from '../../../src/config/domain.js';
 import { isModeId } from '../../../src/engine/modes/ids.js';
@@ -44,7 +45,11 @@ export function fuzz(data: Buffer): void {
   const { domain, ha } = cfg.value;
   expect(NAME, DOMAIN_NAME_PATTERN.test(domain.name), `accepted the domain name ${JSON.stringify(domain.name)}`);
   expect(NAME, within(domain.memoryMiB, LIMITS.memoryMiB) && within(domain.vcpus, LIMITS.vcpus), 'accepted memory or vcpus out of range');
-  expect(NAME, domain.disks.every((d) => d.target.trim() !== '' && d.vdev !== '' && d.format === 'raw' && (d.access === 'rw' || d.access === 'ro')), 'accepted a disk without target or vdev');
+  expect(
+    NAME,
+    domain.disks.every((d) => (d.target !== '' || d.devtype === 'cdrom') && d.vdev !== '' && (DISK_FORMAT_IDS as readonly string[]).includes(d.format) && (d.access === 'rw' || d.access === 'ro')),
+    'accepted a disk without target or vdev, or with a format or access outside the vocabulary',
+  );
   if (ha) {
     expect(NAME, isModeId(ha.mode), `accepted ha = ${ha.mode}`);
     expect(NAME, within(ha.peer.port, LIMITS.port) && ha.peer.host.length > 0, 'accepted a peer without host or port');
