@@ -38,11 +38,24 @@ export const ADAPT_FACTOR = 3;
 export const ADAPT_WINDOW = 512;
 export const ADAPT_CAP_MS = 2000;
 
+/**
+ * Until the peer has shown this many gaps outside grace, its silences are not known yet, and
+ * the timeout in force is at least WARMUP_TIMEOUT_MS. Gaps inside a grace window are not
+ * learned from, so right after the first checkpoint's settling window the detector knew
+ * nothing, and under the lab's emulation it declared a live primary dead after 166 ms
+ * (timeout 150 ms in force, epoch 1), and after 394 ms on a loaded machine (385 ms in force).
+ * On the sim, with 50 ms heartbeats, the warm-up lasts about a second after the settling window.
+ */
+export const ADAPT_WARMUP_GAPS = 20;
+export const WARMUP_TIMEOUT_MS = 1000;
+
 export interface HeartbeatOptions {
   heartbeatMs: number;
   timeoutMs: number;
   /** Silence tolerated during `grace()` (default GRACE_TIMEOUT_MS). */
   graceTimeoutMs?: number;
+  /** Gaps to learn before the warm-up floor (WARMUP_TIMEOUT_MS) is lifted (default ADAPT_WARMUP_GAPS; 0: none). */
+  warmupGaps?: number;
 }
 
 export class HeartbeatMonitor {
@@ -120,12 +133,16 @@ export class HeartbeatMonitor {
     this.bytesAtCheck = bytes;
   }
 
-  /** The timeout in force now: the configured one, stretched to the peer's recent silences. */
+  /**
+   * The timeout in force now: the configured one, stretched to the peer's recent silences, and
+   * at least WARMUP_TIMEOUT_MS while those are not known yet (see ADAPT_WARMUP_GAPS).
+   */
   get effectiveTimeoutMs(): number {
     let max = 0;
     const n = Math.min(this.gapCount, ADAPT_WINDOW);
     for (let i = 0; i < n; i++) if (this.gaps[i]! > max) max = this.gaps[i]!;
-    return Math.round(Math.max(this.opts.timeoutMs, Math.min(ADAPT_CAP_MS, ADAPT_FACTOR * max)));
+    const warm = this.gapCount < (this.opts.warmupGaps ?? ADAPT_WARMUP_GAPS);
+    return Math.round(Math.max(this.opts.timeoutMs, warm ? WARMUP_TIMEOUT_MS : 0, Math.min(ADAPT_CAP_MS, ADAPT_FACTOR * max)));
   }
 
   private check(): void {

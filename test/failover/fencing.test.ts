@@ -48,7 +48,7 @@ async function fencedPair(t: Test, name: string, backupArgs: string[] = []) {
     cmd: 'protect',
     options: { domain: name, mode: 'remus', peer: { host: '127.0.0.1', port: link.port }, intervalMs: 20, netbuf: true, disk: true, blackhole: false, heartbeatMs: 50, failoverTimeoutMs: 150 },
   });
-  await new Promise((r) => setTimeout(r, 1200)); // past the first checkpoint's settling window
+  await new Promise((r) => setTimeout(r, 2500)); // past the first checkpoint's settling window and the detector's warm-up
   const pStatus = async () => (await primary.request<{ protections: PrimaryStatus[] }>({ cmd: 'status' })).protections[0]!;
   const bStatus = async () => (await backup.request<{ replicas: ReplicaStatus[] }>({ cmd: 'status' })).replicas;
   const domState = async (h: SimHostProcess) => (await h.request<{ name: string; state: string }[]>({ cmd: 'list' })).find((d) => d.name === name)?.state;

@@ -1,6 +1,6 @@
 import t from 'tap';
 import net from 'node:net';
-import { HeartbeatMonitor, SETTLE_AFTER_FULL_MS } from '../../src/transport/heartbeat.js';
+import { HeartbeatMonitor, SETTLE_AFTER_FULL_MS, WARMUP_TIMEOUT_MS } from '../../src/transport/heartbeat.js';
 import { ChannelLink } from '../../src/engine/link.js';
 import { Channel } from '../../src/transport/channel.js';
 
@@ -53,7 +53,7 @@ t.test('the timeout stretches to the silences the peer has shown, and no further
   // a peer whose bytes arrive every 80 ms (a loaded dom0), with a configured timeout of 60 ms
   const fake = { bytesReceived: 0, isClosed: false, send: () => true } as unknown as Channel;
   let deadAt = -1;
-  const hb = new HeartbeatMonitor({ heartbeatMs: 20, timeoutMs: 60 }, () => (deadAt = performance.now()), () => 1);
+  const hb = new HeartbeatMonitor({ heartbeatMs: 20, timeoutMs: 60, warmupGaps: 0 }, () => (deadAt = performance.now()), () => 1);
   hb.start(fake);
   t.teardown(() => hb.stop());
   const feeder = setInterval(() => ((fake as unknown as { bytesReceived: number }).bytesReceived += 100), 50);
@@ -69,4 +69,26 @@ t.test('the timeout stretches to the silences the peer has shown, and no further
   await sleep(Math.min(2000, hb.effectiveTimeoutMs) + 300);
   t.ok(deadAt > 0, 'a peer that goes silent is still declared dead');
   t.ok(deadAt - silentFrom <= 2000 + 100, `within the cap (${Math.round(deadAt - silentFrom)} ms)`);
+});
+
+t.test('until the peer has shown its gaps, the timeout in force is at least the warm-up floor', async (t) => {
+  const fake = { bytesReceived: 0, isClosed: false, send: () => true } as unknown as Channel;
+  let deadAt = -1;
+  const hb = new HeartbeatMonitor({ heartbeatMs: 10, timeoutMs: 30, warmupGaps: 10 }, () => (deadAt = performance.now()), () => 1);
+  hb.start(fake);
+  t.teardown(() => hb.stop());
+  t.equal(hb.effectiveTimeoutMs, WARMUP_TIMEOUT_MS, `no gap known yet: ${WARMUP_TIMEOUT_MS} ms in force, not the configured 30`);
+  const feed = () => ((fake as unknown as { bytesReceived: number }).bytesReceived += 100);
+  feed();
+  const silentFrom = performance.now();
+  await sleep(150);
+  t.equal(deadAt, -1, 'a silence of 5 timeouts while warming up is not a death');
+  const feeder = setInterval(feed, 10);
+  await sleep(400); // well over 10 gaps of about 10 ms
+  clearInterval(feeder);
+  const inForce = hb.effectiveTimeoutMs;
+  t.ok(inForce >= 3 * 140 && inForce < WARMUP_TIMEOUT_MS, `once its gaps are known the timeout follows them: 3 x the longest (the 150 ms silence), ${inForce} ms`);
+  const quiet = performance.now();
+  await sleep(hb.effectiveTimeoutMs + 200);
+  t.ok(deadAt > quiet && deadAt - silentFrom > 0, `and a silent peer is declared dead (${Math.round(deadAt - quiet)} ms after it went quiet)`);
 });
