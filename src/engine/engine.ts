@@ -56,8 +56,12 @@ export { BUFFER_FULL_POLICIES, type BufferFullPolicy } from './buffer-policy.js'
 /** Held output allowed by default (see DEFAULT_BUFFER_LIMIT_MIB). */
 export const BUFFER_LIMIT_BYTES = DEFAULT_BUFFER_LIMIT_MIB << 20;
 
-/** How often the held output is looked at while the loop waits for an ack (ms). */
-const PRESSURE_POLL_MS = 10;
+/**
+ * How often the held output is looked at while the loop waits for an ack (ms). On Xen each look
+ * is one rtnetlink query per vif (the plug qdiscs' backlog), so not more often: a guest can pass
+ * the limit by at most this long's output before it is paused.
+ */
+const PRESSURE_POLL_MS = 50;
 
 export class BufferFullError extends Error {
   readonly code = 'EBUFFERFULL';
