@@ -20,19 +20,10 @@ import { XLHA_REC, SEAL_FLAG, decodeAck, decodeHelloAck, decodeNack, encodeHeart
 import { XenStreamWriter } from '../../src/transport/xenstream.js';
 import { PROTOCOL_VERSION } from '../../src/transport/hello.js';
 import { silentLogger } from '../../src/util/log.js';
+import { sleep, until, type TT } from '../helpers/engine-fakes.js';
 
-type TT = { teardown(fn: () => unknown): void };
 const PAGE = 4096;
 const MiB = 1 << 20;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until(what: string, cond: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!cond()) {
-    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(5);
-  }
-}
 
 function helloBody(name: string, memoryMiB: number): Record<string, unknown> {
   return {
