@@ -293,7 +293,13 @@ export interface HypervisorBackend {
   getDomainConfig(domid: number): Promise<DomainConfig>;
   /** What the backup's backend needs beyond DomainConfig to rebuild the domain (xen: libxl JSON). */
   getBackendConfig?(domid: number): Promise<string>;
-  createDomain(cfg: DomainConfig): Promise<DomainInfo>;
+  /** `userdata`: what the toolstack keeps with the domain, by key (sim: as xl's userdata; xen creates with xl). */
+  createDomain(cfg: DomainConfig, opts?: { userdata?: Record<string, string> }): Promise<DomainInfo>;
+  /**
+   * Optional: the toolstack's userdata of a domain under `key`, null when none (xen: libxl's
+   * /var/lib/xen/userdata-d.<domid>.<uuid>.<key>; `xl` holds the cfg text after `xl config-update`).
+   */
+  getUserdata?(domid: number, key: string): Promise<string | null>;
   destroyDomain(domid: number): Promise<void>;
   pause(domid: number): Promise<void>;
   unpause(domid: number): Promise<void>;

@@ -93,6 +93,8 @@ export interface ReceiveCommand extends CommandBase {
   watchdogSec?: number;
   hostName?: string;
   stateDir?: string;
+  /** `--conf FILE`: xl-ha.conf, which must exist. */
+  conf?: string;
 }
 
 export interface DaemonCommand extends CommandBase {
@@ -105,11 +107,22 @@ export interface DaemonCommand extends CommandBase {
   watchdogSec?: number;
   hostName?: string;
   stateDir?: string;
+  /** `--conf FILE`: xl-ha.conf, which must exist. */
+  conf?: string;
 }
 
 export interface StatusCommand extends CommandBase {
   cmd: 'status';
   json: boolean;
+}
+
+/** `top [-d SEC] [-n COUNT]`: `status`, redrawn every interval (src/cli/top.ts). */
+export interface TopCommand extends CommandBase {
+  cmd: 'top';
+  /** Between two frames (`-d`, given in seconds). */
+  intervalMs: number;
+  /** Frames to show before exiting (`-n`); absent: until Ctrl-C. */
+  iterations?: number;
 }
 
 export interface ListCommand extends CommandBase {
@@ -173,6 +186,7 @@ export type Command =
   | ReceiveCommand
   | DaemonCommand
   | StatusCommand
+  | TopCommand
   | ListCommand
   | FailoverCommand
   | StopCommand
@@ -197,6 +211,7 @@ export const COMMAND_NAMES = [
   'keygen',
   'pair',
   'help',
+  'top',
 ] as const;
 export type CommandName = (typeof COMMAND_NAMES)[number];
 
@@ -277,6 +292,7 @@ const LISTEN_OPTIONS = (dflt: string): OptionDef[] => [
   { id: 'fence-command', long: 'fence-command', arg: 'CMD', help: 'Run (through /bin/sh) before a replica activates, and after a local copy is fenced; XLHA_EVENT, XLHA_DOMAIN, XLHA_FENCING_TOKEN... (docs/fencing.md). A failure keeps the replica halted.' },
   { id: 'watchdog', long: 'watchdog', arg: 'SEC', help: `While it protects a domain, keep the hypervisor's watchdog armed: if the daemon hangs or dies uncleanly, the host is reset after SEC seconds (default ${DEFAULT_WATCHDOG_SEC}, ${WATCHDOG_LIMITS.min} to ${WATCHDOG_LIMITS.max}; 0 off).` },
   { id: 'witness', long: 'witness', arg: 'HOST:PORT[,...]', help: 'etcd endpoints of the witness both hosts reach: failover and running alone are decided there (docs/fencing.md).' },
+  { id: 'conf', long: 'conf', arg: 'FILE', help: 'The plug-in config (it must exist); default $XLHA_CONF or /etc/xen/xl-ha.conf if present. Options given here override its [daemon] section.' },
   HELP_OPTION,
 ];
 
@@ -287,6 +303,17 @@ const PAIR_OPTIONS: OptionDef[] = [
   { id: 'bridges', long: 'bridges', arg: 'LIST', help: "Bridges a replica's nics may join here (xen): name patterns (default '*')." },
   { id: 'host-name', long: 'host-name', arg: 'NAME', help: 'Name of this host as its peers know it (default: the system host name).' },
   { id: 'force', long: 'force', help: 'Replace an existing pairing with <peer>.' },
+  HELP_OPTION,
+];
+
+/** `top -d`: seconds between frames. */
+export const TOP_DELAY_SEC = { default: 1, min: 0.1, max: 60 } as const;
+/** `top -n`: frames, at most. */
+export const TOP_ITERATIONS = { min: 1, max: 1_000_000 } as const;
+
+const TOP_OPTIONS: OptionDef[] = [
+  { id: 'delay', short: 'd', long: 'delay', arg: 'SEC', help: `Seconds between refreshes (default ${TOP_DELAY_SEC.default}, ${TOP_DELAY_SEC.min} to ${TOP_DELAY_SEC.max}; decimals allowed).` },
+  { id: 'iterations', short: 'n', long: 'iterations', arg: 'COUNT', help: 'Exit after COUNT refreshes (default: run until Ctrl-C).' },
   HELP_OPTION,
 ];
 
@@ -332,6 +359,12 @@ const COMMANDS: Record<CommandName, CommandDef> = {
     options: LISTEN_OPTIONS(''),
   },
   status: { synopsis: 'status [--json]', summary: 'Show replication and failover status.', options: JSON_OPTIONS },
+  top: {
+    synopsis: 'top [-d SEC] [-n COUNT]',
+    summary: 'Show protections and replicas live, refreshed every second, like top.',
+    description: 'On a terminal the screen is redrawn; otherwise one frame is printed per refresh, a blank line between two. A daemon that does not answer is shown as an error and asked again.',
+    options: TOP_OPTIONS,
+  },
   list: { synopsis: 'list [--json]', summary: 'List domains and their protection state.', options: JSON_OPTIONS },
   failover: {
     synopsis: 'failover [--force] <Domain>',
@@ -505,6 +538,15 @@ function intOption(command: string, opt: OptionValue, range: { min: number; max:
     throw new UsageError(`option ${opt.spelled} expects an integer from ${range.min} to ${range.max} (${unit}), got ${got}`, command, opt.spelled);
   }
   return n;
+}
+
+/** Seconds with an optional fraction (`1`, `0.5`, `.5`) within `range`, as milliseconds. */
+function secondsOption(command: string, opt: OptionValue, range: { min: number; max: number }): number {
+  const n = /^([0-9]+\.?[0-9]*|\.[0-9]+)$/.test(opt.value) ? Number(opt.value) : NaN;
+  if (!(n >= range.min && n <= range.max)) {
+    throw new UsageError(`option ${opt.spelled} expects a number of seconds from ${range.min} to ${range.max}, got ${JSON.stringify(opt.value)}`, command, opt.spelled);
+  }
+  return Math.round(n * 1000);
 }
 
 function addressOption(command: string, opt: OptionValue, defaultPort: number): HostPort {
@@ -682,7 +724,9 @@ export function parseArgs(argv: readonly string[]): Command {
       const hostOpt = lastValue(s, 'host-name');
       const hostName = hostOpt ? nameOption(command, hostOpt, 'a host name') : undefined;
       const stateDir = pathOption(command, lastValue(s, 'state-dir'));
-      const extra: { hostName?: string; stateDir?: string; witness?: string[]; fenceCommand?: string; watchdogSec?: number } = {};
+      const extra: { hostName?: string; stateDir?: string; witness?: string[]; fenceCommand?: string; watchdogSec?: number; conf?: string } = {};
+      const confOpt = pathOption(command, lastValue(s, 'conf'));
+      if (confOpt !== undefined) extra.conf = confOpt;
       const wdOpt = lastValue(s, 'watchdog');
       if (wdOpt) extra.watchdogSec = wdOpt.value === '0' ? 0 : intOption(command, wdOpt, WATCHDOG_LIMITS, 'seconds, or 0 for off');
       const fcOpt = lastValue(s, 'fence-command');
@@ -710,6 +754,18 @@ export function parseArgs(argv: readonly string[]): Command {
     case 'list':
       expectPositionals(command, pos, []);
       return { cmd: command, json: s.flags.has('json'), globals };
+
+    case 'top': {
+      expectPositionals(command, pos, []);
+      const dOpt = lastValue(s, 'delay');
+      const nOpt = lastValue(s, 'iterations');
+      return {
+        cmd: 'top',
+        intervalMs: dOpt ? secondsOption(command, dOpt, TOP_DELAY_SEC) : TOP_DELAY_SEC.default * 1000,
+        ...(nOpt ? { iterations: intOption(command, nOpt, TOP_ITERATIONS, 'refreshes') } : {}),
+        globals,
+      };
+    }
 
     case 'failover':
       expectPositionals(command, pos, ['<Domain>']);

@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs, usage, UsageError, type Command } from './args.js';
 import { controlRequest } from '../daemon/control.js';
+import type { DaemonStatusJson } from '../daemon/status-types.js';
 
 export function defaultControlPath(): string {
   if (process.env.XLHA_CONTROL) return process.env.XLHA_CONTROL;
@@ -72,7 +73,13 @@ function table(rows: (string | number)[][]): string {
 
 async function runDaemon(cmd: Extract<Command, { cmd: 'daemon' | 'receive' }>): Promise<number> {
   const hostName = cmd.hostName ?? os.hostname();
-  const stateDir = cmd.stateDir ?? defaultStateDir();
+  // xl-ha.conf: a missing file means built-in defaults (unless --conf named it); options given
+  // on the command line override its [daemon] section
+  const { loadPluginConfig, defaultPluginConfigPath } = await import('../config/plugin.js');
+  const plugin = loadPluginConfig(cmd.conf ?? defaultPluginConfigPath(), { mustExist: cmd.conf !== undefined });
+  const conf = plugin.daemon;
+  const confSet = (k: string) => plugin.set.has(`daemon.${k}`);
+  const stateDir = cmd.stateDir ?? process.env.XLHA_STATE_DIR ?? (confSet('state_dir') ? conf.stateDir : defaultStateDir());
   // The daemon, its logger and the backends (koffi, for xen) are loaded only here: client
   // commands never need them, and each module costs start-up time (seconds under emulation).
   const [{ Daemon }, { createLogger }, { createBackend }] = await Promise.all([
@@ -80,24 +87,36 @@ async function runDaemon(cmd: Extract<Command, { cmd: 'daemon' | 'receive' }>): 
     import('../util/log.js'),
     import('../backend/select.js'),
   ]);
-  const log = createLogger({ host: hostName, level: cmd.globals.verbose > 0 ? 'debug' : undefined });
+  if (conf.log.kind === 'syslog') throw new Error(`${plugin.source}: log_file = syslog is not available in this release: use journal (stderr under systemd) or the absolute path of a file`);
+  const log = createLogger({
+    host: hostName,
+    level: cmd.globals.verbose > 0 ? 'debug' : confSet('log_level') ? conf.logLevel : undefined,
+    ...(conf.log.kind === 'file' ? { file: conf.log.path } : {}),
+  });
   const { PeerKeys } = await import('../security/peers.js');
   const keys = new PeerKeys(cmd.globals.keys ?? defaultKeysDir(), hostName);
   keys.checkAll(); // a world-readable or malformed key: no daemon, before the backend opens
   const backend = createBackend(cmd.globals.backend, { hostName, stateDir: path.join(stateDir, 'sim') });
-  const witness = cmd.witness ? new (await import('../witness/witness.js')).Witness(cmd.witness) : undefined;
+  const witnessAt = cmd.witness ?? conf.witness;
+  const witness = witnessAt ? new (await import('../witness/witness.js')).Witness(witnessAt) : undefined;
+  const fenceCommand = cmd.fenceCommand ?? conf.fenceCommand;
+  const listen = cmd.listen ?? conf.listen;
   const daemon = new Daemon({
     keys,
     ...(witness ? { witness } : {}),
-    ...(cmd.fenceCommand ? { fenceCommand: cmd.fenceCommand } : {}),
-    ...(cmd.watchdogSec !== undefined ? { watchdogSec: cmd.watchdogSec } : {}),
+    ...(fenceCommand ? { fenceCommand } : {}),
+    watchdogSec: cmd.watchdogSec ?? conf.watchdogSec,
     backend,
     hostName,
     stateDir,
     controlPath: cmd.globals.control ?? defaultControlPath(),
-    ...(cmd.listen ? { listen: cmd.listen } : {}),
+    ...(listen ? { listen } : {}),
+    plugin,
+    configDirs: conf.configDirs,
+    ...(conf.metricsListen ? { metricsListen: conf.metricsListen } : {}),
     log,
   });
+  if (plugin.found) log.info('plug-in config read', { file: plugin.source });
   await daemon.start();
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {
@@ -122,6 +141,14 @@ async function request(cmd: Command, req: Record<string, unknown> & { cmd: strin
   if (!resp.ok) throw new Error(resp.error);
   return resp.result;
 }
+
+/** The daemon's `status` answer, as `xl-ha status` asks for it. */
+async function statusRequest(cmd: Command, timeoutMs?: number): Promise<DaemonStatusJson> {
+  return (await request(cmd, { cmd: 'status' }, timeoutMs)) as DaemonStatusJson;
+}
+
+/** `remus|kemari|colo`: a status poll for the precopy's progress waits this long at most. */
+const PRECOPY_POLL_ANSWER_MS = 5000;
 
 export async function main(argv: string[]): Promise<number> {
   let cmd: Command;
@@ -153,6 +180,14 @@ export async function main(argv: string[]): Promise<number> {
       return r.code;
     }
     case 'remus': {
+      // the copy of the whole memory comes before the answer: its progress, from status polls
+      // on a second connection, on stderr meanwhile
+      const { watchPrecopy } = await import('./progress.js');
+      const progress = watchPrecopy(
+        () => statusRequest(cmd, PRECOPY_POLL_ANSWER_MS),
+        (p) => (typeof cmd.domain === 'number' ? p.domid === cmd.domain : p.domain === cmd.domain),
+        process.stderr,
+      );
       const r = (await request(cmd, {
         cmd: 'protect',
         options: {
@@ -172,7 +207,7 @@ export async function main(argv: string[]): Promise<number> {
           ...(cmd.onBufferFull !== undefined ? { onBufferFull: cmd.onBufferFull } : {}),
           allowUnsafe: cmd.allowUnsafe,
         },
-      }, PROTECT_ANSWER_MS)) as Record<string, unknown>;
+      }, PROTECT_ANSWER_MS).finally(() => progress.stop())) as Record<string, unknown>;
       process.stdout.write(
         `domain ${String(r.domain)} (domid ${String(r.domid)}) protected: mode ${cmd.mode}, backup ${String(r.peer)}, ` +
           (cmd.minGapMs !== undefined
@@ -203,6 +238,13 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(`host ${s.host} (backend ${s.backend})${d}\n${table(rows)}\n`);
       return 0;
     }
+    case 'top': {
+      const { runTop } = await import('./top.js');
+      // a daemon that hangs shows as an error within an interval or two, not after a minute
+      const answerMs = Math.max(2000, cmd.intervalMs);
+      await runTop(() => statusRequest(cmd, answerMs), { intervalMs: cmd.intervalMs, ...(cmd.iterations !== undefined ? { iterations: cmd.iterations } : {}), out: process.stdout });
+      return 0;
+    }
     case 'list': {
       const l = (await request(cmd, { cmd: 'list' })) as { name: string; domid: number; memoryMiB: number; vcpus: number; state: string }[];
       if (cmd.json) {
@@ -221,8 +263,14 @@ export async function main(argv: string[]): Promise<number> {
       } catch (err) {
         throw new Error(`cannot read config file ${cmd.cfgFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
       }
-      const r = (await request(cmd, { cmd: 'create', text, source: cmd.cfgFile })) as { domain: { name: string; domid: number }; protection?: Record<string, unknown> };
-      process.stdout.write(`domain ${r.domain.name} created (domid ${r.domain.domid})${r.protection ? `, protected by ${String(r.protection.mode)} → ${String(r.protection.peer)}` : ''}\n`);
+      const r = (await request(cmd, { cmd: 'create', text, source: path.resolve(cmd.cfgFile) }, PROTECT_ANSWER_MS)) as { domain: { name: string; domid: number }; protection?: Record<string, unknown> };
+      const p = r.protection;
+      if (p?.state === 'waiting-for-peer') {
+        const w = p.waiting as { lastError?: string } | undefined;
+        process.stdout.write(`domain ${r.domain.name} created (domid ${r.domain.domid}); it runs UNPROTECTED while the daemon waits for its peer ${String(p.peer)} (${w?.lastError ?? 'no answer'}): protection starts as soon as the peer answers (xl-ha status)\n`);
+        return 0;
+      }
+      process.stdout.write(`domain ${r.domain.name} created (domid ${r.domain.domid})${p ? `, protected by ${String(p.mode)} → ${String(p.peer)}` : ''}\n`);
       return 0;
     }
     case 'stop': {

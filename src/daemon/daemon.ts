@@ -14,13 +14,18 @@ import { Channel } from '../transport/channel.js';
 import { isLoopback, plaintextLoopback, secureServer } from '../transport/secure.js';
 import { allows, type PeerEntry, type PeerKeys } from '../security/peers.js';
 import { BackupSession } from '../failover/backup.js';
-import { parseProtectOptions, startProtection, type ProtectOptions } from './protect.js';
+import { parseProtectOptions, startProtection, type Protection, type ProtectOptions } from './protect.js';
 import { SupervisedProtection } from './supervise.js';
 import type { Witness } from '../witness/witness.js';
 import { runFenceCommand } from '../failover/fence-hook.js';
 import { parseXlCfg } from '../config/xlcfg.js';
-import { domainConfigFromCfg } from '../config/domain.js';
+import { domainConfigWithDefaults, type PluginConfig } from '../config/plugin.js';
 import { createMode } from '../engine/modes/index.js';
+import type { DomainInfo } from '../backend/types.js';
+import { DomainRecords } from './records.js';
+import { protectOptionsFromHa } from './resolve.js';
+import { DomainLifecycle } from './lifecycle.js';
+import type { DaemonStatusJson } from './status-types.js';
 
 export interface DaemonOptions {
   backend: HypervisorBackend;
@@ -36,6 +41,16 @@ export interface DaemonOptions {
   fenceCommand?: string;
   /** The hypervisor watchdog's timeout while this host is a primary (0 off; default DEFAULT_WATCHDOG_SEC). */
   watchdogSec?: number;
+  /** xl-ha.conf: its [defaults] apply to every cfg the daemon reads. */
+  plugin?: PluginConfig;
+  /** Where a domain's cfg is looked up by name (xl-ha.conf config_dirs); default none. */
+  configDirs?: string[];
+  /** Reads xl's `xl` userdata of a domain (the cfg after `xl config-update`); default the backend's. */
+  userdata?: (info: DomainInfo) => Promise<string | null>;
+  /** Serve Prometheus metrics here (xl-ha.conf metrics_listen); default none. */
+  metricsListen?: { host: string; port: number };
+  /** Whether stop() disposes of the backend (default true; false: a test restarts the daemon over the same sim host). */
+  ownsBackend?: boolean;
   log: Logger;
 }
 
@@ -68,11 +83,87 @@ export class Daemon {
   private replication: net.Server | null = null;
   readonly protections = new Map<string, SupervisedProtection>();
   readonly backups = new Set<BackupSession>();
+  /** Protections whose first checkpoint is not on the backup yet, by domain name. */
+  private readonly starting = new Map<string, Protection>();
   private stopping = false;
   readonly watchdog: DaemonWatchdog;
+  readonly records: DomainRecords;
+  readonly lifecycle: DomainLifecycle;
+  private metrics: { close(): Promise<void> } | null = null;
 
   constructor(readonly o: DaemonOptions) {
     this.watchdog = new DaemonWatchdog(o.backend, o.watchdogSec ?? DEFAULT_WATCHDOG_SEC, o.log.child({ module: 'watchdog' }));
+    this.records = new DomainRecords(o.stateDir);
+    const be = o.backend;
+    this.lifecycle = new DomainLifecycle({
+      backend: be,
+      records: this.records,
+      log: o.log.child({ module: 'lifecycle' }),
+      resolve: {
+        userdata: o.userdata ?? (async (info) => (be.getUserdata ? be.getUserdata(info.domid, 'xl') : null)),
+        libxlConfig: (info) => be.getDomainConfig(info.domid),
+        configDirs: o.configDirs ?? [],
+        ...(o.plugin ? { plugin: o.plugin } : {}),
+      },
+      protect: (info, opts) => this.protect(info.name, opts),
+      protection: (name) => this.protections.get(name),
+      dropProtection: (name) => this.dropProtection(name),
+      replicated: (uuid, domid) =>
+        [...this.backups].some(
+          (b) => b.hello?.uuid.toLowerCase() === uuid.toLowerCase() && (['handshake', 'replicating', 'halted', 'failing-over'].includes(b.state) || (b.state === 'active' && b.replica?.domid === domid)),
+        ),
+    });
+  }
+
+  /** Ends the protection of a domain that is gone (the backup drops its replica). */
+  private async dropProtection(name: string): Promise<void> {
+    const p = this.protections.get(name);
+    if (!p) return;
+    this.protections.delete(name);
+    this.protectionsChanged();
+    await p.stop().catch(() => {});
+  }
+
+  /**
+   * A domain failed over to this host: it is protected again by itself, to the host it came
+   * from (the pairing's `address =`), once that host's daemon answers.
+   */
+  private async failedOver(s: BackupSession): Promise<void> {
+    const hello = s.hello;
+    if (!hello) return;
+    const name = hello.domain.name;
+    const detail = `from ${hello.host}${s.fencingToken !== null ? `, fencing token ${s.fencingToken}` : ''}`;
+    this.lifecycle.note(hello.uuid, 'failed over here', detail);
+    let info: DomainInfo;
+    try {
+      info = await this.o.backend.findDomain(name);
+    } catch {
+      return;
+    }
+    let address;
+    try {
+      address = this.o.keys.load(hello.host).address;
+    } catch (err) {
+      this.lifecycle.alertInfo(info, `it cannot be protected again: ${(err as Error).message}`);
+      return;
+    }
+    if (!address) {
+      this.lifecycle.alertInfo(info, `it cannot be protected again to ${hello.host}: ${this.o.keys.fileOf(hello.host)} has no address = (where ${hello.host} accepts replication)`);
+      return;
+    }
+    const options = {
+      mode: hello.mode,
+      peer: { host: address.host, port: address.port },
+      intervalMs: hello.intervalMs,
+      netbuf: hello.netbuf,
+      disk: hello.disk,
+      blackhole: false,
+      heartbeatMs: hello.heartbeatMs,
+      failoverTimeoutMs: hello.failoverTimeoutMs,
+      allowUnsafe: true, // as the primary protected it
+    };
+    this.o.log.info('domain failed over here: it is protected again to its old primary as soon as that host answers', { domain: name, peer: `${address.host}:${address.port}` });
+    await this.lifecycle.want(info, options, 'failover', `failover from ${hello.host}`).catch(() => {});
   }
 
   /** The watchdog is armed while this host is the primary of a domain. */
@@ -89,6 +180,11 @@ export class Daemon {
     fs.mkdirSync(path.dirname(this.o.controlPath), { recursive: true });
     await this.listenControl();
     if (this.o.listen) await this.listenReplication(this.o.listen);
+    if (this.o.metricsListen) {
+      const { startMetricsServer } = await import('./metrics.js');
+      this.metrics = await startMetricsServer(this.o.metricsListen, () => this.statusJson() as unknown as DaemonStatusJson, this.o.log.child({ module: 'metrics' }));
+    }
+    await this.lifecycle.start();
     this.o.log.info('daemon started', {
       backend: this.o.backend.kind,
       control: this.o.controlPath,
@@ -140,6 +236,7 @@ export class Daemon {
         ...(this.o.fenceCommand ? { fenceCommand: this.o.fenceCommand } : {}),
         onState: (s) => {
           if (s.state === 'stopped' || (s.state === 'failed' && !s.replica)) this.backups.delete(s);
+          if (s.state === 'active' && !this.stopping) void this.failedOver(s);
         },
         beforeReplica: async (s, hello) => {
           admitHello(peer, hello.host, hello.domain.name);
@@ -192,7 +289,8 @@ export class Daemon {
   /** Starts protection of a domain, supervised: a lost backup is reconnected to by itself. */
   private async protect(name: string, opts: ProtectOptions): Promise<SupervisedProtection> {
     const be = this.o.backend;
-    const first = await startProtection(be, opts, this.o.log, this.o.keys, this.o.witness);
+    // until its first checkpoint is on the backup, status shows it starting, with the copy's progress
+    const first = await startProtection(be, opts, this.o.log, this.o.keys, this.o.witness, (p) => this.starting.set(name, p)).finally(() => this.starting.delete(name));
     const sp = new SupervisedProtection(
       first,
       () => startProtection(be, opts, this.o.log, this.o.keys, this.o.witness),
@@ -200,6 +298,7 @@ export class Daemon {
       this.o.log.child({ module: 'supervisor' }),
       () => (be.fence ? be.fence(first.domid) : be.pause(first.domid)),
       () => this.fenced(name, first.uuid, opts),
+      (event, detail) => this.lifecycle.note(first.uuid, event, detail),
     );
     this.protections.set(name, sp);
     this.protectionsChanged();
@@ -214,6 +313,28 @@ export class Daemon {
     } catch (err) {
       this.o.log.error('fence command failed', { domain: name, error: (err as Error).message });
     }
+  }
+
+  /** What `xl-ha status` shows (and the metrics endpoint serves). */
+  statusJson(): Record<string, unknown> {
+    const be = this.o.backend;
+    return {
+      host: this.o.hostName,
+      backend: be.kind,
+      daemon: daemonStatus(),
+      watchdog: this.watchdog.status(),
+      protections: [
+        ...[...this.protections.values()].map((p) => this.protectionStatus(p)),
+        ...[...this.starting.values()].filter((p) => !this.protections.get(p.name)?.active).map((p) => ({ ...p.status(), history: this.lifecycle.history(p.uuid) })),
+        ...this.lifecycle.waiting(),
+      ],
+      replicas: [...this.backups].map((b) => ({ ...b.status(), ...(b.hello ? { history: this.lifecycle.history(b.hello.uuid) } : {}) })),
+      unprotected: this.lifecycle.alertList(),
+    };
+  }
+
+  private protectionStatus(p: SupervisedProtection): Record<string, unknown> {
+    return { ...p.status(), history: this.lifecycle.history(p.current.uuid) };
   }
 
   private serveControl(sock: net.Socket): void {
@@ -265,21 +386,35 @@ export class Daemon {
         return be.listDomains();
       case 'create': {
         const text = reqString(req, 'text', '');
-        const cfg = domainConfigFromCfg(parseXlCfg(text, reqString(req, 'source', 'cfg')));
+        const source = reqString(req, 'source', 'cfg');
+        const cfg = domainConfigWithDefaults(parseXlCfg(text, source), this.o.plugin);
         const ha = cfg.ha;
         if (ha && ha.transfer !== 'full') throw new Error(`ha_transfer = "${ha.transfer}" is not implemented yet in this release; accepted: full`);
         if (ha) createMode(ha.mode, { intervalMs: ha.intervalMs }).dispose?.(); // an unsupported mode fails before the domain exists
         const domain = await be.createDomain(cfg.domain);
         if (!ha) return { domain };
         try {
-          const p = await this.protect(domain.name, { domain: domain.domid, mode: ha.mode, peer: ha.peer, intervalMs: ha.intervalMs, ...(ha.minGapMs !== undefined ? { minGapMs: ha.minGapMs } : {}), ...(ha.maxIntervalMs !== undefined ? { maxIntervalMs: ha.maxIntervalMs } : {}), netbuf: ha.netbuf, disk: ha.disk, blackhole: false, heartbeatMs: ha.heartbeatMs, failoverTimeoutMs: ha.failoverTimeoutMs, ...(ha.bufferLimitMiB !== undefined ? { bufferLimitMiB: ha.bufferLimitMiB } : {}), ...(ha.onBufferFull !== undefined ? { onBufferFull: ha.onBufferFull } : {}), allowUnsafe: true /* ha_netbuf/ha_disk off is the cfg's explicit choice */ });
-          return { domain, protection: p.status() };
+          const p = await this.lifecycle.want(domain, protectOptionsFromHa(ha), 'create', source);
+          return { domain, protection: p ? this.protectionStatus(p) : this.lifecycle.waiting().find((w) => w.domain === domain.name) };
         } catch (err) {
           throw new Error(`domain ${domain.name} was created and runs UNPROTECTED: ${(err as Error).message}`);
         }
       }
+      case 'sim-xl-create': {
+        // What stock `xl create` does on Xen, on the sim: the domain is created and nothing is
+        // told to xl-ha (its ha keys are ignored, as xl ignores them). With userdata: true the cfg
+        // is kept as xl's `xl` userdata, as after `xl config-update`. The daemon must find the
+        // domain's settings by itself (src/daemon/resolve.ts).
+        const sim = be as unknown as { setUserdata?: (domid: number, key: string, text: string) => void };
+        if (!sim.setUserdata) throw new Error(`sim-xl-create stands in for xl create on the sim backend; on ${be.kind}, run xl create`);
+        const text = reqString(req, 'text', '');
+        const cfg = domainConfigWithDefaults(parseXlCfg(text, reqString(req, 'source', 'cfg')));
+        const domain = await be.createDomain(cfg.domain, req.userdata === true ? { userdata: { xl: text } } : undefined);
+        return { domain };
+      }
       case 'destroy': {
         const d = await be.findDomain(reqDomain(req));
+        this.lifecycle.forget(d);
         const p = this.protections.get(d.name);
         if (p) {
           await p.stop();
@@ -303,13 +438,20 @@ export class Daemon {
         if (existing?.active) {
           throw new Error(`domain ${d.name} is already protected (mode ${existing.opts.mode}, peer ${existing.opts.peer.host}:${existing.opts.peer.port})`);
         }
+        this.lifecycle.forget(d); // a domain waiting for its peer: the admin's options replace the cfg's
         const p = await this.protect(d.name, { ...o, domain: d.domid });
-        return p.status();
+        const { domain: _domain, ...options } = o;
+        this.records.put({ uuid: d.uuid, name: d.name, memoryMiB: d.memoryMiB, vcpus: d.vcpus, via: 'protect', source: `xl-ha ${o.mode}`, options });
+        this.lifecycle.note(d.uuid, 'protected', `to ${o.peer.host}:${o.peer.port} (xl-ha ${o.mode})`);
+        return this.protectionStatus(p);
       }
       case 'stop': {
         const d = await be.findDomain(reqDomain(req));
+        const wasWaiting = this.lifecycle.forget(d); // stopped on purpose: not resumed after a restart
         const p = this.protections.get(d.name);
+        if (!p && wasWaiting) return { domain: d.name, state: 'stopped' };
         if (!p) throw new Error(`domain ${d.name} is not protected on this host`);
+        this.lifecycle.note(d.uuid, 'stopped', 'xl-ha stop');
         const state = await p.stop();
         this.protections.delete(d.name);
         this.protectionsChanged();
@@ -326,14 +468,7 @@ export class Daemon {
         return b.status();
       }
       case 'status':
-        return {
-          host: this.o.hostName,
-          backend: be.kind,
-          daemon: daemonStatus(),
-          watchdog: this.watchdog.status(),
-          protections: [...this.protections.values()].map((p) => p.status()),
-          replicas: [...this.backups].map((b) => b.status()),
-        };
+        return this.statusJson();
       case 'digest': {
         // Diagnostics: sha256 of a domain's (or replica's) memory.
         const name = reqDomain(req);
@@ -365,13 +500,15 @@ export class Daemon {
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
+    this.lifecycle.stop();
     for (const p of this.protections.values()) await p.stop().catch(() => {});
     this.watchdog.disarm('the daemon stops');
     for (const b of this.backups) b.dispose();
     this.control?.close();
     this.replication?.close();
+    await this.metrics?.close().catch(() => {});
     this.o.witness?.close();
-    await this.o.backend.dispose();
+    if (this.o.ownsBackend !== false) await this.o.backend.dispose();
     try {
       fs.unlinkSync(this.o.controlPath);
     } catch {

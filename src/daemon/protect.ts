@@ -122,6 +122,10 @@ export class Protection {
   /** Beats on the witness that failed in a row (status). */
   witnessBeatFailures = 0;
   uuid = '';
+  /** The guest's memory, the size of the initial copy (bytes). */
+  memoryBytes = 0;
+  /** For bytes/s in status: the link's bytes sent at the previous status call, and when. */
+  private rate = { at: performance.now(), bytes: 0, perSec: 0 };
 
   constructor(
     readonly opts: ProtectOptions,
@@ -138,6 +142,11 @@ export class Protection {
     const s = this.engine.stats;
     const elapsed = (performance.now() - (s.firstCheckpointAt || performance.now())) / 1000;
     const pause = s.pauseMs.summary();
+    const now = performance.now();
+    const sent = this.link.bytesSent;
+    if (now - this.rate.at >= 1000) {
+      this.rate = { at: now, bytes: sent, perSec: Math.round(((sent - this.rate.bytes) * 1000) / (now - this.rate.at)) };
+    }
     return {
       role: 'primary',
       domain: this.name,
@@ -174,10 +183,21 @@ export class Protection {
       resyncs: s.resyncs,
       bufferedBytes: this.engine.heldBytes,
       buffer: { limitBytes: this.engine.bufferLimitBytes, onFull: this.engine.bufferFullPolicy, maxHeldBytes: s.maxHeldBytes, throttles: s.throttles, throttledMs: Math.round(s.throttledMs) },
-      bytesSent: this.link.bytesSent,
+      bytesSent: sent,
+      bytesPerSec: this.rate.perSec,
+      ...(s.lastAckAt ? { lastAckAgeMs: Math.round(now - s.lastAckAt) } : {}),
+      ...(this.engine.state === 'starting' ? { precopy: this.precopy(now) } : {}),
       ...(this.witnessBeatFailures ? { witnessBeatFailures: this.witnessBeatFailures } : {}),
       error: this.engine.error?.message,
     };
+  }
+
+  /** The initial copy of the memory, while it runs: bytes sent of the guest's, rate and ETA. */
+  precopy(now = performance.now()): { sentBytes: number; totalBytes: number; bytesPerSec: number; etaSec: number | null } {
+    const sentBytes = Math.min(this.link.bytesSent, this.memoryBytes);
+    const secs = (now - this.engine.stats.startedAt) / 1000;
+    const bytesPerSec = secs > 0 ? Math.round(sentBytes / secs) : 0;
+    return { sentBytes, totalBytes: this.memoryBytes, bytesPerSec, etaSec: bytesPerSec > 0 ? Math.round((this.memoryBytes - sentBytes) / bytesPerSec) : null };
   }
 
   /** Clean stop: in-flight checkpoints commit, the backup drops its replica. */
@@ -235,6 +255,26 @@ function debugDigestHooks(backend: HypervisorBackend, domid: number): { onCaptur
     onCaptured: (e) => fs.appendFileSync(file, `captured ${e} ${sim.memoryDigestSync!(domid)}\n`),
     onCommit: (e) => fs.appendFileSync(file, `committed ${e}\n`),
   };
+}
+
+/** The initial copy in the log: a line every PRECOPY_LOG_MS with the share sent, the rate and the ETA. */
+export const PRECOPY_LOG_MS = 5000;
+
+function precopyLog(p: Protection, log: Logger): NodeJS.Timeout {
+  const t = setInterval(() => {
+    if (p.engine.state !== 'starting') return;
+    const c = p.precopy();
+    const mib = (b: number) => Math.round(b / 104857.6) / 10;
+    log.info('initial copy of the memory', {
+      percent: c.totalBytes ? Math.round((c.sentBytes * 100) / c.totalBytes) : 0,
+      sentMiB: mib(c.sentBytes),
+      totalMiB: mib(c.totalBytes),
+      MiBPerSec: mib(c.bytesPerSec),
+      etaSec: c.etaSec,
+    });
+  }, PRECOPY_LOG_MS);
+  t.unref();
+  return t;
 }
 
 /**
@@ -301,7 +341,7 @@ async function handshake(channel: Channel, hello: HelloBody, silenceMs: number):
  * `keys` is this host's pairings (its name is the HELLO's host): the backup must prove the
  * pair's key before anything of the domain leaves (src/transport/secure.ts).
  */
-export async function startProtection(backend: HypervisorBackend, opts: ProtectOptions, log: Logger, keys: PeerKeys, witness?: Witness): Promise<Protection> {
+export async function startProtection(backend: HypervisorBackend, opts: ProtectOptions, log: Logger, keys: PeerKeys, witness?: Witness, onStarting?: (p: Protection) => void): Promise<Protection> {
   if ((!opts.netbuf || !opts.disk || opts.blackhole) && !opts.allowUnsafe) {
     const what = [!opts.netbuf && '-n (no network buffering)', !opts.disk && '-d (no disk replication)', opts.blackhole && '-b (blackhole)'].filter(Boolean).join(', ');
     throw new Error(`${what} lets output reach clients before it is replicated: add -F to run in unsafe mode`);
@@ -335,7 +375,7 @@ export async function startProtection(backend: HypervisorBackend, opts: ProtectO
     throw err;
   }
   try {
-    return await connectAndRun(backend, opts, log, keys, witness, { info, mode, plan, events, elog, t0 });
+    return await connectAndRun(backend, opts, log, keys, witness, { info, mode, plan, events, elog, t0, ...(onStarting ? { onStarting } : {}) });
   } catch (err) {
     mode.dispose?.();
     throw err;
@@ -348,7 +388,7 @@ async function connectAndRun(
   log: Logger,
   keys: PeerKeys,
   witness: Witness | undefined,
-  m: { info: DomainInfo; mode: Mode; plan: ModePlan; events: DeviceEvents; elog: Logger; t0: number },
+  m: { info: DomainInfo; mode: Mode; plan: ModePlan; events: DeviceEvents; elog: Logger; t0: number; onStarting?: (p: Protection) => void },
 ): Promise<Protection> {
   const { info, mode, plan, events, elog, t0 } = m;
   const cfg = await backend.getDomainConfig(info.domid);
@@ -420,9 +460,14 @@ async function connectAndRun(
   });
   const p = new Protection(opts, info.domid, info.name, engine, link, mode, plan, abort);
   p.uuid = info.uuid;
+  p.memoryBytes = info.memoryMiB * 1048576;
   let protectedResolve!: () => void;
   const protectedP = new Promise<void>((r) => (protectedResolve = r));
   p.done = engine.run(p.abort.signal, protectedResolve);
+  m.onStarting?.(p);
+  const progress = precopyLog(p, elog);
+  void protectedP.finally(() => clearInterval(progress));
+  void p.done.finally(() => clearInterval(progress));
   if (witness && !opts.blackhole) {
     // the second heartbeat path: the backup fails over only when these stop too
     let seq = 0;

@@ -41,6 +41,8 @@ export class SupervisedProtection {
     private readonly fence: () => Promise<void> = async () => {},
     /** After this copy was fenced, either way (the fence command's `fenced` event). */
     private readonly onFenced: () => Promise<void> = async () => {},
+    /** What happened, for the domain's history in status: backup lost, protection resumed, fenced. */
+    private readonly onEvent: (event: string, detail?: string) => void = () => {},
   ) {
     this.current = first;
     this.watch(first);
@@ -62,7 +64,10 @@ export class SupervisedProtection {
   private watch(p: Protection): void {
     void p.done.then((state) => {
       if (state === 'lost' && !this.stopped && this.current === p) this.recovering = this.recover().finally(() => (this.recovering = null));
-      if (state === 'fenced') void this.onFenced();
+      if (state === 'fenced') {
+        this.onEvent('fenced', 'the backup took the domain over; this copy is paused');
+        void this.onFenced();
+      }
     });
   }
 
@@ -70,6 +75,7 @@ export class SupervisedProtection {
     this.lostAt = Date.now();
     this.attempts = 0;
     let delay = RECONNECT_FIRST_MS;
+    this.onEvent('backup lost', this.current.engine.error?.message);
     this.log.warn('backup lost: the domain runs UNPROTECTED; reconnecting with backoff', { domain: this.name, peer: `${this.opts.peer.host}:${this.opts.peer.port}`, error: this.current.engine.error?.message });
     while (!this.stopped) {
       this.nextAttemptAt = Date.now() + delay;
@@ -86,6 +92,7 @@ export class SupervisedProtection {
           return;
         }
         this.resumed++;
+        this.onEvent('protection resumed', `full resynchronisation after ${this.attempts} attempt(s), ${Date.now() - this.lostAt} ms unprotected`);
         this.log.info('protection resumed after backup loss: full resynchronisation done', { domain: this.name, attempts: this.attempts, unprotectedMs: Date.now() - this.lostAt });
         this.current = p;
         this.nextAttemptAt = 0;
@@ -97,6 +104,7 @@ export class SupervisedProtection {
         if (err instanceof FencedError) {
           this.fenced = true;
           this.nextAttemptAt = 0;
+          this.onEvent('fenced', this.lastError);
           await this.fence().catch(() => {});
           void this.onFenced();
           this.log.error('reconnecting ends: the domain was taken over by another host; this copy is PAUSED', { domain: this.name, reason: this.lastError });

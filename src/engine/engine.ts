@@ -91,6 +91,8 @@ export interface EngineStats {
   throttledMs: number;
   /** The most output held at once (bytes). */
   maxHeldBytes: number;
+  /** performance.now() of the last acknowledged checkpoint (0: none yet). */
+  lastAckAt: number;
 }
 
 export type EngineState = 'starting' | 'protected' | 'stopping' | 'stopped' | 'lost' | 'fenced' | 'failed';
@@ -173,6 +175,7 @@ export class CheckpointEngine {
     captureMs: new Samples(),
     throttles: 0,
     throttledMs: 0,
+    lastAckAt: 0,
     maxHeldBytes: 0,
   };
 
@@ -397,7 +400,8 @@ export class CheckpointEngine {
       .then(
         () => {
           capture.release?.(); // acknowledged: the backup has every byte, the buffers are free
-          this.stats.ackMs.add(performance.now() - sealedAt);
+          this.stats.lastAckAt = performance.now();
+          this.stats.ackMs.add(this.stats.lastAckAt - sealedAt);
           return true;
         },
         (err: Error) => {

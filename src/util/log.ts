@@ -3,7 +3,8 @@ import winston from 'winston';
 
 export type { Logger } from 'winston';
 
-export function createLogger(opts: { level?: string; host?: string; json?: boolean } = {}): winston.Logger {
+/** `file`: the log goes to that file (xl-ha.conf log_file = /path) instead of stderr. */
+export function createLogger(opts: { level?: string; host?: string; json?: boolean; file?: string } = {}): winston.Logger {
   const level = opts.level ?? process.env.XLHA_LOG_LEVEL ?? 'info';
   const line = winston.format.printf((info) => {
     const { level, message, timestamp, ...rest } = info as Record<string, unknown>;
@@ -17,7 +18,7 @@ export function createLogger(opts: { level?: string; host?: string; json?: boole
     level,
     defaultMeta: opts.host ? { host: opts.host } : {},
     format: winston.format.combine(winston.format.timestamp(), opts.json ? winston.format.json() : line),
-    transports: [new winston.transports.Console({ stderrLevels: ['error', 'warn', 'info', 'verbose', 'debug', 'silly'] })],
+    transports: [opts.file ? new winston.transports.File({ filename: opts.file }) : new winston.transports.Console({ stderrLevels: ['error', 'warn', 'info', 'verbose', 'debug', 'silly'] })],
   });
 }
 

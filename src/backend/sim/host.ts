@@ -77,6 +77,8 @@ class SimDomain {
   diskOverlay: { offset: number; data: Uint8Array }[] | null = null;
   /** The highest flow id the guest has seen: a copy that takes over numbers new flows after it. */
   maxConn = 0;
+  /** The toolstack's userdata (the daemon's `sim-xl-create` keeps the cfg as `xl`, as after xl config-update). */
+  readonly userdata = new Map<string, string>();
   private readonly ingressListeners = new Set<(inputs: IndexedInput[]) => void>();
   readonly ingress: IngressTap = {
     onInput: (listener) => {
@@ -530,7 +532,16 @@ export class SimBackend implements HypervisorBackend {
     return this.domain(domid).cfg;
   }
 
-  async createDomain(cfg: DomainConfig): Promise<DomainInfo> {
+  async getUserdata(domid: number, key: string): Promise<string | null> {
+    return this.domain(domid).userdata.get(key) ?? null;
+  }
+
+  /** Test hook: sets a domain's userdata. */
+  setUserdata(domid: number, key: string, text: string): void {
+    this.domain(domid).userdata.set(key, text);
+  }
+
+  async createDomain(cfg: DomainConfig, opts: { userdata?: Record<string, string> } = {}): Promise<DomainInfo> {
     const all = await this.listDomains();
     if (all.some((d) => d.name === cfg.name)) throw new Error(`a domain named ${cfg.name} already exists on host ${this.opts.hostName}`);
     const w = workloadOf(cfg);
@@ -540,6 +551,7 @@ export class SimBackend implements HypervisorBackend {
     if (cfg.vcpus !== 1) throw new BackendUnsupportedError(`vcpus = ${cfg.vcpus}: the sim backend runs 1 vCPU per domain`);
     const domid = this.nextDomid++;
     const dom = new SimDomain(domid, cfg, cfg.uuid ?? crypto.randomUUID(), GuestMemory.allocate(cfg.memoryMiB));
+    for (const [k, v] of Object.entries(opts.userdata ?? {})) dom.userdata.set(k, v);
     // the guest's disk: the first that is not a cdrom (an empty cdrom has no target)
     const disk = cfg.disks.find((d) => d.devtype !== 'cdrom' && d.target !== '');
     await dom.prepare(disk?.target ?? path.join(this.opts.stateDir, `${cfg.name}.img`), false, this.diskSpace);

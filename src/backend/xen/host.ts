@@ -19,6 +19,7 @@
 import { checkReplicaConfig } from './replica-policy.js';
 import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import koffi from 'koffi';
 import type { DomainConfig } from '../../config/domain.js';
 import {
@@ -538,12 +539,19 @@ class XenReplica implements ReplicaDomain {
   }
 }
 
+/** Where libxl keeps domains' userdata. */
+export const XEN_USERDATA_DIR = '/var/lib/xen';
+/** The domain list is compared at least this often (ms), watch or no watch. */
+export const WATCH_POLL_MS = 2000;
+
 export class XenBackend implements HypervisorBackend {
   readonly kind = 'xen' as const;
   readonly features = XEN_FEATURES;
   private readonly ctx: ShimContext;
   /** Save loops and restores running on worker threads: the context outlives them. */
   private busy = 0;
+  private watching = false;
+  private readonly domainListeners = new Set<(ev: DomainEvent) => void>();
 
   constructor() {
     this.ctx = ShimContext.open();
@@ -616,11 +624,73 @@ export class XenBackend implements HypervisorBackend {
     return new XenReplica(this.ctx, spec.domain.name, spec.backendConfig, () => this.busy--);
   }
 
-  onDomainEvent(_listener: (ev: DomainEvent) => void): () => void {
-    return () => {};
+  /**
+   * Domains coming and going: a xenstore watch on @introduceDomain/@releaseDomain wakes a loop
+   * that compares the domain list with the last one (the watch says that something changed,
+   * not what). It also looks every WATCH_POLL_MS, should a watch event be missed.
+   */
+  onDomainEvent(listener: (ev: DomainEvent) => void): () => void {
+    this.domainListeners.add(listener);
+    if (!this.watching) this.watchDomains();
+    return () => this.domainListeners.delete(listener);
+  }
+
+  private watchDomains(): void {
+    this.watching = true;
+    let known = new Set(this.ctx.list().map((d) => d.domid).filter((id) => id !== 0));
+    let watched = true;
+    try {
+      this.ctx.watchDomains();
+    } catch {
+      watched = false; // no xenstore watch: the list is compared every WATCH_POLL_MS alone
+    }
+    const loop = async () => {
+      this.busy++;
+      try {
+        while (this.watching && this.domainListeners.size > 0) {
+          if (watched) {
+            await this.ctx.watchWait(WATCH_POLL_MS).catch(async () => {
+              watched = false;
+            });
+          } else {
+            await new Promise((r) => setTimeout(r, WATCH_POLL_MS));
+          }
+          let now: Set<number>;
+          try {
+            now = new Set(this.ctx.list().map((d) => d.domid).filter((id) => id !== 0));
+          } catch {
+            continue;
+          }
+          for (const id of now) if (!known.has(id)) this.emitDomain({ kind: 'introduce', domid: id });
+          for (const id of known) if (!now.has(id)) this.emitDomain({ kind: 'release', domid: id });
+          known = now;
+        }
+      } finally {
+        this.busy--;
+        this.watching = false;
+      }
+    };
+    void loop();
+  }
+
+  private emitDomain(ev: DomainEvent): void {
+    for (const l of this.domainListeners) l(ev);
+  }
+
+  /** libxl's userdata file of the domain (libxl__userdata_path), null when there is none. */
+  async getUserdata(domid: number, key: string): Promise<string | null> {
+    const d = toInfo(this.ctx.info(domid));
+    try {
+      return await fs.promises.readFile(path.join(XEN_USERDATA_DIR, `userdata-d.${domid}.${d.uuid}.${key}`), 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw err;
+    }
   }
 
   async dispose(): Promise<void> {
+    this.watching = false;
+    this.domainListeners.clear();
     // Freeing libxl's context under a running save or restore trips libxl's own assertions
     // (children still listed); the process is ending anyway, so leave it to the exit.
     if (this.busy === 0) this.ctx.close();

@@ -113,6 +113,7 @@ export class Shim {
       pipe: f('int xlha_pipe(_Out_ int *fds)'),
       pipeWaitDrained: f('int xlha_pipe_wait_drained(int fd, int timeout_ms)'),
       watchDomains: f('int xlha_watch_domains(xlha_ctx *ctx)'),
+      watchWait: f('int xlha_watch_wait(xlha_ctx *ctx, int timeout_ms, _Out_ uint8_t *path, int path_len)'),
       plug: f('int xlha_plug(const char *ifname, int action, uint32_t limit, _Out_ uint8_t *err, int errlen)'),
       qdiscBacklog: f('long long xlha_qdisc_backlog(const char *ifname, _Out_ uint8_t *err, int errlen)'),
       qdiscEnqueued: f('long long xlha_qdisc_enqueued(const char *ifname, _Out_ uint8_t *err, int errlen)'),
@@ -241,6 +242,17 @@ export class ShimContext {
 
   rename(domid: number, from: string, to: string): void {
     this.check(this.shim.fn.rename!(this.ptr, domid, from, to) as number);
+  }
+
+  /** xenstore watches on @introduceDomain and @releaseDomain (xlha_watch_wait then reports them). */
+  watchDomains(): void {
+    this.check(this.shim.fn.watchDomains!(this.ptr) as number);
+  }
+
+  /** Off the event loop: waits up to `timeoutMs` for a watch to fire; true when one did. */
+  async watchWait(timeoutMs: number): Promise<boolean> {
+    const path = Buffer.alloc(256);
+    return this.check(await this.shim.call<number>(this.shim.fn.watchWait!, this.ptr, timeoutMs, path, path.length)) > 0;
   }
 
   configJson(domid: number): string {
