@@ -125,6 +125,19 @@ export interface TopCommand extends CommandBase {
   iterations?: number;
 }
 
+export const HOTPLUG_KINDS = ['vif', 'vbd'] as const;
+export const HOTPLUG_ACTIONS = ['add', 'remove', 'online', 'offline'] as const;
+
+/** `hotplug <vif|vbd> <action> --domid D --devid N [--dev NAME]`: what hooks/vif-ha and block-ha tell the daemon. */
+export interface HotplugCommand extends CommandBase {
+  cmd: 'hotplug';
+  kind: (typeof HOTPLUG_KINDS)[number];
+  action: (typeof HOTPLUG_ACTIONS)[number];
+  domid: number;
+  devid: number;
+  dev?: string;
+}
+
 export interface ListCommand extends CommandBase {
   cmd: 'list';
   json: boolean;
@@ -192,6 +205,7 @@ export type Command =
   | StopCommand
   | DestroyCommand
   | CreateCommand
+  | HotplugCommand
   | CheckConfigCommand
   | PairCommand
   | HelpCommand;
@@ -212,6 +226,7 @@ export const COMMAND_NAMES = [
   'pair',
   'help',
   'top',
+  'hotplug',
 ] as const;
 export type CommandName = (typeof COMMAND_NAMES)[number];
 
@@ -376,6 +391,17 @@ const COMMANDS: Record<CommandName, CommandDef> = {
   },
   stop: { synopsis: 'stop <Domain>', summary: 'Stop protecting a domain (the domain keeps running).', options: [HELP_OPTION] },
   destroy: { synopsis: 'destroy <Domain>', summary: 'Stop protection and destroy the domain.', options: [HELP_OPTION] },
+  hotplug: {
+    synopsis: 'hotplug <vif|vbd> <add|remove|online|offline> --domid D --devid N [--dev NAME]',
+    summary: "Register a domain's device with the daemon (run by the hotplug scripts vif-ha and block-ha).",
+    description: 'Exit status: 0 registered, 1 refused by the daemon, 3 no daemon runs.',
+    options: [
+      { id: 'domid', long: 'domid', arg: 'D', help: 'The domain of the device.' },
+      { id: 'devid', long: 'devid', arg: 'N', help: 'The device number within the domain.' },
+      { id: 'dev', long: 'dev', arg: 'NAME', help: 'The backend device in dom0 (a vif: its interface name).' },
+      HELP_OPTION,
+    ],
+  },
   create: {
     synopsis: 'create <cfg-file>',
     summary: 'Create a domain from an xl config file (on the sim backend this is how domains are made).',
@@ -775,6 +801,24 @@ export function parseArgs(argv: readonly string[]): Command {
     case 'destroy':
       expectPositionals(command, pos, ['<Domain>']);
       return { cmd: command, domain: domainArg(command, pos[0]!), globals };
+
+    case 'hotplug': {
+      expectPositionals(command, pos, ['<vif|vbd>', '<add|remove|online|offline>']);
+      const kind = pos[0]!;
+      const action = pos[1]!;
+      if (!(HOTPLUG_KINDS as readonly string[]).includes(kind)) throw new UsageError(`device kind ${JSON.stringify(kind)} is not valid: expected vif or vbd`, command, kind);
+      if (!(HOTPLUG_ACTIONS as readonly string[]).includes(action)) throw new UsageError(`action ${JSON.stringify(action)} is not valid: expected ${HOTPLUG_ACTIONS.join(', ')}`, command, action);
+      const need = (id: string, max: number): number => {
+        const o = lastValue(s, id);
+        if (!o) throw new UsageError(`option --${id} is required`, command);
+        return intOption(command, o, { min: 0, max }, id === 'domid' ? 'a domid' : 'a device number');
+      };
+      const domid = need('domid', 0x7fef);
+      const devid = need('devid', 0xffff);
+      const devOpt = lastValue(s, 'dev');
+      if (devOpt && !/^[A-Za-z0-9_.:-]{1,64}$/.test(devOpt.value)) throw new UsageError(`option ${devOpt.spelled} expects a device name, got ${JSON.stringify(devOpt.value)}`, command, devOpt.spelled);
+      return { cmd: 'hotplug', kind: kind as HotplugCommand['kind'], action: action as HotplugCommand['action'], domid, devid, ...(devOpt ? { dev: devOpt.value } : {}), globals };
+    }
 
     case 'create':
       expectPositionals(command, pos, ['<cfg-file>']);

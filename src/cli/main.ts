@@ -256,6 +256,21 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(table(rows) + '\n');
       return 0;
     }
+    case 'hotplug': {
+      // the hotplug scripts tell a missing daemon (3) from a refusal (1): neither fails the device
+      const resp = await controlRequest(cmd.globals.control ?? defaultControlPath(), { cmd: 'hotplug', kind: cmd.kind, action: cmd.action, domid: cmd.domid, devid: cmd.devid, ...(cmd.dev ? { dev: cmd.dev } : {}) }, 10_000).catch((err: Error) => {
+        process.stderr.write(`xl-ha: ${err.message}\n`);
+        return null;
+      });
+      if (!resp) return 3;
+      if (!resp.ok) {
+        process.stderr.write(`xl-ha: ${resp.error}\n`);
+        return 1;
+      }
+      const r = resp.result as { note?: string };
+      if (r.note) process.stdout.write(`${r.note}\n`);
+      return 0;
+    }
     case 'create': {
       let text: string;
       try {

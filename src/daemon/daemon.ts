@@ -90,6 +90,8 @@ export class Daemon {
   readonly records: DomainRecords;
   readonly lifecycle: DomainLifecycle;
   private metrics: { close(): Promise<void> } | null = null;
+  /** Devices the hotplug scripts registered, by kind/domid/devid. */
+  private readonly devices = new Map<string, { kind: string; domid: number; devid: number; dev?: string; since: string }>();
 
   constructor(readonly o: DaemonOptions) {
     this.watchdog = new DaemonWatchdog(o.backend, o.watchdogSec ?? DEFAULT_WATCHDOG_SEC, o.log.child({ module: 'watchdog' }));
@@ -184,6 +186,9 @@ export class Daemon {
       const { startMetricsServer } = await import('./metrics.js');
       this.metrics = await startMetricsServer(this.o.metricsListen, () => this.statusJson() as unknown as DaemonStatusJson, this.o.log.child({ module: 'metrics' }));
     }
+    this.o.backend.onDomainEvent((ev) => {
+      if (ev.kind === 'release') for (const [k, d] of this.devices) if (d.domid === ev.domid) this.devices.delete(k);
+    });
     await this.lifecycle.start();
     this.o.log.info('daemon started', {
       backend: this.o.backend.kind,
@@ -315,6 +320,47 @@ export class Daemon {
     }
   }
 
+  /**
+   * A hotplug script (hooks/vif-ha, block-ha) reports a domain's device. A vif that comes
+   * online in a domain protected since before would send unbuffered: its protection restarts
+   * (a full resynchronisation) so that the new vif is buffered too.
+   */
+  private async hotplug(req: ControlRequest): Promise<{ registered: boolean; note?: string }> {
+    const kind = reqString(req, 'kind');
+    const action = reqString(req, 'action');
+    if (!['vif', 'vbd'].includes(kind)) throw new Error(`hotplug: kind ${JSON.stringify(kind)} is not valid: expected vif or vbd`);
+    if (!['add', 'remove', 'online', 'offline'].includes(action)) throw new Error(`hotplug: action ${JSON.stringify(action)} is not valid: expected add, remove, online or offline`);
+    const int = (k: string, max: number): number => {
+      const v = req[k];
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max) throw new Error(`hotplug: ${k} ${JSON.stringify(v)} is not valid: expected an integer from 0 to ${max}`);
+      return v;
+    };
+    const domid = int('domid', 0x7fef);
+    const devid = int('devid', 0xffff);
+    const dev = req.dev === undefined ? undefined : reqString(req, 'dev');
+    const key = `${kind}/${domid}/${devid}`;
+    if (action === 'remove' || action === 'offline') {
+      this.devices.delete(key);
+      return { registered: false };
+    }
+    this.devices.set(key, { kind, domid, devid, ...(dev ? { dev } : {}), since: new Date().toISOString() });
+    if (kind !== 'vif') return { registered: true };
+    const p = [...this.protections.values()].find((x) => x.current.domid === domid && x.active);
+    if (!p) return { registered: true };
+    const rec = this.records.get(p.current.uuid);
+    const info = await this.o.backend.findDomain(domid);
+    const what = `${dev ?? `vif ${devid}`} came online in protected domain ${p.name}`;
+    if (!rec) {
+      this.lifecycle.alertInfo(info, `${what}, whose output is not buffered: stop and protect it again (no record of its settings)`);
+      return { registered: true, note: `${what}: its output is NOT buffered until the domain is protected again` };
+    }
+    this.o.log.warn(`${what}: protection restarts so that its output is buffered too (full resynchronisation)`, { domain: p.name, domid });
+    this.lifecycle.note(info.uuid, 'protection restarts', `${what}`);
+    await this.dropProtection(p.name);
+    void this.lifecycle.want(info, rec.options, rec.via, rec.source).catch(() => {});
+    return { registered: true, note: `${what}: its protection restarts so that it is buffered too` };
+  }
+
   /** What `xl-ha status` shows (and the metrics endpoint serves). */
   statusJson(): Record<string, unknown> {
     const be = this.o.backend;
@@ -330,6 +376,7 @@ export class Daemon {
       ],
       replicas: [...this.backups].map((b) => ({ ...b.status(), ...(b.hello ? { history: this.lifecycle.history(b.hello.uuid) } : {}) })),
       unprotected: this.lifecycle.alertList(),
+      devices: [...this.devices.values()],
     };
   }
 
@@ -400,6 +447,8 @@ export class Daemon {
           throw new Error(`domain ${domain.name} was created and runs UNPROTECTED: ${(err as Error).message}`);
         }
       }
+      case 'hotplug':
+        return this.hotplug(req);
       case 'sim-xl-create': {
         // What stock `xl create` does on Xen, on the sim: the domain is created and nothing is
         // told to xl-ha (its ha keys are ignored, as xl ignores them). With userdata: true the cfg

@@ -16,6 +16,8 @@ import { freePort } from '../../src/demo/hosts.js';
 import { silentLogger } from '../../src/util/log.js';
 import { pairedKeys } from '../helpers/keys.js';
 import { DomainRecords } from '../../src/daemon/records.js';
+import { execa } from 'execa';
+import { CLI } from '../../src/demo/hosts.js';
 
 type Row = { domain: string; state: string; peer?: string; source?: string; waiting?: { attempts: number; lastError?: string }; history?: { event: string; detail?: string }[] };
 type Status = { protections: Row[]; replicas: Row[]; unprotected: { domain: string; reason: string }[] };
@@ -187,4 +189,33 @@ t.test('stock xl create: the daemon finds the ha keys in xl userdata or in confi
   await h.pbe.destroyDomain(appInfo.domid); // xl destroy: the daemon only sees @releaseDomain
   await until(async () => !(await status(h.pctl)).protections.some((p) => p.domain === 'app'), 10_000, 'app\'s protection ends with it');
   await until(async () => !(await status(h.bctl)).replicas.some((r) => r.domain === 'app'), 10_000, 'and the backup drops app\'s replica');
+});
+
+t.test('hotplug: a vif that comes online in a protected domain restarts its protection; bad requests are named; no daemon is exit 3', async (t) => {
+  const h = await pair('hotplug');
+  t.teardown(() => h.close());
+  const r = await ask<{ domain: { domid: number }; protection: Row }>(h.pctl, { cmd: 'create', text: cfgText('nic', h.port), source: 'nic.cfg' });
+  t.equal(r.protection.state, 'protected');
+  const cli = (...args: string[]) => execa(process.execPath, [CLI, '--control', h.pctl, 'hotplug', ...args], { reject: false, env: { ...process.env, XLHA_CONF: '/nonexistent' } });
+  const on = await cli('vif', 'online', '--domid', String(r.domain.domid), '--devid', '1', '--dev', `vif${r.domain.domid}.1`);
+  t.equal(on.exitCode, 0, `registered (${on.stderr})`);
+  t.match(on.stdout, /came online in protected domain nic: its protection restarts so that it is buffered too/);
+  await until(async () => (await status(h.pctl)).protections.some((p) => p.domain === 'nic' && p.state === 'protected' && (p.history ?? []).some((e) => e.event === 'protection restarts')), 20_000, 'protected again');
+  const st = (await status(h.pctl)) as Status & { devices: { dev?: string }[] };
+  t.same(
+    st.devices.map((d) => d.dev),
+    [`vif${r.domain.domid}.1`],
+    'status lists the registered vif',
+  );
+  const off = await cli('vif', 'offline', '--domid', String(r.domain.domid), '--devid', '1');
+  t.equal(off.exitCode, 0);
+  t.same(((await status(h.pctl)) as Status & { devices: unknown[] }).devices, [], 'offline deregisters it');
+  await t.rejects(ask(h.pctl, { cmd: 'hotplug', kind: 'pci', action: 'online', domid: 1, devid: 0 }), /hotplug: kind "pci" is not valid: expected vif or vbd/);
+  await t.rejects(ask(h.pctl, { cmd: 'hotplug', kind: 'vif', action: 'online', domid: -1, devid: 0 }), /hotplug: domid -1 is not valid/);
+  const bad = await cli('vif', 'up', '--domid', '1', '--devid', '0');
+  t.equal(bad.exitCode, 2, 'a bad action: usage error');
+  t.match(bad.stderr, /action "up" is not valid: expected add, remove, online, offline/);
+  const none = await execa(process.execPath, [CLI, '--control', path.join(dir, 'nobody.sock'), 'hotplug', 'vif', 'online', '--domid', '1', '--devid', '0'], { reject: false });
+  t.equal(none.exitCode, 3, 'no daemon: exit 3 (the hook warns and lets the vif up)');
+  t.match(none.stderr, /no xl-ha daemon is running/);
 });
