@@ -29,6 +29,8 @@ export const WAIT_FIRST_MS = 1000;
 export const WAIT_MAX_MS = 60_000;
 /** A new domain must be running within this long to be protected (xl create unpauses it last). */
 export const RUNNING_WAIT_MS = 5 * 60_000;
+/** xl names a domain it is still receiving (migrate-receive, and xl-ha's replicas on Xen) <name>--incoming. */
+export const INCOMING_SUFFIX = '--incoming';
 /** Entries kept per domain in its history. */
 export const HISTORY_MAX = 50;
 
@@ -68,7 +70,7 @@ interface Wanted {
 /** Errors after which trying again cannot help: the domain is not this host's to run, or cannot be protected here. */
 function hopeless(err: Error & { code?: string }): 'fenced' | 'refused' | null {
   if (err instanceof FencedError || /\(it failed over here\)/.test(err.message)) return 'fenced';
-  if (err.code === 'EUNSUPPORTED' || err.code === 'ENODOMAIN') return 'refused';
+  if (err.code === 'EUNSUPPORTED' || err.code === 'ENODOMAIN' || err.code === 'EMODESETUP') return 'refused';
   return null;
 }
 
@@ -124,7 +126,8 @@ export class DomainLifecycle {
       for (;;) {
         info = (await this.h.backend.listDomains().catch(() => [])).find((d) => d.domid === domid);
         if (!info || info.state === 'shutdown') return; // gone again (a failed xl create)
-        if (info.state === 'running' || Date.now() > until || this.stopped) break;
+        // <name>--incoming: a domain being restored (xl migrate-receive, a replica): it is renamed once complete
+        if ((info.state === 'running' && !info.name.endsWith(INCOMING_SUFFIX)) || Date.now() > until || this.stopped) break;
         await abortableSleep(250, this.stopSignal.signal).catch(() => {});
       }
     }
@@ -137,6 +140,10 @@ export class DomainLifecycle {
       this.graceTimers.delete(uuid);
     }
     if (this.h.protection(info.name)?.active || this.wanted.has(uuid)) return; // already taken up (xl-ha create)
+    if (info.name.endsWith(INCOMING_SUFFIX)) {
+      this.h.log.debug('domain still being received: not taken up', { domain: info.name });
+      return;
+    }
     if (info.state !== 'running') {
       this.alertInfo(info, `it is ${info.state}, not running, ${RUNNING_WAIT_MS / 1000} s after it appeared`);
       return;

@@ -15,7 +15,7 @@
  * lab that could not start).
  *
  * Environment: XENLAB_DIR (work dir), XENLAB_REMUS_SECS (seconds each protection is measured,
- * default 20), XENLAB_TIMEOUT (seconds QEMU may run, default 1500), XENLAB_SCENARIOS (comma list to
+ * default 20), XENLAB_TIMEOUT (seconds QEMU may run, default 2400), XENLAB_SCENARIOS (comma list to
  * run only some scenarios), XENLAB_XLHA_OPTS (extra options for the lab's `xl-ha remus`, e.g.
  * "--heartbeat-ms=500 --failover-timeout-ms=5000": TCG is 10-50x slower than hardware),
  * XENLAB_QEMU_CPU (QEMU -cpu, default max,rdtscp=off,xsave=off: see run.sh for why xsave=off),
@@ -49,7 +49,7 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '.
 const LAB_SRC = path.join(ROOT, 'test', 'xen-lab');
 const L = process.env.XENLAB_DIR ?? '/var/tmp/xenlab';
 let REMUS_SECS = 20;
-let QEMU_TIMEOUT = 1500;
+let QEMU_TIMEOUT = 2400;
 
 class LabError extends Error {}
 
@@ -397,7 +397,7 @@ function lock(): void {
 async function main(): Promise<void> {
   try {
     REMUS_SECS = intEnv('XENLAB_REMUS_SECS', 20, 5, 300);
-    QEMU_TIMEOUT = intEnv('XENLAB_TIMEOUT', 1500, 120, 7200);
+    QEMU_TIMEOUT = intEnv('XENLAB_TIMEOUT', 2400, 120, 7200);
   } catch (err) {
     finish({ ok: false, reason: (err as Error).message }, 1);
   }

@@ -11,6 +11,8 @@ L=${XENLAB_DIR:-/var/tmp/xenlab}; R=$L/rootfs
 D=$R/opt/xl-ha
 rm -rf "$D"; mkdir -p "$D/node_modules" "$R/usr/local/bin"
 cp -a "$P/dist" "$P/package.json" "$D/"
+# what install.sh installs besides the build (the xl-create-ha scenario runs /opt/xl-ha/install.sh)
+cp -a "$P/install.sh" "$P/hooks" "$P/udev" "$P/etc" "$D/"
 [ -f "$P/package-lock.json" ] && cp -a "$P/package-lock.json" "$D/"
 # production dependencies only (npm ls lists every package directory of the prod tree)
 n=0

@@ -630,10 +630,12 @@ sc_failover() {
   [ -f "$ST/remus.ok" ] || { emit $n fail "needs a running xl-ha protection: $(cat "$ST/remus.why" 2>/dev/null || echo 'remus scenario did not run')"; return; }
   local pri; pri=$(cat "$ST/primary.domid" 2>/dev/null); [ -n "$pri" ] || pri=$(xl domid domu1 2>/dev/null)
   xl list > "$OUT/failover-before.txt" 2>&1
-  say "+ xl destroy $pri (the primary domu1); kill -9 the primary daemon"
+  # the primary host dies: its daemon first (a daemon that sees its domain destroyed ends the
+  # protection cleanly, as after an admin's xl destroy, and the backup then drops its replica)
+  say "+ kill -9 the primary daemon; xl destroy $pri (the primary domu1)"
   [ -n "$pri" ] || { emit $n fail "no primary domid to fail (neither status --json nor xl domid domu1 gave one)"; return; }
-  timeout 60 xl destroy "$pri" > "$OUT/failover-destroy.log" 2>&1; local drc=$?
   kill -9 "$(cat "$ST/p.pid")" 2>/dev/null
+  timeout 60 xl destroy "$pri" > "$OUT/failover-destroy.log" 2>&1; local drc=$?
   local s; s=$(up); local found="" name=""
   for _ in $(seq 1 90); do
     while read -r nm id _ _ stt _; do
@@ -680,8 +682,117 @@ sc_watchdog() {
   emit $n fail "dom0 still runs $(dt "$s") s after its protecting daemon hung with a ${timeout} s watchdog armed"
 }
 
-# (c) xl create with ha="remus": not yet
-sc_xl-create-ha() { emit xl-create-ha skipped "xl integration issue not landed"; }
+# (c) the product's headline: install.sh into this dom0, the daemon started as the systemd unit
+# starts it, then the stock `xl create` of a cfg with ha="remus" ends protected with nothing else
+# typed; a daemon restart resumes it; the primary destroyed, the backup runs the domain and
+# protects it again once the old primary's daemon is back.
+# The lab's two hosts share this Xen, so (1) the backup daemon gets a config_dirs without the
+# cfg (on its own host it would never see the domain run before a failover), and (2) the old
+# primary comes back with a fresh state dir and no config_dirs, as a rebooted host whose copy of
+# the domain died with it: here the domain that now runs on the backup is in the same Xen, and
+# the old primary must not take it for its own. Both daemons run with --watchdog 0 (one dom0).
+# the primary at the default control socket, where the vif-ha hook (xl-ha hotplug) finds it
+CP_SOCK=/run/xl-ha/control.sock; CB_SOCK=/run/xl-ha/cb.sock; CP_PORT=7721
+# prot_field <sock> <domain> <field>: that field of the domain's protection in the daemon's status
+prot_field() {
+  raw_status "$1" | node -e 'let d; try { d = JSON.parse(require("fs").readFileSync(0, "utf8")).result; } catch { process.exit(0); }
+    const p = (d.protections || []).find((x) => x.domain === process.argv[1]); const v = p && p[process.argv[2]];
+    process.stdout.write(v === undefined ? "" : typeof v === "object" ? JSON.stringify(v) : String(v));' "$2" "$3" 2>/dev/null
+}
+# wait_prot <sock> <domain> <state> <seconds>: 0 once the protection is in that state
+wait_prot() {
+  local s; s=$(up)
+  while awk -v a="$s" -v b="$(up)" -v m="$4" 'BEGIN{exit !(b - a < m)}'; do
+    [ "$(prot_field "$1" "$2" state)" = "$3" ] && return 0
+    sleep 5
+  done
+  return 1
+}
+# start_as <who> <sock> <args...>: an installed xl-ha daemon (/usr/sbin/xl-ha, as xl-ha.service runs it)
+start_as() {
+  local who=$1 sock=$2 pid; shift 2
+  local dlog=$OUT/daemon-$who.log
+  rm -f "$sock"; [ -f "$dlog" ] && mv "$dlog" "$OUT/daemon-$who.$(date +%s%N).log"
+  (exec setsid /usr/sbin/xl-ha --backend xen --control "$sock" "$@" > "$dlog" 2>&1 < /dev/null) &
+  pid=$!; echo "$pid" > "$ST/$who.pid"
+  for _ in $(seq 1 120); do
+    [ -S "$sock" ] && return 0
+    pid_alive "$pid" || { echo "xl-ha daemon $who exited before opening $sock: $(tailf "$dlog" 6)"; return 1; }
+    sleep 1
+  done
+  echo "xl-ha daemon $who did not open $sock within 120 s: $(tailf "$dlog" 6)"; return 1
+}
+sc_xl-create-ha() {
+  local n=xl-create-ha why s extra="" cfg=/etc/xen/domu1-ha.cfg
+  stop_daemon p; stop_daemon b
+  for d in $(xl list 2>/dev/null | awk 'NR>2{print $2}'); do timeout 60 xl destroy "$d" >/dev/null 2>&1; done
+  pkill -9 -f 'xl.*migrate-receive' 2>/dev/null
+  # 1. install, as the README says
+  s=$(up)
+  if ! /opt/xl-ha/install.sh > "$OUT/install.log" 2>&1; then emit $n fail "install.sh failed: $(tailf "$OUT/install.log" 6)"; return; fi
+  local inst; inst=$(dt "$s")
+  for f in /usr/sbin/xl-ha /etc/xen/scripts/vif-ha /etc/xen/scripts/block-ha /etc/xen/xl-ha.conf; do
+    [ -e "$f" ] || { emit $n fail "install.sh did not install $f: $(tailf "$OUT/install.log" 6)"; return; }
+  done
+  # 2. the two hosts' pairings, each knowing where the other listens
+  local K=/etc/xen/xl-ha/ch; rm -rf "$K"; mkdir -p "$K"
+  if ! { /usr/sbin/xl-ha --keys "$K/p" keygen --force --host-name lab-p --address "127.0.0.1:$PORT" lab-b &&
+    /usr/sbin/xl-ha --keys "$K/b" pair --force --host-name lab-b --address "127.0.0.1:$CP_PORT" lab-p "$K/p/lab-b.key"; } > "$OUT/ch-pair.log" 2>&1; then
+    emit $n fail "pairing failed: $(tailf "$OUT/ch-pair.log" 4)"; return
+  fi
+  mkdir -p /var/lib/xl-ha/nocfg; rm -rf /var/lib/xl-ha/cp /var/lib/xl-ha/cb /var/lib/xl-ha/cp2
+  printf '[daemon]\nconfig_dirs = /var/lib/xl-ha/nocfg\n' > /etc/xen/xl-ha-lab-b.conf
+  # 3. the domain's cfg: the lab's domU, its vif through vif-ha, and the ha keys
+  sed -e 's/bridge=xenbr0,/bridge=xenbr0,script=vif-ha,/' "$CFG" > "$cfg"
+  printf 'ha = "remus"\nha_peer = "127.0.0.1:%s"\nha_interval_ms = 100\nha_disk = "off"   # domu1 has no disk; on Xen disk replication is another issue\n' "$PORT" >> "$cfg"
+  why=$(start_as cb "$CB_SOCK" --keys "$K/b" daemon -l "127.0.0.1:$PORT" --host-name lab-b --state-dir /var/lib/xl-ha/cb --conf /etc/xen/xl-ha-lab-b.conf --watchdog 0) || { emit $n fail "backup daemon: $why"; return; }
+  why=$(start_as cp "$CP_SOCK" --keys "$K/p" daemon -l "127.0.0.1:$CP_PORT" --host-name lab-p --state-dir /var/lib/xl-ha/cp --watchdog 0) || { emit $n fail "primary daemon: $why"; return; }
+  # 4. stock xl create; nothing else is typed
+  local l0; l0=$(lines "$LOG"); s=$(up)
+  if ! timeout 120 xl create "$cfg" > "$OUT/ch-create.log" 2>&1; then emit $n fail "xl create $cfg failed: $(tailf "$OUT/ch-create.log" 5)"; return; fi
+  if ! wait_prot "$CP_SOCK" domu1 protected 420; then
+    emit $n fail "xl create of a cfg with ha=\"remus\" did not end protected within 420 s (state $(prot_field "$CP_SOCK" domu1 state); $(prot_field "$CP_SOCK" domu1 error)$(prot_field "$CP_SOCK" domu1 waiting)); primary daemon: $(tailf "$OUT/daemon-cp.log" 6)"; return
+  fi
+  local created; created=$(dt "$s")
+  raw_status "$CP_SOCK" > "$OUT/ch-status-1.json"
+  # 5. a daemon restart (systemctl restart xl-ha): protection resumes by itself
+  stop_daemon cp; s=$(up)
+  why=$(start_as cp "$CP_SOCK" --keys "$K/p" daemon -l "127.0.0.1:$CP_PORT" --host-name lab-p --state-dir /var/lib/xl-ha/cp --watchdog 0) || { emit $n fail "primary daemon restart: $why"; return; }
+  if ! wait_prot "$CP_SOCK" domu1 protected 420; then
+    emit $n fail "after a daemon restart protection did not resume within 420 s (state $(prot_field "$CP_SOCK" domu1 state)); $(tailf "$OUT/daemon-cp.log" 6)"; return
+  fi
+  local resumed; resumed=$(dt "$s")
+  # 6. the primary host dies: its daemon killed, its domain destroyed
+  local pri; pri=$(xl domid domu1 2>/dev/null)
+  kill -9 "$(cat "$ST/cp.pid")" 2>/dev/null; timeout 60 xl destroy "$pri" > /dev/null 2>&1
+  s=$(up); local found=""
+  for _ in $(seq 1 120); do
+    is_running domu1 && [ "$(xl domid domu1 2>/dev/null)" != "$pri" ] && { found=$(xl domid domu1); break; }
+    sleep 1
+  done
+  [ -n "$found" ] || { emit $n fail "the backup did not run domu1 within 120 s of the primary's death: $(tailf "$OUT/daemon-cb.log" 6)"; return; }
+  local failover; failover=$(dt "$s")
+  local a b; a=$(ticks); sleep 8; b=$(ticks)
+  [ "$b" -gt "$a" ] || { emit $n fail "domu1 runs on the backup but did not tick in 8 s"; return; }
+  # 7. the old primary's daemon is back (a rebooted host): the backup protects domu1 to it again
+  printf '[daemon]\nconfig_dirs = /var/lib/xl-ha/nocfg\n' > /etc/xen/xl-ha-lab-p2.conf
+  s=$(up)
+  why=$(start_as cp "$CP_SOCK" --keys "$K/p" daemon -l "127.0.0.1:$CP_PORT" --host-name lab-p --state-dir /var/lib/xl-ha/cp2 --conf /etc/xen/xl-ha-lab-p2.conf --watchdog 0) || { emit $n fail "old primary's daemon: $why"; return; }
+  if ! wait_prot "$CB_SOCK" domu1 protected 480; then
+    emit $n fail "the domain that failed over was not protected again within 480 s of the old primary's return (state $(prot_field "$CB_SOCK" domu1 state); $(prot_field "$CB_SOCK" domu1 waiting)); backup daemon: $(tailf "$OUT/daemon-cb.log" 6)"; return
+  fi
+  local reprot; reprot=$(dt "$s")
+  local hist; hist=$(prot_field "$CB_SOCK" domu1 history)
+  raw_status "$CB_SOCK" > "$OUT/ch-status-b.json"
+  extra=",\"installSecs\":$(jnum "$inst"),\"protectedAfterCreateSecs\":$(jnum "$created"),\"resumedAfterRestartSecs\":$(jnum "$resumed"),\"failoverSecs\":$(jnum "$failover"),\"reprotectedSecs\":$(jnum "$reprot"),\"history\":${hist:-null}"
+  # 8. clean up: the cfg must not protect the later scenarios' domu1, and --uninstall removes it all
+  stop_daemon cp; stop_daemon cb
+  for d in $(xl list 2>/dev/null | awk 'NR>2{print $2}'); do timeout 60 xl destroy "$d" >/dev/null 2>&1; done
+  rm -f "$cfg" /etc/xen/xl-ha-lab-b.conf /etc/xen/xl-ha-lab-p2.conf
+  if ! /opt/xl-ha/install.sh --uninstall > "$OUT/uninstall.log" 2>&1; then emit $n fail "install.sh --uninstall failed: $(tailf "$OUT/uninstall.log" 4)" "$extra"; return; fi
+  [ -e /usr/sbin/xl-ha ] && { emit $n fail "install.sh --uninstall left /usr/sbin/xl-ha" "$extra"; return; }
+  emit $n ok "" "$extra"
+}
 
 # diagnostic: what each step of the relay costs in this dom0 (run only when named in xenlab.scenarios)
 sc_relay-costs() {
@@ -693,7 +804,7 @@ sc_relay-costs() {
 # ---------------------------------------------------------------- driver
 if [ "${1:-}" = --one ]; then "sc_$2"; exit 0; fi
 
-SCENARIOS="stock-remus:$((REMUS_SECS + 240)) shim:120 remus:$((REMUS_SECS + 300)) xlha-remus-figures:30 netbuf:300 kemari:300 failover:150 xl-create-ha:10 stock-remus-tcp:$((REMUS_SECS + 240)) stock-remus-after:$((REMUS_SECS + 240)) xlha-remus-after:$((REMUS_SECS + 240)) watchdog:300"
+SCENARIOS="stock-remus:$((REMUS_SECS + 240)) shim:120 remus:$((REMUS_SECS + 300)) xlha-remus-figures:30 netbuf:300 kemari:300 failover:150 xl-create-ha:1500 stock-remus-tcp:$((REMUS_SECS + 240)) stock-remus-after:$((REMUS_SECS + 240)) xlha-remus-after:$((REMUS_SECS + 240)) watchdog:300"
 # diagnostics run first, and only when named in xenlab.scenarios
 for d in relay-costs:120; do [[ "+$ONLY+" == *"+${d%%:*}+"* ]] && SCENARIOS="$d $SCENARIOS"; done
 : > "$RES"
