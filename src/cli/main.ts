@@ -71,6 +71,51 @@ function table(rows: (string | number)[][]): string {
   return rows.map((r) => r.map((c, i) => String(c ?? '').padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
 }
 
+type StatusText = {
+  host: string;
+  backend: string;
+  daemon?: { pid: number; uptimeSecs: number; threadPool: number; rssMiB: number; maxRssMiB: number };
+  protections: Record<string, unknown>[];
+  replicas: Record<string, unknown>[];
+  unprotected?: { domain: string; at: string; reason: string }[];
+};
+
+/** A figure for a table cell: `-` when the daemon did not give it. */
+const cell = (v: unknown, unit = ''): string => (typeof v === 'number' && Number.isFinite(v) ? `${v}${unit}` : '-');
+const rate = (v: unknown): string => (typeof v === 'number' ? (v >= 1048576 ? `${(v / 1048576).toFixed(1)}M` : v >= 1024 ? `${(v / 1024).toFixed(1)}K` : String(v)) : '-');
+
+/** `xl-ha status` as text: one row per protection and replica, then notes, alerts and each domain's story. */
+export function formatStatus(s: StatusText): string {
+  const rows: (string | number)[][] = [['Name', 'Role', 'Mode', 'State', 'Peer', 'Epoch', 'Ckpt/s', 'Ack age', 'Pause p99', 'Bytes/s']];
+  const notes: string[] = [];
+  const stories: string[] = [];
+  const story = (name: string, h: unknown) => {
+    if (!Array.isArray(h) || h.length === 0) return;
+    stories.push(`${name}: ${(h as { at: string; event: string; detail?: string }[]).map((e) => `${e.event} at ${e.at}${e.detail ? ` (${e.detail})` : ''}`).join('; ')}`);
+  };
+  for (const p of s.protections) {
+    const age = typeof p.lastAckAgeMs === 'number' ? `${(p.lastAckAgeMs / 1000).toFixed(1)}s` : '-';
+    rows.push([String(p.domain), 'primary', String(p.mode), String(p.state), String(p.peer), cell(p.epoch), cell(p.checkpointsPerSec), age, cell(p.pauseMsP99, 'ms'), rate(p.bytesPerSec)]);
+    const w = p.waiting as { attempts: number; lastError?: string; nextAttemptInMs: number } | undefined;
+    if (w) notes.push(`${String(p.domain)}: waiting for peer ${String(p.peer)}: ${w.attempts} attempt(s), last error: ${w.lastError ?? '-'}; next in ${Math.round(w.nextAttemptInMs / 1000)} s`);
+    const c = p.precopy as { sentBytes: number; totalBytes: number; etaSec: number | null } | undefined;
+    if (c) notes.push(`${String(p.domain)}: initial copy ${c.totalBytes ? Math.round((c.sentBytes * 100) / c.totalBytes) : 0}% of ${Math.round(c.totalBytes / 1048576)} MiB, ETA ${c.etaSec ?? '-'} s`);
+    if (p.error) notes.push(`${String(p.domain)}: ${String(p.error)}`);
+    story(String(p.domain), p.history);
+  }
+  for (const b of s.replicas) {
+    rows.push([String(b.domain ?? '-'), 'backup', String(b.mode ?? '-'), String(b.state), String(b.primary ?? '-'), cell(b.epoch), '-', '-', '-', '-']);
+    if (b.error) notes.push(`${String(b.domain ?? '-')}: ${String(b.error)}`);
+    if (!s.protections.some((p) => p.domain === b.domain)) story(String(b.domain ?? '-'), b.history);
+  }
+  const d = s.daemon ? `; daemon pid ${s.daemon.pid}, up ${s.daemon.uptimeSecs} s, ${s.daemon.rssMiB} MiB resident (peak ${s.daemon.maxRssMiB}), ${s.daemon.threadPool} pool threads` : '';
+  let out = `host ${s.host} (backend ${s.backend})${d}\n${table(rows)}\n`;
+  for (const a of s.unprotected ?? []) notes.push(`ALERT ${a.domain} runs UNPROTECTED (since ${a.at}): ${a.reason}`);
+  if (notes.length) out += `\n${notes.join('\n')}\n`;
+  if (stories.length) out += `\nHistory:\n${stories.join('\n')}\n`;
+  return out;
+}
+
 async function runDaemon(cmd: Extract<Command, { cmd: 'daemon' | 'receive' }>): Promise<number> {
   const hostName = cmd.hostName ?? os.hostname();
   // xl-ha.conf: a missing file means built-in defaults (unless --conf named it); options given
@@ -231,11 +276,7 @@ export async function main(argv: string[]): Promise<number> {
         process.stdout.write(JSON.stringify(s) + '\n');
         return 0;
       }
-      const rows: (string | number)[][] = [['Name', 'Role', 'Mode', 'State', 'Peer', 'Epoch', 'Ckpt/s', 'Pause p99 ms', 'Note']];
-      for (const p of s.protections) rows.push([String(p.domain), 'primary', String(p.mode), String(p.state), String(p.peer), Number(p.committed), Number(p.checkpointsPerSec), Number(p.pauseMsP99), String(p.error ?? '')]);
-      for (const b of s.replicas) rows.push([String(b.domain ?? '-'), 'backup', String(b.mode ?? '-'), String(b.state), String(b.primary ?? '-'), Number(b.epoch), '-', '-', String(b.error ?? '')]);
-      const d = s.daemon ? `; daemon pid ${s.daemon.pid}, up ${s.daemon.uptimeSecs} s, ${s.daemon.rssMiB} MiB resident (peak ${s.daemon.maxRssMiB}), ${s.daemon.threadPool} pool threads` : '';
-      process.stdout.write(`host ${s.host} (backend ${s.backend})${d}\n${table(rows)}\n`);
+      process.stdout.write(formatStatus(s as unknown as StatusText));
       return 0;
     }
     case 'top': {
