@@ -132,11 +132,10 @@ async function runDaemon(cmd: Extract<Command, { cmd: 'daemon' | 'receive' }>): 
     import('../util/log.js'),
     import('../backend/select.js'),
   ]);
-  if (conf.log.kind === 'syslog') throw new Error(`${plugin.source}: log_file = syslog is not available in this release: use journal (stderr under systemd) or the absolute path of a file`);
   const log = createLogger({
     host: hostName,
     level: cmd.globals.verbose > 0 ? 'debug' : confSet('log_level') ? conf.logLevel : undefined,
-    ...(conf.log.kind === 'file' ? { file: conf.log.path } : {}),
+    ...(conf.log.kind === 'file' ? { file: conf.log.path } : conf.log.kind === 'syslog' || conf.log.kind === 'journal' ? { system: conf.log.kind } : {}),
   });
   const { PeerKeys } = await import('../security/peers.js');
   const keys = new PeerKeys(cmd.globals.keys ?? defaultKeysDir(), hostName);

@@ -121,14 +121,16 @@ export class DomainLifecycle {
     if (this.stopped) return;
     let info = seen;
     if (!info) {
-      // xl create introduces the domain paused and unpauses it once its devices are up
-      const until = Date.now() + RUNNING_WAIT_MS;
+      // xl create introduces the domain paused and unpauses it once its devices are up; a
+      // domain being received (<name>--incoming: xl migrate-receive) is renamed once complete.
+      // Looked at every 250 ms for the first 10 s, then every 2 s (each look lists the domains).
+      const t0 = Date.now();
       for (;;) {
         info = (await this.h.backend.listDomains().catch(() => [])).find((d) => d.domid === domid);
         if (!info || info.state === 'shutdown') return; // gone again (a failed xl create)
-        // <name>--incoming: a domain being restored (xl migrate-receive, a replica): it is renamed once complete
-        if ((info.state === 'running' && !info.name.endsWith(INCOMING_SUFFIX)) || Date.now() > until || this.stopped) break;
-        await abortableSleep(250, this.stopSignal.signal).catch(() => {});
+        if (info.state === 'replica' || this.h.replicated(info.uuid, info.domid)) return; // this host's own replica
+        if ((info.state === 'running' && !info.name.endsWith(INCOMING_SUFFIX)) || Date.now() - t0 > RUNNING_WAIT_MS || this.stopped) break;
+        await abortableSleep(Date.now() - t0 < 10_000 ? 250 : 2000, this.stopSignal.signal).catch(() => {});
       }
     }
     if (info.state === 'replica' || this.stopped || this.h.replicated(info.uuid, info.domid)) return;

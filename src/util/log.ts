@@ -1,10 +1,12 @@
 /** Structured logging: winston to stderr, one line per event, child loggers per module. */
 import winston from 'winston';
+import { SystemLogTransport, type SystemLogKind } from './log-sink.js';
 
 export type { Logger } from 'winston';
 
 /** `file`: the log goes to that file (xl-ha.conf log_file = /path) instead of stderr. */
-export function createLogger(opts: { level?: string; host?: string; json?: boolean; file?: string } = {}): winston.Logger {
+/** `system`: to syslog or the journal (src/util/log-sink.ts), instead of stderr. */
+export function createLogger(opts: { level?: string; host?: string; json?: boolean; file?: string; system?: SystemLogKind } = {}): winston.Logger {
   const level = opts.level ?? process.env.XLHA_LOG_LEVEL ?? 'info';
   const line = winston.format.printf((info) => {
     const { level, message, timestamp, ...rest } = info as Record<string, unknown>;
@@ -18,7 +20,13 @@ export function createLogger(opts: { level?: string; host?: string; json?: boole
     level,
     defaultMeta: opts.host ? { host: opts.host } : {},
     format: winston.format.combine(winston.format.timestamp(), opts.json ? winston.format.json() : line),
-    transports: [opts.file ? new winston.transports.File({ filename: opts.file }) : new winston.transports.Console({ stderrLevels: ['error', 'warn', 'info', 'verbose', 'debug', 'silly'] })],
+    transports: [
+      opts.system
+        ? new SystemLogTransport(opts.system)
+        : opts.file
+          ? new winston.transports.File({ filename: opts.file })
+          : new winston.transports.Console({ stderrLevels: ['error', 'warn', 'info', 'verbose', 'debug', 'silly'] }),
+    ],
   });
 }
 

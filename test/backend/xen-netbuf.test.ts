@@ -5,7 +5,7 @@
  * the backup acknowledged a checkpoint taken after the packet was sent.
  */
 import t from 'tap';
-import { XenNetPlug, vifsOf, type PlugControl } from '../../src/backend/xen/netbuf.js';
+import { XenNetPlug, setVifsLink, vifsOf, type PlugControl } from '../../src/backend/xen/netbuf.js';
 import { XLHA_PLUG } from '../../src/backend/xen/shim.js';
 
 /** sch_plug as the kernel implements it; a packet is its epoch tag. */
@@ -223,4 +223,22 @@ t.test('the poller runs only while a listener is subscribed', async (t) => {
   await new Promise((r) => setTimeout(r, 30));
   t.equal(queries, q, 'no query after the last listener left');
   p.releaseAll();
+});
+
+t.test('fencing takes every vif down (and up again), and names the ones that failed', async (t) => {
+  const vifs = vifsOf(7, JSON.stringify({ nics: [{ devid: 0 }, { devid: 1, ifname: 'web-eth1' }] }));
+  const ran: string[] = [];
+  const ok = async (cmd: string, args: string[]) => void ran.push([cmd, ...args].join(' '));
+  await setVifsLink(vifs, false, ok);
+  t.same(ran, ['ip link set dev vif7.0 down', 'ip link set dev web-eth1 down']);
+  ran.length = 0;
+  await setVifsLink(vifs, true, ok);
+  t.same(ran, ['ip link set dev vif7.0 up', 'ip link set dev web-eth1 up']);
+  ran.length = 0;
+  const failFirst = async (cmd: string, args: string[]) => {
+    ran.push(args[3]!);
+    if (args[3] === 'vif7.0') throw new Error('ip link set dev vif7.0 down failed: Cannot find device "vif7.0"');
+  };
+  await t.rejects(setVifsLink(vifs, false, failFirst), /taking down the vifs failed: ip link set dev vif7\.0 down failed: Cannot find device/);
+  t.same(ran, ['vif7.0', 'web-eth1'], 'a vif that fails does not keep the others up');
 });

@@ -44,7 +44,7 @@ import { Samples, round } from '../../util/samples.js';
 import { ShimContext, ShimError, XLHA_DOM, XLHA_EV, XLHA_STREAM, keepFreedMemory, type ShimDomInfo } from './shim.js';
 import { LibxcSplitter } from './splitter.js';
 import { SlabPool, slabReadFd } from '../../util/slab-reads.js';
-import { XenNetPlug, vifsOf } from './netbuf.js';
+import { XenNetPlug, setVifsLink, vifsOf } from './netbuf.js';
 
 const XEN_FEATURES: BackendFeatures = {
   // Output buffering: a plug qdisc on an IFB per vif (netbuf.ts), which also reports output
@@ -539,6 +539,17 @@ class XenReplica implements ReplicaDomain {
   }
 }
 
+/** memory (MiB) and vcpus from libxl's JSON configuration of a domain, where it has them. */
+export function libxlSizes(configJson: string): { memoryMiB?: number; vcpus?: number } {
+  try {
+    const b = (JSON.parse(configJson) as { b_info?: { target_memkb?: unknown; max_memkb?: unknown; max_vcpus?: unknown } }).b_info ?? {};
+    const kb = typeof b.target_memkb === 'number' && b.target_memkb > 0 ? b.target_memkb : typeof b.max_memkb === 'number' && b.max_memkb > 0 ? b.max_memkb : undefined;
+    return { ...(kb !== undefined ? { memoryMiB: Math.round(kb / 1024) } : {}), ...(typeof b.max_vcpus === 'number' && b.max_vcpus > 0 ? { vcpus: b.max_vcpus } : {}) };
+  } catch {
+    return {};
+  }
+}
+
 /** Where libxl keeps domains' userdata. */
 export const XEN_USERDATA_DIR = '/var/lib/xen';
 /** The domain list is compared at least this often (ms), watch or no watch. */
@@ -566,9 +577,16 @@ export class XenBackend implements HypervisorBackend {
     return pickDomain(await this.listDomains(), ref);
   }
 
+  /**
+   * The domain as libxl holds it: `memory` and `vcpus` as the cfg gave them (b_info.target_memkb
+   * and max_vcpus of libxl's stored configuration). Xen's own figure is larger: libxl adds its
+   * slack to maxmem (a cfg's memory = 128 runs with 129 MiB of max_memory in the lab), so it would
+   * never match a cfg.
+   */
   async getDomainConfig(domid: number): Promise<DomainConfig> {
     const d = toInfo(this.ctx.info(domid));
-    return { name: d.name, memoryMiB: d.memoryMiB, vcpus: d.vcpus, disks: [], vifs: [] };
+    const held = libxlSizes(this.ctx.configJson(domid));
+    return { name: d.name, memoryMiB: held.memoryMiB ?? d.memoryMiB, vcpus: held.vcpus ?? d.vcpus, disks: [], vifs: [] };
   }
 
   async getBackendConfig(domid: number): Promise<string> {
@@ -605,6 +623,22 @@ export class XenBackend implements HypervisorBackend {
         ctx.watchdog(id, 0);
       },
     };
+  }
+
+  /**
+   * Fencing on Xen: the domain paused, then its vifs taken down, so the copy is off the network
+   * (src/backend/xen/netbuf.ts setVifsLink). A vif that cannot be taken down fails the fence
+   * after the pause, with the vif named.
+   */
+  async fence(domid: number): Promise<void> {
+    await this.pause(domid);
+    await setVifsLink(vifsOf(domid, this.ctx.configJson(domid)), false);
+  }
+
+  /** The witness let this copy keep the domain after all: vifs up, then running again. */
+  async unfence(domid: number): Promise<void> {
+    await setVifsLink(vifsOf(domid, this.ctx.configJson(domid)), true);
+    await this.unpause(domid);
   }
 
   async openSave(domid: number): Promise<SaveSession> {

@@ -67,6 +67,24 @@ const runTool: Runner = async (cmd, args) => {
   }
 };
 
+/**
+ * Fencing's network half: every vif of the domain down (`up` false) or up again. A fenced copy
+ * must be off the network, as a host that lost the domain to its backup: a paused guest sends
+ * nothing new, and with its vifs down nothing queued leaves and no client reaches it. Each vif
+ * is tried; the errors of those that failed are thrown together afterwards.
+ */
+export async function setVifsLink(vifs: readonly XenVif[], up: boolean, run: Runner = runTool): Promise<void> {
+  const errors: string[] = [];
+  for (const v of vifs) {
+    try {
+      await run('ip', ['link', 'set', 'dev', v.vif, up ? 'up' : 'down']);
+    } catch (err) {
+      errors.push((err as Error).message);
+    }
+  }
+  if (errors.length) throw new Error(`${up ? 'bringing up' : 'taking down'} the vifs failed: ${errors.join('; ')}`);
+}
+
 /** How often the plugs are polled for new output while an output listener is subscribed. */
 export const OUTPUT_POLL_MS = 2;
 

@@ -210,11 +210,19 @@ export class ShimContext {
     return rc;
   }
 
+  /**
+   * Every domain. koffi converts the whole output array on each call, so it is sized for the
+   * domains there are (room for 32 first; again, larger, when there are more), not for 1024:
+   * under the lab's emulation converting 1024 entries cost tens of ms of the main thread.
+   */
   list(): ShimDomInfo[] {
-    const max = 1024;
-    const out: ShimDomInfo[] = new Array(max).fill(null).map(() => ({}) as ShimDomInfo);
-    const n = this.check(this.shim.fn.list!(this.ptr, out, max) as number);
-    return out.slice(0, Math.min(n, max));
+    let max = 32;
+    for (;;) {
+      const out: ShimDomInfo[] = new Array(max).fill(null).map(() => ({}) as ShimDomInfo);
+      const n = this.check(this.shim.fn.list!(this.ptr, out, max) as number);
+      if (n <= max || max >= 4096) return out.slice(0, Math.min(n, max));
+      max = n + 16; // domains came and went meanwhile: try again with room for them
+    }
   }
 
   info(domid: number): ShimDomInfo {

@@ -722,8 +722,17 @@ start_as() {
   done
   echo "xl-ha daemon $who did not open $sock within 120 s: $(tailf "$dlog" 6)"; return 1
 }
+# whatever way xl-create-ha ends, nothing of it may stay for the later scenarios: its daemons
+# (the backup's port is theirs), its cfg (a daemon would find domu1's name in it) and the install
+xl_create_ha_cleanup() {
+  stop_daemon cp; stop_daemon cb
+  rm -f /etc/xen/domu1-ha.cfg /etc/xen/xl-ha-lab-b.conf /etc/xen/xl-ha-lab-p2.conf
+  [ -e /usr/lib/xl-ha/install-manifest ] && /opt/xl-ha/install.sh --uninstall >> "$OUT/uninstall.log" 2>&1
+  return 0
+}
 sc_xl-create-ha() {
   local n=xl-create-ha why s extra="" cfg=/etc/xen/domu1-ha.cfg
+  trap xl_create_ha_cleanup EXIT; trap "exit 143" TERM
   stop_daemon p; stop_daemon b
   for d in $(xl list 2>/dev/null | awk 'NR>2{print $2}'); do timeout 60 xl destroy "$d" >/dev/null 2>&1; done
   pkill -9 -f 'xl.*migrate-receive' 2>/dev/null
@@ -785,7 +794,8 @@ sc_xl-create-ha() {
   local hist; hist=$(prot_field "$CB_SOCK" domu1 history)
   raw_status "$CB_SOCK" > "$OUT/ch-status-b.json"
   extra=",\"installSecs\":$(jnum "$inst"),\"protectedAfterCreateSecs\":$(jnum "$created"),\"resumedAfterRestartSecs\":$(jnum "$resumed"),\"failoverSecs\":$(jnum "$failover"),\"reprotectedSecs\":$(jnum "$reprot"),\"history\":${hist:-null}"
-  # 8. clean up: the cfg must not protect the later scenarios' domu1, and --uninstall removes it all
+  # 8. clean up (the EXIT trap does it again on any other way out): the cfg must not protect the
+  # later scenarios' domu1, and --uninstall removes all that install.sh put in
   stop_daemon cp; stop_daemon cb
   for d in $(xl list 2>/dev/null | awk 'NR>2{print $2}'); do timeout 60 xl destroy "$d" >/dev/null 2>&1; done
   rm -f "$cfg" /etc/xen/xl-ha-lab-b.conf /etc/xen/xl-ha-lab-p2.conf
