@@ -24,6 +24,7 @@ t.test('a plain PV domain with a nic on an allowed bridge is accepted', async (t
   t.doesNotThrow(check(domu({ disks: [{ pdev_path: '/srv/xen/web.img', vdev: 'xvda' }, { pdev_path: '/dev/vg0/db', vdev: 'xvdb' }, { pdev_path: '', vdev: 'xvdc', is_cdrom: true }] })));
   t.doesNotThrow(check({ ...domu(), nics: [{ bridge: 'xenbr1', script: 'vif-bridge' }] }), "Xen's own vif script by name");
   t.doesNotThrow(check({ ...domu(), nics: [{ bridge: 'xenbr1', script: '/etc/xen/scripts/vif-bridge' }] }), 'or by its full path');
+  t.doesNotThrow(check({ ...domu(), nics: [{ bridge: 'xenbr1', script: 'vif-ha' }] }), "xl-ha's own vif-ha, which install.sh puts there");
 });
 
 t.test('what libxl would run or attach as root is refused, naming the field and the policy file', async (t) => {

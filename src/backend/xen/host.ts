@@ -509,14 +509,22 @@ class XenReplica implements ReplicaDomain {
     // Split-brain guard: a domain of that name on this host is another live copy (the lab runs
     // primary and backup in one dom0; a primary whose daemon died may still run). Refuse before
     // libxl resumes anything: the replica stays parked with its checkpoint.
-    let other = -1;
-    try {
-      other = this.ctx.byName(this.name);
-    } catch (err) {
-      if (!(err instanceof ShimError && err.errno === 2)) throw err;
+    // A copy that is on its way out (xl destroy of the old primary in the lab's shared dom0
+    // takes seconds under emulation) is waited for, up to ACTIVATE_CLASH_WAIT_MS.
+    const byName = (): number => {
+      try {
+        return this.ctx.byName(this.name);
+      } catch (err) {
+        if (!(err instanceof ShimError && err.errno === 2)) throw err;
+        return -1;
+      }
+    };
+    let other = byName();
+    for (const until = Date.now() + ACTIVATE_CLASH_WAIT_MS; other >= 0 && Date.now() < until; other = byName()) {
+      await new Promise((r) => setTimeout(r, 500));
     }
     if (other >= 0) {
-      throw new Error(`a domain named ${this.name} already runs on this host (domid ${other}): refusing to start a second copy; destroy it, then fail over again`);
+      throw new Error(`a domain named ${this.name} still runs on this host (domid ${other}) after ${ACTIVATE_CLASH_WAIT_MS / 1000} s: refusing to start a second copy; destroy it, then fail over again`);
     }
     this.activated = true;
     this.writer.end(); // end of stream after a complete checkpoint: libxl fails over
@@ -549,6 +557,9 @@ export function libxlSizes(configJson: string): { memoryMiB?: number; vcpus?: nu
     return {};
   }
 }
+
+/** How long a failover waits for a same-named domain on this host to go before it refuses. */
+export const ACTIVATE_CLASH_WAIT_MS = 30_000;
 
 /** Where libxl keeps domains' userdata. */
 export const XEN_USERDATA_DIR = '/var/lib/xen';

@@ -19,8 +19,12 @@ import { globRegExp } from '../../util/glob.js';
 const REFUSED_LISTS = ['pcidevs', 'rdms', 'dtdevs', 'vfbs', 'vkbs', 'vtpms', 'p9s', 'pvcallsifs', 'vdispls', 'vsnds', 'channels', 'usbctrls', 'usbdevs'];
 /** b_info fields a replica may not set (non-empty). */
 const REFUSED_BUILD = ['bootloader', 'bootloader_args', 'device_model', 'device_model_ssidref', 'device_model_ssid_label', 'iomem', 'ioports', 'irqs', 'device_tree', 'stubdomain_kernel', 'stubdomain_ramdisk'];
-/** The vif scripts Xen ships in /etc/xen/scripts: by name (libxl resolves it there) or by that full path. */
-export const XEN_VIF_SCRIPTS = ['vif-bridge', 'vif-route', 'vif-nat', 'vif-openvswitch'];
+/**
+ * The vif scripts a replica may run, from /etc/xen/scripts: by name (libxl resolves it there) or
+ * by that full path. Xen's own, and xl-ha's vif-ha (hooks/vif-ha, installed there by install.sh),
+ * which wraps vif-bridge.
+ */
+export const XEN_VIF_SCRIPTS = ['vif-bridge', 'vif-route', 'vif-nat', 'vif-openvswitch', 'vif-ha'];
 
 
 function nonEmpty(v: unknown): boolean {
