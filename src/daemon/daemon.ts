@@ -92,6 +92,7 @@ export class Daemon {
   private metrics: { close(): Promise<void> } | null = null;
   /** Devices the hotplug scripts registered, by kind/domid/devid. */
   private readonly devices = new Map<string, { kind: string; domid: number; devid: number; dev?: string; since: string }>();
+  private unsubscribeDevices: (() => void) | null = null;
 
   constructor(readonly o: DaemonOptions) {
     this.watchdog = new DaemonWatchdog(o.backend, o.watchdogSec ?? DEFAULT_WATCHDOG_SEC, o.log.child({ module: 'watchdog' }));
@@ -186,7 +187,7 @@ export class Daemon {
       const { startMetricsServer } = await import('./metrics.js');
       this.metrics = await startMetricsServer(this.o.metricsListen, () => this.statusJson() as unknown as DaemonStatusJson, this.o.log.child({ module: 'metrics' }));
     }
-    this.o.backend.onDomainEvent((ev) => {
+    this.unsubscribeDevices = this.o.backend.onDomainEvent((ev) => {
       if (ev.kind === 'release') for (const [k, d] of this.devices) if (d.domid === ev.domid) this.devices.delete(k);
     });
     await this.lifecycle.start();
@@ -550,6 +551,7 @@ export class Daemon {
     if (this.stopping) return;
     this.stopping = true;
     this.lifecycle.stop();
+    this.unsubscribeDevices?.();
     for (const p of this.protections.values()) await p.stop().catch(() => {});
     this.watchdog.disarm('the daemon stops');
     for (const b of this.backups) b.dispose();
