@@ -1,18 +1,7 @@
 import t from 'tap';
-import { COMMAND_NAMES, parseArgs, usage, UsageError, type Command } from '../../src/cli/args.js';
+import { COMMAND_NAMES, parseArgs, usage, type Command } from '../../src/cli/args.js';
 
-const DEFAULT_GLOBALS = { backend: 'auto', verbose: 0 };
-
-/** Parse, expecting a UsageError; return it. */
-function usageError(argv: string[]): UsageError {
-  try {
-    parseArgs(argv);
-  } catch (err) {
-    if (err instanceof UsageError) return err;
-    throw err;
-  }
-  throw new Error(`expected a UsageError for ${JSON.stringify(argv)}`);
-}
+import { DEFAULT_GLOBALS, usageError } from '../helpers/cli.js';
 
 function narrow<C extends Command['cmd']>(c: Command, cmd: C): Extract<Command, { cmd: C }> {
   if (c.cmd !== cmd) throw new Error(`expected ${cmd}, got ${c.cmd}`);

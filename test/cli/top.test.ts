@@ -4,8 +4,9 @@
  */
 import t from 'tap';
 import { CLEAR_SCREEN, bytes, duration, ms, renderTop, runTop } from '../../src/cli/top.js';
-import { parseArgs, usage, UsageError } from '../../src/cli/args.js';
+import { parseArgs, usage } from '../../src/cli/args.js';
 import type { DaemonStatusJson } from '../../src/daemon/status-types.js';
+import { DEFAULT_GLOBALS, usageError } from '../helpers/cli.js';
 
 const MIB = 1048576;
 /** 03:04:05 local time: the clock in the header. */
@@ -167,17 +168,7 @@ t.test('Ctrl-C or the signal ends the loop, and its SIGINT handler goes with it'
 
 // --- the command line -------------------------------------------------------
 
-const GLOBALS = { backend: 'auto', verbose: 0 };
-
-function usageError(argv: string[]): UsageError {
-  try {
-    parseArgs(argv);
-  } catch (err) {
-    if (err instanceof UsageError) return err;
-    throw err;
-  }
-  throw new Error(`expected a UsageError for ${JSON.stringify(argv)}`);
-}
+const GLOBALS = DEFAULT_GLOBALS;
 
 t.test('top refreshes every second until Ctrl-C by default', async (t) => {
   t.same(parseArgs(['top']), { cmd: 'top', intervalMs: 1000, globals: GLOBALS });
