@@ -6,6 +6,7 @@
  * ambiguous and mismatched cfgs leave the domain unprotected with an alert that says why.
  */
 import t from 'tap';
+import { untilAsync } from '../helpers/engine-fakes.js';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -34,14 +35,7 @@ async function ask<T = Record<string, unknown>>(ctl: string, req: { cmd: string;
   if (!r.ok) throw new Error(r.error);
   return r.result as T;
 }
-/** Waits for `cond` (async), failing with `what` after `ms`. */
-async function until(cond: () => Promise<boolean>, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await cond().catch(() => false))) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const until = untilAsync;
 const status = (ctl: string) => ask<Status>(ctl, { cmd: 'status' });
 
 /** A pair of in-process hosts: p (primary) and b (backup, listening). */

@@ -5,6 +5,7 @@
  * the new primary tells the whole story: failed over at T, re-protected at T2.
  */
 import t from 'tap';
+import { untilAsync } from '../helpers/engine-fakes.js';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -13,13 +14,7 @@ import { freePort, pairSimHosts, SimHostProcess } from '../../src/demo/hosts.js'
 type Row = { domain: string; state: string; peer?: string; history?: { at: string; event: string; detail?: string }[]; waiting?: { lastError?: string } };
 type Status = { protections: Row[]; replicas: Row[] };
 
-async function until(cond: () => Promise<boolean>, ms: number, what: string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await cond().catch(() => false))) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const until = (cond: () => Promise<boolean>, ms: number, what: string) => untilAsync(cond, ms, what, 100);
 
 t.test('the domain that took over is protected again to its old primary once that host is back', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xlha-reprot-'));

@@ -252,3 +252,12 @@ export function startEngine(t: TT, engine: { run(signal: AbortSignal, onProtecte
   });
   return { abort, done, protectedP };
 }
+
+/** Waits for an asynchronous `cond` (one that throws counts as false), polling every `everyMs`; fails naming `what` after `ms`. */
+export async function untilAsync(cond: () => Promise<boolean>, ms: number, what: string, everyMs = 50): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await cond().catch(() => false))) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms: ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
