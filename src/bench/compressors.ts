@@ -141,7 +141,7 @@ function candidates(): { ok: Candidate[]; missing: { id: string; why: string }[]
   if (typeof (zlib as unknown as Record<string, unknown>).zstdCompressSync !== 'function') {
     missing.push({ id: 'node-zstd', why: `node:zlib of Node ${process.versions.node} has no zstd (zlib.zstdCompressSync arrived in Node 22.15 / 23.8)` });
   }
-  missing.push({ id: '@mongodb-js/zstd', why: 'not measured: its compress/decompress return Promises (a thread-pool call per chunk), and the stage compresses chunk by chunk, synchronously' });
+  missing.push({ id: '@mongodb-js/zstd', why: 'not measured: its documented API (compress, decompress) returns Promises only (a thread-pool call per chunk), and the stage compresses chunk by chunk, synchronously' });
   return { ok, missing };
 }
 
