@@ -114,12 +114,23 @@ export interface IngressTap {
  */
 export interface DiskTap {
   start(): void;
-  drain(): DiskWrite[];
+  /** `epoch`: the checkpoint the drained writes go with (a tap may tag them with it). */
+  drain(epoch?: number): DiskWrite[];
   /** The disk's whole content, for the initial synchronisation of the backup. */
   readAll(): Promise<{ sizeBytes: number; chunks: AsyncIterable<DiskWrite> }>;
   stop(): void;
   /** With the `outputEvents` feature: `listener` runs at the first write recorded since the last drain. */
   onWritePending?(listener: () => void): Disposable;
+  /**
+   * Optional: the checkpoint whose writes were last drained is captured and the guest is about to
+   * run again. A tap whose guest I/O completes asynchronously (NBD) holds completions from
+   * `drain` until then, so that no completion drained in epoch N+1 is in checkpoint N's memory.
+   */
+  resumed?(): void;
+  /** Optional: checkpoint `epoch` is on the backup (the tap forgets its written blocks). */
+  committed?(epoch: number): void;
+  /** Optional: bytes of writes recorded and not yet drained (they count against the buffer limit). */
+  readonly pendingBytes?: number;
 }
 
 export interface CaptureResult {

@@ -36,7 +36,7 @@ export class DiskReplicationDevice implements CheckpointDevice {
 
   postsuspend(epoch: number): void {
     if (!this.tap) return;
-    const writes = this.tap.drain();
+    const writes = this.tap.drain(epoch);
     this.writesSent += writes.length;
     let bytes = 0;
     for (const w of writes) bytes += w.data.length;
@@ -56,6 +56,10 @@ export class DiskReplicationDevice implements CheckpointDevice {
     if (batch.length) this.pending.push({ type: XLHA_REC.DISK_WRITES, body: encodeDiskWrites(batch) });
   }
 
+  preresume(): void {
+    this.tap?.resumed?.();
+  }
+
   contribute(): ContentFrame[] {
     const p = this.pending;
     this.pending = [];
@@ -64,6 +68,7 @@ export class DiskReplicationDevice implements CheckpointDevice {
 
   commit(epoch: number): void {
     for (const e of this.unacked.keys()) if (e <= epoch) this.unacked.delete(e);
+    this.tap?.committed?.(epoch);
   }
 
   release(): void {
@@ -74,9 +79,12 @@ export class DiskReplicationDevice implements CheckpointDevice {
     this.unacked.clear();
   }
 
-  /** Disk writes replicated but not yet acknowledged: the primary holds them until then. */
+  /**
+   * Disk writes replicated but not yet acknowledged (the primary holds them until then), plus
+   * those the tap recorded in the open epoch and not yet drained, where it reports them.
+   */
   get heldBytes(): number {
-    let n = 0;
+    let n = this.tap?.pendingBytes ?? 0;
     for (const b of this.unacked.values()) n += b;
     return n;
   }
