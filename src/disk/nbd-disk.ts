@@ -57,7 +57,11 @@ export interface NbdDiskOptions {
   blockBytes?: number;
   /** Hold replies from drain() to resumed() (default true; see the file's comment). */
   holdRepliesAtDrain?: boolean;
+  /** How the image is made stable (default fsync, fdatasync for FUA); tests watch it. */
+  sync?: (fd: number, dataOnly: boolean) => Promise<void>;
 }
+
+const realSync = (fd: number, dataOnly: boolean): Promise<void> => (dataOnly ? fdatasync(fd) : fsync(fd));
 
 /** Zeros for NBD_CMD_WRITE_ZEROES: every recorded zero write is a view of this one buffer. */
 const ZEROES = Buffer.alloc(1 << 20);
@@ -111,6 +115,7 @@ export class NbdDisk implements DiskTap, NbdExport {
   private held: { promise: Promise<void>; open: () => void } | null = null;
   private readonly holdReplies: boolean;
   private readonly logger: Logger;
+  private readonly sync: (fd: number, dataOnly: boolean) => Promise<void>;
 
   constructor(o: NbdDiskOptions) {
     this.fd = fs.openSync(o.path, 'r+');
@@ -126,6 +131,7 @@ export class NbdDisk implements DiskTap, NbdExport {
     this.written = new WrittenBlocks(this.sizeBytes, o.blockBytes);
     this.holdReplies = o.holdRepliesAtDrain ?? true;
     this.logger = o.log;
+    this.sync = o.sync ?? realSync;
     this.imagePath = o.path;
   }
 
@@ -257,19 +263,19 @@ export class NbdDisk implements DiskTap, NbdExport {
 
   async write(offset: number, data: Buffer, fua: boolean): Promise<void> {
     this.apply(offset, data);
-    if (fua) await this.barrier(fdatasync);
+    if (fua) await this.barrier(true);
   }
 
   async writeZeroes(offset: number, length: number, fua: boolean): Promise<void> {
     for (let at = 0; at < length; at += ZEROES.length) this.apply(offset + at, ZEROES.subarray(0, Math.min(ZEROES.length, length - at)));
-    if (fua) await this.barrier(fdatasync);
+    if (fua) await this.barrier(true);
   }
 
   /** Advisory, and left undone: the bytes stay as they were, on the primary and the backup alike. */
   async trim(): Promise<void> {}
 
   async flush(): Promise<void> {
-    await this.barrier(fsync);
+    await this.barrier(false);
   }
 
   /**
@@ -277,10 +283,10 @@ export class NbdDisk implements DiskTap, NbdExport {
    * when it is issued: the writes it covers are the ones recorded before it, whether or not the
    * epoch is drained before the fsync returns (its reply then waits, as any reply does).
    */
-  private async barrier(sync: (fd: number) => Promise<void>): Promise<void> {
+  private async barrier(dataOnly: boolean): Promise<void> {
     this.stats.flushes++;
     if (this.recording && this.barriers.at(-1) !== this.log.length) this.barriers.push(this.log.length);
-    await sync(this.fd);
+    await this.sync(this.fd, dataOnly);
   }
 
   /** Applies a write to the image at once, then records it (synchronously: issue order is kept). */
