@@ -529,6 +529,12 @@ export class Daemon {
         const d = await be.findDomain(name);
         return { sha256: await sim.memoryDigest(d.domid) };
       }
+      case 'sim-guest': {
+        // Diagnostics, sim only (the bench's guest progress): the running guests' own counters.
+        const sim = be as unknown as { guestCounters?: () => unknown[] };
+        if (!sim.guestCounters) throw new Error(`sim-guest reads the sim backend's guests; this host runs ${be.kind}`);
+        return { guests: sim.guestCounters() };
+      }
       case 'sim-disk': {
         // Fault injection, sim only (the chaos campaign's disk-full, test/failover/disk-full.test.ts):
         // {full: true, leftBytes?} fills this host's disk, {full: false} gives it room again.
