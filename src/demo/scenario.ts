@@ -155,7 +155,7 @@ async function measure(loads: KvLoad[], ms: number): Promise<PhaseResult[]> {
 }
 
 /** Why a domain's protection did not hold from `a` to `b` (empty: it held). */
-function protectionFailures(name: string, a: ProtectionStatusJson | undefined, b: ProtectionStatusJson | undefined): string[] {
+export function protectionFailures(name: string, a: ProtectionStatusJson | undefined, b: ProtectionStatusJson | undefined): string[] {
   if (!a || !b) return [`${name}: no protection in the primary's status ${a ? 'at the end' : 'at the start'} of the protected window`];
   const out: string[] = [];
   if (a.state !== 'protected') out.push(`${name}: engine state ${a.state} at the start of the protected window${a.error ? ` (${a.error})` : ''}`);
