@@ -135,6 +135,9 @@ interface RunSummary extends Withheld<Figures> {
   protected: ScenarioResult['protected'];
   /** The hosts' CPU, ms per second, in each window (daemon and vCPU threads apart). */
   hostCpu: ScenarioResult['cpu'];
+  /** Where a pause's time goes: its steps (p50/p99, ms) and the daemons' garbage collection. */
+  pauseParts: { suspendMsP50: number; suspendMsP99: number; captureMsP50: number; captureMsP99: number; pauseMsMax: number; ackMsP50: number };
+  gc: ScenarioResult['gc'];
   /** With several domains: each one's committed checkpoints per second. */
   checkpointsPerSecByDomain?: number[];
   lostAckedWrites: number;
@@ -200,6 +203,8 @@ async function run(name: string, o: Partial<ScenarioOptions> & { intervalMs: num
     unprotected: r.unprotected,
     protected: r.protected,
     hostCpu: r.cpu,
+    pauseParts: { suspendMsP50: Number(p.suspendMsP50), suspendMsP99: Number(p.suspendMsP99), captureMsP50: Number(p.captureMsP50), captureMsP99: Number(p.captureMsP99), pauseMsMax: Number(p.pauseMsMax), ackMsP50: Number(p.ackMsP50) },
+    gc: r.gc,
     ...(doms.length > 1 ? { checkpointsPerSecByDomain: doms.map((d) => d.checkpointsPerSec) } : {}),
     lostAckedWrites: doms.reduce((n, d) => n + d.lostAckedWrites, 0),
     exactlyOnce: doms.every((d) => d.writesAppliedByGuest === d.ackedWrites),
@@ -332,8 +337,8 @@ async function modesBench(): Promise<void> {
   process.stdout.write(
     '\n' +
       table([
-        ['run', 'held', 'ckpt/s', 'pause p50', 'pause p99', 'bytes/ckpt', 'cpu ms/ckpt prim/back', 'lat p50 unprot→prot', 'lat p99 unprot→prot', 'thr ratio', 'guest ratio', 'failover ms', 'lost'],
-        ...runs.map((r) => [r.run, heldCell(r), r.checkpointsPerSec, r.pauseMsP50, r.pauseMsP99, r.bytesPerCheckpoint, cpuCell(r), `${r.unprotected.latencyMsP50} → ${r.protected.latencyMsP50}`, `${r.unprotected.latencyMsP99} → ${r.protected.latencyMsP99}`, r.throughputRatio, r.guestProgressRatio, r.failoverMs, r.lostAckedWrites]),
+        ['run', 'held', 'ckpt/s', 'pause p50', 'pause p99', 'susp/capt p99', 'bytes/ckpt', 'cpu ms/ckpt prim/back', 'gc ms/s prim/back', 'lat p50 unprot→prot', 'lat p99 unprot→prot', 'thr ratio', 'guest ratio', 'failover ms', 'lost', 'load'],
+        ...runs.map((r) => [r.run, heldCell(r), r.checkpointsPerSec, r.pauseMsP50, r.pauseMsP99, `${r.pauseParts.suspendMsP99} / ${r.pauseParts.captureMsP99}`, r.bytesPerCheckpoint, cpuCell(r), r.gc ? `${r.gc.primary.protected.gcMsPerSec} / ${r.gc.backup.protected.gcMsPerSec}` : null, `${r.unprotected.latencyMsP50} → ${r.protected.latencyMsP50}`, `${r.unprotected.latencyMsP99} → ${r.protected.latencyMsP99}`, r.throughputRatio, r.guestProgressRatio, r.failoverMs, r.lostAckedWrites, r.loadAvg1m]),
       ]),
   );
   const find = (name: string) => runs.find((r) => r.run === name);

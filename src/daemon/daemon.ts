@@ -26,6 +26,7 @@ import { DomainRecords } from './records.js';
 import { protectOptionsFromHa } from './resolve.js';
 import { DomainLifecycle } from './lifecycle.js';
 import type { DaemonStatusJson } from './status-types.js';
+import { gcStats, watchGc, type GcStats } from './gc-stats.js';
 
 export interface DaemonOptions {
   backend: HypervisorBackend;
@@ -179,6 +180,7 @@ export class Daemon {
     // a key that others can read, or that does not parse, stops the daemon here
     const peers = this.o.keys.checkAll();
     this.watchdog.check();
+    watchGc();
     fs.mkdirSync(this.o.stateDir, { recursive: true });
     fs.mkdirSync(path.dirname(this.o.controlPath), { recursive: true });
     await this.listenControl();
@@ -591,7 +593,7 @@ export function admitHello(peer: PeerEntry, helloHost: string, domain: string): 
  * libuv thread pool (UV_THREADPOOL_SIZE as the process started with it: the xl-ha command sets
  * it before the pool starts, see src/cli/xl-ha.cts; node's default is 4).
  */
-export function daemonStatus(): { pid: number; uptimeSecs: number; threadPool: number; rssMiB: number; maxRssMiB: number; heapUsedMiB: number; externalMiB: number } {
+export function daemonStatus(): { pid: number; uptimeSecs: number; threadPool: number; rssMiB: number; maxRssMiB: number; heapUsedMiB: number; externalMiB: number; gc?: GcStats } {
   const m = process.memoryUsage();
   const mib = (b: number) => Math.round((b / 1048576) * 10) / 10;
   return {
@@ -602,6 +604,7 @@ export function daemonStatus(): { pid: number; uptimeSecs: number; threadPool: n
     maxRssMiB: mib(process.resourceUsage().maxRSS * 1024), // maxRSS is in KiB
     heapUsedMiB: mib(m.heapUsed),
     externalMiB: mib(m.external),
+    ...(gcStats() ? { gc: gcStats()! } : {}),
   };
 }
 

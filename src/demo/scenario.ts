@@ -19,7 +19,7 @@ import { Samples, round } from '../util/samples.js';
 import { SimHostProcess, freePort, hostCpu, kvCfg, pairSimHosts, type HostCpuMs } from './hosts.js';
 import { DEFAULT_COLO_MAX_INTERVAL_MS, DEFAULT_KEMARI_MIN_GAP_MS } from '../config/domain.js';
 import type { SimGuestCounters } from '../backend/sim/host.js';
-import type { ProtectionStatusJson, ReplicaStatusJson } from '../daemon/status-types.js';
+import type { DaemonStatusJson, ProtectionStatusJson, ReplicaStatusJson } from '../daemon/status-types.js';
 
 export interface ScenarioOptions {
   /** Replication mode (default remus). */
@@ -107,27 +107,52 @@ export interface ScenarioResult extends DomainResult {
   protection: { held: boolean; failures: string[] };
   /** Both hosts' CPU in each window (null off Linux). */
   cpu: { primary: { unprotected: HostCpuRates; protected: HostCpuRates }; backup: { unprotected: HostCpuRates; protected: HostCpuRates } } | null;
+  /** Both hosts' garbage collection in each window (the daemons' main threads). */
+  gc: { primary: { unprotected: GcRates; protected: GcRates }; backup: { unprotected: GcRates; protected: GcRates } } | null;
   /** The protected window's length, s. */
   protectedSecs: number;
   dir: string;
 }
 
-/** What both hosts say at one instant: CPU, guests, protections. */
+type Gc = NonNullable<NonNullable<DaemonStatusJson['daemon']>['gc']>;
+
+/** What both hosts say at one instant: CPU, garbage collection, guests, protections. */
 interface Probe {
   at: number;
   cpu: { primary: HostCpuMs | null; backup: HostCpuMs | null };
+  gc: { primary: Gc | null; backup: Gc | null };
   guests: Map<string, SimGuestCounters>;
   protections: Map<string, ProtectionStatusJson>;
 }
 
-async function probe(primary: SimHostProcess, backup: SimHostProcess, withStatus: boolean): Promise<Probe> {
+async function probe(primary: SimHostProcess, backup: SimHostProcess): Promise<Probe> {
   const at = performance.now();
   const cpu = { primary: hostCpu(primary.proc.pid!), backup: hostCpu(backup.proc.pid!) };
-  const [g, st] = await Promise.all([
+  const [g, ps, bs] = await Promise.all([
     primary.request<{ guests: SimGuestCounters[] }>({ cmd: 'sim-guest' }),
-    withStatus ? primary.request<{ protections: ProtectionStatusJson[] }>({ cmd: 'status' }) : Promise.resolve({ protections: [] }),
+    primary.request<DaemonStatusJson>({ cmd: 'status' }),
+    backup.request<DaemonStatusJson>({ cmd: 'status' }),
   ]);
-  return { at, cpu, guests: new Map(g.guests.map((x) => [x.name, x])), protections: new Map(st.protections.map((p) => [p.domain, p])) };
+  return {
+    at,
+    cpu,
+    gc: { primary: ps.daemon?.gc ?? null, backup: bs.daemon?.gc ?? null },
+    guests: new Map(g.guests.map((x) => [x.name, x])),
+    protections: new Map(ps.protections.map((p) => [p.domain, p])),
+  };
+}
+
+/** A host's garbage collections in a window: ms of them per second, how many per second, the longest since start. */
+export interface GcRates {
+  gcMsPerSec: number;
+  scavengesPerSec: number;
+  fullGcsPerSec: number;
+  maxMs: number;
+}
+
+function gcRates(a: Gc | null, b: Gc | null, secs: number): GcRates | null {
+  if (!a || !b) return null;
+  return { gcMsPerSec: round((b.minorMs + b.majorMs - a.minorMs - a.majorMs) / secs, 2), scavengesPerSec: round((b.minor - a.minor) / secs, 2), fullGcsPerSec: round((b.major - a.major) / secs, 2), maxMs: b.maxMs };
 }
 
 function cpuRates(a: HostCpuMs | null, b: HostCpuMs | null, secs: number): HostCpuRates | null {
@@ -193,9 +218,9 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
     let running = true;
     const loadsDone = Promise.all(loads.map((l) => l.run(() => !running)));
     await new Promise((r) => setTimeout(r, Math.min(1000, o.baselineMs / 3))); // warm-up
-    const u0 = await probe(primary, backup, false);
+    const u0 = await probe(primary, backup);
     const unprotected = await measure(loads, o.baselineMs);
-    const u1 = await probe(primary, backup, false);
+    const u1 = await probe(primary, backup);
     const uSecs = (u1.at - u0.at) / 1000;
     say(`unprotected: p50 ${unprotected[0]!.latencyMsP50} ms, p99 ${unprotected[0]!.latencyMsP99} ms, ${unprotected[0]!.requestsPerSec} req/s${n > 1 ? ' (first domain)' : ''}`);
 
@@ -233,9 +258,9 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
           : `remus: interval ${o.intervalMs} ms`;
     say(`protected${n > 1 ? ` (${n} domains)` : ''} by ${how}, heartbeat ${o.heartbeatMs} ms, failover timeout ${o.failoverTimeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 300));
-    const p0 = await probe(primary, backup, true);
+    const p0 = await probe(primary, backup);
     const prot = await measure(loads, o.protectedMs);
-    const p1 = await probe(primary, backup, true);
+    const p1 = await probe(primary, backup);
     const pSecs = (p1.at - p0.at) / 1000;
     const failures = names.flatMap((name) => protectionFailures(name, p0.protections.get(name), p1.protections.get(name)));
     const st0 = p1.protections.get(names[0]!);
@@ -295,6 +320,13 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
       const p = cpuRates(p0.cpu[h], p1.cpu[h], pSecs);
       return u && p ? { unprotected: u, protected: p } : null;
     };
+    const gcs = (h: 'primary' | 'backup') => {
+      const u = gcRates(u0.gc[h], u1.gc[h], uSecs);
+      const p = gcRates(p0.gc[h], p1.gc[h], pSecs);
+      return u && p ? { unprotected: u, protected: p } : null;
+    };
+    const gp = gcs('primary');
+    const gb = gcs('backup');
     const cp = rates('primary');
     const cb = rates('backup');
     if (failures.length) say(`PROTECTION DID NOT HOLD: ${failures.join('; ')}`);
@@ -304,6 +336,7 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
       failoverMs,
       protection: { held: failures.length === 0, failures },
       cpu: cp && cb ? { primary: cp, backup: cb } : null,
+      gc: gp && gb ? { primary: gp, backup: gb } : null,
       protectedSecs: round(pSecs, 2),
       dir,
     };
