@@ -395,9 +395,16 @@ async function scaleBench(): Promise<void> {
       log(`[${name}] skipped: ${why}`);
       return { x, skipped: why };
     }
-    const r = await run(name, { ...base, ...o });
-    runs.push(r);
-    return { x, run: r };
+    try {
+      const r = await run(name, { ...base, ...o });
+      runs.push(r);
+      return { x, run: r };
+    } catch (err) {
+      // a point that could not run here is reported with why, not dropped
+      const why = `the run failed: ${(err as Error).message.split('\n', 1)[0]}`;
+      log(`[${name}] ${why}\n${(err as Error).message}`);
+      return { x, skipped: why };
+    }
   };
   const series: { series: string; x: string; unit: string; points: ScalePoint[] }[] = [];
   const memory: ScalePoint[] = [];
@@ -447,7 +454,7 @@ async function scaleBench(): Promise<void> {
   for (const s of series) {
     const groups = s.points.map((p) => ({
       label: `${p.x} ${s.unit}`,
-      sub: 'skipped' in p ? 'skipped: not enough memory' : p.run.protectionHeld ? `${p.run.checkpointsPerSec} ckpt/s, ${round((p.run.bytesPerCheckpoint as number) / 1024, 0)} KiB/ckpt` : 'protection did not hold',
+      sub: 'skipped' in p ? (p.skipped.startsWith('needs') ? 'not run: not enough memory' : 'not run: failed') : p.run.protectionHeld ? `${p.run.checkpointsPerSec} ckpt/s, ${round((p.run.bytesPerCheckpoint as number) / 1024, 0)} KiB/ckpt` : 'protection did not hold',
       bars: 'run' in p && p.run.protectionHeld
         ? [
             { key: 'pause p50 (ms)', value: p.run.pauseMsP50 as number },
@@ -471,7 +478,7 @@ async function scaleBench(): Promise<void> {
         [s.x, 'held', 'ckpt/s', 'pause p50', 'pause p99', 'bytes/ckpt', 'pages/ckpt', 'cpu ms/ckpt prim/back', 'guest ratio', 'thr ratio', ...(s.series === 'domains' ? ['ckpt/s by domain'] : [])],
         ...s.points.map((p) =>
           'skipped' in p
-            ? [p.x, `skipped: ${p.skipped}`]
+            ? [p.x, `not run: ${p.skipped}`]
             : [p.x, heldCell(p.run), p.run.checkpointsPerSec, p.run.pauseMsP50, p.run.pauseMsP99, p.run.bytesPerCheckpoint, p.run.pagesPerCheckpoint, cpuCell(p.run), p.run.guestProgressRatio, p.run.throughputRatio, ...(s.series === 'domains' ? [(p.run.checkpointsPerSecByDomain ?? [p.run.checkpointsPerSec]).join(' ')] : [])],
         ),
       ]),
