@@ -141,6 +141,10 @@ interface RunSummary extends Withheld<Figures> {
   /** With several domains: each one's committed checkpoints per second. */
   checkpointsPerSecByDomain?: number[];
   lostAckedWrites: number;
+  /** The first few, when any: the key, what was acknowledged and what was read back. */
+  lostDetails?: string[];
+  /** Writes the guest applied and no client saw acknowledged (a request that went unanswered). */
+  appliedNotAcked: number;
   exactlyOnce: boolean;
   checkpointsTaken: number;
   outputsCompared: number | null;
@@ -207,6 +211,8 @@ async function run(name: string, o: Partial<ScenarioOptions> & { intervalMs: num
     gc: r.gc,
     ...(doms.length > 1 ? { checkpointsPerSecByDomain: doms.map((d) => d.checkpointsPerSec) } : {}),
     lostAckedWrites: doms.reduce((n, d) => n + d.lostAckedWrites, 0),
+    ...(doms.some((d) => d.lostAckedWrites) ? { lostDetails: doms.flatMap((d) => d.lostDetails).slice(0, 10) } : {}),
+    appliedNotAcked: doms.reduce((n, d) => n + d.writesAppliedByGuest - d.ackedWrites, 0),
     exactlyOnce: doms.every((d) => d.writesAppliedByGuest === d.ackedWrites),
     checkpointsTaken: Number(p.checkpointsTaken),
     outputsCompared: p.outputsCompared === undefined ? null : Number(p.outputsCompared),

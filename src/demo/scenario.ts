@@ -191,6 +191,9 @@ export function protectionFailures(name: string, a: ProtectionStatusJson | undef
   return out;
 }
 
+/** Checkpoints committed after the initial copy before the protected window opens. */
+const SETTLE_CHECKPOINTS = 10;
+
 export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
   const say = o.progress ?? (() => {});
   const n = o.domains ?? 1;
@@ -257,7 +260,14 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
           ? `colo: outputs compared, checkpoint on divergence or every ${o.maxIntervalMs ?? DEFAULT_COLO_MAX_INTERVAL_MS} ms`
           : `remus: interval ${o.intervalMs} ms`;
     say(`protected${n > 1 ? ` (${n} domains)` : ''} by ${how}, heartbeat ${o.heartbeatMs} ms, failover timeout ${o.failoverTimeoutMs} ms`);
+    // The first checkpoints after the initial copy carry what the guest dirtied during it (a
+    // 4 GiB guest's copy takes seconds): the window measures the steady state after them.
     await new Promise((r) => setTimeout(r, 300));
+    for (const deadline = performance.now() + 60000; performance.now() < deadline; ) {
+      const st = (await primary.request<{ protections: ProtectionStatusJson[] }>({ cmd: 'status' })).protections;
+      if (names.every((name) => (st.find((p) => p.domain === name)?.committed ?? 0) >= SETTLE_CHECKPOINTS)) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
     const p0 = await probe(primary, backup);
     const prot = await measure(loads, o.protectedMs);
     const p1 = await probe(primary, backup);
