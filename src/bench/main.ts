@@ -484,11 +484,13 @@ async function scaleBench(): Promise<void> {
         [s.x, 'held', 'ckpt/s', 'pause p50', 'pause p99', 'bytes/ckpt', 'pages/ckpt', 'cpu ms/ckpt prim/back', 'guest ratio', 'thr ratio', ...(s.series === 'domains' ? ['ckpt/s by domain'] : [])],
         ...s.points.map((p) =>
           'skipped' in p
-            ? [p.x, `not run: ${p.skipped}`]
+            ? [p.x, 'not run']
             : [p.x, heldCell(p.run), p.run.checkpointsPerSec, p.run.pauseMsP50, p.run.pauseMsP99, p.run.bytesPerCheckpoint, p.run.pagesPerCheckpoint, cpuCell(p.run), p.run.guestProgressRatio, p.run.throughputRatio, ...(s.series === 'domains' ? [(p.run.checkpointsPerSecByDomain ?? [p.run.checkpointsPerSec]).join(' ')] : [])],
         ),
       ]),
     );
+    for (const p of s.points) if ('skipped' in p) process.stdout.write(`  ${p.x} ${s.unit} not run: ${p.skipped}\n`);
+    for (const p of s.points) if ('run' in p && !p.run.protectionHeld) process.stdout.write(`  ${p.x} ${s.unit}: protection did not hold, its figures are not results: ${(p.run.protectionFailures ?? []).join('; ')}\n`);
   }
   const d = lines.find((l) => l.series === 'domains');
   if (d) process.stdout.write(`\ndomains target: each domain's checkpoint rate within 20% of a lone domain's (${String(d.loneCheckpointsPerSec)} ckpt/s); worst ratio: ${JSON.stringify(d.worstRatioToLone)}\n`);
