@@ -354,6 +354,9 @@ case $NODE in
     node_cmd=$NODE
     warn "node is $NODE, outside the system's default PATH: the wrapper runs that binary" ;;
 esac
+# The node options the daemon runs with: those on the entry's #! line, their one definition
+# (src/cli/xl-ha.cts says why each is there); the wrapper runs node itself, so it passes them.
+node_flags=$(sed -n '1s/^#!\/usr\/bin\/env -S node\( .*\)$/\1/p' "$SRC/dist/src/cli/xl-ha.cjs")
 # The wrapper's own ${...} are for it to expand, not this script.
 # shellcheck disable=SC2016
 {
@@ -369,7 +372,7 @@ esac
       printf 'export XLHA_SHIM\n'
     fi
   fi
-  printf 'exec %s %s/dist/src/cli/xl-ha.cjs "$@"\n' "$node_cmd" "$LIBDIR"
+  printf 'exec %s%s %s/dist/src/cli/xl-ha.cjs "$@"\n' "$node_cmd" "$node_flags" "$LIBDIR"
 } | gen 755 usr/sbin/xl-ha
 
 for h in vif-ha block-ha; do

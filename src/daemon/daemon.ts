@@ -26,6 +26,7 @@ import { DomainRecords } from './records.js';
 import { protectOptionsFromHa } from './resolve.js';
 import { DomainLifecycle } from './lifecycle.js';
 import type { DaemonStatusJson } from './status-types.js';
+import { gcStats, watchGc, type GcStats } from './gc-stats.js';
 
 export interface DaemonOptions {
   backend: HypervisorBackend;
@@ -179,6 +180,7 @@ export class Daemon {
     // a key that others can read, or that does not parse, stops the daemon here
     const peers = this.o.keys.checkAll();
     this.watchdog.check();
+    watchGc();
     fs.mkdirSync(this.o.stateDir, { recursive: true });
     fs.mkdirSync(path.dirname(this.o.controlPath), { recursive: true });
     await this.listenControl();
@@ -529,6 +531,12 @@ export class Daemon {
         const d = await be.findDomain(name);
         return { sha256: await sim.memoryDigest(d.domid) };
       }
+      case 'sim-guest': {
+        // Diagnostics, sim only (the bench's guest progress): the running guests' own counters.
+        const sim = be as unknown as { guestCounters?: () => unknown[] };
+        if (!sim.guestCounters) throw new Error(`sim-guest reads the sim backend's guests; this host runs ${be.kind}`);
+        return { guests: sim.guestCounters() };
+      }
       case 'sim-disk': {
         // Fault injection, sim only (the chaos campaign's disk-full, test/failover/disk-full.test.ts):
         // {full: true, leftBytes?} fills this host's disk, {full: false} gives it room again.
@@ -585,7 +593,7 @@ export function admitHello(peer: PeerEntry, helloHost: string, domain: string): 
  * libuv thread pool (UV_THREADPOOL_SIZE as the process started with it: the xl-ha command sets
  * it before the pool starts, see src/cli/xl-ha.cts; node's default is 4).
  */
-export function daemonStatus(): { pid: number; uptimeSecs: number; threadPool: number; rssMiB: number; maxRssMiB: number; heapUsedMiB: number; externalMiB: number } {
+export function daemonStatus(): { pid: number; uptimeSecs: number; threadPool: number; rssMiB: number; maxRssMiB: number; heapUsedMiB: number; externalMiB: number; gc?: GcStats } {
   const m = process.memoryUsage();
   const mib = (b: number) => Math.round((b / 1048576) * 10) / 10;
   return {
@@ -596,6 +604,7 @@ export function daemonStatus(): { pid: number; uptimeSecs: number; threadPool: n
     maxRssMiB: mib(process.resourceUsage().maxRSS * 1024), // maxRSS is in KiB
     heapUsedMiB: mib(m.heapUsed),
     externalMiB: mib(m.external),
+    ...(gcStats() ? { gc: gcStats()! } : {}),
   };
 }
 

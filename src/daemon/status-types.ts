@@ -143,6 +143,8 @@ export interface DaemonProcessJson {
   maxRssMiB?: number;
   heapUsedMiB?: number;
   externalMiB?: number;
+  /** The main thread's garbage collections since start (src/daemon/gc-stats.ts). */
+  gc?: { minor: number; minorMs: number; major: number; majorMs: number; maxMs: number };
 }
 
 /** `DaemonWatchdog.status()`. */

@@ -1,7 +1,8 @@
 /**
  * Starts simulated Xen hosts as separate OS processes (each one `xl-ha daemon` on the sim
  * backend), so that killing one is a real host failure. Used by the demo, the benchmark and
- * the multi-process tests.
+ * the multi-process tests. Each starts as the shipped `xl-ha` does (its entry, its node
+ * options), so that what they measure is the product as installed.
  */
 import fs from 'node:fs';
 import net from 'node:net';
@@ -10,14 +11,25 @@ import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import { controlRequest, type ControlRequest } from '../daemon/daemon.js';
 import { pairLocally, PeerKeys } from '../security/peers.js';
+import { VCPU_THREAD_NAME } from '../backend/sim/vcpu-ctl.js';
+
+/** The shipped `xl-ha` command (package.json `bin`, install.sh's wrapper). */
+export const XL_HA_ENTRY = fileURLToPath(new URL('../cli/xl-ha.cjs', import.meta.url));
+
+/** The CLI's ES module, run directly: commands whose start-up does not matter (tests of the CLI). */
+export const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
 
 /**
- * A young generation large enough that scavenges stay rare and short: they would otherwise
- * land inside guest pauses (measured: pause p99 4.6 ms → 1.1 ms at 10 ms epochs).
+ * The node options the shipped `xl-ha` starts with: those on its `#!/usr/bin/env -S node …`
+ * line, their one definition (src/cli/xl-ha.cts says why each is there; install.sh reads the
+ * same line for its wrapper). A `#!` line of another shape is an error rather than no options.
  */
-export const HOST_NODE_FLAGS = ['--max-semi-space-size=64'];
-
-export const CLI = fileURLToPath(new URL('../cli/main.js', import.meta.url));
+export function shippedNodeFlags(entry = XL_HA_ENTRY): string[] {
+  const first = fs.readFileSync(entry, 'utf8').split('\n', 1)[0]!;
+  const m = /^#!\/usr\/bin\/env(?: -S)? node((?: +\S+)*) *$/.exec(first);
+  if (!m) throw new Error(`${entry}: expected a first line "#!/usr/bin/env -S node [options]", got ${JSON.stringify(first)}`);
+  return m[1]!.split(' ').filter(Boolean);
+}
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -30,10 +42,49 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/** A host is started as the shipped command starts: its entry (thread pool) and its node options. */
 function spawnHost(args: string[], logPath: string, env: Record<string, string>) {
   const log = { file: logPath, append: true } as const;
-  return execa(process.execPath, [...HOST_NODE_FLAGS, CLI, ...args], { stdin: 'ignore', stdout: log, stderr: log, reject: false, cleanup: true, env });
+  return execa(process.execPath, [...shippedNodeFlags(), XL_HA_ENTRY, ...args], { stdin: 'ignore', stdout: log, stderr: log, reject: false, cleanup: true, env });
 }
+
+/** CPU time of a host process since it started, ms: all of it, and its vCPU threads' part. */
+export interface HostCpuMs {
+  totalMs: number;
+  /** The sim guests' vCPU threads (named {@link VCPU_THREAD_NAME}): the guest's work, not the host's. */
+  vcpuMs: number;
+}
+
+/**
+ * Reads a process's CPU time from /proc (Linux; null elsewhere or once it has gone). The total
+ * is the process's (threads that ended included); the vCPU threads are found by name.
+ */
+export function hostCpu(pid: number): HostCpuMs | null {
+  const ticksMs = 1000 / CLOCK_TICKS_PER_SEC;
+  const utimeStime = (stat: string) => {
+    // the fields after the command name, which is in parentheses and may hold spaces
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) * ticksMs; // utime, stime: fields 14 and 15
+  };
+  try {
+    const totalMs = utimeStime(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'));
+    let vcpuMs = 0;
+    for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+      try {
+        if (fs.readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim() !== VCPU_THREAD_NAME) continue;
+        vcpuMs += utimeStime(fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'));
+      } catch {
+        /* the thread ended meanwhile */
+      }
+    }
+    return { totalMs, vcpuMs };
+  } catch {
+    return null;
+  }
+}
+
+/** USER_HZ, the unit of /proc's CPU times: 100 on every Linux architecture node runs on. */
+const CLOCK_TICKS_PER_SEC = 100;
 
 export class SimHostProcess {
   readonly control: string;

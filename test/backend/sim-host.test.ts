@@ -142,6 +142,22 @@ t.test('a kv guest serves put, get and stat over a real socket', async (t) => {
   await b.ping();
 });
 
+t.test("the guest's own counters count the requests it consumed; its vCPU thread is named", async (t) => {
+  const mine = () => be.guestCounters().find((g) => g.domid === d.domid)!;
+  const conn = new KvConnection({ host: '127.0.0.1', port, retryMs: 2000 });
+  t.teardown(() => conn.close());
+  const c = new KvClient(conn, 21);
+  const before = mine();
+  t.equal(before.name, 'kv');
+  for (let i = 0; i < 5; i++) await c.put(`counted${i}`, 'v');
+  t.equal(mine().inputsHandled - before.inputsHandled, 5, 'one input per request');
+  t.equal(mine().dirtiedPages, 0, 'no background writer (sim_dirty_mibps 0)');
+  if (process.platform === 'linux') {
+    const names = fs.readdirSync('/proc/self/task').map((tid) => fs.readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim());
+    t.ok(names.includes('sim-vcpu'), 'a thread named sim-vcpu, which the bench leaves out of the host CPU');
+  }
+});
+
 t.test('a retried request is answered from the guest record and applied once', async (t) => {
   const c = await rawConn(t, port);
   const s0 = await stat(c, 70, 1);

@@ -14,6 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { execFile, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { shippedNodeFlags } from '../../src/demo/hosts.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const INSTALL = path.join(ROOT, 'install.sh');
@@ -223,7 +224,10 @@ t.test('install into a temporary prefix puts every file in its place, with its m
 
   // The prefix's own paths written into what runs.
   const wrapper = fs.readFileSync(path.join(P, 'usr/sbin/xl-ha'), 'utf8');
-  t.match(wrapper, new RegExp(`^exec \\S*node ${P}/usr/lib/xl-ha/dist/src/cli/xl-ha\\.cjs "\\$@"$`, 'm'));
+  // node with the entry's own options (its #! line), as the demo's and the bench's hosts start
+  const flags = shippedNodeFlags(path.join(SRC, 'dist/src/cli/xl-ha.cjs'));
+  t.ok(flags.includes('--max-semi-space-size=64'), `the entry's #! line carries the daemon's node options (${flags.join(' ')})`);
+  t.match(wrapper, new RegExp(`^exec \\S*node${flags.map((f) => ` ${f.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`).join('')} ${P}/usr/lib/xl-ha/dist/src/cli/xl-ha\\.cjs "\\$@"$`, 'm'));
   t.match(wrapper, `XLHA_CONF:=${P}/etc/xen/xl-ha.conf`);
   t.match(wrapper, `XLHA_SHIM:=${P}/usr/lib/xl-ha/libxlha.so`, 'the shim under the prefix is found');
   const unit = fs.readFileSync(path.join(P, 'etc/systemd/system/xl-ha.service'), 'utf8');

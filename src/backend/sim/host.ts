@@ -30,7 +30,7 @@ import {
   type VerifiedCheckpoint,
 } from '../types.js';
 import { GuestMemory, PAGE_SIZE } from './memory.js';
-import { KV_DISK_BYTES, KV_MIN_MEMORY_MIB, REG_COUNT, type Workload } from './guest.js';
+import { KV_DISK_BYTES, KV_MIN_MEMORY_MIB, REG, REG_COUNT, read64, type Workload } from './guest.js';
 import { Vcpu } from './vcpu.js';
 import { SimNic, type OutputGate } from './nic.js';
 import { armSimWatchdog } from './watchdog.js';
@@ -497,6 +497,16 @@ class SimReplica implements ReplicaDomain {
   }
 }
 
+/** What {@link SimBackend.guestCounters} says of one guest. */
+export interface SimGuestCounters {
+  domid: number;
+  name: string;
+  /** Input packets (kv requests) the guest consumed. */
+  inputsHandled: number;
+  /** Page writes of its background writer (`sim_dirty_mibps`); a paused guest does not catch up. */
+  dirtiedPages: number;
+}
+
 export class SimBackend implements HypervisorBackend {
   readonly kind = 'sim' as const;
   readonly features = SIM_FEATURES;
@@ -682,6 +692,17 @@ export class SimBackend implements HypervisorBackend {
   /** The output gate of a running domain's NIC, or null when it has none (tests: its own log). */
   outputGate(domid: number): OutputGate | null {
     return this.domains.get(domid)?.nic?.gate ?? null;
+  }
+
+  /**
+   * The running guests' own counters, from their vCPU registers: the work each did since it
+   * booted (the bench's guest progress; diagnostics). Replicas are left out: their registers
+   * are the primary's, as of the last checkpoint.
+   */
+  guestCounters(): SimGuestCounters[] {
+    return [...this.domains.values()]
+      .filter((d) => d.state !== 'shutdown')
+      .map((d) => ({ domid: d.domid, name: d.cfg.name, inputsHandled: read64(d.vcpu.regs, REG.RX_HANDLED_LO), dirtiedPages: read64(d.vcpu.regs, REG.DIRTIED_LO) }));
   }
 
   /** sha256 of a domain's memory as it stands (tests, diagnostics). */

@@ -20,7 +20,7 @@ export class GuestMemory {
   readonly dirtyWords: Int32Array;
 
   constructor(readonly shared: GuestMemoryShared) {
-    this.pages = shared.mem.byteLength >>> PAGE_SHIFT;
+    this.pages = Math.floor(shared.mem.byteLength / PAGE_SIZE); // not >>>: a 4 GiB guest has 2^32 bytes
     this.bytes = new Uint8Array(shared.mem);
     this.dirtyWords = new Int32Array(shared.dirty);
   }

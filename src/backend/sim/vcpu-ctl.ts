@@ -6,3 +6,5 @@ export const CTL = {
   RX_GEN: 2,
 } as const;
 export const RUN = { RUNNING: 0, PAUSE_REQ: 1, PAUSED: 2, STOP: 3, STOPPED: 4 } as const;
+/** The name of a vCPU's thread (its comm, at most 15 characters). */
+export const VCPU_THREAD_NAME = 'sim-vcpu';

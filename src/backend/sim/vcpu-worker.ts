@@ -4,10 +4,11 @@
  * two batches of page writes), like a VMEXIT: the host raises PAUSE_REQ, the vCPU answers
  * PAUSED and sleeps until the host sets RUNNING again.
  */
+import fs from 'node:fs';
 import { parentPort, receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
 import { GuestMemory, type GuestMemoryShared } from './memory.js';
 import { Dirtier, KV_END, KvGuest, REG, add64, tick, type Workload } from './guest.js';
-import { CTL, RUN } from './vcpu-ctl.js';
+import { CTL, RUN, VCPU_THREAD_NAME } from './vcpu-ctl.js';
 
 interface VcpuInit {
   shared: GuestMemoryShared;
@@ -27,6 +28,14 @@ const init = workerData as VcpuInit;
 const ctl = new Int32Array(init.ctl);
 const regs = new Int32Array(init.regs);
 const mem = new GuestMemory(init.shared);
+
+// The thread's name: what the host's CPU time spent running the guest is told apart by
+// (/proc/<pid>/task/*/comm; src/demo/hosts.ts hostCpu). Linux only; elsewhere it keeps node's.
+try {
+  fs.writeFileSync('/proc/thread-self/comm', VCPU_THREAD_NAME);
+} catch {
+  /* not Linux */
+}
 
 // A standby vCPU (a replica on the backup) is parked before the guest boots: memory and
 // registers are filled by checkpoints meanwhile, and activation lets it run.
