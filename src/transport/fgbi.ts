@@ -1,0 +1,524 @@
+/**
+ * Fine-grained block identification (FGBI, OPODIS'11): for each dirty page, only the blocks
+ * (default 64 bytes) that differ from the copy the backup holds go on the wire.
+ *
+ * The transform works on the Xen stream's records, so it is the same for every backend and
+ * mode: the encoder (primary) replaces each libxc PAGE_DATA record by one FGBI_PAGE_DATA record
+ * (docs/protocol.md §5.7) and passes every other record through; the decoder (backup) turns each
+ * FGBI_PAGE_DATA back into the PAGE_DATA record it came from, with whole pages, so what the
+ * replica (or libxc) gets is an ordinary migration stream.
+ *
+ * Both ends keep a shadow: for some pfns, the page as the backup holds it. The invariant is
+ * that the primary's shadow after encoding checkpoint N equals the backup's after committing N.
+ * - The encoder updates its shadow as it encodes (checkpoints are encoded in epoch order).
+ * - The decoder builds an overlay per checkpoint and folds it into its shadow only at commit
+ *   (`DecodedCheckpoint.commit`, after the replica applied it); a rejected checkpoint leaves it
+ *   untouched.
+ * - A rejected checkpoint makes the backup wait for a FULL one; the primary starts every FULL
+ *   checkpoint with `startFull()` (empty shadow), and the backup decodes a FULL checkpoint with
+ *   no shadow at all. So a rejection costs the two shadows nothing but their content.
+ * - Which pages have a shadow is decided by the encoder alone and carried by each entry's
+ *   encoding (PAGE_KEEP keeps one, PAGE drops it): the backup follows, and checks the bound.
+ * Details and the bound: docs/transfer.md.
+ */
+import { FRAME_HEADER_BYTES, paddedLength, ProtocolError } from './framing.js';
+import { MAX_PAGES_PER_RECORD, PAGE_SIZE, pageTypeHasData, XC_REC, isValidPageType } from './xen-records.js';
+
+/** libxc-level record type of xl-ha's own (not Xen's): "XLH" 0x60. Mandatory (bit 31 clear): libxc alone must refuse it. */
+export const XC_REC_FGBI_PAGE_DATA = 0x584c4860;
+
+/** How an entry's page is carried. */
+export const FGBI_ENC = {
+  /** 4096 bytes; the page becomes the pfn's shadow on both sides. */
+  PAGE_KEEP: 0,
+  /** 4096 bytes; no shadow is kept for the pfn (any is dropped). */
+  PAGE: 1,
+  /** The changed blocks against the pfn's shadow, which is updated. */
+  DELTA: 2,
+  /** A page type that carries no data (BROKEN, XALLOC, XTAB): no bytes; any shadow is dropped. */
+  NODATA: 3,
+} as const;
+
+export const FGBI_BLOCK_BYTES = { min: 16, max: 2048, default: 64 } as const;
+/** Default bound of each side's shadow (`ha_fgbi_shadow_mib`). */
+export const FGBI_DEFAULT_SHADOW_MIB = 64;
+/**
+ * A page that changed whole loses its shadow, and its next this many dirty copies go whole
+ * without one being taken (a page rewritten each epoch would otherwise be copied into the shadow
+ * every other epoch for nothing).
+ */
+export const FGBI_WHOLE_COOLDOWN = 16;
+
+/** Stream headers before the first record (libxl header 16, LIBXC_CONTEXT 8, image header 24, domain header 16). */
+export const STREAM_HEADER_BYTES = 64;
+
+const ENTRY_BYTES = 16;
+const HEAD_BYTES = 8;
+
+export interface FgbiParams {
+  /** Block size, a power of two from 16 to 2048. */
+  blockBytes: number;
+  /** The most page bytes each side's shadow holds. */
+  shadowCapBytes: number;
+}
+
+export function isValidBlockBytes(n: number): boolean {
+  return Number.isInteger(n) && n >= FGBI_BLOCK_BYTES.min && n <= FGBI_BLOCK_BYTES.max && (n & (n - 1)) === 0;
+}
+
+// ---------------------------------------------------------------------------
+// Shadow storage
+// ---------------------------------------------------------------------------
+
+const SLAB_PAGES = 64;
+
+/** Copies of pages by pfn, in slabs of 64 pages with a free list (no allocation per page). */
+export class PageStore {
+  private readonly slabs: Buffer[] = [];
+  private readonly free: number[] = [];
+  private readonly slot = new Map<number, number>();
+
+  get pages(): number {
+    return this.slot.size;
+  }
+  /** Page bytes held. */
+  get bytes(): number {
+    return this.slot.size * PAGE_SIZE;
+  }
+  /** Memory taken, free slots included. */
+  get allocatedBytes(): number {
+    return this.slabs.length * SLAB_PAGES * PAGE_SIZE;
+  }
+
+  has(pfn: number): boolean {
+    return this.slot.has(pfn);
+  }
+
+  /** The stored page (a view of the store's memory: it changes with the next put of that pfn). */
+  get(pfn: number): Buffer | undefined {
+    const s = this.slot.get(pfn);
+    return s === undefined ? undefined : this.view(s);
+  }
+
+  put(pfn: number, page: Uint8Array): void {
+    let s = this.slot.get(pfn);
+    if (s === undefined) {
+      s = this.free.pop();
+      if (s === undefined) {
+        const base = this.slabs.length * SLAB_PAGES;
+        this.slabs.push(Buffer.allocUnsafeSlow(SLAB_PAGES * PAGE_SIZE));
+        for (let i = SLAB_PAGES - 1; i > 0; i--) this.free.push(base + i);
+        s = base;
+      }
+      this.slot.set(pfn, s);
+    }
+    this.view(s).set(page);
+  }
+
+  delete(pfn: number): void {
+    const s = this.slot.get(pfn);
+    if (s === undefined) return;
+    this.slot.delete(pfn);
+    this.free.push(s);
+  }
+
+  /** Drops every page and gives the memory back. */
+  clear(): void {
+    this.slot.clear();
+    this.free.length = 0;
+    this.slabs.length = 0;
+  }
+
+  private view(s: number): Buffer {
+    const slab = this.slabs[(s / SLAB_PAGES) | 0]!;
+    const o = (s % SLAB_PAGES) * PAGE_SIZE;
+    return slab.subarray(o, o + PAGE_SIZE);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Splitting bytes into whole records
+// ---------------------------------------------------------------------------
+
+/**
+ * Cuts a byte stream into whole items: first `headerBytes` of stream headers (one item), then
+ * records (header, body, padding). An item is a view into the part it lies in; one that spans
+ * two parts is joined (alone). Bytes of an unfinished item wait for the next part.
+ */
+export class RecordSplitter {
+  private carry: Buffer[] = [];
+  private carryLen = 0;
+
+  constructor(private headerLeft = 0) {}
+
+  /** Bytes of an unfinished item. */
+  get pending(): number {
+    return this.carryLen;
+  }
+
+  push(part: Buffer, out: (item: Buffer, isHeader: boolean) => void): void {
+    let off = 0;
+    if (this.carryLen > 0) {
+      const size = this.sizeWith(part);
+      if (size === undefined || this.carryLen + part.length < size) {
+        this.carry.push(Buffer.from(part));
+        this.carryLen += part.length;
+        return;
+      }
+      off = size - this.carryLen;
+      const item = Buffer.concat([...this.carry, part.subarray(0, off)], size);
+      this.carry = [];
+      this.carryLen = 0;
+      this.emit(item, out);
+    }
+    for (;;) {
+      const left = part.length - off;
+      if (left === 0) return;
+      let size: number;
+      if (this.headerLeft > 0) size = this.headerLeft;
+      else if (left < FRAME_HEADER_BYTES) break;
+      else size = FRAME_HEADER_BYTES + paddedLength(part.readUInt32LE(off + 4));
+      if (left < size) break;
+      this.emit(part.subarray(off, off + size), out);
+      off += size;
+    }
+    this.carry = [Buffer.from(part.subarray(off))];
+    this.carryLen = part.length - off;
+  }
+
+  private emit(item: Buffer, out: (item: Buffer, isHeader: boolean) => void): void {
+    const header = this.headerLeft > 0;
+    this.headerLeft = 0;
+    out(item, header);
+  }
+
+  /** Size of the item the carried bytes begin, once 8 bytes of it are known (with `next`). */
+  private sizeWith(next: Buffer): number | undefined {
+    if (this.headerLeft > 0) return this.headerLeft;
+    if (this.carryLen + next.length < FRAME_HEADER_BYTES) return undefined;
+    const head = Buffer.concat([...this.carry, next.subarray(0, FRAME_HEADER_BYTES)]).subarray(0, FRAME_HEADER_BYTES);
+    return FRAME_HEADER_BYTES + paddedLength(head.readUInt32LE(4));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Encoder (primary)
+// ---------------------------------------------------------------------------
+
+export interface FgbiStats {
+  /** Data pages seen in PAGE_DATA records. */
+  pages: number;
+  /** Of those, sent as changed blocks. */
+  deltaPages: number;
+  /** Sent whole after changing (nearly) whole against their shadow. */
+  wholePages: number;
+  /** Sent whole and kept as a shadow. */
+  keptPages: number;
+  /** Sent whole without a shadow because the shadow was at its bound. */
+  capRefusals: number;
+  blocks: number;
+  /** PAGE_DATA bytes in, FGBI_PAGE_DATA bytes out. */
+  bytesIn: number;
+  bytesOut: number;
+}
+
+const newStats = (): FgbiStats => ({ pages: 0, deltaPages: 0, wholePages: 0, keptPages: 0, capRefusals: 0, blocks: 0, bytesIn: 0, bytesOut: 0 });
+
+export class FgbiEncoder {
+  readonly shadow = new PageStore();
+  readonly stats = newStats();
+  private readonly cooldown = new Map<number, number>();
+  private readonly splitter = new RecordSplitter(STREAM_HEADER_BYTES);
+  private readonly blockShift: number;
+  private readonly blocksPerPage: number;
+  private readonly changed: Uint16Array;
+
+  constructor(readonly params: FgbiParams) {
+    if (!isValidBlockBytes(params.blockBytes)) throw new RangeError(`fgbi block size ${params.blockBytes} is not a power of two from ${FGBI_BLOCK_BYTES.min} to ${FGBI_BLOCK_BYTES.max}`);
+    this.blockShift = Math.log2(params.blockBytes);
+    this.blocksPerPage = PAGE_SIZE >>> this.blockShift;
+    this.changed = new Uint16Array(this.blocksPerPage);
+  }
+
+  /** A FULL checkpoint begins: the backup will decode it with no shadow, and so must we. */
+  startFull(): void {
+    this.shadow.clear();
+    this.cooldown.clear();
+  }
+
+  /** One XEN_STREAM body (records in stream order, the first one starting with the stream headers). */
+  encode(body: Buffer | readonly Buffer[]): Buffer[] {
+    const out: Buffer[] = [];
+    const emit = (item: Buffer, isHeader: boolean) => {
+      if (!isHeader && item.readUInt32LE(0) === XC_REC.PAGE_DATA) out.push(this.encodePageData(item));
+      else out.push(item);
+    };
+    if (Buffer.isBuffer(body)) this.splitter.push(body, emit);
+    else for (const p of body as readonly Buffer[]) this.splitter.push(p, emit);
+    return out;
+  }
+
+  /** One PAGE_DATA record (header, body, padding) as an FGBI_PAGE_DATA record. */
+  private encodePageData(rec: Buffer): Buffer {
+    const count = rec.readUInt32LE(8);
+    const B = this.params.blockBytes;
+    const bpp = this.blocksPerPage;
+    const encs = new Uint8Array(count);
+    const idx: (Uint16Array | null)[] = new Array(count).fill(null);
+    let dataBytes = 0;
+    let d = FRAME_HEADER_BYTES + 8 + 8 * count; // first page's offset in the record
+    for (let i = 0; i < count; i++) {
+      const at = FRAME_HEADER_BYTES + 8 + 8 * i;
+      const pfn = rec.readUInt32LE(at) + (rec.readUInt32LE(at + 4) & 0xfffff) * 2 ** 32;
+      const type = rec.readUInt32LE(at + 4) >>> 28;
+      if (!pageTypeHasData(type)) {
+        encs[i] = FGBI_ENC.NODATA;
+        this.shadow.delete(pfn);
+        continue;
+      }
+      const page = rec.subarray(d, d + PAGE_SIZE);
+      d += PAGE_SIZE;
+      this.stats.pages++;
+      const base = this.shadow.get(pfn);
+      if (base) {
+        let k = 0;
+        for (let b = 0, o = 0; b < bpp; b++, o += B) if (page.compare(base, o, o + B, o, o + B) !== 0) this.changed[k++] = b;
+        const deltaBytes = paddedLength(2 * k) + k * B;
+        if (k === bpp || deltaBytes >= PAGE_SIZE) {
+          encs[i] = FGBI_ENC.PAGE;
+          this.shadow.delete(pfn);
+          this.cooldown.set(pfn, FGBI_WHOLE_COOLDOWN);
+          this.stats.wholePages++;
+          dataBytes += PAGE_SIZE;
+        } else {
+          encs[i] = FGBI_ENC.DELTA;
+          idx[i] = this.changed.slice(0, k);
+          base.set(page);
+          this.stats.deltaPages++;
+          this.stats.blocks += k;
+          dataBytes += deltaBytes;
+        }
+        continue;
+      }
+      const cool = this.cooldown.get(pfn);
+      if (cool !== undefined) {
+        if (cool <= 1) this.cooldown.delete(pfn);
+        else this.cooldown.set(pfn, cool - 1);
+        encs[i] = FGBI_ENC.PAGE;
+      } else if (this.shadow.bytes + PAGE_SIZE <= this.params.shadowCapBytes) {
+        encs[i] = FGBI_ENC.PAGE_KEEP;
+        this.shadow.put(pfn, page);
+        this.stats.keptPages++;
+      } else {
+        encs[i] = FGBI_ENC.PAGE;
+        this.stats.capRefusals++;
+      }
+      dataBytes += PAGE_SIZE;
+    }
+    const bodyLen = HEAD_BYTES + ENTRY_BYTES * count + dataBytes;
+    const outRec = Buffer.allocUnsafe(FRAME_HEADER_BYTES + paddedLength(bodyLen));
+    outRec.writeUInt32LE(XC_REC_FGBI_PAGE_DATA, 0);
+    outRec.writeUInt32LE(bodyLen, 4);
+    outRec.writeUInt32LE(count, 8);
+    outRec.writeUInt32LE(this.blockShift, 12); // blockShift u8, reserved 3 bytes (0)
+    let w = FRAME_HEADER_BYTES + HEAD_BYTES + ENTRY_BYTES * count;
+    d = FRAME_HEADER_BYTES + 8 + 8 * count;
+    for (let i = 0; i < count; i++) {
+      const e = FRAME_HEADER_BYTES + HEAD_BYTES + ENTRY_BYTES * i;
+      rec.copy(outRec, e, FRAME_HEADER_BYTES + 8 + 8 * i, FRAME_HEADER_BYTES + 16 + 8 * i);
+      const enc = encs[i]!;
+      const ix = idx[i];
+      outRec.writeUInt32LE(enc | ((ix ? ix.length : 0) << 16), e + 8);
+      outRec.writeUInt32LE(0, e + 12);
+      if (enc === FGBI_ENC.NODATA) continue;
+      if (enc !== FGBI_ENC.DELTA) {
+        rec.copy(outRec, w, d, d + PAGE_SIZE);
+        w += PAGE_SIZE;
+      } else {
+        const k = ix!.length;
+        for (let j = 0; j < k; j++) outRec.writeUInt16LE(ix![j]!, w + 2 * j);
+        const padded = paddedLength(2 * k);
+        outRec.fill(0, w + 2 * k, w + padded);
+        w += padded;
+        for (let j = 0; j < k; j++) {
+          const o = d + (ix![j]! << this.blockShift);
+          rec.copy(outRec, w, o, o + B);
+          w += B;
+        }
+      }
+      d += PAGE_SIZE;
+    }
+    outRec.fill(0, w);
+    this.stats.bytesIn += rec.length;
+    this.stats.bytesOut += outRec.length;
+    return outRec;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Decoder (backup)
+// ---------------------------------------------------------------------------
+
+/** A checkpoint's stream with whole pages again; its shadow changes wait for `commit`. */
+export interface DecodedCheckpoint {
+  /** Xen stream bytes (PAGE_DATA records with whole pages), in order. */
+  parts: Buffer[];
+  /** The checkpoint was applied: the shadow takes its pages (copies them: `parts` may go). */
+  commit(): void;
+}
+
+interface OverlayEntry {
+  /** The page as this checkpoint leaves it; null: no data. */
+  page: Buffer | null;
+  /** Whether it is the pfn's shadow afterwards. */
+  keep: boolean;
+}
+
+const bad = (code: 'ETRUNC' | 'EBADLEN' | 'EBADVALUE' | 'EBADSEQ', msg: string): never => {
+  throw new ProtocolError(code, `fgbi: ${msg}`);
+};
+
+export class FgbiDecoder {
+  readonly shadow = new PageStore();
+  private streamStarted = false;
+  private readonly blockShift: number;
+
+  constructor(readonly params: FgbiParams) {
+    if (!isValidBlockBytes(params.blockBytes)) throw new RangeError(`fgbi block size ${params.blockBytes} is not a power of two from ${FGBI_BLOCK_BYTES.min} to ${FGBI_BLOCK_BYTES.max}`);
+    this.blockShift = Math.log2(params.blockBytes);
+  }
+
+  /**
+   * The XEN_STREAM bodies of one sealed checkpoint, as they arrived. `full`: the seal's FULL
+   * flag (the checkpoint stands alone: no shadow is used). Throws a ProtocolError naming the
+   * record, the entry, the field and the value; the shadow is then unchanged.
+   */
+  decode(parts: readonly Buffer[], full: boolean): DecodedCheckpoint {
+    const overlay = new Map<number, OverlayEntry>();
+    let shadowPages = full ? 0 : this.shadow.pages;
+    const out: Buffer[] = [];
+    const first = !this.streamStarted;
+    const splitter = new RecordSplitter(first ? STREAM_HEADER_BYTES : 0);
+    let recNo = 0;
+    const emit = (item: Buffer, isHeader: boolean) => {
+      if (isHeader) return void out.push(item);
+      const type = item.readUInt32LE(0);
+      if (type === XC_REC.PAGE_DATA) bad('EBADSEQ', `record ${recNo}: a PAGE_DATA record in an fgbi stream (the primary sends pages in FGBI_PAGE_DATA records only)`);
+      if (type === XC_REC_FGBI_PAGE_DATA) {
+        const decoded = this.decodeRecord(item, recNo, full, overlay, shadowPages);
+        shadowPages = decoded.shadowPages;
+        out.push(decoded.rec);
+      } else out.push(item);
+      recNo++;
+    };
+    for (const p of parts) splitter.push(p, emit);
+    if (splitter.pending > 0) bad('ETRUNC', `the checkpoint ends inside a record (${splitter.pending} bytes of it)`);
+    return {
+      parts: out,
+      commit: () => {
+        if (full) this.shadow.clear();
+        for (const [pfn, e] of overlay) {
+          if (e.keep) this.shadow.put(pfn, e.page!);
+          else this.shadow.delete(pfn);
+        }
+        if (first) this.streamStarted = true;
+      },
+    };
+  }
+
+  private decodeRecord(rec: Buffer, recNo: number, full: boolean, overlay: Map<number, OverlayEntry>, shadowPages: number): { rec: Buffer; shadowPages: number } {
+    const where = `FGBI_PAGE_DATA record ${recNo}`;
+    const length = rec.readUInt32LE(4);
+    if (length < HEAD_BYTES) bad('ETRUNC', `${where}: length ${length} is shorter than its ${HEAD_BYTES}-byte head`);
+    const count = rec.readUInt32LE(8);
+    if (count < 1 || count > MAX_PAGES_PER_RECORD) bad('EBADVALUE', `${where}: count ${count} is not from 1 to ${MAX_PAGES_PER_RECORD}`);
+    const shift = rec.readUInt8(12);
+    if (shift !== this.blockShift) bad('EBADVALUE', `${where}: blockShift ${shift} (${2 ** shift}-byte blocks) is not the ${this.params.blockBytes}-byte blocks agreed in HELLO (blockShift ${this.blockShift})`);
+    if (rec.readUIntLE(13, 3) !== 0) bad('EBADVALUE', `${where}: reserved bytes 5..7 are ${rec.readUIntLE(13, 3)}, expected 0`);
+    const end = FRAME_HEADER_BYTES + length;
+    const table = FRAME_HEADER_BYTES + HEAD_BYTES;
+    if (table + ENTRY_BYTES * count > end) bad('ETRUNC', `${where}: ${count} entries need ${HEAD_BYTES + ENTRY_BYTES * count} bytes, the record has ${length}`);
+    const B = this.params.blockBytes;
+    const bpp = PAGE_SIZE >>> this.blockShift;
+    // Pass 1: check every entry and find how many data pages the PAGE_DATA will carry.
+    let r = table + ENTRY_BYTES * count;
+    let dataPages = 0;
+    for (let i = 0; i < count; i++) {
+      const e = table + ENTRY_BYTES * i;
+      const type = rec.readUInt32LE(e + 4) >>> 28;
+      const pfn = rec.readUInt32LE(e) + (rec.readUInt32LE(e + 4) & 0xfffff) * 2 ** 32;
+      const enc = rec.readUInt16LE(e + 8);
+      const blocks = rec.readUInt16LE(e + 10);
+      const at = `${where} entry ${i} (pfn ${pfn})`;
+      if (!isValidPageType(type)) bad('EBADVALUE', `${at}: page type 0x${type.toString(16)} is invalid`);
+      if (rec.readUInt32LE(e + 12) !== 0) bad('EBADVALUE', `${at}: reserved field is ${rec.readUInt32LE(e + 12)}, expected 0`);
+      const hasData = pageTypeHasData(type);
+      if (enc > FGBI_ENC.NODATA) bad('EBADVALUE', `${at}: encoding ${enc} is unknown (expected 0 PAGE_KEEP, 1 PAGE, 2 DELTA or 3 NODATA)`);
+      if ((enc === FGBI_ENC.NODATA) === hasData) bad('EBADVALUE', `${at}: encoding ${enc} does not fit page type 0x${type.toString(16)} (${hasData ? 'a type with data takes 0, 1 or 2' : 'a type without data takes 3 NODATA'})`);
+      if (enc !== FGBI_ENC.DELTA && blocks !== 0) bad('EBADVALUE', `${at}: blocks ${blocks} with encoding ${enc}, expected 0 (only DELTA has blocks)`);
+      if (hasData) dataPages++;
+      let size = 0;
+      if (enc === FGBI_ENC.PAGE_KEEP || enc === FGBI_ENC.PAGE) size = PAGE_SIZE;
+      else if (enc === FGBI_ENC.DELTA) {
+        if (blocks > bpp) bad('EBADVALUE', `${at}: blocks ${blocks} is more than the ${bpp} blocks of a page`);
+        size = paddedLength(2 * blocks) + blocks * B;
+      }
+      if (r + size > end) bad('ETRUNC', `${at}: its data (${size} bytes) runs past the record's end (length ${length})`);
+      r += size;
+    }
+    if (r !== end) bad('EBADLEN', `${where}: length ${length}, but its ${count} entries and their data take ${r - FRAME_HEADER_BYTES} bytes`);
+    // Pass 2: rebuild the PAGE_DATA record.
+    const pdLen = 8 + 8 * count + PAGE_SIZE * dataPages;
+    const pd = Buffer.allocUnsafe(FRAME_HEADER_BYTES + pdLen);
+    pd.writeUInt32LE(XC_REC.PAGE_DATA, 0);
+    pd.writeUInt32LE(pdLen, 4);
+    pd.writeUInt32LE(count, 8);
+    pd.writeUInt32LE(0, 12);
+    r = table + ENTRY_BYTES * count;
+    let w = FRAME_HEADER_BYTES + 8 + 8 * count;
+    for (let i = 0; i < count; i++) {
+      const e = table + ENTRY_BYTES * i;
+      rec.copy(pd, FRAME_HEADER_BYTES + 8 + 8 * i, e, e + 8);
+      const pfn = rec.readUInt32LE(e) + (rec.readUInt32LE(e + 4) & 0xfffff) * 2 ** 32;
+      const enc = rec.readUInt16LE(e + 8);
+      const blocks = rec.readUInt16LE(e + 10);
+      const at = `${where} entry ${i} (pfn ${pfn})`;
+      const prev = overlay.get(pfn);
+      const hadShadow = prev ? prev.keep : !full && this.shadow.has(pfn);
+      if (enc === FGBI_ENC.NODATA) {
+        overlay.set(pfn, { page: null, keep: false });
+        if (hadShadow) shadowPages--;
+        continue;
+      }
+      const page = pd.subarray(w, w + PAGE_SIZE);
+      w += PAGE_SIZE;
+      if (enc === FGBI_ENC.DELTA) {
+        const base = prev ? (prev.keep ? prev.page : null) : full ? null : this.shadow.get(pfn) ?? null;
+        if (!base) bad('EBADVALUE', `${at}: DELTA against a page this backup holds no copy of${full ? ' (a FULL checkpoint has no shadow before its own pages)' : ''}`);
+        base!.copy(page);
+        const data = r + paddedLength(2 * blocks);
+        let last = -1;
+        for (let j = 0; j < blocks; j++) {
+          const b = rec.readUInt16LE(r + 2 * j);
+          if (b >= bpp) bad('EBADVALUE', `${at}: block index ${b} is out of range (a page has ${bpp} blocks of ${B} bytes)`);
+          if (b <= last) bad('EBADVALUE', `${at}: block index ${b} follows ${last} (indices must be strictly ascending)`);
+          last = b;
+          rec.copy(page, b << this.blockShift, data + j * B, data + (j + 1) * B);
+        }
+        r = data + blocks * B;
+        overlay.set(pfn, { page, keep: true });
+      } else {
+        rec.copy(page, 0, r, r + PAGE_SIZE);
+        r += PAGE_SIZE;
+        const keep = enc === FGBI_ENC.PAGE_KEEP;
+        overlay.set(pfn, { page, keep });
+        if (keep && !hadShadow) shadowPages++;
+        if (!keep && hadShadow) shadowPages--;
+        if (shadowPages * PAGE_SIZE > this.params.shadowCapBytes) {
+          bad('EBADVALUE', `${at}: PAGE_KEEP takes the shadow to ${shadowPages} pages, past the ${this.params.shadowCapBytes} bytes agreed in HELLO`);
+        }
+      }
+    }
+    return { rec: pd, shadowPages };
+  }
+}
