@@ -84,6 +84,7 @@ export const LIMITS = {
   failoverTimeoutMs: { min: 1, max: 600_000 },
   inFlight: { min: 1, max: 16 },
   bufferLimitMiB: { min: 1, max: 4096 },
+  fgbiShadowMiB: { min: 1, max: 65_536 },
   simDirtyMiBPerSec: { min: 0, max: 4096 },
   simSeed: { min: 0, max: 0xffff_ffff },
   simNondeterminism: { min: 0, max: 1 },

@@ -41,7 +41,8 @@ import {
 import { CheckpointDigest } from '../transport/digest.js';
 import { XenStreamParser } from '../transport/xenstream.js';
 import { HeartbeatMonitor, SETTLE_AFTER_FULL_MS } from '../transport/heartbeat.js';
-import { parseHello, PROTOCOL_VERSION, type HelloBody } from '../transport/hello.js';
+import { helloTransfer, parseHello, PROTOCOL_VERSION, type HelloBody } from '../transport/hello.js';
+import { checkTransferRuns, TransferDecoder } from '../transport/transfer.js';
 import { SideChannel } from '../transport/side.js';
 import { createRole, type BackupRole } from './roles.js';
 import { FencedError, WITNESS_BEAT_MIN_MS, type Witness } from '../witness/witness.js';
@@ -123,6 +124,8 @@ export class BackupSession {
   witnessWait: string | null = null;
   private gating = false;
   private parser = new XenStreamParser();
+  /** Undoes the transfer's stages on each sealed checkpoint (null: full). */
+  private decoder: TransferDecoder | null = null;
   private digest = new CheckpointDigest();
   private xen: Buffer[] = [];
   private disk: Buffer[] = [];
@@ -201,6 +204,10 @@ export class BackupSession {
     try {
       hello = parseHello(decodeHello(body));
       this.role = createRole(hello.mode, this.backend.features, this.backend.kind, this.hostName);
+      if (hello.transfer !== 'full') {
+        checkTransferRuns(helloTransfer(hello), this.backend);
+        this.decoder = new TransferDecoder(helloTransfer(hello));
+      }
     } catch (err) {
       this.refuseHello(err as Error);
     }
@@ -262,7 +269,7 @@ export class BackupSession {
     // Content of one checkpoint may not exceed twice the guest's memory plus its disk.
     this.maxPendingBytes = hello.domain.memoryMiB * 2 * 1048576 + (hello.diskBytes ?? 0) * 2 + (64 << 20);
     this.state = 'replicating';
-    this.reply(XLHA_REC.HELLO_ACK, encodeHelloAck({ ok: true, protocol: PROTOCOL_VERSION, host: this.hostName, domid: this.replica.domid }));
+    this.reply(XLHA_REC.HELLO_ACK, encodeHelloAck({ ok: true, protocol: PROTOCOL_VERSION, host: this.hostName, domid: this.replica.domid, transfer: hello.transfer }));
     this.hb = new HeartbeatMonitor(
       {
         heartbeatMs: hello.heartbeatMs,
@@ -300,7 +307,8 @@ export class BackupSession {
     else this.disk.push(f.body); // decoded one frame at a time
     // Before the first checkpoint there is nothing to protect: a replica that can build while
     // the precopy streams gets the bytes now (they count only once the seal verifies).
-    if (f.type === XLHA_REC.XEN_STREAM && this.replica?.preload && this.replica.lastEpoch === 0 && !this.awaitingFull) {
+    // (Not with a transfer: its bytes are decoded only once the seal verifies.)
+    if (f.type === XLHA_REC.XEN_STREAM && this.replica?.preload && !this.decoder && this.replica.lastEpoch === 0 && !this.awaitingFull) {
       this.preloaded = true;
       await this.replica.preload(parts);
     }
@@ -368,14 +376,23 @@ export class BackupSession {
     const tParse = performance.now();
     let parsed;
     let diskWrites: DiskWrite[];
+    // The transfer's stages undone (fgbi: whole pages rebuilt from the shadow); the shadow
+    // takes this checkpoint's pages only once it is applied (commitTransfer).
+    let stream: readonly Buffer[] = xen;
+    let commitTransfer = () => {};
     try {
-      parsed = this.parser.parseCheckpoint(xen, { pages: !this.replica.takesRawStream });
+      if (this.decoder) {
+        const d = this.decoder.decode(xen, full);
+        stream = d.parts;
+        commitTransfer = d.commit;
+      }
+      parsed = this.parser.parseCheckpoint(stream, { pages: !this.replica.takesRawStream });
       diskWrites = disk.flatMap((b) => decodeDiskWrites(b));
     } catch (err) {
       return reject(`invalid stream: ${(err as Error).message}`);
     }
     const t0 = performance.now();
-    const apply = this.replica.applyCheckpoint({ epoch: seal.epoch, xen, pages: parsed.pages, vcpus: parsed.vcpus, diskWrites });
+    const apply = this.replica.applyCheckpoint({ epoch: seal.epoch, xen: stream as Buffer[], pages: parsed.pages, vcpus: parsed.vcpus, diskWrites });
     this.applying = apply.catch(() => {});
     try {
       await apply;
@@ -387,6 +404,7 @@ export class BackupSession {
       }
       return reject(`cannot apply: ${(err as Error).message}`);
     }
+    commitTransfer(); // before the read buffers go back: the shadow copies what it keeps
     giveBack();
     this.awaitingFull = false;
     this.checkpointsApplied++;
@@ -653,6 +671,7 @@ export class BackupSession {
       epoch: this.replica?.lastEpoch ?? 0,
       checkpointsApplied: this.checkpointsApplied,
       checkpointsRejected: this.checkpointsRejected,
+      ...(this.decoder ? { transfer: this.decoder.status() } : {}),
       ...(this.fencingToken !== null ? { fencingToken: this.fencingToken } : {}),
       ...(this.witnessWait ? { waitingForWitness: this.witnessWait } : {}),
       primarySilentMs: this.hb ? Math.round(this.hb.silentMs) : undefined,

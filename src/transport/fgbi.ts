@@ -212,6 +212,8 @@ export interface FgbiStats {
   deltaPages: number;
   /** Sent whole after changing (nearly) whole against their shadow. */
   wholePages: number;
+  /** Sent whole the first time they were sent (no shadow yet). */
+  firstPages: number;
   /** Sent whole and kept as a shadow. */
   keptPages: number;
   /** Sent whole without a shadow because the shadow was at its bound. */
@@ -222,12 +224,18 @@ export interface FgbiStats {
   bytesOut: number;
 }
 
-const newStats = (): FgbiStats => ({ pages: 0, deltaPages: 0, wholePages: 0, keptPages: 0, capRefusals: 0, blocks: 0, bytesIn: 0, bytesOut: 0 });
+const newStats = (): FgbiStats => ({ pages: 0, firstPages: 0, deltaPages: 0, wholePages: 0, keptPages: 0, capRefusals: 0, blocks: 0, bytesIn: 0, bytesOut: 0 });
 
 export class FgbiEncoder {
   readonly shadow = new PageStore();
   readonly stats = newStats();
   private readonly cooldown = new Map<number, number>();
+  /**
+   * Pfns sent at least once since the last FULL start, one bit each: a page takes a shadow the
+   * second time it is sent, not the first. The first copy of every page (the precopy, a resync)
+   * would otherwise fill the shadow with pages that never change again.
+   */
+  private seen = new Uint8Array(0);
   private readonly splitter = new RecordSplitter(STREAM_HEADER_BYTES);
   private readonly blockShift: number;
   private readonly blocksPerPage: number;
@@ -244,6 +252,26 @@ export class FgbiEncoder {
   startFull(): void {
     this.shadow.clear();
     this.cooldown.clear();
+    this.seen = new Uint8Array(0);
+  }
+
+  /** Memory the encoder's own bookkeeping takes besides the shadow (the seen bitmap). */
+  get bookkeepingBytes(): number {
+    return this.seen.length;
+  }
+
+  /** Marks `pfn` seen; true if it was before. */
+  private sawBefore(pfn: number): boolean {
+    const i = Math.floor(pfn / 8);
+    if (i >= this.seen.length) {
+      const grown = new Uint8Array(Math.max(i + 1, this.seen.length * 2, 4096));
+      grown.set(this.seen);
+      this.seen = grown;
+    }
+    const bit = 1 << (pfn & 7);
+    const was = (this.seen[i]! & bit) !== 0;
+    this.seen[i]! |= bit;
+    return was;
   }
 
   /** One XEN_STREAM body (records in stream order, the first one starting with the stream headers). */
@@ -301,7 +329,10 @@ export class FgbiEncoder {
         continue;
       }
       const cool = this.cooldown.get(pfn);
-      if (cool !== undefined) {
+      if (!this.sawBefore(pfn)) {
+        encs[i] = FGBI_ENC.PAGE;
+        this.stats.firstPages++;
+      } else if (cool !== undefined) {
         if (cool <= 1) this.cooldown.delete(pfn);
         else this.cooldown.set(pfn, cool - 1);
         encs[i] = FGBI_ENC.PAGE;

@@ -56,6 +56,12 @@ class Pair {
     return { plain: Buffer.concat(chunks), decoded: Buffer.concat(d.parts), wire: wire.reduce((n, b) => n + b.length, 0) };
   }
 
+  /** A FULL checkpoint of `pfns`, then one more: a page takes a shadow the second time it is sent. */
+  prime(pfns: number[]): void {
+    this.checkpoint(pfns, true);
+    this.checkpoint(pfns);
+  }
+
   /** Whether both shadows hold the same pfns with the same bytes. */
   shadowsAgree(): string | null {
     if (this.enc.shadow.pages !== this.dec.shadow.pages) return `primary shadow ${this.enc.shadow.pages} pages, backup ${this.dec.shadow.pages}`;
@@ -80,6 +86,7 @@ t.test('fgbi round-trips random pages exactly, at every block size', async (t) =
     for (let i = 0; i < p.mem.length; i++) p.mem[i] = rnd() * 256;
     const first = p.checkpoint(all(32), true);
     t.ok(first.decoded.equals(first.plain), `${blockBytes}: first checkpoint decodes to the plain stream`);
+    p.checkpoint(all(32));
     for (let epoch = 2; epoch <= 12; epoch++) {
       const dirty = new Set<number>();
       for (let w = 0; w < 20; w++) {
@@ -102,7 +109,7 @@ t.test('fgbi round-trips adversarial changes at every block size', async (t) => 
     const bpp = PAGE_SIZE / B;
     const p = new Pair(8, { blockBytes: B });
     p.mem.fill(0x11);
-    p.checkpoint(all(8), true);
+    p.prime(all(8));
     const cases: [string, (pg: Buffer) => void][] = [
       ['every byte of the page changed', (pg) => pg.fill(0xee)],
       ['one byte changed', (pg) => (pg[1234] ^= 1)],
@@ -138,6 +145,9 @@ t.test('fgbi round-trips adversarial changes at every block size', async (t) => 
 t.test('a page with one byte changed goes as one block, and a page changed whole goes whole without a shadow', async (t) => {
   const p = new Pair(4);
   p.checkpoint(all(4), true);
+  t.equal(p.enc.shadow.pages, 0, 'the first copy of a page takes no shadow');
+  p.checkpoint(all(4));
+  t.equal(p.enc.shadow.pages, 4, 'the second does');
   p.page(2)[10] = 9;
   const one = p.checkpoint([2]);
   const plainPageData = 8 + 8 + 8 + PAGE_SIZE;
@@ -156,7 +166,8 @@ t.test('a page with one byte changed goes as one block, and a page changed whole
 
 t.test('the shadow stops growing at its bound, and pages past it go whole', async (t) => {
   const p = new Pair(8, { shadowCapBytes: 3 * PAGE_SIZE });
-  const r = p.checkpoint(all(8), true);
+  p.checkpoint(all(8), true);
+  const r = p.checkpoint(all(8));
   t.ok(r.decoded.equals(r.plain));
   t.equal(p.enc.shadow.pages, 3, 'primary holds 3 pages');
   t.equal(p.dec.shadow.pages, 3, 'backup holds 3 pages');
@@ -170,18 +181,18 @@ t.test('the shadow stops growing at its bound, and pages past it go whole', asyn
 
 t.test('a FULL checkpoint resets both shadows', async (t) => {
   const p = new Pair(4);
-  p.checkpoint(all(4), true);
+  p.prime(all(4));
   p.page(1)[5] = 5;
   p.checkpoint([1]);
-  const r = p.checkpoint([0, 1], true);
+  const r = p.checkpoint([0, 1, 1], true);
   t.ok(r.decoded.equals(r.plain));
-  t.same([p.enc.shadow.pages, p.dec.shadow.pages], [2, 2], 'only the FULL checkpoint\'s pages are held');
+  t.same([p.enc.shadow.pages, p.dec.shadow.pages], [1, 1], 'only what the FULL checkpoint sent twice is held');
   t.equal(p.shadowsAgree(), null);
 });
 
 t.test('pages without data (XTAB) pass and drop the shadow', async (t) => {
   const p = new Pair(4);
-  p.checkpoint(all(4), true);
+  p.prime(all(4));
   const r = p.checkpoint([1, 2], false, [PAGE_TYPE.XTAB, PAGE_TYPE.NOTAB]);
   t.ok(r.decoded.equals(r.plain));
   t.notOk(p.dec.shadow.has(1));
@@ -211,7 +222,7 @@ t.test('the decoder takes a checkpoint cut anywhere across its parts', async (t)
 /** A pair after a first checkpoint, and the wire parts of a second one in which pfn 2 changed one block. */
 function deltaCase(B = 64): { p: Pair; wire: Buffer[]; rec: Buffer } {
   const p = new Pair(4, { blockBytes: B });
-  p.checkpoint(all(4), true);
+  p.prime(all(4));
   p.page(2)[B * 2 + 1] = 0x99;
   const wire = p.encode(p.plain([1, 2]));
   const rec = wire.find((b) => b.readUInt32LE(0) === XC_REC_FGBI_PAGE_DATA)!;
@@ -320,7 +331,7 @@ t.test('malformed fgbi records are refused with the field named, and the shadow 
 
 t.test('block indices out of order and a raw PAGE_DATA are refused', async (t) => {
   const p = new Pair(4);
-  p.checkpoint(all(4), true);
+  p.prime(all(4));
   p.page(2)[0] = 1;
   p.page(2)[200] = 1;
   const wire = p.encode(p.plain([2]));
@@ -338,9 +349,9 @@ t.test('a PAGE_KEEP past the agreed shadow bound is refused', async (t) => {
   const enc = new FgbiEncoder({ blockBytes: 64, shadowCapBytes: 4 * PAGE_SIZE });
   const dec = new FgbiDecoder({ blockBytes: 64, shadowCapBytes: 2 * PAGE_SIZE });
   const w = new XenStreamWriter();
-  const chunks = [w.begin({ domainType: 0xffff0001, xenMajor: 4, xenMinor: 17 }), w.pageData(all(3), Buffer.alloc(3 * PAGE_SIZE, 1)), w.checkpoint()];
+  const chunks = [w.begin({ domainType: 0xffff0001, xenMajor: 4, xenMinor: 17 }), w.pageData([...all(3), ...all(3)], Buffer.alloc(6 * PAGE_SIZE, 1)), w.checkpoint()];
   const wire = chunks.flatMap((c) => enc.encode(c));
-  const r = expectProtocolError(() => dec.decode(wire, true), 'EBADVALUE', 'entry 2 (pfn 2)', 'past the 8192 bytes agreed');
+  const r = expectProtocolError(() => dec.decode(wire, true), 'EBADVALUE', 'entry 5 (pfn 2)', 'past the 8192 bytes agreed');
   t.ok(r.ok, r.message);
   t.equal(dec.shadow.pages, 0);
 });

@@ -47,6 +47,7 @@ const SIM_FEATURES: BackendFeatures = {
   runnableReplica: true,
   diskReplication: true,
   maxInFlight: 8,
+  fgbi: true,
 };
 
 export interface SimBackendOptions {
