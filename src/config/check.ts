@@ -7,6 +7,7 @@
  * file:line, the key, the value and what is accepted). Usage errors (2) are args.ts's.
  */
 
+import { FGBI_BLOCK_BYTES, FGBI_DEFAULT_SHADOW_MIB } from '../transport/fgbi.js';
 import fs from 'node:fs';
 import {
   ConfigError,
@@ -90,8 +91,8 @@ export interface CheckConfigReport {
  */
 const NOT_YET: Readonly<Record<string, string>> = {
   'ha:llm': 'ha = "llm" is not implemented yet in this release: the daemon will refuse to protect the domain (use remus, kemari or colo)',
-  'ha_transfer:compress': 'ha_transfer = "compress" is not implemented yet in this release: the daemon will refuse to protect the domain (use full)',
-  'ha_transfer:fgbi': 'ha_transfer = "fgbi" is not implemented yet in this release: the daemon will refuse to protect the domain (use full)',
+  'ha_transfer:compress': 'ha_transfer = "compress" is not implemented yet in this release: the daemon will refuse to protect the domain (use full or fgbi)',
+  'ha_transfer:fgbi,compress': 'ha_transfer = "fgbi,compress": compress is not implemented yet in this release: the daemon will refuse to protect the domain (use full or fgbi)',
 };
 
 function cfgIssue(file: string, i: ConfigIssue): CheckIssue {
@@ -113,6 +114,10 @@ function haValue(key: HaKey, ha: HaConfig): string | number | boolean {
       return ha.maxIntervalMs!;
     case 'ha_transfer':
       return ha.transfer;
+    case 'ha_fgbi_block_bytes':
+      return ha.fgbiBlockBytes ?? FGBI_BLOCK_BYTES.default;
+    case 'ha_fgbi_shadow_mib':
+      return ha.fgbiShadowMiB ?? FGBI_DEFAULT_SHADOW_MIB;
     case 'ha_group':
       return '';
     case 'ha_netbuf':

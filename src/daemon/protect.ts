@@ -205,6 +205,7 @@ export class Protection {
       captureMsP50: round(s.captureMs.percentile(50)),
       backendStepsMsP50: this.engine.backendTimings(),
       bytesPerCheckpointP50: round(s.bytesPerCheckpoint.percentile(50), 0),
+      capturedBytesPerCheckpointP50: round(s.capturedBytesPerCheckpoint.percentile(50), 0),
       pagesPerCheckpointP50: round(s.pagesPerCheckpoint.percentile(50), 0),
       precopyPages: s.precopyPages,
       resyncs: s.resyncs,

@@ -20,6 +20,10 @@ export interface ScenarioOptions {
   minGapMs?: number;
   /** colo: the fallback checkpoint interval (default: the mode's). */
   maxIntervalMs?: number;
+  /** Checkpoint transfer (`--transfer`: full, fgbi; default full). */
+  transfer?: 'full' | 'fgbi';
+  /** fgbi's block size (default 64). */
+  fgbiBlockBytes?: number;
   /** sim_nondeterminism of the guest: the fraction of PUT responses that differ between copies. */
   nondeterminism?: number;
   memoryMiB: number;
@@ -120,6 +124,8 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
         blackhole: false,
         heartbeatMs: o.heartbeatMs,
         failoverTimeoutMs: o.failoverTimeoutMs,
+        ...(o.transfer && o.transfer !== 'full' ? { transfer: o.transfer } : {}),
+        ...(o.fgbiBlockBytes !== undefined ? { fgbiBlockBytes: o.fgbiBlockBytes } : {}),
       },
     });
     const m = o.mode ?? 'remus';
@@ -129,7 +135,7 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
         : m === 'colo'
           ? `colo: outputs compared, checkpoint on divergence or every ${o.maxIntervalMs ?? DEFAULT_COLO_MAX_INTERVAL_MS} ms`
           : `remus: interval ${o.intervalMs} ms`;
-    say(`protected by ${how}, heartbeat ${o.heartbeatMs} ms, failover timeout ${o.failoverTimeoutMs} ms`);
+    say(`protected by ${how}, transfer ${o.transfer ?? 'full'}, heartbeat ${o.heartbeatMs} ms, failover timeout ${o.failoverTimeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 300));
     const prot = await measure(load, o.protectedMs);
     const primaryStatus = ((await primary.request<{ protections: Record<string, unknown>[] }>({ cmd: 'status' })).protections[0] ?? {}) as Record<string, unknown>;

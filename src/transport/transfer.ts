@@ -71,13 +71,20 @@ export function fgbiParams(blockBytes: number | undefined, shadowMiB: number | u
   return { blockBytes: blockBytes ?? FGBI_BLOCK_BYTES.default, shadowCapBytes: (shadowMiB ?? FGBI_DEFAULT_SHADOW_MIB) * 1048576 };
 }
 
+/** Why this release cannot run `id` (a stage it parses but does not implement), or null. */
+export function transferNotImplemented(id: TransferId): string | null {
+  const s = transferStages(id).find((x) => !IMPLEMENTED_STAGES.includes(x));
+  return s ? `ha_transfer "${s}" is not implemented yet in this release; accepted: full, fgbi` : null;
+}
+
 /**
  * Refuses what cannot run: a stage not in this release, or fgbi on a backend where it is not
  * verified (`fgbi` false in the backend's features), naming the stage and the backend.
  */
 export function checkTransferRuns(t: TransferSettings, backend: { kind: string; features: { fgbi?: boolean } }): void {
+  const missing = transferNotImplemented(t.id);
+  if (missing) throw new TransferUnavailableError(missing);
   for (const s of transferStages(t.id)) {
-    if (!IMPLEMENTED_STAGES.includes(s)) throw new TransferUnavailableError(`ha_transfer "${s}" is not implemented yet in this release; accepted: full, fgbi`);
     if (s === 'fgbi' && !backend.features.fgbi) {
       throw new TransferUnavailableError(
         `ha_transfer "fgbi" is not available on the ${backend.kind} backend: rebuilding its pages into the stream handed to libxc is not verified on real Xen yet; use full`,
