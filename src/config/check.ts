@@ -7,6 +7,7 @@
  * file:line, the key, the value and what is accepted). Usage errors (2) are args.ts's.
  */
 
+import { transferStages } from '../transport/transfer.js';
 import { FGBI_BLOCK_BYTES, FGBI_DEFAULT_SHADOW_MIB } from '../transport/fgbi.js';
 import fs from 'node:fs';
 import {
@@ -140,6 +141,7 @@ export function effectiveHaSettings(cfg: XlCfg, ha: HaConfig, confFile: string):
   const out: EffectiveSetting[] = [];
   for (const key of HA_KEYS) {
     if (key === 'ha_group' || !haKeyUsedBy(key, ha.mode)) continue;
+    if (key.startsWith('ha_fgbi_') && !transferStages(ha.transfer).includes('fgbi')) continue;
     const e = cfg.entries.get(key);
     let origin: SettingOrigin;
     if (e?.origin) {

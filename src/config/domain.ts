@@ -103,8 +103,6 @@ export const HA_KEYS = [
   'ha_interval_ms',
   'ha_kemari_min_gap_ms',
   'ha_colo_max_interval_ms',
-  'ha_fgbi_block_bytes',
-  'ha_fgbi_shadow_mib',
   'ha_transfer',
   'ha_fgbi_block_bytes',
   'ha_fgbi_shadow_mib',
@@ -493,6 +491,8 @@ const NUMERIC_KEYS = new Set<string>([
   'ha_interval_ms',
   'ha_kemari_min_gap_ms',
   'ha_colo_max_interval_ms',
+  'ha_fgbi_block_bytes',
+  'ha_fgbi_shadow_mib',
   'ha_heartbeat_ms',
   'ha_failover_timeout_ms',
   'ha_buffer_limit_mib',
@@ -781,7 +781,7 @@ export function domainConfigFromCfg(cfg: XlCfg): ParsedDomainConfig {
     // fgbi's keys without fgbi would be parsed and then ignored: refused instead
     if (transfer !== undefined && !transferStages(transfer).includes('fgbi')) {
       for (const key of ['ha_fgbi_block_bytes', 'ha_fgbi_shadow_mib'] as const) {
-        if (r.has(key)) r.issue(key, `${key} is used only when ha_transfer includes fgbi, not with ha_transfer = "${transfer}": remove it, or set ha_transfer = "fgbi"`);
+        if (r.has(key) && !r.entry(key)!.origin) r.issue(key, `${key} is used only when ha_transfer includes fgbi, not with ha_transfer = "${transfer}": remove it, or set ha_transfer = "fgbi"`);
       }
     }
     const groupOk = !r.has('ha_group');
