@@ -11,11 +11,15 @@
  *  5. reads the results (from dom0.img with debugfs, the serial log as a fallback) and prints ONE
  *     JSON summary line on stdout. Progress goes to stderr.
  *
- * Exit status: 0 only when every scenario passed; 1 otherwise (a failed or skipped scenario, or a
- * lab that could not start).
+ * `--smoke` (`npm run test:xen:smoke`, what `.ci/run` calls): only the smoke scenarios of
+ * select.ts (shim, remus, failover, xl-create-ha), QEMU's limit 1200 s unless XENLAB_TIMEOUT says.
+ *
+ * Exit status: 0 only when every selected scenario passed; 1 otherwise (a failed or skipped
+ * scenario, or a lab that could not start: the JSON line's `reason` says why). Scenarios left
+ * out by --smoke or XENLAB_SCENARIOS are listed in `notSelected` and do not count.
  *
  * Environment: XENLAB_DIR (work dir), XENLAB_REMUS_SECS (seconds each protection is measured,
- * default 20), XENLAB_TIMEOUT (seconds QEMU may run, default 2400), XENLAB_SCENARIOS (comma list to
+ * default 20), XENLAB_TIMEOUT (seconds QEMU may run, default 2400, 1200 with --smoke), XENLAB_SCENARIOS (comma list to
  * run only some scenarios), XENLAB_XLHA_OPTS (extra options for the lab's `xl-ha remus`, e.g.
  * "--heartbeat-ms=500 --failover-timeout-ms=5000": TCG is 10-50x slower than hardware),
  * XENLAB_QEMU_CPU (QEMU -cpu, default max,rdtscp=off,xsave=off: see run.sh for why xsave=off),
@@ -30,8 +34,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa, type ResultPromise } from 'execa';
+import { SCENARIOS, SMOKE_TIMEOUT_SECS, SelectionError, selectScenarios, verdict, type Selection, type Status } from './select.js';
 
-const SCENARIOS = ['stock-remus', 'shim', 'remus', 'xlha-remus-figures', 'netbuf', 'kemari', 'failover', 'xl-create-ha', 'stock-remus-tcp', 'stock-remus-after', 'xlha-remus-after', 'watchdog'] as const;
 /** Xen's words when dom0's watchdog fires (4.17; later releases name the timer: "Watchdog timer 1 fired for d0"). */
 const WATCHDOG_FIRED = /Watchdog timer (?:\d+ )?fired for (?:domain 0|d0)\b/;
 const WATCHDOG_WAIT = /XLHA-WATCHDOG-WAIT (\{.*\})\s*$/;
@@ -50,6 +54,7 @@ const LAB_SRC = path.join(ROOT, 'test', 'xen-lab');
 const L = process.env.XENLAB_DIR ?? '/var/tmp/xenlab';
 let REMUS_SECS = 20;
 let QEMU_TIMEOUT = 2400;
+let SELECTION: Selection = { only: null, source: 'all' };
 
 class LabError extends Error {}
 
@@ -188,7 +193,7 @@ const BOOT_STALL_SECS = Number(process.env.XENLAB_BOOT_STALL_SECS ?? 300);
 async function boot(serialLog: string, qemuLog: string): Promise<BootResult> {
   const args = [`xenlab.remus_secs=${REMUS_SECS}`, `xenlab.budget=${Math.max(120, QEMU_TIMEOUT - 120)}`];
   // lists are joined with '+': QEMU's -initrd splits its argument at commas
-  if (process.env.XENLAB_SCENARIOS) args.push(`xenlab.scenarios=${process.env.XENLAB_SCENARIOS.split(/[\s,]+/).filter(Boolean).join('+')}`);
+  if (SELECTION.only) args.push(`xenlab.scenarios=${SELECTION.only.join('+')}`);
   if (process.env.XENLAB_DAEMON_PROF === '1') args.push('xenlab.daemon_prof=1'); // V8 profiles of both daemons in out/prof
   if (process.env.XENLAB_DAEMON_PERF === '1') args.push('xenlab.daemon_perf=1'); // CPU profile (perf) of both daemons in out/perf-*.txt
   if (process.env.XENLAB_DAEMON_STRACE === '1') args.push('xenlab.daemon_strace=1'); // system calls of both daemons in out/strace-*.txt
@@ -396,9 +401,12 @@ function lock(): void {
 
 async function main(): Promise<void> {
   try {
+    SELECTION = selectScenarios(process.argv.slice(2), process.env.XENLAB_SCENARIOS);
     REMUS_SECS = intEnv('XENLAB_REMUS_SECS', 20, 5, 300);
-    QEMU_TIMEOUT = intEnv('XENLAB_TIMEOUT', 2400, 120, 7200);
+    QEMU_TIMEOUT = intEnv('XENLAB_TIMEOUT', SELECTION.source === 'smoke' ? SMOKE_TIMEOUT_SECS : 2400, 120, 7200);
+    if (SELECTION.only) progress(`scenarios (${SELECTION.source === 'smoke' ? '--smoke' : 'XENLAB_SCENARIOS'}): ${SELECTION.only.join(', ')}`);
   } catch (err) {
+    if (!(err instanceof SelectionError || err instanceof LabError)) throw err;
     finish({ ok: false, reason: (err as Error).message }, 1);
   }
   const problem = prerequisiteProblem();
@@ -458,22 +466,25 @@ async function main(): Promise<void> {
     b.bootSecs === null
       ? `the lab did not boot: no XENLAB-XEN-USERSPACE-UP in ${serialLog} (${b.stalledAt !== null ? `${bootStalls.length} boots hung, each printing nothing for ${BOOT_STALL_SECS} s` : `QEMU ${b.timedOut ? 'timed out' : `exit ${String(b.exitCode ?? b.signal)}`}`}): ${tailOf(path.join(runDir, 'qemu.log'), 4)} ${tailOf(serialLog, 6)}`.trim()
       : undefined;
+  const wanted: readonly string[] = SELECTION.only ?? SCENARIOS;
   const scenarios: Record<string, Details> = {};
-  for (const name of SCENARIOS) {
+  for (const name of wanted) {
     scenarios[name] = res.get(name) ?? {
       status: 'fail',
       reason: labProblem ?? `no result: the lab ended before this scenario reported (QEMU ${b.timedOut ? `timed out after ${QEMU_TIMEOUT} s` : `exit ${String(b.exitCode ?? b.signal)}`}, dom0 ${b.done ? 'finished' : 'did not finish'}; see ${serialLog})`,
     };
   }
-  for (const [name, d] of res) if (!(name in scenarios)) scenarios[name] = d;
-  const failed = Object.keys(scenarios).filter((k) => scenarios[k]!.status === 'fail');
-  const skipped = Object.keys(scenarios).filter((k) => scenarios[k]!.status === 'skipped');
-  const ok = !labProblem && failed.length === 0 && skipped.length === 0;
+  // results for scenarios outside the selection: a diagnostic's figures, or a failure the
+  // verdict counts; those dom0 skipped as not selected are listed in notSelected instead
+  for (const [name, d] of res) if (!(name in scenarios) && !(d.status === 'skipped' && !wanted.includes(name) && (SCENARIOS as readonly string[]).includes(name))) scenarios[name] = d;
+  const statuses = new Map<string, Status>(Object.entries(scenarios).map(([k, d]) => [k, d.status]));
+  const { ok, failed, skipped, notSelected } = verdict(SELECTION, statuses, labProblem !== undefined);
   const summary: Record<string, unknown> = {
     ok,
     ...(labProblem ? { reason: labProblem } : {}),
     failed,
     skipped,
+    ...(SELECTION.only ? { selection: SELECTION.source, notSelected } : {}),
     scenarios,
     sideBySide: {
       stock: figures(scenarios['stock-remus'], ['checkpointsPerSec', 'tickGapMsMean', 'tickGapMsMax', 'pagesPerCheckpointP50', 'unprotectedTickGapMsMean', 'yardstickMs']),

@@ -7,6 +7,7 @@
 # Every step is skipped when its output already exists; a fresh machine takes about 3-5 minutes.
 # dom0.img is NOT built here: build-images.sh does that (run.ts stages xl-ha into the rootfs first).
 set -euo pipefail
+trap 'echo "xenlab setup: failed (status $?) at line $LINENO: $BASH_COMMAND" >&2' ERR
 HERE=$(cd "$(dirname "$0")" && pwd)
 L=${XENLAB_DIR:-/var/tmp/xenlab}; mkdir -p "$L"; cd "$L"
 PKGS="qemu-system-x86 xen-hypervisor-4.17-amd64 xen-utils-4.17 debootstrap busybox-static linux-image-amd64 e2fsprogs cpio bison flex gcc make python3"
