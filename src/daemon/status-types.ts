@@ -67,6 +67,7 @@ export interface TransferStatusJson {
   wholePages?: number;
   keptPages?: number;
   capRefusals?: number;
+  idleDrops?: number;
   bytesIn?: number;
   bytesOut?: number;
 }

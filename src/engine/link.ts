@@ -217,6 +217,7 @@ export class ChannelLink implements ReplicationLink {
   }
 
   seal(epoch: number, flags: number): void {
+    this.encoder?.endCheckpoint();
     this.channel.send(XLHA_REC.CHECKPOINT_SEAL, encodeSeal(this.channel.digest.seal(epoch, flags)));
   }
 

@@ -14,9 +14,15 @@
  * - The decoder builds an overlay per checkpoint and folds it into its shadow only at commit
  *   (`DecodedCheckpoint.commit`, after the replica applied it); a rejected checkpoint leaves it
  *   untouched.
- * - A rejected checkpoint makes the backup wait for a FULL one; the primary starts every FULL
- *   checkpoint with `startFull()` (empty shadow), and the backup decodes a FULL checkpoint with
- *   no shadow at all. So a rejection costs the two shadows nothing but their content.
+ * - A FULL checkpoint (the first, a resync) goes as it is: its PAGE_DATA records are not
+ *   replaced and no shadow is built from them. The primary starts it with `startFull()` (the
+ *   shadow empties, encoding stops until the checkpoint's seal: `endCheckpoint()`), and the
+ *   backup takes it with no decoding at all, emptying its shadow at the commit. So a FULL
+ *   checkpoint costs fgbi nothing, and a rejection costs the two shadows only their content.
+ * - The shadow starts from the pages of incremental checkpoints: a page takes one when it is
+ *   sent again within FGBI_REPEAT_WINDOW incremental checkpoints, and both sides drop a shadow
+ *   no checkpoint touched for FGBI_IDLE_CHECKPOINTS (the same rule on both, counted in
+ *   incremental checkpoints since the FULL one, so they agree without a word on the wire).
  * - Which pages have a shadow is decided by the encoder alone and carried by each entry's
  *   encoding (PAGE_KEEP keeps one, PAGE drops it): the backup follows, and checks the bound.
  * Details and the bound: docs/transfer.md.
@@ -48,6 +54,22 @@ export const FGBI_DEFAULT_SHADOW_MIB = 64;
  * every other epoch for nothing).
  */
 export const FGBI_WHOLE_COOLDOWN = 16;
+/**
+ * A page without a shadow takes one when it is sent in an incremental checkpoint no more than
+ * this many incremental checkpoints after its previous send (0.8 s at remus' 25 ms): the pages
+ * a guest dirties again and again. A page dirtied once in a while (a background writer's random
+ * pages, the first dirty copy of anything) goes whole and takes none.
+ */
+export const FGBI_REPEAT_WINDOW = 32;
+/**
+ * A shadow that no checkpoint touched (sent as blocks or kept) for this many incremental
+ * checkpoints is dropped by both sides (6.4 s at 25 ms), so the shadow follows the pages the
+ * guest dirties now. Both sides sweep at the end of every FGBI_SWEEP_EVERY-th incremental
+ * checkpoint since the FULL one: the encoder when the checkpoint is sealed, the decoder when it
+ * is committed.
+ */
+export const FGBI_IDLE_CHECKPOINTS = 256;
+export const FGBI_SWEEP_EVERY = 32;
 
 /** Stream headers before the first record (libxl header 16, LIBXC_CONTEXT 8, image header 24, domain header 16). */
 export const STREAM_HEADER_BYTES = 64;
@@ -77,6 +99,8 @@ export class PageStore {
   private readonly slabs: Buffer[] = [];
   private readonly free: number[] = [];
   private readonly slot = new Map<number, number>();
+  /** By slot: the incremental checkpoint (since the FULL one) that last touched the page. */
+  private stamps = new Uint32Array(0);
 
   get pages(): number {
     return this.slot.size;
@@ -100,7 +124,7 @@ export class PageStore {
     return s === undefined ? undefined : this.view(s);
   }
 
-  put(pfn: number, page: Uint8Array): void {
+  put(pfn: number, page: Uint8Array, stamp = 0): void {
     let s = this.slot.get(pfn);
     if (s === undefined) {
       s = this.free.pop();
@@ -113,6 +137,31 @@ export class PageStore {
       this.slot.set(pfn, s);
     }
     this.view(s).set(page);
+    this.stamp(pfn, stamp, s);
+  }
+
+  /** Notes that checkpoint `n` touched the pfn's shadow (if it has one). */
+  stamp(pfn: number, n: number, s = this.slot.get(pfn)): void {
+    if (s === undefined) return;
+    if (s >= this.stamps.length) {
+      const grown = new Uint32Array(Math.max(s + 1, this.stamps.length * 2, 1024));
+      grown.set(this.stamps);
+      this.stamps = grown;
+    }
+    this.stamps[s] = n;
+  }
+
+  /** Drops every page last touched at or before checkpoint `n`; returns how many. */
+  sweep(n: number): number {
+    let dropped = 0;
+    for (const [pfn, s] of this.slot) {
+      if (this.stamps[s]! <= n) {
+        this.slot.delete(pfn);
+        this.free.push(s);
+        dropped++;
+      }
+    }
+    return dropped;
   }
 
   delete(pfn: number): void {
@@ -127,6 +176,7 @@ export class PageStore {
     this.slot.clear();
     this.free.length = 0;
     this.slabs.length = 0;
+    this.stamps = new Uint32Array(0);
   }
 
   private view(s: number): Buffer {
@@ -148,6 +198,8 @@ export class PageStore {
 export class RecordSplitter {
   private carry: Buffer[] = [];
   private carryLen = 0;
+  /** Size of the item the carried bytes begin, once known (its 8-byte header arrived). */
+  private carrySize: number | undefined;
 
   constructor(private headerLeft = 0) {}
 
@@ -159,7 +211,9 @@ export class RecordSplitter {
   push(part: Buffer, out: (item: Buffer, isHeader: boolean) => void): void {
     let off = 0;
     if (this.carryLen > 0) {
-      const size = this.sizeWith(part);
+      // The size is worked out once per item, from its first 8 bytes: an item carried over many
+      // small parts costs one copy of its bytes, not one join of everything carried per part.
+      const size = (this.carrySize ??= this.sizeWith(part));
       if (size === undefined || this.carryLen + part.length < size) {
         this.carry.push(Buffer.from(part));
         this.carryLen += part.length;
@@ -169,6 +223,7 @@ export class RecordSplitter {
       const item = Buffer.concat([...this.carry, part.subarray(0, off)], size);
       this.carry = [];
       this.carryLen = 0;
+      this.carrySize = undefined;
       this.emit(item, out);
     }
     for (;;) {
@@ -184,6 +239,7 @@ export class RecordSplitter {
     }
     this.carry = [Buffer.from(part.subarray(off))];
     this.carryLen = part.length - off;
+    this.carrySize = undefined;
   }
 
   private emit(item: Buffer, out: (item: Buffer, isHeader: boolean) => void): void {
@@ -196,7 +252,12 @@ export class RecordSplitter {
   private sizeWith(next: Buffer): number | undefined {
     if (this.headerLeft > 0) return this.headerLeft;
     if (this.carryLen + next.length < FRAME_HEADER_BYTES) return undefined;
-    const head = Buffer.concat([...this.carry, next.subarray(0, FRAME_HEADER_BYTES)]).subarray(0, FRAME_HEADER_BYTES);
+    const head = Buffer.alloc(FRAME_HEADER_BYTES);
+    let w = 0;
+    for (const c of [...this.carry, next]) {
+      w += c.copy(head, w, 0, Math.min(c.length, FRAME_HEADER_BYTES - w));
+      if (w === FRAME_HEADER_BYTES) break;
+    }
     return FRAME_HEADER_BYTES + paddedLength(head.readUInt32LE(4));
   }
 }
@@ -212,31 +273,71 @@ export interface FgbiStats {
   deltaPages: number;
   /** Sent whole after changing (nearly) whole against their shadow. */
   wholePages: number;
-  /** Sent whole the first time they were sent (no shadow yet). */
+  /** Sent whole, not sent in the FGBI_REPEAT_WINDOW checkpoints before (no shadow taken). */
   firstPages: number;
   /** Sent whole and kept as a shadow. */
   keptPages: number;
   /** Sent whole without a shadow because the shadow was at its bound. */
   capRefusals: number;
+  /** Shadows dropped because no checkpoint touched them for FGBI_IDLE_CHECKPOINTS. */
+  idleDrops: number;
   blocks: number;
   /** PAGE_DATA bytes in, FGBI_PAGE_DATA bytes out. */
   bytesIn: number;
   bytesOut: number;
 }
 
-const newStats = (): FgbiStats => ({ pages: 0, firstPages: 0, deltaPages: 0, wholePages: 0, keptPages: 0, capRefusals: 0, blocks: 0, bytesIn: 0, bytesOut: 0 });
+const newStats = (): FgbiStats => ({ pages: 0, firstPages: 0, deltaPages: 0, wholePages: 0, keptPages: 0, capRefusals: 0, idleDrops: 0, blocks: 0, bytesIn: 0, bytesOut: 0 });
+
+/**
+ * When each pfn was last sent in an incremental checkpoint (its index since the FULL one; 0:
+ * not since). 4 bytes per pfn below 2^22 (16 GiB of guest), a map entry above.
+ */
+class SendLog {
+  private low = new Uint32Array(0);
+  private readonly high = new Map<number, number>();
+  static readonly LOW_PFNS = 1 << 22;
+
+  /** Records a send at `n`; returns the previous one (0: none). */
+  swap(pfn: number, n: number): number {
+    if (pfn >= SendLog.LOW_PFNS) {
+      const was = this.high.get(pfn) ?? 0;
+      this.high.set(pfn, n);
+      return was;
+    }
+    if (pfn >= this.low.length) {
+      const grown = new Uint32Array(Math.min(SendLog.LOW_PFNS, Math.max(pfn + 1, this.low.length * 2, 4096)));
+      grown.set(this.low);
+      this.low = grown;
+    }
+    const was = this.low[pfn]!;
+    this.low[pfn] = n;
+    return was;
+  }
+
+  clear(): void {
+    this.low = new Uint32Array(0);
+    this.high.clear();
+  }
+
+  get bytes(): number {
+    return this.low.byteLength + this.high.size * 16;
+  }
+}
 
 export class FgbiEncoder {
   readonly shadow = new PageStore();
   readonly stats = newStats();
   private readonly cooldown = new Map<number, number>();
+  private readonly sent = new SendLog();
   /**
-   * Pfns sent at least once since the last FULL start, one bit each: a page takes a shadow the
-   * second time it is sent, not the first. The first copy of every page (the precopy, a resync)
-   * would otherwise fill the shadow with pages that never change again.
+   * Between `startFull()` and the FULL checkpoint's seal (`endCheckpoint()`) the stream goes as
+   * it is. A stream starts with a FULL checkpoint, so an encoder starts passing.
    */
-  private seen = new Uint8Array(0);
-  private readonly splitter = new RecordSplitter(STREAM_HEADER_BYTES);
+  private passing = true;
+  /** Incremental checkpoints sealed since the FULL one. */
+  private sealed = 0;
+  private splitter = new RecordSplitter(0);
   private readonly blockShift: number;
   private readonly blocksPerPage: number;
   private readonly changed: Uint16Array;
@@ -248,37 +349,44 @@ export class FgbiEncoder {
     this.changed = new Uint16Array(this.blocksPerPage);
   }
 
-  /** A FULL checkpoint begins: the backup will decode it with no shadow, and so must we. */
+  /**
+   * A FULL checkpoint begins: it goes as it is, and the backup, which takes it with no shadow,
+   * empties its own at its commit; so does this side now.
+   */
   startFull(): void {
     this.shadow.clear();
     this.cooldown.clear();
-    this.seen = new Uint8Array(0);
+    this.sent.clear();
+    this.sealed = 0;
+    this.passing = true;
   }
 
-  /** Memory the encoder's own bookkeeping takes besides the shadow (the seen bitmap). */
-  get bookkeepingBytes(): number {
-    return this.seen.length;
-  }
-
-  /** Marks `pfn` seen; true if it was before. */
-  private sawBefore(pfn: number): boolean {
-    const i = Math.floor(pfn / 8);
-    if (i >= this.seen.length) {
-      const grown = new Uint8Array(Math.max(i + 1, this.seen.length * 2, 4096));
-      grown.set(this.seen);
-      this.seen = grown;
+  /**
+   * The checkpoint whose content was encoded is sealed (every body of it went through
+   * `encode`). After a FULL one, encoding starts; after an incremental one, the idle sweep
+   * runs when it is due, as the backup's at its commit.
+   */
+  endCheckpoint(): void {
+    if (this.splitter.pending > 0) throw new Error(`fgbi: a checkpoint sealed inside a record (${this.splitter.pending} bytes of it)`);
+    if (this.passing) {
+      this.passing = false;
+      return;
     }
-    const bit = 1 << (pfn & 7);
-    const was = (this.seen[i]! & bit) !== 0;
-    this.seen[i]! |= bit;
-    return was;
+    this.sealed++;
+    if (this.sealed % FGBI_SWEEP_EVERY === 0) this.stats.idleDrops += this.shadow.sweep(this.sealed - FGBI_IDLE_CHECKPOINTS);
   }
 
-  /** One XEN_STREAM body (records in stream order, the first one starting with the stream headers). */
+  /** Memory the encoder's own bookkeeping takes besides the shadow (when each pfn was last sent). */
+  get bookkeepingBytes(): number {
+    return this.sent.bytes;
+  }
+
+  /** One XEN_STREAM body (whole records or pieces of them, in stream order). */
   encode(body: Buffer | readonly Buffer[]): Buffer[] {
+    if (this.passing) return Buffer.isBuffer(body) ? [body] : [...(body as readonly Buffer[])];
     const out: Buffer[] = [];
-    const emit = (item: Buffer, isHeader: boolean) => {
-      if (!isHeader && item.readUInt32LE(0) === XC_REC.PAGE_DATA) out.push(this.encodePageData(item));
+    const emit = (item: Buffer) => {
+      if (item.readUInt32LE(0) === XC_REC.PAGE_DATA) out.push(this.encodePageData(item));
       else out.push(item);
     };
     if (Buffer.isBuffer(body)) this.splitter.push(body, emit);
@@ -295,6 +403,7 @@ export class FgbiEncoder {
     const idx: (Uint16Array | null)[] = new Array(count).fill(null);
     let dataBytes = 0;
     let d = FRAME_HEADER_BYTES + 8 + 8 * count; // first page's offset in the record
+    const n = this.sealed + 1; // this checkpoint, counted since the FULL one
     for (let i = 0; i < count; i++) {
       const at = FRAME_HEADER_BYTES + 8 + 8 * i;
       const pfn = rec.readUInt32LE(at) + (rec.readUInt32LE(at + 4) & 0xfffff) * 2 ** 32;
@@ -315,6 +424,7 @@ export class FgbiEncoder {
         if (k === bpp || deltaBytes >= PAGE_SIZE) {
           encs[i] = FGBI_ENC.PAGE;
           this.shadow.delete(pfn);
+          this.sent.swap(pfn, n);
           this.cooldown.set(pfn, FGBI_WHOLE_COOLDOWN);
           this.stats.wholePages++;
           dataBytes += PAGE_SIZE;
@@ -322,6 +432,8 @@ export class FgbiEncoder {
           encs[i] = FGBI_ENC.DELTA;
           idx[i] = this.changed.slice(0, k);
           base.set(page);
+          this.shadow.stamp(pfn, n);
+          this.sent.swap(pfn, n);
           this.stats.deltaPages++;
           this.stats.blocks += k;
           dataBytes += deltaBytes;
@@ -329,7 +441,8 @@ export class FgbiEncoder {
         continue;
       }
       const cool = this.cooldown.get(pfn);
-      if (!this.sawBefore(pfn)) {
+      const last = this.sent.swap(pfn, n);
+      if (last === 0 || n - last > FGBI_REPEAT_WINDOW) {
         encs[i] = FGBI_ENC.PAGE;
         this.stats.firstPages++;
       } else if (cool !== undefined) {
@@ -338,7 +451,7 @@ export class FgbiEncoder {
         encs[i] = FGBI_ENC.PAGE;
       } else if (this.shadow.bytes + PAGE_SIZE <= this.params.shadowCapBytes) {
         encs[i] = FGBI_ENC.PAGE_KEEP;
-        this.shadow.put(pfn, page);
+        this.shadow.put(pfn, page, n);
         this.stats.keptPages++;
       } else {
         encs[i] = FGBI_ENC.PAGE;
@@ -412,6 +525,8 @@ const bad = (code: 'ETRUNC' | 'EBADLEN' | 'EBADVALUE' | 'EBADSEQ', msg: string):
 export class FgbiDecoder {
   readonly shadow = new PageStore();
   private streamStarted = false;
+  /** Incremental checkpoints committed since the FULL one (the encoder counts its seals alike). */
+  private committed = 0;
   private readonly blockShift: number;
 
   constructor(readonly params: FgbiParams) {
@@ -421,12 +536,24 @@ export class FgbiDecoder {
 
   /**
    * The XEN_STREAM bodies of one sealed checkpoint, as they arrived. `full`: the seal's FULL
-   * flag (the checkpoint stands alone: no shadow is used). Throws a ProtocolError naming the
-   * record, the entry, the field and the value; the shadow is then unchanged.
+   * flag. A FULL checkpoint went as it is: it is handed on untouched (an FGBI_PAGE_DATA in it
+   * is an unknown mandatory record to the parser, which refuses it), and its commit empties
+   * the shadow. Otherwise every FGBI_PAGE_DATA is rebuilt into its PAGE_DATA; a fault throws a
+   * ProtocolError naming the record, the entry, the field and the value, the shadow unchanged.
    */
   decode(parts: readonly Buffer[], full: boolean): DecodedCheckpoint {
+    if (full) {
+      return {
+        parts: [...parts],
+        commit: () => {
+          this.shadow.clear();
+          this.committed = 0;
+          this.streamStarted = true;
+        },
+      };
+    }
     const overlay = new Map<number, OverlayEntry>();
-    let shadowPages = full ? 0 : this.shadow.pages;
+    let shadowPages = this.shadow.pages;
     const out: Buffer[] = [];
     const first = !this.streamStarted;
     const splitter = new RecordSplitter(first ? STREAM_HEADER_BYTES : 0);
@@ -434,9 +561,9 @@ export class FgbiDecoder {
     const emit = (item: Buffer, isHeader: boolean) => {
       if (isHeader) return void out.push(item);
       const type = item.readUInt32LE(0);
-      if (type === XC_REC.PAGE_DATA) bad('EBADSEQ', `record ${recNo}: a PAGE_DATA record in an fgbi stream (the primary sends pages in FGBI_PAGE_DATA records only)`);
+      if (type === XC_REC.PAGE_DATA) bad('EBADSEQ', `record ${recNo}: a PAGE_DATA record in an incremental checkpoint of an fgbi stream (the primary sends its pages in FGBI_PAGE_DATA records only)`);
       if (type === XC_REC_FGBI_PAGE_DATA) {
-        const decoded = this.decodeRecord(item, recNo, full, overlay, shadowPages);
+        const decoded = this.decodeRecord(item, recNo, false, overlay, shadowPages);
         shadowPages = decoded.shadowPages;
         out.push(decoded.rec);
       } else out.push(item);
@@ -447,11 +574,12 @@ export class FgbiDecoder {
     return {
       parts: out,
       commit: () => {
-        if (full) this.shadow.clear();
+        const n = ++this.committed;
         for (const [pfn, e] of overlay) {
-          if (e.keep) this.shadow.put(pfn, e.page!);
+          if (e.keep) this.shadow.put(pfn, e.page!, n);
           else this.shadow.delete(pfn);
         }
+        if (n % FGBI_SWEEP_EVERY === 0) this.shadow.sweep(n - FGBI_IDLE_CHECKPOINTS);
         if (first) this.streamStarted = true;
       },
     };

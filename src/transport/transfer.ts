@@ -108,6 +108,8 @@ export interface TransferStatus {
   wholePages?: number;
   keptPages?: number;
   capRefusals?: number;
+  /** Primary: shadows dropped by both sides as idle (FGBI_IDLE_CHECKPOINTS). */
+  idleDrops?: number;
   /** Primary: PAGE_DATA bytes in, FGBI_PAGE_DATA bytes out. */
   bytesIn?: number;
   bytesOut?: number;
@@ -130,6 +132,11 @@ export class TransferEncoder {
     this.fgbi?.startFull();
   }
 
+  /** The checkpoint whose content went through `encode` is being sealed. */
+  endCheckpoint(): void {
+    this.fgbi?.endCheckpoint();
+  }
+
   status(): TransferStatus {
     const f = this.fgbi;
     if (!f) return { id: this.settings.id };
@@ -144,6 +151,7 @@ export class TransferEncoder {
       wholePages: f.stats.wholePages,
       keptPages: f.stats.keptPages,
       capRefusals: f.stats.capRefusals,
+      idleDrops: f.stats.idleDrops,
       bytesIn: f.stats.bytesIn,
       bytesOut: f.stats.bytesOut,
     };

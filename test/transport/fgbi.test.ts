@@ -1,5 +1,5 @@
 import t from 'tap';
-import { FGBI_ENC, FgbiDecoder, FgbiEncoder, STREAM_HEADER_BYTES, XC_REC_FGBI_PAGE_DATA, type FgbiParams } from '../../src/transport/fgbi.js';
+import { FGBI_ENC, FGBI_IDLE_CHECKPOINTS, FGBI_REPEAT_WINDOW, FGBI_SWEEP_EVERY, FgbiDecoder, FgbiEncoder, RecordSplitter, XC_REC_FGBI_PAGE_DATA, type FgbiParams } from '../../src/transport/fgbi.js';
 import { PAGE_SIZE, PAGE_TYPE, XC_REC } from '../../src/transport/xen-records.js';
 import { XenStreamParser, XenStreamWriter } from '../../src/transport/xenstream.js';
 import { mulberry32 } from '../../src/util/prng.js';
@@ -40,10 +40,12 @@ class Pair {
     return chunks;
   }
 
-  /** Encodes `chunks` one frame each; returns the wire parts. */
+  /** Encodes `chunks` one frame each and seals the checkpoint; returns the wire parts. */
   encode(chunks: Buffer[], full = false): Buffer[] {
     if (full) this.enc.startFull();
-    return chunks.flatMap((c) => this.enc.encode(c));
+    const out = chunks.flatMap((c) => this.enc.encode(c));
+    this.enc.endCheckpoint();
+    return out;
   }
 
   /** Sends a checkpoint through both ends; returns the plain and the decoded bytes, and the wire size. */
@@ -56,9 +58,13 @@ class Pair {
     return { plain: Buffer.concat(chunks), decoded: Buffer.concat(d.parts), wire: wire.reduce((n, b) => n + b.length, 0) };
   }
 
-  /** A FULL checkpoint of `pfns`, then one more: a page takes a shadow the second time it is sent. */
+  /**
+   * A FULL checkpoint of `pfns` (no shadow), then two incremental ones: a page takes a shadow
+   * when an incremental checkpoint sends it again soon after another did.
+   */
   prime(pfns: number[]): void {
     this.checkpoint(pfns, true);
+    this.checkpoint(pfns);
     this.checkpoint(pfns);
   }
 
@@ -86,6 +92,7 @@ t.test('fgbi round-trips random pages exactly, at every block size', async (t) =
     for (let i = 0; i < p.mem.length; i++) p.mem[i] = rnd() * 256;
     const first = p.checkpoint(all(32), true);
     t.ok(first.decoded.equals(first.plain), `${blockBytes}: first checkpoint decodes to the plain stream`);
+    p.checkpoint(all(32));
     p.checkpoint(all(32));
     for (let epoch = 2; epoch <= 12; epoch++) {
       const dirty = new Set<number>();
@@ -145,9 +152,11 @@ t.test('fgbi round-trips adversarial changes at every block size', async (t) => 
 t.test('a page with one byte changed goes as one block, and a page changed whole goes whole without a shadow', async (t) => {
   const p = new Pair(4);
   p.checkpoint(all(4), true);
-  t.equal(p.enc.shadow.pages, 0, 'the first copy of a page takes no shadow');
+  t.equal(p.enc.shadow.pages, 0, 'a FULL checkpoint builds no shadow');
   p.checkpoint(all(4));
-  t.equal(p.enc.shadow.pages, 4, 'the second does');
+  t.equal(p.enc.shadow.pages, 0, 'the first incremental copy of a page takes none');
+  p.checkpoint(all(4));
+  t.equal(p.enc.shadow.pages, 4, 'the second, soon after, does');
   p.page(2)[10] = 9;
   const one = p.checkpoint([2]);
   const plainPageData = 8 + 8 + 8 + PAGE_SIZE;
@@ -167,6 +176,7 @@ t.test('a page with one byte changed goes as one block, and a page changed whole
 t.test('the shadow stops growing at its bound, and pages past it go whole', async (t) => {
   const p = new Pair(8, { shadowCapBytes: 3 * PAGE_SIZE });
   p.checkpoint(all(8), true);
+  p.checkpoint(all(8));
   const r = p.checkpoint(all(8));
   t.ok(r.decoded.equals(r.plain));
   t.equal(p.enc.shadow.pages, 3, 'primary holds 3 pages');
@@ -184,10 +194,15 @@ t.test('a FULL checkpoint resets both shadows', async (t) => {
   p.prime(all(4));
   p.page(1)[5] = 5;
   p.checkpoint([1]);
+  t.same([p.enc.shadow.pages, p.dec.shadow.pages], [4, 4], 'both hold shadows before');
   const r = p.checkpoint([0, 1, 1], true);
   t.ok(r.decoded.equals(r.plain));
-  t.same([p.enc.shadow.pages, p.dec.shadow.pages], [1, 1], 'only what the FULL checkpoint sent twice is held');
+  t.same([p.enc.shadow.pages, p.dec.shadow.pages], [0, 0], 'a FULL checkpoint empties both and builds nothing');
   t.equal(p.shadowsAgree(), null);
+  p.page(1)[9] = 9;
+  const after = p.checkpoint([1]);
+  t.ok(after.decoded.equals(after.plain), 'an incremental checkpoint after it decodes exactly');
+  t.equal(p.enc.stats.firstPages > 0, true);
 });
 
 t.test('pages without data (XTAB) pass and drop the shadow', async (t) => {
@@ -199,22 +214,97 @@ t.test('pages without data (XTAB) pass and drop the shadow', async (t) => {
   t.equal(p.shadowsAgree(), null);
 });
 
-t.test('the decoder takes a checkpoint cut anywhere across its parts', async (t) => {
+t.test('the decoder takes a checkpoint cut anywhere across its parts, and the splitter is linear', async (t) => {
   const p = new Pair(16);
   p.mem.fill(3);
+  p.prime(all(16));
+  for (let pfn = 0; pfn < 16; pfn++) p.page(pfn)[pfn * 50] ^= 0x5a;
   const chunks = p.plain(all(16));
-  p.enc.startFull();
   const wire = Buffer.concat(chunks.flatMap((c) => p.enc.encode(c)));
+  p.enc.endCheckpoint();
+  t.ok(wire.length < Buffer.concat(chunks).length / 4, 'the pages went as blocks');
   const cuts: Buffer[] = [];
   for (let o = 0, step = 1; o < wire.length; o += step, step = (step * 7 + 3) % 5000 + 1) cuts.push(wire.subarray(o, Math.min(wire.length, o + step)));
-  const d = p.dec.decode(cuts, true);
+  const d = p.dec.decode(cuts, false);
   t.ok(Buffer.concat(d.parts).equals(Buffer.concat(chunks)));
   // and the encoder takes records split over frames
   const q = new Pair(4);
+  q.prime(all(4));
   const plain = Buffer.concat(q.plain(all(4)));
-  q.enc.startFull();
   const parts = [plain.subarray(0, 5), plain.subarray(5, 70), plain.subarray(70, 5000), plain.subarray(5000)].flatMap((c) => q.enc.encode(c));
-  t.ok(Buffer.concat(q.dec.decode(parts, true).parts).equals(plain));
+  q.enc.endCheckpoint();
+  t.ok(Buffer.concat(q.dec.decode(parts, false).parts).equals(plain));
+  // A 4 MiB record in 1-byte... 512-byte parts: every byte is copied once into the item, not
+  // once per part (the quadratic join made a 256 MiB first checkpoint take the backup 49 s).
+  const big = Buffer.alloc(8 + 4096 * 1024);
+  big.writeUInt32LE(0x1234, 0);
+  big.writeUInt32LE(4096 * 1024, 4);
+  const splitter = new RecordSplitter(0);
+  const origConcat = Buffer.concat;
+  let joined = 0;
+  Buffer.concat = ((list: readonly Uint8Array[], len?: number) => {
+    const r = origConcat(list, len);
+    joined += r.length;
+    return r;
+  }) as typeof Buffer.concat;
+  let items = 0;
+  try {
+    for (let o = 0; o < big.length; o += 512) splitter.push(big.subarray(o, Math.min(big.length, o + 512)), () => items++);
+  } finally {
+    Buffer.concat = origConcat;
+  }
+  t.equal(items, 1, 'one item out');
+  t.ok(joined <= 2 * big.length, `bytes joined ${joined} for a ${big.length}-byte item in ${Math.ceil(big.length / 512)} parts`);
+});
+
+t.test('a FULL checkpoint passes through both ends untouched and builds no shadow', async (t) => {
+  const p = new Pair(8);
+  p.mem.fill(1);
+  const chunks = p.plain(all(8));
+  const wire = p.encode(chunks, true);
+  t.ok(Buffer.concat(wire).equals(Buffer.concat(chunks)), 'the primary sends it byte for byte');
+  const d = p.dec.decode(wire, true);
+  t.ok(Buffer.concat(d.parts).equals(Buffer.concat(chunks)), 'the backup hands it on byte for byte');
+  p.parser.parseCheckpoint(d.parts as Buffer[]);
+  d.commit();
+  t.same([p.enc.shadow.pages, p.dec.shadow.pages], [0, 0]);
+  // and what follows is encoded: no PAGE_DATA on the wire
+  const next = p.encode(p.plain([1, 2]));
+  t.notOk(next.some((b) => b.readUInt32LE(0) === XC_REC.PAGE_DATA), 'no PAGE_DATA in an incremental checkpoint');
+  t.ok(next.some((b) => b.readUInt32LE(0) === XC_REC_FGBI_PAGE_DATA));
+  // an FGBI_PAGE_DATA in a FULL checkpoint is an unknown mandatory record to the parser
+  const q = new Pair(2);
+  q.prime(all(2));
+  const inc = q.encode(q.plain([0]));
+  const asFull = q.dec.decode(inc, true);
+  t.throws(() => q.parser.parseCheckpoint(asFull.parts as Buffer[]), /0x584c4860|unknown/i, 'the parser refuses FGBI_PAGE_DATA in a FULL checkpoint');
+});
+
+t.test('the shadow follows repeated pages: a page sent rarely takes none, an idle one is dropped on both sides alike', async (t) => {
+  const p = new Pair(64);
+  p.checkpoint(all(64), true);
+  // pfn 1 every checkpoint; pfn 2 twice, further apart than the window; pfn 3 twice within it
+  p.checkpoint([1, 2, 3]);
+  for (let i = 0; i < FGBI_REPEAT_WINDOW - 2; i++) p.checkpoint([1]);
+  p.checkpoint([1, 3]);
+  t.ok(p.enc.shadow.has(3), 'a page sent again within the window takes a shadow');
+  for (let i = 0; i < 4; i++) p.checkpoint([1]);
+  p.checkpoint([1, 2]);
+  t.notOk(p.enc.shadow.has(2), 'one sent again after the window takes none');
+  t.ok(p.enc.shadow.has(1));
+  // pfn 3 is not touched again: after FGBI_IDLE_CHECKPOINTS (and a sweep) both sides drop it
+  for (let i = 0; i < FGBI_IDLE_CHECKPOINTS + FGBI_SWEEP_EVERY; i++) {
+    p.page(1)[i % 4096] ^= 1;
+    p.checkpoint([1]);
+  }
+  t.notOk(p.enc.shadow.has(3), 'the idle shadow is dropped on the primary');
+  t.notOk(p.dec.shadow.has(3), 'and on the backup');
+  t.ok(p.enc.shadow.has(1) && p.dec.shadow.has(1), 'the busy one stays');
+  t.ok(p.enc.stats.idleDrops >= 1);
+  t.equal(p.shadowsAgree(), null);
+  p.page(3)[0] ^= 1;
+  const r = p.checkpoint([3]);
+  t.ok(r.decoded.equals(r.plain), 'the dropped page goes whole, and decodes');
 });
 
 // --- malformed records from the network --------------------------------------------------------
@@ -340,8 +430,9 @@ t.test('block indices out of order and a raw PAGE_DATA are refused', async (t) =
   const r = expectProtocolError(() => p.dec.decode(wire, false), 'EBADVALUE', 'block index 3 follows 3');
   t.ok(r.ok, r.message);
   const q = new Pair(2);
+  q.prime(all(2));
   const plain = q.plain(all(2));
-  const r2 = expectProtocolError(() => q.dec.decode(plain, true), 'EBADSEQ', 'PAGE_DATA record in an fgbi stream');
+  const r2 = expectProtocolError(() => q.dec.decode(plain, false), 'EBADSEQ', 'PAGE_DATA record in an incremental checkpoint of an fgbi stream');
   t.ok(r2.ok, r2.message);
 });
 
@@ -349,17 +440,17 @@ t.test('a PAGE_KEEP past the agreed shadow bound is refused', async (t) => {
   const enc = new FgbiEncoder({ blockBytes: 64, shadowCapBytes: 4 * PAGE_SIZE });
   const dec = new FgbiDecoder({ blockBytes: 64, shadowCapBytes: 2 * PAGE_SIZE });
   const w = new XenStreamWriter();
-  const chunks = [w.begin({ domainType: 0xffff0001, xenMajor: 4, xenMinor: 17 }), w.pageData([...all(3), ...all(3)], Buffer.alloc(6 * PAGE_SIZE, 1)), w.checkpoint()];
-  const wire = chunks.flatMap((c) => enc.encode(c));
-  const r = expectProtocolError(() => dec.decode(wire, true), 'EBADVALUE', 'entry 5 (pfn 2)', 'past the 8192 bytes agreed');
+  const first = [w.begin({ domainType: 0xffff0001, xenMajor: 4, xenMinor: 17 }), w.pageData(all(3), Buffer.alloc(3 * PAGE_SIZE, 1)), w.checkpoint()];
+  enc.startFull();
+  dec.decode(first.flatMap((c) => enc.encode(c)), true).commit();
+  enc.endCheckpoint();
+  const once = [w.pageData(all(3), Buffer.alloc(3 * PAGE_SIZE, 2)), w.checkpoint()];
+  dec.decode(once.flatMap((c) => enc.encode(c)), false).commit();
+  enc.endCheckpoint();
+  const twice = [w.pageData(all(3), Buffer.alloc(3 * PAGE_SIZE, 3)), w.checkpoint()];
+  const wire = twice.flatMap((c) => enc.encode(c));
+  const r = expectProtocolError(() => dec.decode(wire, false), 'EBADVALUE', 'entry 2 (pfn 2)', 'past the 8192 bytes agreed');
   t.ok(r.ok, r.message);
   t.equal(dec.shadow.pages, 0);
 });
 
-t.test('the stream headers pass through the encoder untouched', async (t) => {
-  const p = new Pair(1);
-  const chunks = p.plain([0]);
-  const wire = p.encode(chunks, true);
-  t.ok(wire[0]!.equals(chunks[0]!.subarray(0, STREAM_HEADER_BYTES)));
-  t.notOk(wire.some((b) => b.readUInt32LE(0) === XC_REC.PAGE_DATA && b.length > 8), 'no PAGE_DATA goes on the wire');
-});
