@@ -57,6 +57,11 @@ export interface BackendFeatures {
    * its replica takes the pages rebuilt from that (verified on sim; not yet on Xen).
    */
   fgbi?: boolean;
+  /**
+   * `ha_transfer` compress runs on this backend: its save stream may be compressed at the link
+   * and decompressed before its replica takes it (verified on sim; not yet on Xen).
+   */
+  compress?: boolean;
 }
 
 /** A write to a domain's virtual disk (and, in DISK_WRITES frames, on the wire). */

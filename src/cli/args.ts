@@ -295,7 +295,7 @@ const REPLICATE_OPTIONS: OptionDef[] = [
   { id: 'in-flight', long: 'in-flight', arg: 'N', help: `Checkpoints that may travel unacknowledged while the guest runs on (${LIMITS.inFlight.min} to ${LIMITS.inFlight.max}; default: the backend's, sim 8, xen 2).` },
   { id: 'buffer-limit', long: 'buffer-limit', arg: 'MIB', help: `Output held for the backup, at most, before --on-buffer-full acts (default ${DEFAULT_BUFFER_LIMIT_MIB}, ${LIMITS.bufferLimitMiB.min} to ${LIMITS.bufferLimitMiB.max}).` },
   { id: 'on-buffer-full', long: 'on-buffer-full', arg: 'POLICY', help: 'When the backup falls that far behind: throttle (pause the guest until it catches up; default) or degrade (give protection up with an alert, then reconnect).' },
-  { id: 'transfer', long: 'transfer', arg: 'LIST', help: 'Checkpoint transfer: full (default), or fgbi (only the changed 64-byte blocks of each dirty page); compress is not in this release.' },
+  { id: 'transfer', long: 'transfer', arg: 'LIST', help: 'Checkpoint transfer: full (default), or a comma list of fgbi (only the changed 64-byte blocks of each dirty page) and compress (zstd-1 over the stream), e.g. fgbi,compress; sim backend only.' },
   { id: 'fgbi-block-bytes', long: 'fgbi-block-bytes', arg: 'N', help: `fgbi's block size, a power of two from ${FGBI_BLOCK_BYTES.min} to ${FGBI_BLOCK_BYTES.max} (default ${FGBI_BLOCK_BYTES.default}).` },
   { id: 'fgbi-shadow-mib', long: 'fgbi-shadow-mib', arg: 'MIB', help: `Memory each side's fgbi shadow may take, at most (default ${FGBI_DEFAULT_SHADOW_MIB}, ${LIMITS.fgbiShadowMiB.min} to ${LIMITS.fgbiShadowMiB.max}).` },
   { id: 'unsafe', short: 'F', long: 'unsafe', help: 'Run in unsafe mode (needed by xl for -n, -d and -b); failover may not work as intended.' },

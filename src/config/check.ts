@@ -92,8 +92,6 @@ export interface CheckConfigReport {
  */
 const NOT_YET: Readonly<Record<string, string>> = {
   'ha:llm': 'ha = "llm" is not implemented yet in this release: the daemon will refuse to protect the domain (use remus, kemari or colo)',
-  'ha_transfer:compress': 'ha_transfer = "compress" is not implemented yet in this release: the daemon will refuse to protect the domain (use full or fgbi)',
-  'ha_transfer:fgbi,compress': 'ha_transfer = "fgbi,compress": compress is not implemented yet in this release: the daemon will refuse to protect the domain (use full or fgbi)',
 };
 
 function cfgIssue(file: string, i: ConfigIssue): CheckIssue {

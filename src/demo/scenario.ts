@@ -20,8 +20,8 @@ export interface ScenarioOptions {
   minGapMs?: number;
   /** colo: the fallback checkpoint interval (default: the mode's). */
   maxIntervalMs?: number;
-  /** Checkpoint transfer (`--transfer`: full, fgbi; default full). */
-  transfer?: 'full' | 'fgbi';
+  /** Checkpoint transfer (`--transfer`: full, fgbi, compress, fgbi,compress; default full). */
+  transfer?: 'full' | 'fgbi' | 'compress' | 'fgbi,compress';
   /** fgbi's block size (default 64). */
   fgbiBlockBytes?: number;
   /** sim_nondeterminism of the guest: the fraction of PUT responses that differ between copies. */

@@ -193,10 +193,12 @@ export class ChannelLink implements ReplicationLink {
     if (this.lostError) return Promise.reject(this.lostError);
     // Encoded now, in the order the engine sends (epoch order): the encoder's shadow is then
     // what the backup holds once it has committed everything sent so far.
-    const out = this.encoder && type === XLHA_REC.XEN_STREAM ? this.encoder.encode(body) : body;
+    // (after the guest resumed: the engine ships a checkpoint only once it runs again)
+    const f = this.encoder && type === XLHA_REC.XEN_STREAM ? this.encoder.encode(body) : { type, parts: body };
+    const out = f.parts;
     if (Buffer.isBuffer(out)) this.contentBytes += out.length;
     else for (const b of out as readonly Buffer[]) this.contentBytes += b.length;
-    return this.channel.sendContent(type, out, onWritten);
+    return this.channel.sendContent(f.type, out, onWritten);
   }
 
   startFull(): void {

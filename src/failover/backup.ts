@@ -25,7 +25,7 @@ import os from 'node:os';
 import type { Logger } from 'winston';
 import type { DiskWrite, HypervisorBackend, ReplicaDomain, ReplicaPolicy } from '../backend/types.js';
 import { Channel } from '../transport/channel.js';
-import { frameParts, ProtocolError, type Frame } from '../transport/framing.js';
+import { DEFAULT_MAX_FRAME_BYTES, frameParts, ProtocolError, type Frame } from '../transport/framing.js';
 import {
   XLHA_REC,
   decodeDiskWrites,
@@ -42,7 +42,7 @@ import { CheckpointDigest } from '../transport/digest.js';
 import { XenStreamParser } from '../transport/xenstream.js';
 import { HeartbeatMonitor, SETTLE_AFTER_FULL_MS } from '../transport/heartbeat.js';
 import { helloTransfer, parseHello, PROTOCOL_VERSION, type HelloBody } from '../transport/hello.js';
-import { checkTransferRuns, TransferDecoder } from '../transport/transfer.js';
+import { checkTransferRuns, TransferDecoder, type StreamFrame } from '../transport/transfer.js';
 import { SideChannel } from '../transport/side.js';
 import { createRole, type BackupRole } from './roles.js';
 import { FencedError, WITNESS_BEAT_MIN_MS, type Witness } from '../witness/witness.js';
@@ -128,6 +128,8 @@ export class BackupSession {
   private decoder: TransferDecoder | null = null;
   private digest = new CheckpointDigest();
   private xen: Buffer[] = [];
+  /** The same bytes frame by frame (a compressed chunk is one frame), for the transfer's decoder. */
+  private xenFrames: StreamFrame[] = [];
   private disk: Buffer[] = [];
   private pendingBytes = 0;
   /** What the HELLO's guest can need in one checkpoint: more is a protocol error. */
@@ -180,6 +182,9 @@ export class BackupSession {
     switch (f.type) {
       case XLHA_REC.HELLO:
         return this.onHello(f.body);
+      case XLHA_REC.XEN_STREAM_Z:
+        if (this.decoder?.streamType !== XLHA_REC.XEN_STREAM_Z) throw new ProtocolError('EBADTYPE', `XEN_STREAM_Z frame (a compressed stream chunk), but compress was not agreed in HELLO (transfer ${this.hello?.transfer ?? 'not yet agreed'})`);
+        return this.onContent(f);
       case XLHA_REC.XEN_STREAM:
       case XLHA_REC.DISK_WRITES:
         return this.onContent(f);
@@ -300,11 +305,13 @@ export class BackupSession {
       // Past what this host holds: the content goes as it arrives (the digest still covers it,
       // so the stream stays in step) and the checkpoint is refused at its SEAL.
       if (!this.overLimit) this.overflow();
-      if (f.type === XLHA_REC.XEN_STREAM) this.release(parts);
+      if (f.type !== XLHA_REC.DISK_WRITES) this.release(parts);
       return;
     }
-    if (f.type === XLHA_REC.XEN_STREAM) this.xen.push(...parts);
-    else this.disk.push(f.body); // decoded one frame at a time
+    if (f.type !== XLHA_REC.DISK_WRITES) {
+      this.xen.push(...parts);
+      if (this.decoder) this.xenFrames.push({ type: f.type, parts });
+    } else this.disk.push(f.body); // decoded one frame at a time
     // Before the first checkpoint there is nothing to protect: a replica that can build while
     // the precopy streams gets the bytes now (they count only once the seal verifies).
     // (Not with a transfer: its bytes are decoded only once the seal verifies.)
@@ -327,6 +334,7 @@ export class BackupSession {
     });
     this.release(this.xen);
     this.xen = [];
+    this.xenFrames = [];
     this.disk = [];
   }
 
@@ -340,9 +348,11 @@ export class BackupSession {
     if (!this.hello || !this.replica) throw new Error('SEAL before HELLO');
     const seal = decodeSeal(body);
     const xen = this.xen;
+    const xenFrames = this.xenFrames;
     const disk = this.disk;
     const overLimit = this.overLimit;
     this.xen = [];
+    this.xenFrames = [];
     this.disk = [];
     this.pendingBytes = 0;
     this.overLimit = null;
@@ -382,7 +392,14 @@ export class BackupSession {
     let commitTransfer = () => {};
     try {
       if (this.decoder) {
-        const d = this.decoder.decode(xen, full);
+        // compress: each chunk may decompress to at most a frame's limit, and the checkpoint to
+        // at most what this backup holds of one (the HELLO's bound and this host's)
+        const held = Math.min(this.maxPendingBytes, this.hostMaxPendingBytes);
+        const d = await this.decoder.decode(xenFrames, full, {
+          maxChunkBytes: DEFAULT_MAX_FRAME_BYTES,
+          maxCheckpointBytes: held,
+          checkpointLimitSource: held === this.hostMaxPendingBytes ? this.hostLimitSource : `2 x memory + 2 x disk + 64 MiB for the HELLO's ${this.hello.domain.memoryMiB} MiB guest`,
+        });
         stream = d.parts;
         commitTransfer = d.commit;
       }

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { xlCfgFromObject, type XlValue } from '../../src/config/xlcfg.js';
 import { ConfigError, domainConfigFromCfg } from '../../src/config/domain.js';
-import { parseTransfer, transferNotImplemented } from '../../src/transport/transfer.js';
+import { checkTransferRuns, fgbiParams, parseTransfer, transferNotImplemented } from '../../src/transport/transfer.js';
 
 const BASE = { name: 'vm1', memory: 512, ha: 'remus', ha_peer: 'b' } as const;
 
@@ -65,10 +65,16 @@ t.test("fgbi's keys without fgbi are refused rather than ignored", async (t) => 
   t.ok(fromObj({ ...BASE, ha_transfer: 'fgbi,compress', ha_fgbi_shadow_mib: 4 }).ha, 'with fgbi among others they apply');
 });
 
-t.test('compress parses but is not run: the daemon refuses it by name', async (t) => {
-  t.equal(transferNotImplemented('compress'), 'ha_transfer "compress" is not implemented yet in this release; accepted: full, fgbi');
-  t.match(transferNotImplemented('fgbi,compress'), /"compress" is not implemented yet/);
-  t.equal(transferNotImplemented('fgbi'), null);
-  t.equal(transferNotImplemented('full'), null);
+t.test('compress and fgbi,compress run in this release; the Xen backend refuses each stage by name', async (t) => {
+  for (const id of ['full', 'fgbi', 'compress', 'fgbi,compress'] as const) t.equal(transferNotImplemented(id), null, `${id} is implemented`);
   t.same(parseTransfer(' fgbi '), { ok: true, id: 'fgbi', stages: ['fgbi'] }, 'spaces around items are allowed');
+  const sim = { kind: 'sim', features: { fgbi: true, compress: true } };
+  const xen = { kind: 'xen', features: {} };
+  const fgbi = fgbiParams(undefined, undefined);
+  for (const id of ['compress', 'fgbi,compress', 'fgbi'] as const) {
+    const s = { id, ...(id.includes('fgbi') ? { fgbi } : {}) };
+    t.doesNotThrow(() => checkTransferRuns(s, sim), `${id} runs on sim`);
+    t.throws(() => checkTransferRuns(s, xen), new RegExp(`ha_transfer "${id}": ${id.startsWith('fgbi') ? 'fgbi' : 'compress'} is not available on the xen backend: .*; use full`), `${id} is refused on xen, naming the stage`);
+  }
+  t.doesNotThrow(() => checkTransferRuns({ id: 'full' }, xen), 'full runs on xen');
 });

@@ -48,6 +48,7 @@ const SIM_FEATURES: BackendFeatures = {
   diskReplication: true,
   maxInFlight: 8,
   fgbi: true,
+  compress: true,
 };
 
 export interface SimBackendOptions {
