@@ -191,12 +191,13 @@ t.test('a backup host that died and came back is reconnected to with backoff: st
   t.match(fs.readFileSync(primary.logPath, 'utf8'), /protection resumed after backup loss: full resynchronisation done/, 'the log says it resumed');
 });
 
-t.test('a kv guest protected with fgbi fails over with every acknowledged write and the checkpoint memory byte for byte', async (t) => {
+for (const transfer of ['fgbi', 'fgbi,compress'] as const) {
+t.test(`a kv guest protected with ${transfer} fails over with every acknowledged write and the checkpoint memory byte for byte`, async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xlha-mp-fgbi-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const digests = (host: string) => path.join(dir, `${host}.digests`);
   const r = await runScenario({
-    transfer: 'fgbi',
+    transfer,
     memoryMiB: 16,
     dirtyMiBPerSec: 2,
     intervalMs: 20,
@@ -215,7 +216,8 @@ t.test('a kv guest protected with fgbi fails over with every acknowledged write 
   t.equal(r.writesAppliedByGuest, r.ackedWrites, 'every acknowledged write was applied exactly once');
   t.equal(r.backupStatus.state, 'active', 'the backup runs the domain');
   const tr = r.primaryStatus.transfer as Record<string, number>;
-  t.equal(tr.id as unknown, 'fgbi', 'the primary sent with fgbi');
+  t.equal(tr.id as unknown, transfer, `the primary sent with ${transfer}`);
+  if (transfer === 'fgbi,compress') t.ok(tr.compressOut! < tr.compressIn! / 4, `and compressed what fgbi left (${tr.compressIn} -> ${tr.compressOut})`);
   t.ok(tr.deltaPages > 0, `pages went as blocks (${tr.deltaPages})`);
   t.ok(Number(r.primaryStatus.bytesPerCheckpointP50) < Number(r.primaryStatus.capturedBytesPerCheckpointP50), `fewer bytes sent than captured (${String(r.primaryStatus.bytesPerCheckpointP50)} < ${String(r.primaryStatus.capturedBytesPerCheckpointP50)})`);
   const captured = new Map<number, string>();
@@ -227,3 +229,4 @@ t.test('a kv guest protected with fgbi fails over with every acknowledged write 
   const [, epochText, sha] = act!.split(' ');
   t.equal(sha, captured.get(Number(epochText)), `backup memory equals checkpoint ${epochText} byte for byte`);
 });
+}
