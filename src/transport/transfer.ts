@@ -81,7 +81,7 @@ export function transferNotImplemented(id: TransferId): string | null {
 }
 
 /**
- * Refuses what cannot run: a stage not in this release, or fgbi on a backend where it is not
+ * Refuses what cannot run: a stage not in this release, or a stage (fgbi, compress) on a backend where it is not
  * verified (`fgbi` false in the backend's features), naming the stage and the backend.
  */
 export function checkTransferRuns(t: TransferSettings, backend: { kind: string; features: { fgbi?: boolean; compress?: boolean } }): void {
