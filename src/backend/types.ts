@@ -52,6 +52,16 @@ export interface BackendFeatures {
    * sch_plug tracks only the current and the previous epoch, so Xen's netbuf allows 2.
    */
   maxInFlight: number;
+  /**
+   * `ha_transfer` fgbi runs on this backend: its save stream may be block-encoded at the link and
+   * its replica takes the pages rebuilt from that (verified on sim; not yet on Xen).
+   */
+  fgbi?: boolean;
+  /**
+   * `ha_transfer` compress runs on this backend: its save stream may be compressed at the link
+   * and decompressed before its replica takes it (verified on sim; not yet on Xen).
+   */
+  compress?: boolean;
 }
 
 /** A write to a domain's virtual disk (and, in DISK_WRITES frames, on the wire). */

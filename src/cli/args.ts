@@ -12,6 +12,8 @@
  * `UsageError` whose message names the offending argument.
  */
 
+import { parseTransfer, transferStages, type TransferId } from '../transport/transfer.js';
+import { FGBI_BLOCK_BYTES, FGBI_DEFAULT_SHADOW_MIB, isValidBlockBytes } from '../transport/fgbi.js';
 import {
   DEFAULT_HEARTBEAT_MS,
   DEFAULT_INTERVAL_MS,
@@ -80,6 +82,10 @@ export interface ReplicateCommand extends CommandBase {
   /** Output held for the backup before `onBufferFull` acts, MiB (`--buffer-limit`). */
   bufferLimitMiB?: number;
   onBufferFull?: BufferFullPolicy;
+  /** `--transfer` (canonical; unset: full). */
+  transfer?: TransferId;
+  fgbiBlockBytes?: number;
+  fgbiShadowMiB?: number;
   allowUnsafe: boolean;
 }
 
@@ -289,6 +295,9 @@ const REPLICATE_OPTIONS: OptionDef[] = [
   { id: 'in-flight', long: 'in-flight', arg: 'N', help: `Checkpoints that may travel unacknowledged while the guest runs on (${LIMITS.inFlight.min} to ${LIMITS.inFlight.max}; default: the backend's, sim 8, xen 2).` },
   { id: 'buffer-limit', long: 'buffer-limit', arg: 'MIB', help: `Output held for the backup, at most, before --on-buffer-full acts (default ${DEFAULT_BUFFER_LIMIT_MIB}, ${LIMITS.bufferLimitMiB.min} to ${LIMITS.bufferLimitMiB.max}).` },
   { id: 'on-buffer-full', long: 'on-buffer-full', arg: 'POLICY', help: 'When the backup falls that far behind: throttle (pause the guest until it catches up; default) or degrade (give protection up with an alert, then reconnect).' },
+  { id: 'transfer', long: 'transfer', arg: 'LIST', help: 'Checkpoint transfer: full (default), or a comma list of fgbi (only the changed 64-byte blocks of each dirty page) and compress (zstd-1 over the stream), e.g. fgbi,compress; sim backend only.' },
+  { id: 'fgbi-block-bytes', long: 'fgbi-block-bytes', arg: 'N', help: `fgbi's block size, a power of two from ${FGBI_BLOCK_BYTES.min} to ${FGBI_BLOCK_BYTES.max} (default ${FGBI_BLOCK_BYTES.default}).` },
+  { id: 'fgbi-shadow-mib', long: 'fgbi-shadow-mib', arg: 'MIB', help: `Memory each side's fgbi shadow may take, at most (default ${FGBI_DEFAULT_SHADOW_MIB}, ${LIMITS.fgbiShadowMiB.min} to ${LIMITS.fgbiShadowMiB.max}).` },
   { id: 'unsafe', short: 'F', long: 'unsafe', help: 'Run in unsafe mode (needed by xl for -n, -d and -b); failover may not work as intended.' },
   HELP_OPTION,
 ];
@@ -719,12 +728,27 @@ export function parseArgs(argv: readonly string[]): Command {
       if (bfOpt && !(BUFFER_FULL_POLICIES as readonly string[]).includes(bfOpt.value)) {
         throw new UsageError(`option ${bfOpt.spelled} expects ${BUFFER_FULL_POLICIES.join(' or ')}, got ${JSON.stringify(bfOpt.value)}`, command, bfOpt.spelled);
       }
+      const trOpt = lastValue(s, 'transfer');
+      const tr = trOpt ? parseTransfer(trOpt.value) : null;
+      if (trOpt && tr && !tr.ok) throw new UsageError(`option ${trOpt.spelled}: ${tr.reason}`, command, trOpt.spelled);
+      const transfer = tr?.ok ? tr.id : 'full';
+      const fbOpt = lastValue(s, 'fgbi-block-bytes');
+      const fsOpt = lastValue(s, 'fgbi-shadow-mib');
+      for (const o of [fbOpt, fsOpt]) {
+        if (o && !transferStages(transfer).includes('fgbi')) throw new UsageError(`option ${o.spelled} applies only with --transfer fgbi`, command, o.spelled);
+      }
+      if (fbOpt && !isValidBlockBytes(Number(fbOpt.value))) {
+        throw new UsageError(`option ${fbOpt.spelled} expects a power of two from ${FGBI_BLOCK_BYTES.min} to ${FGBI_BLOCK_BYTES.max} (bytes), got ${JSON.stringify(fbOpt.value)}`, command, fbOpt.spelled);
+      }
       const gapOpt = lastValue(s, 'min-gap');
       const maxOpt = lastValue(s, 'max-interval');
       return {
         ...(ifOpt ? { inFlight: intOption(command, ifOpt, LIMITS.inFlight, 'checkpoints') } : {}),
         ...(blOpt ? { bufferLimitMiB: intOption(command, blOpt, LIMITS.bufferLimitMiB, 'MiB') } : {}),
         ...(bfOpt ? { onBufferFull: bfOpt.value as BufferFullPolicy } : {}),
+        ...(transfer !== 'full' ? { transfer } : {}),
+        ...(fbOpt ? { fgbiBlockBytes: Number(fbOpt.value) } : {}),
+        ...(fsOpt ? { fgbiShadowMiB: intOption(command, fsOpt, LIMITS.fgbiShadowMiB, 'MiB') } : {}),
         ...(command === 'kemari' ? { minGapMs: gapOpt ? intOption(command, gapOpt, LIMITS.kemariMinGapMs, 'milliseconds') : DEFAULT_KEMARI_MIN_GAP_MS } : {}),
         ...(command === 'colo' ? { maxIntervalMs: maxOpt ? intOption(command, maxOpt, LIMITS.coloMaxIntervalMs, 'milliseconds') : DEFAULT_COLO_MAX_INTERVAL_MS } : {}),
         cmd: 'remus',

@@ -84,6 +84,17 @@ type StatusText = {
 const cell = (v: unknown, unit = ''): string => (typeof v === 'number' && Number.isFinite(v) ? `${v}${unit}` : '-');
 const rate = (v: unknown): string => (typeof v === 'number' ? (v >= 1048576 ? `${(v / 1048576).toFixed(1)}M` : v >= 1024 ? `${(v / 1024).toFixed(1)}K` : String(v)) : '-');
 
+const mibText = (b: number): string => `${(b / 1048576).toFixed(1)} MiB`;
+
+/** A note on a transfer other than full: its shadow's memory against its bound, and how pages went. */
+function transferNote(name: string, side: string, t: unknown): string | null {
+  const x = t as { id?: unknown; shadowBytes?: unknown; shadowCapBytes?: unknown; shadowPages?: unknown; shadowAllocatedBytes?: unknown; deltaPages?: unknown; bytesIn?: unknown; bytesOut?: unknown } | undefined;
+  if (!x || typeof x.id !== 'string' || x.id === 'full') return null;
+  const shadow = typeof x.shadowBytes === 'number' && typeof x.shadowCapBytes === 'number' ? `${side} shadow ${mibText(x.shadowBytes)} of ${mibText(x.shadowCapBytes)} (${cell(x.shadowPages)} pages, ${typeof x.shadowAllocatedBytes === 'number' ? mibText(x.shadowAllocatedBytes) : '-'} allocated)` : `${side} shadow -`;
+  const ratio = typeof x.bytesIn === 'number' && typeof x.bytesOut === 'number' && x.bytesIn > 0 ? `; pages sent as ${Math.round((x.bytesOut * 100) / x.bytesIn)}% of their bytes, ${cell(x.deltaPages)} as blocks` : '';
+  return `${name}: transfer ${x.id}: ${shadow}${ratio}`;
+}
+
 /** `xl-ha status` as text: one row per protection and replica, then notes, alerts and each domain's story. */
 export function formatStatus(s: StatusText): string {
   const rows: (string | number)[][] = [['Name', 'Role', 'Mode', 'State', 'Peer', 'Epoch', 'Ckpt/s', 'Ack age', 'Pause p99', 'Bytes/s']];
@@ -101,11 +112,15 @@ export function formatStatus(s: StatusText): string {
     const c = p.precopy as { sentBytes: number; totalBytes: number; etaSec: number | null } | undefined;
     if (c) notes.push(`${String(p.domain)}: initial copy ${c.totalBytes ? Math.round((c.sentBytes * 100) / c.totalBytes) : 0}% of ${Math.round(c.totalBytes / 1048576)} MiB, ETA ${c.etaSec ?? '-'} s`);
     if (p.error) notes.push(`${String(p.domain)}: ${String(p.error)}`);
+    const tn = transferNote(String(p.domain), 'primary', p.transfer);
+    if (tn) notes.push(tn);
     story(String(p.domain), p.history);
   }
   for (const b of s.replicas) {
     rows.push([String(b.domain ?? '-'), 'backup', String(b.mode ?? '-'), String(b.state), String(b.primary ?? '-'), cell(b.epoch), '-', '-', '-', '-']);
     if (b.error) notes.push(`${String(b.domain ?? '-')}: ${String(b.error)}`);
+    const bn = transferNote(String(b.domain ?? '-'), 'backup', b.transfer);
+    if (bn) notes.push(bn);
     if (!s.protections.some((p) => p.domain === b.domain)) story(String(b.domain ?? '-'), b.history);
   }
   const d = s.daemon ? `; daemon pid ${s.daemon.pid}, up ${s.daemon.uptimeSecs} s, ${s.daemon.rssMiB} MiB resident (peak ${s.daemon.maxRssMiB}), ${s.daemon.threadPool} pool threads` : '';
@@ -249,6 +264,9 @@ export async function main(argv: string[]): Promise<number> {
           ...(cmd.inFlight ? { inFlight: cmd.inFlight } : {}),
           ...(cmd.bufferLimitMiB !== undefined ? { bufferLimitMiB: cmd.bufferLimitMiB } : {}),
           ...(cmd.onBufferFull !== undefined ? { onBufferFull: cmd.onBufferFull } : {}),
+          ...(cmd.transfer !== undefined ? { transfer: cmd.transfer } : {}),
+          ...(cmd.fgbiBlockBytes !== undefined ? { fgbiBlockBytes: cmd.fgbiBlockBytes } : {}),
+          ...(cmd.fgbiShadowMiB !== undefined ? { fgbiShadowMiB: cmd.fgbiShadowMiB } : {}),
           allowUnsafe: cmd.allowUnsafe,
         },
       }, PROTECT_ANSWER_MS).finally(() => progress.stop())) as Record<string, unknown>;

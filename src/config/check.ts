@@ -7,6 +7,8 @@
  * file:line, the key, the value and what is accepted). Usage errors (2) are args.ts's.
  */
 
+import { transferStages } from '../transport/transfer.js';
+import { FGBI_BLOCK_BYTES, FGBI_DEFAULT_SHADOW_MIB } from '../transport/fgbi.js';
 import fs from 'node:fs';
 import {
   ConfigError,
@@ -90,8 +92,6 @@ export interface CheckConfigReport {
  */
 const NOT_YET: Readonly<Record<string, string>> = {
   'ha:llm': 'ha = "llm" is not implemented yet in this release: the daemon will refuse to protect the domain (use remus, kemari or colo)',
-  'ha_transfer:compress': 'ha_transfer = "compress" is not implemented yet in this release: the daemon will refuse to protect the domain (use full)',
-  'ha_transfer:fgbi': 'ha_transfer = "fgbi" is not implemented yet in this release: the daemon will refuse to protect the domain (use full)',
 };
 
 function cfgIssue(file: string, i: ConfigIssue): CheckIssue {
@@ -113,6 +113,10 @@ function haValue(key: HaKey, ha: HaConfig): string | number | boolean {
       return ha.maxIntervalMs!;
     case 'ha_transfer':
       return ha.transfer;
+    case 'ha_fgbi_block_bytes':
+      return ha.fgbiBlockBytes ?? FGBI_BLOCK_BYTES.default;
+    case 'ha_fgbi_shadow_mib':
+      return ha.fgbiShadowMiB ?? FGBI_DEFAULT_SHADOW_MIB;
     case 'ha_group':
       return '';
     case 'ha_netbuf':
@@ -135,6 +139,7 @@ export function effectiveHaSettings(cfg: XlCfg, ha: HaConfig, confFile: string):
   const out: EffectiveSetting[] = [];
   for (const key of HA_KEYS) {
     if (key === 'ha_group' || !haKeyUsedBy(key, ha.mode)) continue;
+    if (key.startsWith('ha_fgbi_') && !transferStages(ha.transfer).includes('fgbi')) continue;
     const e = cfg.entries.get(key);
     let origin: SettingOrigin;
     if (e?.origin) {

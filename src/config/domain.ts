@@ -56,10 +56,13 @@ export const DEFAULT_MEMORY_MIB = 32;
 
 import { MODE_IDS, type ModeId } from '../engine/modes/ids.js';
 import { BUFFER_FULL_POLICIES, DEFAULT_BUFFER_LIMIT_MIB, type BufferFullPolicy } from '../engine/buffer-policy.js';
+import { parseTransfer, TRANSFER_WORDS, transferStages, type TransferId } from '../transport/transfer.js';
+import { FGBI_BLOCK_BYTES, isValidBlockBytes } from '../transport/fgbi.js';
 
-/** Checkpoint transfer encodings (`ha_transfer`). */
-export const TRANSFER_IDS = ['full', 'compress', 'fgbi'] as const;
-export type TransferMode = (typeof TRANSFER_IDS)[number];
+/** The words of `ha_transfer` (full alone, or a comma list of the stages: src/transport/transfer.ts). */
+export const TRANSFER_IDS = TRANSFER_WORDS;
+/** A transfer in canonical form (`full`, `fgbi`, `compress`, `fgbi,compress`). */
+export type TransferMode = TransferId;
 
 /** Simulated guest workloads (`sim_workload`). */
 export const SIM_WORKLOAD_IDS = ['kv', 'memstress', 'idle'] as const;
@@ -84,6 +87,7 @@ export const LIMITS = {
   failoverTimeoutMs: { min: 1, max: 600_000 },
   inFlight: { min: 1, max: 16 },
   bufferLimitMiB: { min: 1, max: 4096 },
+  fgbiShadowMiB: { min: 1, max: 65_536 },
   simDirtyMiBPerSec: { min: 0, max: 4096 },
   simSeed: { min: 0, max: 0xffff_ffff },
   simNondeterminism: { min: 0, max: 1 },
@@ -100,6 +104,8 @@ export const HA_KEYS = [
   'ha_kemari_min_gap_ms',
   'ha_colo_max_interval_ms',
   'ha_transfer',
+  'ha_fgbi_block_bytes',
+  'ha_fgbi_shadow_mib',
   'ha_group',
   'ha_netbuf',
   'ha_disk',
@@ -171,6 +177,10 @@ export interface HaConfig {
   /** colo only: a checkpoint at the latest this long after the previous one. */
   maxIntervalMs?: number;
   transfer: TransferMode;
+  /** fgbi's block size, bytes (`ha_fgbi_block_bytes`; unset: 64). Only with fgbi in `transfer`. */
+  fgbiBlockBytes?: number;
+  /** The bound of each side's fgbi shadow, MiB (`ha_fgbi_shadow_mib`; unset: 64). Only with fgbi. */
+  fgbiShadowMiB?: number;
   netbuf: boolean;
   disk: boolean;
   heartbeatMs: number;
@@ -410,6 +420,13 @@ export function checkChoice<T extends string>(v: XlValue, ids: readonly T[]): Ch
   return typeof v === 'string' && (ids as readonly string[]).includes(v) ? ok(v as T) : no(`expected ${oneOf(ids)}`);
 }
 
+/** `ha_transfer`: full, or a comma list of stages in any order, each once; canonical form out. */
+export function checkTransfer(v: XlValue): Checked<TransferId> {
+  if (typeof v !== 'string') return no('expected a quoted string: full, or a comma list of fgbi and compress (e.g. "fgbi,compress")');
+  const t = parseTransfer(v);
+  return t.ok ? ok(t.id) : no(t.reason);
+}
+
 export function checkBool(v: XlValue): Checked<boolean> {
   const b = Array.isArray(v) ? undefined : parseBoolWord(v);
   return b === undefined ? no('expected on/off, 1/0, true/false or yes/no') : ok(b);
@@ -443,7 +460,13 @@ export function checkHaValue(key: HaKey, v: XlValue): Checked<unknown> {
     case 'ha_colo_max_interval_ms':
       return checkInt(v, LIMITS.coloMaxIntervalMs, 'milliseconds');
     case 'ha_transfer':
-      return checkChoice(v, TRANSFER_IDS);
+      return checkTransfer(v);
+    case 'ha_fgbi_block_bytes': {
+      const n = toInteger(v);
+      return n !== undefined && isValidBlockBytes(n) ? ok(n) : no(`expected a power of two from ${FGBI_BLOCK_BYTES.min} to ${FGBI_BLOCK_BYTES.max} (bytes), e.g. 64`);
+    }
+    case 'ha_fgbi_shadow_mib':
+      return checkInt(v, LIMITS.fgbiShadowMiB, 'MiB');
     case 'ha_group':
       return no(HA_GROUP_UNAVAILABLE);
     case 'ha_netbuf':
@@ -468,6 +491,8 @@ const NUMERIC_KEYS = new Set<string>([
   'ha_interval_ms',
   'ha_kemari_min_gap_ms',
   'ha_colo_max_interval_ms',
+  'ha_fgbi_block_bytes',
+  'ha_fgbi_shadow_mib',
   'ha_heartbeat_ms',
   'ha_failover_timeout_ms',
   'ha_buffer_limit_mib',
@@ -750,7 +775,15 @@ export function domainConfigFromCfg(cfg: XlCfg): ParsedDomainConfig {
     if (mode === 'colo' && r.has('ha_interval_ms')) {
       r.issue('ha_interval_ms', 'ha_interval_ms is not used by ha = "colo", which checkpoints when the two copies\' outputs differ: remove it, or set ha_colo_max_interval_ms');
     }
-    const transfer = r.choice<TransferMode>('ha_transfer', TRANSFER_IDS, 'full');
+    const transfer = r.has('ha_transfer') ? r.take('ha_transfer', checkTransfer(r.value('ha_transfer')!)) : 'full';
+    const fgbiBlockBytes = r.has('ha_fgbi_block_bytes') ? r.take('ha_fgbi_block_bytes', checkHaValue('ha_fgbi_block_bytes', r.value('ha_fgbi_block_bytes')!) as Checked<number>) : undefined;
+    const fgbiShadowMiB = r.int('ha_fgbi_shadow_mib', LIMITS.fgbiShadowMiB, 'MiB');
+    // fgbi's keys without fgbi would be parsed and then ignored: refused instead
+    if (transfer !== undefined && !transferStages(transfer).includes('fgbi')) {
+      for (const key of ['ha_fgbi_block_bytes', 'ha_fgbi_shadow_mib'] as const) {
+        if (r.has(key) && !r.entry(key)!.origin) r.issue(key, `${key} is used only when ha_transfer includes fgbi, not with ha_transfer = "${transfer}": remove it, or set ha_transfer = "fgbi"`);
+      }
+    }
     const groupOk = !r.has('ha_group');
     const netbuf = r.bool('ha_netbuf', true);
     const disk = r.bool('ha_disk', true);
@@ -792,6 +825,8 @@ export function domainConfigFromCfg(cfg: XlCfg): ParsedDomainConfig {
       if (mode === 'colo' && maxIntervalMs !== undefined) ha.maxIntervalMs = maxIntervalMs;
       if (bufferLimitMiB !== undefined) ha.bufferLimitMiB = bufferLimitMiB;
       if (onBufferFull !== undefined) ha.onBufferFull = onBufferFull;
+      if (fgbiBlockBytes !== undefined) ha.fgbiBlockBytes = fgbiBlockBytes;
+      if (fgbiShadowMiB !== undefined) ha.fgbiShadowMiB = fgbiShadowMiB;
     }
   }
 

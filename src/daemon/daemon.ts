@@ -5,6 +5,7 @@
  *
  * On the sim backend the daemon's process *is* the host: killing it is a host failure.
  */
+import { checkTransferRuns } from '../transport/transfer.js';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -14,7 +15,7 @@ import { Channel } from '../transport/channel.js';
 import { isLoopback, plaintextLoopback, secureServer } from '../transport/secure.js';
 import { allows, type PeerEntry, type PeerKeys } from '../security/peers.js';
 import { BackupSession } from '../failover/backup.js';
-import { parseProtectOptions, startProtection, type Protection, type ProtectOptions } from './protect.js';
+import { parseProtectOptions, startProtection, transferSettings, type Protection, type ProtectOptions } from './protect.js';
 import { SupervisedProtection } from './supervise.js';
 import type { Witness } from '../witness/witness.js';
 import { runFenceCommand } from '../failover/fence-hook.js';
@@ -439,7 +440,7 @@ export class Daemon {
         const source = reqString(req, 'source', 'cfg');
         const cfg = domainConfigWithDefaults(parseXlCfg(text, source), this.o.plugin);
         const ha = cfg.ha;
-        if (ha && ha.transfer !== 'full') throw new Error(`ha_transfer = "${ha.transfer}" is not implemented yet in this release; accepted: full`);
+        if (ha) checkTransferRuns(transferSettings(ha), be); // not in this release, or not on this backend: before the domain exists
         if (ha) createMode(ha.mode, { intervalMs: ha.intervalMs }).dispose?.(); // an unsupported mode fails before the domain exists
         const domain = await be.createDomain(cfg.domain);
         if (!ha) return { domain };

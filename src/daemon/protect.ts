@@ -23,6 +23,8 @@ import { PROTOCOL_VERSION, type HelloBody } from '../transport/hello.js';
 import { round } from '../util/samples.js';
 import { LIMITS } from '../config/domain.js';
 import { BUFFER_FULL_POLICIES, type BufferFullPolicy } from '../engine/buffer-policy.js';
+import { checkTransferRuns, fgbiParams, parseTransfer, transferStages, type TransferId, type TransferSettings } from '../transport/transfer.js';
+import { isValidBlockBytes } from '../transport/fgbi.js';
 
 export interface ProtectOptions {
   domain: string | number;
@@ -44,6 +46,12 @@ export interface ProtectOptions {
   bufferLimitMiB?: number;
   /** `--on-buffer-full`, `ha_on_buffer_full` (default throttle). */
   onBufferFull?: BufferFullPolicy;
+  /** Checkpoint transfer (`--transfer`, `ha_transfer`; default full). */
+  transfer?: TransferId;
+  /** fgbi's block size in bytes (`--fgbi-block-bytes`, `ha_fgbi_block_bytes`; default 64). */
+  fgbiBlockBytes?: number;
+  /** The bound of each side's fgbi shadow, MiB (`--fgbi-shadow-mib`, `ha_fgbi_shadow_mib`; default 64). */
+  fgbiShadowMiB?: number;
   /** -F: allow -n, -d and -b, which let output reach clients before it is replicated. */
   allowUnsafe?: boolean;
 }
@@ -85,6 +93,15 @@ export function parseProtectOptions(v: unknown): ProtectOptions {
   const inFlight = int('inFlight', LIMITS.inFlight, true);
   const allowUnsafe = bool('allowUnsafe', true);
   const bufferLimitMiB = int('bufferLimitMiB', LIMITS.bufferLimitMiB, true);
+  let transfer: TransferId | undefined;
+  if (o.transfer !== undefined) {
+    const t = typeof o.transfer === 'string' ? parseTransfer(o.transfer) : null;
+    if (!t?.ok) bad('transfer', t ? t.reason.replace(/^.*; expected /, '') : 'a string', o.transfer);
+    transfer = t!.ok ? t!.id : undefined;
+  }
+  const fgbiBlockBytes = o.fgbiBlockBytes;
+  if (fgbiBlockBytes !== undefined && !(typeof fgbiBlockBytes === 'number' && isValidBlockBytes(fgbiBlockBytes))) bad('fgbiBlockBytes', 'a power of two from 16 to 2048', fgbiBlockBytes);
+  const fgbiShadowMiB = int('fgbiShadowMiB', LIMITS.fgbiShadowMiB, true);
   const onBufferFull = o.onBufferFull;
   if (onBufferFull !== undefined && !(BUFFER_FULL_POLICIES as readonly unknown[]).includes(onBufferFull)) bad('onBufferFull', BUFFER_FULL_POLICIES.join(' or '), onBufferFull);
   return {
@@ -103,7 +120,16 @@ export function parseProtectOptions(v: unknown): ProtectOptions {
     ...(allowUnsafe !== undefined ? { allowUnsafe } : {}),
     ...(bufferLimitMiB !== undefined ? { bufferLimitMiB } : {}),
     ...(onBufferFull !== undefined ? { onBufferFull: onBufferFull as BufferFullPolicy } : {}),
+    ...(transfer !== undefined ? { transfer } : {}),
+    ...(fgbiBlockBytes !== undefined ? { fgbiBlockBytes: fgbiBlockBytes as number } : {}),
+    ...(fgbiShadowMiB !== undefined ? { fgbiShadowMiB } : {}),
   };
+}
+
+/** The transfer a protection asks for, with its parameters. */
+export function transferSettings(opts: Pick<ProtectOptions, 'transfer' | 'fgbiBlockBytes' | 'fgbiShadowMiB'>): TransferSettings {
+  const id = opts.transfer ?? 'full';
+  return { id, ...(transferStages(id).includes('fgbi') ? { fgbi: fgbiParams(opts.fgbiBlockBytes, opts.fgbiShadowMiB) } : {}) };
 }
 
 /** How long the backup may be silent before the primary gives up protection. */
@@ -162,6 +188,7 @@ export class Protection {
       phaseOrder: this.plan.phaseOrder,
       outputRule: this.plan.outputRule,
       devices: this.plan.devices.map((d) => d.kind),
+      transfer: this.link.transferStatus?.() ?? { id: this.opts.transfer ?? 'full' },
       checkpointsTaken: s.epoch,
       ...this.mode.stats?.(),
       epoch: s.epoch,
@@ -178,6 +205,7 @@ export class Protection {
       captureMsP50: round(s.captureMs.percentile(50)),
       backendStepsMsP50: this.engine.backendTimings(),
       bytesPerCheckpointP50: round(s.bytesPerCheckpoint.percentile(50), 0),
+      capturedBytesPerCheckpointP50: round(s.capturedBytesPerCheckpoint.percentile(50), 0),
       pagesPerCheckpointP50: round(s.pagesPerCheckpoint.percentile(50), 0),
       precopyPages: s.precopyPages,
       resyncs: s.resyncs,
@@ -323,6 +351,10 @@ async function handshake(channel: Channel, hello: HelloBody, silenceMs: number):
         if (f.type !== XLHA_REC.HELLO_ACK) throw new Error(`expected HELLO_ACK from the backup, got frame 0x${f.type.toString(16)}`);
         const ack = decodeHelloAck(f.body);
         if (ack.ok !== true) throw new Error(`backup refused protection: ${String(ack.error ?? 'no reason given')}`);
+        // A backup older than the transfer ignores it: it would take what it cannot decode.
+        if (hello.transfer !== 'full' && ack.transfer !== hello.transfer) {
+          throw new Error(`backup did not accept transfer ${hello.transfer} (it answered ${ack.transfer === undefined ? 'nothing about the transfer: an xl-ha without it' : JSON.stringify(ack.transfer)}): use full`);
+        }
         resolve(ack);
       } catch (err) {
         reject(err);
@@ -349,6 +381,8 @@ export async function startProtection(backend: HypervisorBackend, opts: ProtectO
   if (opts.inFlight !== undefined && !(Number.isInteger(opts.inFlight) && opts.inFlight >= LIMITS.inFlight.min && opts.inFlight <= LIMITS.inFlight.max)) {
     throw new Error(`checkpoints in flight must be an integer from ${LIMITS.inFlight.min} to ${LIMITS.inFlight.max}, got ${JSON.stringify(opts.inFlight)}`);
   }
+  // a transfer this release or this backend cannot run is refused before anything is touched
+  checkTransferRuns(transferSettings(opts), backend);
   const t0 = performance.now();
   const info = await backend.findDomain(opts.domain);
   // The mode chooses its devices, depth and phase order; what this backend cannot run fails
@@ -424,7 +458,8 @@ async function connectAndRun(
           intervalMs: opts.intervalMs,
           heartbeatMs: opts.heartbeatMs,
           failoverTimeoutMs: opts.failoverTimeoutMs,
-          transfer: 'full',
+          transfer: transferSettings(opts).id,
+          ...(transferSettings(opts).fgbi ? { fgbi: transferSettings(opts).fgbi! } : {}),
           netbuf: opts.netbuf,
           disk: opts.disk,
           ...(backendConfig ? { backendConfig } : {}),
@@ -435,7 +470,7 @@ async function connectAndRun(
       channel.dispose();
       throw err;
     }
-    link = new ChannelLink(channel, { heartbeatMs: opts.heartbeatMs, timeoutMs: backupLossTimeoutMs(opts) });
+    link = new ChannelLink(channel, { heartbeatMs: opts.heartbeatMs, timeoutMs: backupLossTimeoutMs(opts), transfer: transferSettings(opts) });
   }
   // where the time to protection goes before the precopy: the domain and its configuration,
   // then the backup's answer (it builds the incoming domain first)

@@ -14,6 +14,7 @@
  * keys are invalid, is an *alert*: the domain stays unprotected and the daemon says exactly
  * why, never a guess. A domain without `ha` is simply not protected.
  */
+import { transferNotImplemented } from '../transport/transfer.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { DomainConfig } from '../config/domain.js';
@@ -59,6 +60,9 @@ export function protectOptionsFromHa(ha: HaConfig): Omit<ProtectOptions, 'domain
     failoverTimeoutMs: ha.failoverTimeoutMs,
     ...(ha.bufferLimitMiB !== undefined ? { bufferLimitMiB: ha.bufferLimitMiB } : {}),
     ...(ha.onBufferFull !== undefined ? { onBufferFull: ha.onBufferFull } : {}),
+    ...(ha.transfer !== 'full' ? { transfer: ha.transfer } : {}),
+    ...(ha.fgbiBlockBytes !== undefined ? { fgbiBlockBytes: ha.fgbiBlockBytes } : {}),
+    ...(ha.fgbiShadowMiB !== undefined ? { fgbiShadowMiB: ha.fgbiShadowMiB } : {}),
     allowUnsafe: true, // ha_netbuf/ha_disk off is the cfg's explicit choice
   };
 }
@@ -67,7 +71,8 @@ export function protectOptionsFromHa(ha: HaConfig): Omit<ProtectOptions, 'domain
 function fromCfgText(text: string, source: string, plugin: PluginConfig | undefined): { ok: true; name: string | undefined; domain: DomainConfig; ha: HaConfig | null } | { ok: false; error: string } {
   try {
     const parsed = domainConfigWithDefaults(parseXlCfg(text, source), plugin);
-    if (parsed.ha && parsed.ha.transfer !== 'full') return { ok: false, error: `${source}: ha_transfer = "${parsed.ha.transfer}" is not implemented yet in this release; accepted: full` };
+    const notYet = parsed.ha ? transferNotImplemented(parsed.ha.transfer) : null;
+    if (notYet) return { ok: false, error: `${source}: ${notYet}` };
     return { ok: true, name: parsed.domain.name, domain: parsed.domain, ha: parsed.ha };
   } catch (err) {
     return { ok: false, error: err instanceof ConfigError ? err.message : `${source}: ${(err as Error).message}` };

@@ -50,6 +50,28 @@ export interface HistoryEntryJson {
   detail?: string;
 }
 
+/**
+ * The checkpoint transfer (src/transport/transfer.ts `TransferStatus`): with fgbi, the memory of
+ * this side's shadow (page bytes held, memory allocated, its bound) and, on the primary, how
+ * pages went.
+ */
+export interface TransferStatusJson {
+  /** `full`, `fgbi`, ... */
+  id: string;
+  blockBytes?: number;
+  shadowBytes?: number;
+  shadowAllocatedBytes?: number;
+  shadowPages?: number;
+  shadowCapBytes?: number;
+  deltaPages?: number;
+  wholePages?: number;
+  keptPages?: number;
+  capRefusals?: number;
+  idleDrops?: number;
+  bytesIn?: number;
+  bytesOut?: number;
+}
+
 export interface ProtectionStatusJson {
   role?: 'primary';
   domain: string;
@@ -68,6 +90,7 @@ export interface ProtectionStatusJson {
   phaseOrder?: string;
   outputRule?: string;
   devices?: string[];
+  transfer?: TransferStatusJson;
   checkpointsTaken?: number;
   epoch?: number;
   committed?: number;
@@ -83,7 +106,10 @@ export interface ProtectionStatusJson {
   captureMsP99?: number;
   /** The backend's own steps (xen), median ms each. */
   backendStepsMsP50?: Record<string, number>;
+  /** Content bytes sent per checkpoint, after the transfer's stages. */
   bytesPerCheckpointP50?: number;
+  /** Content bytes captured per checkpoint, before them. */
+  capturedBytesPerCheckpointP50?: number;
   pagesPerCheckpointP50?: number;
   precopyPages?: number;
   resyncs?: number;
@@ -125,6 +151,8 @@ export interface ReplicaStatusJson {
   epoch?: number;
   checkpointsApplied?: number;
   checkpointsRejected?: number;
+  /** Present when the transfer is not full. */
+  transfer?: TransferStatusJson;
   fencingToken?: number;
   waitingForWitness?: string;
   primarySilentMs?: number;

@@ -28,6 +28,10 @@ export interface ScenarioOptions {
   minGapMs?: number;
   /** colo: the fallback checkpoint interval (default: the mode's). */
   maxIntervalMs?: number;
+  /** Checkpoint transfer (`--transfer`: full, fgbi, compress, fgbi,compress; default full). */
+  transfer?: 'full' | 'fgbi' | 'compress' | 'fgbi,compress';
+  /** fgbi's block size (default 64). */
+  fgbiBlockBytes?: number;
   /** sim_nondeterminism of the guest: the fraction of PUT responses that differ between copies. */
   nondeterminism?: number;
   memoryMiB: number;
@@ -242,6 +246,8 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
           blackhole: false,
           heartbeatMs: o.heartbeatMs,
           failoverTimeoutMs: o.failoverTimeoutMs,
+          ...(o.transfer && o.transfer !== 'full' ? { transfer: o.transfer } : {}),
+          ...(o.fgbiBlockBytes !== undefined ? { fgbiBlockBytes: o.fgbiBlockBytes } : {}),
         },
       }, 600000); // it answers after the initial copy: a 4 GiB guest's takes a while
     }
@@ -259,7 +265,7 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
         : m === 'colo'
           ? `colo: outputs compared, checkpoint on divergence or every ${o.maxIntervalMs ?? DEFAULT_COLO_MAX_INTERVAL_MS} ms`
           : `remus: interval ${o.intervalMs} ms`;
-    say(`protected${n > 1 ? ` (${n} domains)` : ''} by ${how}, heartbeat ${o.heartbeatMs} ms, failover timeout ${o.failoverTimeoutMs} ms`);
+    say(`protected${n > 1 ? ` (${n} domains)` : ''} by ${how}, transfer ${o.transfer ?? 'full'}, heartbeat ${o.heartbeatMs} ms, failover timeout ${o.failoverTimeoutMs} ms`);
     // The first checkpoints after the initial copy carry what the guest dirtied during it (a
     // 4 GiB guest's copy takes seconds): the window measures the steady state after them.
     await new Promise((r) => setTimeout(r, 300));

@@ -78,7 +78,10 @@ export interface EngineStats {
   firstPauseMs: number;
   transmitMs: Samples;
   ackMs: Samples;
+  /** Content bytes sent per checkpoint, after the transfer's stages (fgbi). */
   bytesPerCheckpoint: Samples;
+  /** Content bytes captured per checkpoint, before them. */
+  capturedBytesPerCheckpoint: Samples;
   pagesPerCheckpoint: Samples;
   precopyPages: number;
   resyncs: number;
@@ -167,6 +170,7 @@ export class CheckpointEngine {
     transmitMs: new Samples(),
     ackMs: new Samples(),
     bytesPerCheckpoint: new Samples(),
+    capturedBytesPerCheckpoint: new Samples(),
     pagesPerCheckpoint: new Samples(),
     precopyPages: 0,
     resyncs: 0,
@@ -239,6 +243,7 @@ export class CheckpointEngine {
         });
       }
       link.slowPhase(true);
+      link.startFull?.();
       const pre = await session.begin((chunk, written) => link.sendContent(XLHA_REC.XEN_STREAM, chunk, written));
       this.stats.precopyPages = pre.pages;
       for (const d of devices) await d.begin?.((f) => link.sendContent(f.type, f.body));
@@ -345,7 +350,6 @@ export class CheckpointEngine {
       ph.capture += t3 - t2;
       this.stats.suspendMs.add(t1 - t0);
       this.stats.captureMs.add(t3 - t2);
-      this.stats.bytesPerCheckpoint.add(capture.bytes + extra.reduce((s, f) => s + f.body.length, 0));
       this.stats.pagesPerCheckpoint.add(capture.pages);
       return { epoch, full, capture, extra, suspendedAt: t0, resumed: false };
     } catch (err) {
@@ -388,10 +392,15 @@ export class CheckpointEngine {
       this.slowUntilEpoch = epoch;
       link.slowPhase(true, LARGE_CHECKPOINT_SILENCE_MS);
     }
+    const sentBefore = link.contentBytes;
     const sending = [
       ...frameGroups(capture.chunks).map((g) => link.sendContent(XLHA_REC.XEN_STREAM, g)),
       ...extra.map((f) => link.sendContent(f.type, f.body)),
     ];
+    // what went on the wire for it (after the transfer's stages), when the link counts it
+    const raw = capture.bytes + extra.reduce((s, f) => s + f.body.length, 0);
+    this.stats.capturedBytesPerCheckpoint.add(raw);
+    this.stats.bytesPerCheckpoint.add(sentBefore !== undefined && link.contentBytes !== undefined ? link.contentBytes - sentBefore : raw);
     link.seal(epoch, c.full ? SEAL_FLAG.FULL : 0);
     const sealedAt = performance.now();
     const transmitted = Promise.all(sending).then(() => void this.stats.transmitMs.add(performance.now() - t6));
@@ -407,7 +416,9 @@ export class CheckpointEngine {
         (err: Error) => {
           if (!(err instanceof NackError) || epoch === 1) throw err;
           this.o.log.warn('checkpoint rejected by backup', { epoch, reason: err.message });
-          if (epoch >= this.fullEpoch) {
+          // The checkpoints in flight behind a rejected one are rejected with it ("waiting for a
+          // full checkpoint"): one resync answers them all, and counts once.
+          if (epoch >= this.fullEpoch && !this.needFull) {
             if (++this.resyncsInRow > (this.o.maxResyncs ?? 3)) {
               throw new Error(`backup rejected ${this.resyncsInRow} full resyncs in a row; last: ${err.message}`);
             }
@@ -511,6 +522,7 @@ export class CheckpointEngine {
     this.fullEpoch = this.epochNo + 1;
     log.warn('resending a full checkpoint', { epoch: this.fullEpoch });
     link.slowPhase(true);
+    link.startFull?.();
     await session.resync((chunk, written) => link.sendContent(XLHA_REC.XEN_STREAM, chunk, written));
     for (const d of this.o.plan.devices) await d.begin?.((f) => link.sendContent(f.type, f.body));
   }

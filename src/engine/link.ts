@@ -8,6 +8,7 @@ import type { Frame } from '../transport/framing.js';
 import { XLHA_REC, decodeAck, decodeGoodbye, decodeNack, encodeGoodbye, encodeSeal } from '../transport/channel-records.js';
 import { HeartbeatMonitor, SETTLE_AFTER_FULL_MS } from '../transport/heartbeat.js';
 import { SideChannel, type SideMessage } from '../transport/side.js';
+import { TransferEncoder, type TransferSettings, type TransferStatus } from '../transport/transfer.js';
 
 export class NackError extends Error {
   readonly code = 'ENACK';
@@ -26,6 +27,15 @@ export interface ReplicationLink {
    * a ContentSink (the bytes' memory may be reused once it ran).
    */
   sendContent(type: number, body: Buffer | readonly Buffer[], onWritten?: () => void): Promise<void>;
+  /**
+   * The content that follows belongs to a FULL checkpoint (the first, or a resync): the
+   * transfer's stages drop what they hold, as the backup does for a FULL checkpoint.
+   */
+  startFull?(): void;
+  /** Content body bytes handed to the channel so far, after the transfer's stages. */
+  readonly contentBytes?: number;
+  /** The transfer's figures (each stage's shadow memory), for status; absent with `full`. */
+  transferStatus?(): TransferStatus | undefined;
   seal(epoch: number, flags: number): void;
   /** Resolves with the backup's apply time (µs) when it acknowledges `epoch`. */
   waitAck(epoch: number): Promise<number>;
@@ -72,6 +82,8 @@ export interface LinkOptions {
   timeoutMs: number;
   /** Default ACK_TIMEOUT_MS. */
   ackTimeoutMs?: number;
+  /** The checkpoint transfer agreed in HELLO (default full: the stream goes as it is). */
+  transfer?: TransferSettings;
 }
 
 export class ChannelLink implements ReplicationLink {
@@ -88,12 +100,16 @@ export class ChannelLink implements ReplicationLink {
   /** Side frames are handled one at a time, in order. */
   private sideQueue: Promise<void> = Promise.resolve();
   lastAcked = 0;
+  contentBytes = 0;
+  /** XEN_STREAM content goes through it (null: full). */
+  private readonly encoder: TransferEncoder | null;
 
   private readonly ackTimer: NodeJS.Timeout;
   private readonly ackTimeoutMs: number;
 
   constructor(readonly channel: Channel, hb: LinkOptions) {
     this.ackTimeoutMs = hb.ackTimeoutMs ?? ACK_TIMEOUT_MS;
+    this.encoder = hb.transfer && hb.transfer.id !== 'full' ? new TransferEncoder(hb.transfer) : null;
     this.ackTimer = setInterval(() => this.checkAcks(), Math.min(1000, Math.max(10, this.ackTimeoutMs / 10)));
     this.ackTimer.unref();
     this.lost = new Promise<never>((_, reject) => (this.rejectLost = reject));
@@ -175,7 +191,22 @@ export class ChannelLink implements ReplicationLink {
 
   sendContent(type: number, body: Buffer | readonly Buffer[], onWritten?: () => void): Promise<void> {
     if (this.lostError) return Promise.reject(this.lostError);
-    return this.channel.sendContent(type, body, onWritten);
+    // Encoded now, in the order the engine sends (epoch order): the encoder's shadow is then
+    // what the backup holds once it has committed everything sent so far.
+    // (after the guest resumed: the engine ships a checkpoint only once it runs again)
+    const f = this.encoder && type === XLHA_REC.XEN_STREAM ? this.encoder.encode(body) : { type, parts: body };
+    const out = f.parts;
+    if (Buffer.isBuffer(out)) this.contentBytes += out.length;
+    else for (const b of out as readonly Buffer[]) this.contentBytes += b.length;
+    return this.channel.sendContent(f.type, out, onWritten);
+  }
+
+  startFull(): void {
+    this.encoder?.startFull();
+  }
+
+  transferStatus(): TransferStatus | undefined {
+    return this.encoder?.status();
   }
 
   sendSide(kind: number, payload: Buffer): Promise<void> {
@@ -188,6 +219,7 @@ export class ChannelLink implements ReplicationLink {
   }
 
   seal(epoch: number, flags: number): void {
+    this.encoder?.endCheckpoint();
     this.channel.send(XLHA_REC.CHECKPOINT_SEAL, encodeSeal(this.channel.digest.seal(epoch, flags)));
   }
 

@@ -25,7 +25,7 @@ import os from 'node:os';
 import type { Logger } from 'winston';
 import type { DiskWrite, HypervisorBackend, ReplicaDomain, ReplicaPolicy } from '../backend/types.js';
 import { Channel } from '../transport/channel.js';
-import { frameParts, ProtocolError, type Frame } from '../transport/framing.js';
+import { DEFAULT_MAX_FRAME_BYTES, frameParts, ProtocolError, type Frame } from '../transport/framing.js';
 import {
   XLHA_REC,
   decodeDiskWrites,
@@ -41,7 +41,8 @@ import {
 import { CheckpointDigest } from '../transport/digest.js';
 import { XenStreamParser } from '../transport/xenstream.js';
 import { HeartbeatMonitor, SETTLE_AFTER_FULL_MS } from '../transport/heartbeat.js';
-import { parseHello, PROTOCOL_VERSION, type HelloBody } from '../transport/hello.js';
+import { helloTransfer, parseHello, PROTOCOL_VERSION, type HelloBody } from '../transport/hello.js';
+import { checkTransferRuns, TransferDecoder, type StreamFrame } from '../transport/transfer.js';
 import { SideChannel } from '../transport/side.js';
 import { createRole, type BackupRole } from './roles.js';
 import { FencedError, WITNESS_BEAT_MIN_MS, type Witness } from '../witness/witness.js';
@@ -123,8 +124,12 @@ export class BackupSession {
   witnessWait: string | null = null;
   private gating = false;
   private parser = new XenStreamParser();
+  /** Undoes the transfer's stages on each sealed checkpoint (null: full). */
+  private decoder: TransferDecoder | null = null;
   private digest = new CheckpointDigest();
   private xen: Buffer[] = [];
+  /** The same bytes frame by frame (a compressed chunk is one frame), for the transfer's decoder. */
+  private xenFrames: StreamFrame[] = [];
   private disk: Buffer[] = [];
   private pendingBytes = 0;
   /** What the HELLO's guest can need in one checkpoint: more is a protocol error. */
@@ -177,6 +182,9 @@ export class BackupSession {
     switch (f.type) {
       case XLHA_REC.HELLO:
         return this.onHello(f.body);
+      case XLHA_REC.XEN_STREAM_Z:
+        if (this.decoder?.streamType !== XLHA_REC.XEN_STREAM_Z) throw new ProtocolError('EBADTYPE', `XEN_STREAM_Z frame (a compressed stream chunk), but compress was not agreed in HELLO (transfer ${this.hello?.transfer ?? 'not yet agreed'})`);
+        return this.onContent(f);
       case XLHA_REC.XEN_STREAM:
       case XLHA_REC.DISK_WRITES:
         return this.onContent(f);
@@ -201,6 +209,10 @@ export class BackupSession {
     try {
       hello = parseHello(decodeHello(body));
       this.role = createRole(hello.mode, this.backend.features, this.backend.kind, this.hostName);
+      if (hello.transfer !== 'full') {
+        checkTransferRuns(helloTransfer(hello), this.backend);
+        this.decoder = new TransferDecoder(helloTransfer(hello));
+      }
     } catch (err) {
       this.refuseHello(err as Error);
     }
@@ -262,7 +274,7 @@ export class BackupSession {
     // Content of one checkpoint may not exceed twice the guest's memory plus its disk.
     this.maxPendingBytes = hello.domain.memoryMiB * 2 * 1048576 + (hello.diskBytes ?? 0) * 2 + (64 << 20);
     this.state = 'replicating';
-    this.reply(XLHA_REC.HELLO_ACK, encodeHelloAck({ ok: true, protocol: PROTOCOL_VERSION, host: this.hostName, domid: this.replica.domid }));
+    this.reply(XLHA_REC.HELLO_ACK, encodeHelloAck({ ok: true, protocol: PROTOCOL_VERSION, host: this.hostName, domid: this.replica.domid, transfer: hello.transfer }));
     this.hb = new HeartbeatMonitor(
       {
         heartbeatMs: hello.heartbeatMs,
@@ -293,14 +305,17 @@ export class BackupSession {
       // Past what this host holds: the content goes as it arrives (the digest still covers it,
       // so the stream stays in step) and the checkpoint is refused at its SEAL.
       if (!this.overLimit) this.overflow();
-      if (f.type === XLHA_REC.XEN_STREAM) this.release(parts);
+      if (f.type !== XLHA_REC.DISK_WRITES) this.release(parts);
       return;
     }
-    if (f.type === XLHA_REC.XEN_STREAM) this.xen.push(...parts);
-    else this.disk.push(f.body); // decoded one frame at a time
+    if (f.type !== XLHA_REC.DISK_WRITES) {
+      this.xen.push(...parts);
+      if (this.decoder) this.xenFrames.push({ type: f.type, parts });
+    } else this.disk.push(f.body); // decoded one frame at a time
     // Before the first checkpoint there is nothing to protect: a replica that can build while
     // the precopy streams gets the bytes now (they count only once the seal verifies).
-    if (f.type === XLHA_REC.XEN_STREAM && this.replica?.preload && this.replica.lastEpoch === 0 && !this.awaitingFull) {
+    // (Not with a transfer: its bytes are decoded only once the seal verifies.)
+    if (f.type === XLHA_REC.XEN_STREAM && this.replica?.preload && !this.decoder && this.replica.lastEpoch === 0 && !this.awaitingFull) {
       this.preloaded = true;
       await this.replica.preload(parts);
     }
@@ -319,6 +334,7 @@ export class BackupSession {
     });
     this.release(this.xen);
     this.xen = [];
+    this.xenFrames = [];
     this.disk = [];
   }
 
@@ -332,9 +348,11 @@ export class BackupSession {
     if (!this.hello || !this.replica) throw new Error('SEAL before HELLO');
     const seal = decodeSeal(body);
     const xen = this.xen;
+    const xenFrames = this.xenFrames;
     const disk = this.disk;
     const overLimit = this.overLimit;
     this.xen = [];
+    this.xenFrames = [];
     this.disk = [];
     this.pendingBytes = 0;
     this.overLimit = null;
@@ -368,14 +386,30 @@ export class BackupSession {
     const tParse = performance.now();
     let parsed;
     let diskWrites: DiskWrite[];
+    // The transfer's stages undone (fgbi: whole pages rebuilt from the shadow); the shadow
+    // takes this checkpoint's pages only once it is applied (commitTransfer).
+    let stream: readonly Buffer[] = xen;
+    let commitTransfer = () => {};
     try {
-      parsed = this.parser.parseCheckpoint(xen, { pages: !this.replica.takesRawStream });
+      if (this.decoder) {
+        // compress: each chunk may decompress to at most a frame's limit, and the checkpoint to
+        // at most what this backup holds of one (the HELLO's bound and this host's)
+        const held = Math.min(this.maxPendingBytes, this.hostMaxPendingBytes);
+        const d = await this.decoder.decode(xenFrames, full, {
+          maxChunkBytes: DEFAULT_MAX_FRAME_BYTES,
+          maxCheckpointBytes: held,
+          checkpointLimitSource: held === this.hostMaxPendingBytes ? this.hostLimitSource : `2 x memory + 2 x disk + 64 MiB for the HELLO's ${this.hello.domain.memoryMiB} MiB guest`,
+        });
+        stream = d.parts;
+        commitTransfer = d.commit;
+      }
+      parsed = this.parser.parseCheckpoint(stream, { pages: !this.replica.takesRawStream });
       diskWrites = disk.flatMap((b) => decodeDiskWrites(b));
     } catch (err) {
       return reject(`invalid stream: ${(err as Error).message}`);
     }
     const t0 = performance.now();
-    const apply = this.replica.applyCheckpoint({ epoch: seal.epoch, xen, pages: parsed.pages, vcpus: parsed.vcpus, diskWrites });
+    const apply = this.replica.applyCheckpoint({ epoch: seal.epoch, xen: stream as Buffer[], pages: parsed.pages, vcpus: parsed.vcpus, diskWrites });
     this.applying = apply.catch(() => {});
     try {
       await apply;
@@ -387,6 +421,7 @@ export class BackupSession {
       }
       return reject(`cannot apply: ${(err as Error).message}`);
     }
+    commitTransfer(); // before the read buffers go back: the shadow copies what it keeps
     giveBack();
     this.awaitingFull = false;
     this.checkpointsApplied++;
@@ -653,6 +688,7 @@ export class BackupSession {
       epoch: this.replica?.lastEpoch ?? 0,
       checkpointsApplied: this.checkpointsApplied,
       checkpointsRejected: this.checkpointsRejected,
+      ...(this.decoder ? { transfer: this.decoder.status() } : {}),
       ...(this.fencingToken !== null ? { fencingToken: this.fencingToken } : {}),
       ...(this.witnessWait ? { waitingForWitness: this.witnessWait } : {}),
       primarySilentMs: this.hb ? Math.round(this.hb.silentMs) : undefined,

@@ -40,6 +40,11 @@ export const XLHA_REC = {
   HELLO: 0x584c_4801,
   HELLO_ACK: 0x584c_4802,
   XEN_STREAM: 0x584c_4810,
+  /**
+   * With `compress` agreed in HELLO, each XEN_STREAM body goes as one compressed chunk
+   * (docs/protocol.md §5.8): `codec u8 | 0 u8 | 0 u16 | rawLength u32 LE | bytes`.
+   */
+  XEN_STREAM_Z: 0x584c_4814,
   CHECKPOINT_SEAL: 0x584c_4811,
   CHECKPOINT_ACK: 0x584c_4812,
   CHECKPOINT_NACK: 0x584c_4813,
@@ -88,7 +93,7 @@ export function isChannelType(type: number): boolean {
 
 /** Whether frames of this type count towards a checkpoint's seal. */
 export function isContentFrame(type: number): boolean {
-  return type === XLHA_REC.XEN_STREAM || type === XLHA_REC.DISK_WRITES;
+  return type === XLHA_REC.XEN_STREAM || type === XLHA_REC.XEN_STREAM_Z || type === XLHA_REC.DISK_WRITES;
 }
 
 // ---------------------------------------------------------------------------
@@ -428,6 +433,7 @@ export function decodeChannelFrame(frame: Frame): ChannelMessage {
     case XLHA_REC.HELLO_ACK:
       return { kind: 'hello_ack', hello: decodeHelloAck(body) };
     case XLHA_REC.XEN_STREAM:
+    case XLHA_REC.XEN_STREAM_Z:
       return { kind: 'xen_stream', bytes: body };
     case XLHA_REC.CHECKPOINT_SEAL:
       return { kind: 'seal', seal: decodeSeal(body) };

@@ -3,8 +3,8 @@
  * zstd-napi), one synchronous call per XEN_STREAM chunk. Why zstd-1: docs/compression.md
  * (the measurements of src/bench/compressors.ts, picked by bytes saved per CPU millisecond).
  *
- * Not wired into the link yet: the transfer stage chain will call it. The wire form proposed
- * for one compressed chunk (docs/compression.md, "Wire form"):
+ * The transfer stage chain (src/transport/transfer.ts) calls it after fgbi; the chunk is the body
+ * of one XEN_STREAM_Z frame (docs/protocol.md §5.8, docs/compression.md "Wire form"):
  *
  *   codec u8 | 0 u8 | 0 u16 | rawLength u32 LE | bytes
  *

@@ -4,6 +4,8 @@
  */
 import type { DomainConfig } from '../config/domain.js';
 import { isModeId, MODE_IDS, type ModeId } from '../engine/modes/ids.js';
+import { isValidBlockBytes, type FgbiParams } from './fgbi.js';
+import { parseTransfer, transferStages, type TransferId, type TransferSettings } from './transfer.js';
 
 export const PROTOCOL_VERSION = 2;
 
@@ -16,7 +18,10 @@ export interface HelloBody {
   intervalMs: number;
   heartbeatMs: number;
   failoverTimeoutMs: number;
-  transfer: 'full';
+  /** The checkpoint transfer (src/transport/transfer.ts); absent in an older primary's HELLO: full. */
+  transfer: TransferId;
+  /** With fgbi: the block size and the bound of each side's shadow. */
+  fgbi?: FgbiParams;
   netbuf: boolean;
   disk: boolean;
   diskBytes?: number;
@@ -38,6 +43,28 @@ function str(o: Record<string, unknown>, k: string, re: RegExp, want: string): s
   const v = o[k];
   if (typeof v !== 'string' || !re.test(v)) fail(k, v, want);
   return v;
+}
+
+/** The transfer a HELLO asks for. */
+export function helloTransfer(h: Pick<HelloBody, 'transfer' | 'fgbi'>): TransferSettings {
+  return { id: h.transfer, ...(h.fgbi ? { fgbi: h.fgbi } : {}) };
+}
+
+function parseHelloTransfer(o: Record<string, unknown>): Pick<HelloBody, 'transfer' | 'fgbi'> {
+  if (o.transfer === undefined) return { transfer: 'full' };
+  if (typeof o.transfer !== 'string') fail('transfer', o.transfer, 'full, or a comma list of fgbi and compress');
+  const t = parseTransfer(o.transfer);
+  if (!t.ok) fail('transfer', o.transfer, t.reason.replace(/^.*; expected /, ''));
+  if (!transferStages(t.id).includes('fgbi')) {
+    if (o.fgbi !== undefined) fail('fgbi', o.fgbi, `no fgbi parameters with transfer ${t.id}`);
+    return { transfer: t.id };
+  }
+  const f = o.fgbi as Record<string, unknown> | undefined;
+  if (!f || typeof f !== 'object' || Array.isArray(f)) fail('fgbi', f, 'an object {blockBytes, shadowCapBytes}');
+  if (typeof f.blockBytes !== 'number' || !isValidBlockBytes(f.blockBytes)) fail('fgbi.blockBytes', f.blockBytes, 'a power of two from 16 to 2048');
+  const cap = f.shadowCapBytes;
+  if (typeof cap !== 'number' || !Number.isInteger(cap) || cap < 0 || cap > Number.MAX_SAFE_INTEGER) fail('fgbi.shadowCapBytes', cap, 'a non-negative integer (bytes)');
+  return { transfer: t.id, fgbi: { blockBytes: f.blockBytes, shadowCapBytes: cap } };
 }
 
 export function parseHello(o: Record<string, unknown>): HelloBody {
@@ -96,7 +123,7 @@ export function parseHello(o: Record<string, unknown>): HelloBody {
     intervalMs: int(o, 'intervalMs', 1, 60000),
     heartbeatMs,
     failoverTimeoutMs,
-    transfer: 'full',
+    ...parseHelloTransfer(o),
     netbuf: o.netbuf === true,
     disk: o.disk === true,
     ...(o.diskBytes !== undefined ? { diskBytes: int(o, 'diskBytes', 0, Number.MAX_SAFE_INTEGER) } : {}),

@@ -190,3 +190,43 @@ t.test('a backup host that died and came back is reconnected to with backoff: st
   t.ok((await status()).committed > c0 + 5, 'and checkpoints commit to the new replica');
   t.match(fs.readFileSync(primary.logPath, 'utf8'), /protection resumed after backup loss: full resynchronisation done/, 'the log says it resumed');
 });
+
+for (const transfer of ['fgbi', 'fgbi,compress'] as const) {
+t.test(`a kv guest protected with ${transfer} fails over with every acknowledged write and the checkpoint memory byte for byte`, async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xlha-mp-fgbi-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const digests = (host: string) => path.join(dir, `${host}.digests`);
+  const r = await runScenario({
+    transfer,
+    memoryMiB: 16,
+    dirtyMiBPerSec: 2,
+    intervalMs: 20,
+    heartbeatMs: 50,
+    failoverTimeoutMs: 200,
+    clients: 32,
+    connections: 4,
+    baselineMs: 500,
+    protectedMs: 1500,
+    afterMs: 500,
+    dir,
+    env: (host) => ({ XLHA_DEBUG_DIGESTS: digests(host) }),
+  });
+  t.equal(r.lostAckedWrites, 0, `no acknowledged write lost (${r.keysChecked} keys read back) ${r.lostDetails.join('; ')}`);
+  t.ok(r.ackedWrites > 100, `load made progress (${r.ackedWrites} acknowledged writes)`);
+  t.equal(r.writesAppliedByGuest, r.ackedWrites, 'every acknowledged write was applied exactly once');
+  t.equal(r.backupStatus.state, 'active', 'the backup runs the domain');
+  const tr = r.primaryStatus.transfer as Record<string, number>;
+  t.equal(tr.id as unknown, transfer, `the primary sent with ${transfer}`);
+  if (transfer === 'fgbi,compress') t.ok(tr.compressOut! < tr.compressIn! / 4, `and compressed what fgbi left (${tr.compressIn} -> ${tr.compressOut})`);
+  t.ok(tr.deltaPages > 0, `pages went as blocks (${tr.deltaPages})`);
+  t.ok(Number(r.primaryStatus.bytesPerCheckpointP50) < Number(r.primaryStatus.capturedBytesPerCheckpointP50), `fewer bytes sent than captured (${String(r.primaryStatus.bytesPerCheckpointP50)} < ${String(r.primaryStatus.capturedBytesPerCheckpointP50)})`);
+  const captured = new Map<number, string>();
+  for (const l of fs.readFileSync(digests('primary'), 'utf8').trim().split('\n')) {
+    const [kind, epoch, sha] = l.split(' ');
+    if (kind === 'captured') captured.set(Number(epoch), sha!);
+  }
+  const act = fs.readFileSync(digests('backup'), 'utf8').split('\n').find((l) => l.startsWith('activated '));
+  const [, epochText, sha] = act!.split(' ');
+  t.equal(sha, captured.get(Number(epochText)), `backup memory equals checkpoint ${epochText} byte for byte`);
+});
+}

@@ -47,6 +47,8 @@ const SIM_FEATURES: BackendFeatures = {
   runnableReplica: true,
   diskReplication: true,
   maxInFlight: 8,
+  fgbi: true,
+  compress: true,
 };
 
 export interface SimBackendOptions {
