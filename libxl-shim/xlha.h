@@ -65,6 +65,7 @@ extern "C" {
 #define XLHA_REC_CHECKPOINT_SEAL              0x584C4811u
 #define XLHA_REC_CHECKPOINT_ACK               0x584C4812u
 #define XLHA_REC_CHECKPOINT_NACK              0x584C4813u
+#define XLHA_REC_XEN_STREAM_Z                 0x584C4814u /* compressed XEN_STREAM chunk (docs/protocol.md 5.8) */
 #define XLHA_REC_HEARTBEAT                    0x584C4820u
 #define XLHA_REC_DISK_WRITES                  0x584C4830u
 #define XLHA_REC_GOODBYE                      0x584C4840u
