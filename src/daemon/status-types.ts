@@ -13,6 +13,8 @@
  * are not listed here. Type-only: importing this module loads nothing.
  */
 
+import type { TransferStatus } from '../transport/transfer.js';
+
 /** `EngineState` (src/engine/engine.ts), plus what the supervisor and the daemon say on top. */
 export type ProtectionState =
   | 'starting'
@@ -54,23 +56,9 @@ export interface HistoryEntryJson {
  * The checkpoint transfer (src/transport/transfer.ts `TransferStatus`): with fgbi, the memory of
  * this side's shadow (page bytes held, memory allocated, its bound) and, on the primary, how
  * pages went.
+ * One type: the JSON is what `status()` returns.
  */
-export interface TransferStatusJson {
-  /** `full`, `fgbi`, ... */
-  id: string;
-  blockBytes?: number;
-  shadowBytes?: number;
-  shadowAllocatedBytes?: number;
-  shadowPages?: number;
-  shadowCapBytes?: number;
-  deltaPages?: number;
-  wholePages?: number;
-  keptPages?: number;
-  capRefusals?: number;
-  idleDrops?: number;
-  bytesIn?: number;
-  bytesOut?: number;
-}
+export type TransferStatusJson = TransferStatus;
 
 export interface ProtectionStatusJson {
   role?: 'primary';

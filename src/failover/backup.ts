@@ -41,7 +41,7 @@ import {
 import { CheckpointDigest } from '../transport/digest.js';
 import { XenStreamParser } from '../transport/xenstream.js';
 import { HeartbeatMonitor, SETTLE_AFTER_FULL_MS } from '../transport/heartbeat.js';
-import { helloTransfer, parseHello, PROTOCOL_VERSION, type HelloBody } from '../transport/hello.js';
+import { helloTransfer, maxSealContentBytes, parseHello, PROTOCOL_VERSION, SEAL_CONTENT_BOUND_TEXT, type HelloBody } from '../transport/hello.js';
 import { checkTransferRuns, TransferDecoder, type StreamFrame } from '../transport/transfer.js';
 import { SideChannel } from '../transport/side.js';
 import { createRole, type BackupRole } from './roles.js';
@@ -271,8 +271,8 @@ export class BackupSession {
       this.refuseHello(err as Error);
     }
     this.hello = hello;
-    // Content of one checkpoint may not exceed twice the guest's memory plus its disk.
-    this.maxPendingBytes = hello.domain.memoryMiB * 2 * 1048576 + (hello.diskBytes ?? 0) * 2 + (64 << 20);
+    // Content of one checkpoint may not exceed what the primary can send before a SEAL.
+    this.maxPendingBytes = maxSealContentBytes(hello.domain.memoryMiB, hello.diskBytes ?? 0);
     this.state = 'replicating';
     this.reply(XLHA_REC.HELLO_ACK, encodeHelloAck({ ok: true, protocol: PROTOCOL_VERSION, host: this.hostName, domid: this.replica.domid, transfer: hello.transfer }));
     this.hb = new HeartbeatMonitor(
@@ -298,7 +298,7 @@ export class BackupSession {
     for (const b of parts) this.pendingBytes += b.length;
     if (this.pendingBytes > this.maxPendingBytes) {
       throw new Error(
-        `checkpoint content exceeds ${this.maxPendingBytes} bytes without a SEAL (at most 2 x memory + 2 x disk + 64 MiB for the HELLO's ${this.hello.domain.memoryMiB} MiB guest)`,
+        `checkpoint content exceeds ${this.maxPendingBytes} bytes without a SEAL (at most ${SEAL_CONTENT_BOUND_TEXT} for the HELLO's ${this.hello.domain.memoryMiB} MiB guest)`,
       );
     }
     if (this.overLimit || this.pendingBytes > this.hostMaxPendingBytes) {
@@ -398,7 +398,7 @@ export class BackupSession {
         const d = await this.decoder.decode(xenFrames, full, {
           maxChunkBytes: DEFAULT_MAX_FRAME_BYTES,
           maxCheckpointBytes: held,
-          checkpointLimitSource: held === this.hostMaxPendingBytes ? this.hostLimitSource : `2 x memory + 2 x disk + 64 MiB for the HELLO's ${this.hello.domain.memoryMiB} MiB guest`,
+          checkpointLimitSource: held === this.hostMaxPendingBytes ? this.hostLimitSource : `${SEAL_CONTENT_BOUND_TEXT} for the HELLO's ${this.hello.domain.memoryMiB} MiB guest`,
         });
         stream = d.parts;
         commitTransfer = d.commit;

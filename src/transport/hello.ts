@@ -9,6 +9,27 @@ import { parseTransfer, transferStages, type TransferId, type TransferSettings }
 
 export const PROTOCOL_VERSION = 2;
 
+/**
+ * Passes over the guest's memory a precopy makes before its final copy (the first checkpoint):
+ * libxc's default precopy policy stops and copies after 5 iterations (xc_sr_save.c,
+ * SPP_MAX_ITERATIONS), and the sim's precopy makes at most as many rounds.
+ */
+export const PRECOPY_MAX_PASSES = 5;
+
+/**
+ * What one checkpoint's content may total before its SEAL, for a guest of `memoryMiB` with
+ * `diskBytes` of disk: the precopy's passes and the final copy, each at most the whole memory (1%
+ * on top for the records' own bytes), the disk's initial copy and an epoch's writes, and 64 MiB.
+ * The primary never sends more (a precopy stops after PRECOPY_MAX_PASSES), so a peer past it
+ * broke the protocol; one definition for both sides, so that their bounds agree.
+ */
+export function maxSealContentBytes(memoryMiB: number, diskBytes = 0): number {
+  return Math.ceil((PRECOPY_MAX_PASSES + 1) * memoryMiB * 1048576 * 1.01) + 2 * diskBytes + (64 << 20);
+}
+
+/** {@link maxSealContentBytes} in words, for error messages and docs. */
+export const SEAL_CONTENT_BOUND_TEXT = `${PRECOPY_MAX_PASSES + 1} x memory (+1%) + 2 x disk + 64 MiB`;
+
 export interface HelloBody {
   protocol: number;
   host: string;

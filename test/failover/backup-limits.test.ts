@@ -1,6 +1,6 @@
 /**
  * The backup's bound on what it holds of one checkpoint before its SEAL: what the HELLO's guest
- * can need (2 x memory + 2 x disk + 64 MiB, a peer past it breaks the protocol) and what this
+ * can need (maxSealContentBytes: 6 x memory + 1% + 2 x disk + 64 MiB, a peer past it breaks the protocol) and what this
  * host can hold (the `maxPendingBytes` option, by default half its memory). Driven with crafted
  * frames, as test/failover/backup.test.ts does.
  */
@@ -18,7 +18,7 @@ import type { Frame } from '../../src/transport/framing.js';
 import { DOMAIN_TYPE } from '../../src/transport/xen-records.js';
 import { XLHA_REC, SEAL_FLAG, decodeAck, decodeHelloAck, decodeNack, encodeHeartbeat, encodeHello, encodeSeal } from '../../src/transport/channel-records.js';
 import { XenStreamWriter } from '../../src/transport/xenstream.js';
-import { PROTOCOL_VERSION } from '../../src/transport/hello.js';
+import { maxSealContentBytes, PROTOCOL_VERSION } from '../../src/transport/hello.js';
 import { silentLogger } from '../../src/util/log.js';
 import { sleep, until, type TT } from '../helpers/engine-fakes.js';
 
@@ -192,14 +192,15 @@ t.test('a peer past what its own HELLO allows breaks the protocol: the backup ha
   const cp1: [number, number][] = [[3, 0x31]];
   await p.checkpoint(1, [p.checkpointBytes(cp1)], SEAL_FLAG.FULL);
   t.equal((await p.next()).type, XLHA_REC.CHECKPOINT_ACK);
-  const allowed = memoryMiB * 2 * MiB + 64 * MiB;
+  const allowed = maxSealContentBytes(memoryMiB);
+  t.equal(allowed, Math.ceil(6 * 8 * MiB * 1.01) + 64 * MiB, 'the bound: the precopy\'s 5 passes and the final copy, 1% for records, 64 MiB');
   const chunk = Buffer.alloc(4 * MiB, 0x5a);
   for (let sent = 0; sent <= allowed && !p.closed; sent += chunk.length) {
     if (!p.ch.send(XLHA_REC.XEN_STREAM, chunk)) await p.ch.drained().catch(() => {});
   }
   await until('the backup to halt', () => s.state !== 'replicating', 10_000);
   t.equal(s.state, 'halted');
-  t.match(s.error, /checkpoint content exceeds 83886080 bytes without a SEAL .*8 MiB guest.*replica kept at checkpoint 1/);
+  t.match(s.error, /checkpoint content exceeds 117943829 bytes without a SEAL \(at most 6 x memory \(\+1%\) \+ 2 x disk \+ 64 MiB for the HELLO's 8 MiB guest\).*replica kept at checkpoint 1/);
   t.equal(s.replica?.lastEpoch, 1);
   t.equal(await s.replica?.memoryDigest(), digestOf(cp1, memoryMiB), 'with its checkpoint');
 });

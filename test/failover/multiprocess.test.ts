@@ -5,8 +5,15 @@ import path from 'node:path';
 import { runScenario } from '../../src/demo/scenario.js';
 import { SimHostProcess, freePort, kvCfg, pairSimHosts } from '../../src/demo/hosts.js';
 
-t.test('the backup takes over from a SIGKILLed primary with every acknowledged write and the checkpoint memory byte for byte', async (t) => {
+/**
+ * A SIGKILL of a kv guest's primary with each host recording the digest of every checkpoint it
+ * captured and of the memory it activated (XLHA_DEBUG_DIGESTS): checks every acknowledged write
+ * and that the backup resumed from a checkpoint the primary captured, no earlier than the last
+ * acknowledged one, byte for byte. Returns the scenario's result for the caller's own checks.
+ */
+async function killWithDigests(t: Test, extra: Partial<Parameters<typeof runScenario>[0]> = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xlha-mp-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const digests = (host: string) => path.join(dir, `${host}.digests`);
   const r = await runScenario({
     memoryMiB: 16,
@@ -21,6 +28,7 @@ t.test('the backup takes over from a SIGKILLed primary with every acknowledged w
     afterMs: 500,
     dir,
     env: (host) => ({ XLHA_DEBUG_DIGESTS: digests(host) }),
+    ...extra,
   });
   t.equal(r.lostAckedWrites, 0, `no acknowledged write lost (${r.keysChecked} keys read back) ${r.lostDetails.join('; ')}`);
   t.ok(r.ackedWrites > 100, `load made progress (${r.ackedWrites} acknowledged writes)`);
@@ -29,22 +37,25 @@ t.test('the backup takes over from a SIGKILLed primary with every acknowledged w
   t.equal(r.backupStatus.state, 'active', 'the backup runs the domain');
   t.ok(r.failoverMs > 0, `failover took ${r.failoverMs} ms`);
 
-  const primaryLines = fs.readFileSync(digests('primary'), 'utf8').trim().split('\n');
-  const backupLines = fs.readFileSync(digests('backup'), 'utf8').trim().split('\n');
   const captured = new Map<number, string>();
   let lastCommitted = 0;
-  for (const l of primaryLines) {
+  for (const l of fs.readFileSync(digests('primary'), 'utf8').trim().split('\n')) {
     const [kind, epoch, sha] = l.split(' ');
     if (kind === 'captured') captured.set(Number(epoch), sha!);
     if (kind === 'committed') lastCommitted = Math.max(lastCommitted, Number(epoch));
   }
-  const act = backupLines.find((l) => l.startsWith('activated '));
+  const act = fs.readFileSync(digests('backup'), 'utf8').trim().split('\n').find((l) => l.startsWith('activated '));
   t.ok(act, 'the backup recorded its activation');
   const [, epochText, sha] = act!.split(' ');
   const epoch = Number(epochText);
   t.ok(epoch >= lastCommitted, `the backup resumed from checkpoint ${epoch}, not before the last acknowledged one (${lastCommitted})`);
   t.ok(captured.has(epoch), `the primary captured checkpoint ${epoch}`);
   t.equal(sha, captured.get(epoch), `backup memory equals checkpoint ${epoch} byte for byte`);
+  return r;
+}
+
+t.test('the backup takes over from a SIGKILLed primary with every acknowledged write and the checkpoint memory byte for byte', async (t) => {
+  await killWithDigests(t);
 });
 
 /**
@@ -192,41 +203,12 @@ t.test('a backup host that died and came back is reconnected to with backoff: st
 });
 
 for (const transfer of ['fgbi', 'fgbi,compress'] as const) {
-t.test(`a kv guest protected with ${transfer} fails over with every acknowledged write and the checkpoint memory byte for byte`, async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'xlha-mp-fgbi-'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const digests = (host: string) => path.join(dir, `${host}.digests`);
-  const r = await runScenario({
-    transfer,
-    memoryMiB: 16,
-    dirtyMiBPerSec: 2,
-    intervalMs: 20,
-    heartbeatMs: 50,
-    failoverTimeoutMs: 200,
-    clients: 32,
-    connections: 4,
-    baselineMs: 500,
-    protectedMs: 1500,
-    afterMs: 500,
-    dir,
-    env: (host) => ({ XLHA_DEBUG_DIGESTS: digests(host) }),
+  t.test(`a kv guest protected with ${transfer} fails over with every acknowledged write and the checkpoint memory byte for byte`, async (t) => {
+    const r = await killWithDigests(t, { transfer });
+    const tr = r.primaryStatus.transfer as Record<string, number>;
+    t.equal(tr.id as unknown, transfer, `the primary sent with ${transfer}`);
+    if (transfer === 'fgbi,compress') t.ok(tr.compressOut! < tr.compressIn! / 4, `and compressed what fgbi left (${tr.compressIn} -> ${tr.compressOut})`);
+    t.ok(tr.deltaPages! > 0, `pages went as blocks (${tr.deltaPages})`);
+    t.ok(Number(r.primaryStatus.bytesPerCheckpointP50) < Number(r.primaryStatus.capturedBytesPerCheckpointP50), `fewer bytes sent than captured (${String(r.primaryStatus.bytesPerCheckpointP50)} < ${String(r.primaryStatus.capturedBytesPerCheckpointP50)})`);
   });
-  t.equal(r.lostAckedWrites, 0, `no acknowledged write lost (${r.keysChecked} keys read back) ${r.lostDetails.join('; ')}`);
-  t.ok(r.ackedWrites > 100, `load made progress (${r.ackedWrites} acknowledged writes)`);
-  t.equal(r.writesAppliedByGuest, r.ackedWrites, 'every acknowledged write was applied exactly once');
-  t.equal(r.backupStatus.state, 'active', 'the backup runs the domain');
-  const tr = r.primaryStatus.transfer as Record<string, number>;
-  t.equal(tr.id as unknown, transfer, `the primary sent with ${transfer}`);
-  if (transfer === 'fgbi,compress') t.ok(tr.compressOut! < tr.compressIn! / 4, `and compressed what fgbi left (${tr.compressIn} -> ${tr.compressOut})`);
-  t.ok(tr.deltaPages > 0, `pages went as blocks (${tr.deltaPages})`);
-  t.ok(Number(r.primaryStatus.bytesPerCheckpointP50) < Number(r.primaryStatus.capturedBytesPerCheckpointP50), `fewer bytes sent than captured (${String(r.primaryStatus.bytesPerCheckpointP50)} < ${String(r.primaryStatus.capturedBytesPerCheckpointP50)})`);
-  const captured = new Map<number, string>();
-  for (const l of fs.readFileSync(digests('primary'), 'utf8').trim().split('\n')) {
-    const [kind, epoch, sha] = l.split(' ');
-    if (kind === 'captured') captured.set(Number(epoch), sha!);
-  }
-  const act = fs.readFileSync(digests('backup'), 'utf8').split('\n').find((l) => l.startsWith('activated '));
-  const [, epochText, sha] = act!.split(' ');
-  t.equal(sha, captured.get(Number(epochText)), `backup memory equals checkpoint ${epochText} byte for byte`);
-});
 }

@@ -36,6 +36,7 @@ import { SimNic, type OutputGate } from './nic.js';
 import { armSimWatchdog } from './watchdog.js';
 import { SimDisk, SimDiskSpace, fsError } from './disk.js';
 import { XenStreamWriter } from '../../transport/xenstream.js';
+import { PRECOPY_MAX_PASSES } from '../../transport/hello.js';
 
 /** Domain type written in the libxc domain header by the sim backend. */
 export const DHDR_TYPE_SIM = 0xffff0001;
@@ -235,8 +236,9 @@ class SimSaveSession implements SaveSession {
     // Round 0: every page, while the guest runs.
     let sent = await this.sendAllPages(sink);
     const batch = 1024;
-    // Further rounds: what was dirtied meanwhile, until it is small.
-    const maxRounds = this.opts.maxPrecopyRounds ?? 5;
+    // Further rounds: what was dirtied meanwhile, until it is small, at most PRECOPY_MAX_PASSES
+    // passes in all (what the backup's bound allows for, with the final copy).
+    const maxRounds = Math.min(this.opts.maxPrecopyRounds ?? PRECOPY_MAX_PASSES, PRECOPY_MAX_PASSES);
     let rounds = 1;
     for (; rounds < maxRounds; rounds++) {
       if (mem.dirtyCount() < 256) break;
