@@ -564,6 +564,10 @@ sc_kemari() {
   local qcfg=/xenlab/domu1-quiet.cfg
   # no pings of its own, and no IPv6 (router solicitations, MLD reports): the guest sends nothing
   sed 's/^extra .*/extra    = "console=hvc0 loglevel=4 xlha.nopings ipv6.disable=1"/' "$CFG" > "$qcfg"
+  # remus's protection ends here: the scenarios after this one find it again only if it is
+  # restarted below (a kemari scenario cut short must not leave a stale remus.ok behind)
+  local had_remus=0; [ -f "$ST/remus.ok" ] && had_remus=1
+  rm -f "$ST/remus.ok" "$ST/primary.domid"; echo "the kemari scenario stopped remus and did not restart it" > "$ST/remus.why"
   TMO=90 xlha --control "$PSOCK" stop domu1 > "$OUT/kemari-stop.log" 2>&1
   why=$(fresh_domu "$qcfg") || { emit $n fail "a domU without pings: $why"; return; }
   grep -q 'DOMU-NET eth0 up' "$LOG" || { emit $n fail "the domU has no network"; return; }
@@ -614,11 +618,15 @@ sc_kemari() {
   # back to remus on a fresh domu1 for the scenarios that follow, if remus ran before
   TMO=90 xlha --control "$PSOCK" stop domu1 > "$OUT/kemari-stop2.log" 2>&1
   why=$(fresh_domu) || say "recreating domu1 failed: $why"
-  if [ -f "$ST/remus.ok" ]; then
+  if [ $had_remus = 1 ]; then
     # shellcheck disable=SC2086
-    TMO=180 xlha --control "$PSOCK" remus -i 100 -F -d $XLHA_OPTS domu1 "127.0.0.1:$PORT" > "$OUT/kemari-remus.out" 2> "$OUT/kemari-remus.err" || { rm -f "$ST/remus.ok"; echo "remus after kemari did not start: $(tailf "$OUT/kemari-remus.err" 3)" > "$ST/remus.why"; }
-    js=$(TMO=30 xlha --control "$PSOCK" status --json 2>&1)
-    node /xenlab/jget.cjs protections.0.domid <<< "$js" > "$ST/primary.domid" 2>/dev/null
+    if TMO=180 xlha --control "$PSOCK" remus -i 100 -F -d $XLHA_OPTS domu1 "127.0.0.1:$PORT" > "$OUT/kemari-remus.out" 2> "$OUT/kemari-remus.err"; then
+      js=$(TMO=30 xlha --control "$PSOCK" status --json 2>&1)
+      node /xenlab/jget.cjs protections.0.domid <<< "$js" > "$ST/primary.domid" 2>/dev/null
+      touch "$ST/remus.ok"
+    else
+      echo "remus after kemari did not start: $(tailf "$OUT/kemari-remus.err" 3)" > "$ST/remus.why"
+    fi
   fi
   if [ $ok = 1 ]; then emit $n ok "" "$extra"
   else emit $n fail "kemari did not behave (want: 0 checkpoints in 10 s idle while protected, 5 of 5 pings answered in >= 1 sync, 0 answers while the backup is stopped, >= 1 after, still protected)" "$extra"; fi
@@ -636,22 +644,28 @@ sc_failover() {
   [ -n "$pri" ] || { emit $n fail "no primary domid to fail (neither status --json nor xl domid domu1 gave one)"; return; }
   kill -9 "$(cat "$ST/p.pid")" 2>/dev/null
   timeout 60 xl destroy "$pri" > "$OUT/failover-destroy.log" 2>&1; local drc=$?
-  local s; s=$(up); local found="" name=""
+  local s; s=$(up); local found="" name="" bstate=""
+  # taken over: the backup's replica says active, and a domain other than the primary runs
   for _ in $(seq 1 90); do
+    bstate=$(raw_status "$BSOCK" | node /xenlab/jget.cjs result.replicas.0.state 2>/dev/null)
+    found=""
     while read -r nm id _ _ stt _; do
       [ "$id" = "$pri" ] && continue
       if [[ $stt =~ [rb] ]] && ! [[ $stt =~ [psc] ]]; then found=$id; name=$nm; break; fi
     done < <(xl list 2>/dev/null | awk 'NR>2')
-    [ -n "$found" ] && break
+    [ -n "$found" ] && [ "$bstate" = active ] && break
+    local el; el=$(dt "$s"); [ "${el%.*}" -ge 90 ] && break
     sleep 1
   done
   local took; took=$(dt "$s")
   xl list > "$OUT/failover-after.txt" 2>&1
   TMO=30 xlha --control "$BSOCK" status --json > "$OUT/failover-status-b.json" 2>&1
-  local bstate; bstate=$(node /xenlab/jget.cjs replicas.0.state < "$OUT/failover-status-b.json")
+  bstate=$(node /xenlab/jget.cjs replicas.0.state < "$OUT/failover-status-b.json")
   local a b; a=$(ticks); sleep 8; b=$(ticks)
   local extra=",\"primaryDomid\":$(jnum "$pri"),\"destroyRc\":$drc,\"backupDomain\":$(jstr "$name"),\"backupDomid\":$(jnum "$found"),\"runningAfterSecs\":$(jnum "$took"),\"ticksIn8s\":$((b - a)),\"backupState\":$(jstr "$bstate"),\"xlList\":$(jstr "$(cat "$OUT/failover-after.txt")")"
-  if [ -n "$found" ] && [ "$b" -gt "$a" ]; then emit $n ok "" "$extra"
+  if [ "$drc" -ne 0 ]; then emit $n fail "xl destroy $pri (the primary) failed (exit $drc): $(tailf "$OUT/failover-destroy.log" 3)" "$extra"
+  elif [ "$bstate" != active ]; then emit $n fail "the backup's replica is ${bstate:-?}, not active, 90 s after the primary died; backup daemon: $(tailf "$OUT/daemon-b.log" 8)" "$extra"
+  elif [ -n "$found" ] && [ "$b" -gt "$a" ]; then emit $n ok "" "$extra"
   elif [ -z "$found" ]; then emit $n fail "no running domain other than the destroyed primary within 90 s; backup daemon: $(tailf "$OUT/daemon-b.log" 8)" "$extra"
   else emit $n fail "domain $name (domid $found) runs but the guest did not tick in 8 s" "$extra"; fi
 }
@@ -814,7 +828,7 @@ sc_relay-costs() {
 # ---------------------------------------------------------------- driver
 if [ "${1:-}" = --one ]; then "sc_$2"; exit 0; fi
 
-SCENARIOS="stock-remus:$((REMUS_SECS + 240)) shim:120 remus:$((REMUS_SECS + 300)) xlha-remus-figures:30 netbuf:300 kemari:300 failover:150 xl-create-ha:1500 stock-remus-tcp:$((REMUS_SECS + 240)) stock-remus-after:$((REMUS_SECS + 240)) xlha-remus-after:$((REMUS_SECS + 240)) watchdog:300"
+SCENARIOS="stock-remus:$((REMUS_SECS + 240)) shim:120 remus:$((REMUS_SECS + 300)) xlha-remus-figures:30 netbuf:300 kemari:480 failover:150 xl-create-ha:1500 stock-remus-tcp:$((REMUS_SECS + 240)) stock-remus-after:$((REMUS_SECS + 240)) xlha-remus-after:$((REMUS_SECS + 240)) watchdog:300"
 # diagnostics run first, and only when named in xenlab.scenarios
 for d in relay-costs:120; do [[ "+$ONLY+" == *"+${d%%:*}+"* ]] && SCENARIOS="$d $SCENARIOS"; done
 : > "$RES"
