@@ -12,14 +12,14 @@
  *     JSON summary line on stdout. Progress goes to stderr.
  *
  * `--smoke` (`npm run test:xen:smoke`, what `.ci/run` calls): only the smoke scenarios of
- * select.ts (shim, remus, failover, xl-create-ha), QEMU's limit 1200 s unless XENLAB_TIMEOUT says.
+ * select.ts (shim, remus, failover, xl-create-ha), QEMU's limit 1800 s unless XENLAB_TIMEOUT says.
  *
  * Exit status: 0 only when every selected scenario passed; 1 otherwise (a failed or skipped
  * scenario, or a lab that could not start: the JSON line's `reason` says why). Scenarios left
  * out by --smoke or XENLAB_SCENARIOS are listed in `notSelected` and do not count.
  *
  * Environment: XENLAB_DIR (work dir), XENLAB_REMUS_SECS (seconds each protection is measured,
- * default 20), XENLAB_TIMEOUT (seconds QEMU may run, default 2400, 1200 with --smoke), XENLAB_SCENARIOS (comma list to
+ * default 20), XENLAB_TIMEOUT (seconds QEMU may run, default 3000, 1800 with --smoke), XENLAB_SCENARIOS (comma list to
  * run only some scenarios), XENLAB_XLHA_OPTS (extra options for the lab's `xl-ha remus`, e.g.
  * "--heartbeat-ms=500 --failover-timeout-ms=5000": TCG is 10-50x slower than hardware),
  * XENLAB_QEMU_CPU (QEMU -cpu, default max,rdtscp=off,xsave=off: see run.sh for why xsave=off),
@@ -53,7 +53,7 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '.
 const LAB_SRC = path.join(ROOT, 'test', 'xen-lab');
 const L = process.env.XENLAB_DIR ?? '/var/tmp/xenlab';
 let REMUS_SECS = 20;
-let QEMU_TIMEOUT = 2400;
+let QEMU_TIMEOUT = 3000;
 let SELECTION: Selection = { only: null, source: 'all' };
 
 class LabError extends Error {}
@@ -403,7 +403,7 @@ async function main(): Promise<void> {
   try {
     SELECTION = selectScenarios(process.argv.slice(2), process.env.XENLAB_SCENARIOS);
     REMUS_SECS = intEnv('XENLAB_REMUS_SECS', 20, 5, 300);
-    QEMU_TIMEOUT = intEnv('XENLAB_TIMEOUT', SELECTION.source === 'smoke' ? SMOKE_TIMEOUT_SECS : 2400, 120, 7200);
+    QEMU_TIMEOUT = intEnv('XENLAB_TIMEOUT', SELECTION.source === 'smoke' ? SMOKE_TIMEOUT_SECS : 3000, 120, 7200);
     if (SELECTION.only) progress(`scenarios (${SELECTION.source === 'smoke' ? '--smoke' : 'XENLAB_SCENARIOS'}): ${SELECTION.only.join(', ')}`);
   } catch (err) {
     if (!(err instanceof SelectionError || err instanceof LabError)) throw err;
