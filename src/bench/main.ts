@@ -33,7 +33,8 @@
  * guest size 256 MiB, 1 GiB, 4 GiB at 20 MiB/s; dirty rate 5 to 200 MiB/s at 256 MiB; 1, 4 and
  * 8 domains protected at once on the one pair of hosts. A point this machine has not the memory
  * for is reported as skipped, with why. Written to bench-results/scale.json and
- * scale-<series>.svg; `--json` prints one JSON object per series.
+ * scale-<series>.svg; `--json` prints one JSON object per series. `--scale memory|dirty|domains`
+ * (or a comma-separated list of them) runs only those series.
  *
  * `--encryption`: what the link's TLS costs. remus at 10 ms (light) and at 25 ms (saturated),
  * each run with the shipped TLS link and with XLHA_PLAINTEXT_LOOPBACK=1 (no TLS), alternating,
@@ -81,7 +82,25 @@ function transferArg(): BenchTransfer {
 }
 const transfer = transferArg();
 const encryption = argv.includes('--encryption');
-const scale = argv.includes('--scale');
+const scale = argv.some((a) => a === '--scale' || a.startsWith('--scale='));
+/** The scaling series, each named by what it varies. */
+const SCALE_SERIES = ['memory', 'dirty', 'domains'] as const;
+type ScaleSeries = (typeof SCALE_SERIES)[number];
+/**
+ * `--scale` runs every series; `--scale memory|dirty|domains` (or a comma-separated list) only
+ * those. The word after `--scale` is taken as a series only when it does not start with `--`.
+ */
+function scaleSeriesArg(): ScaleSeries[] {
+  const i = argv.findIndex((a) => a === '--scale' || a.startsWith('--scale='));
+  if (i < 0) return [...SCALE_SERIES];
+  const v = argv[i]!.includes('=') ? argv[i]!.slice('--scale='.length) : argv[i + 1] !== undefined && !argv[i + 1]!.startsWith('--') ? argv[i + 1]! : '';
+  if (v === '') return [...SCALE_SERIES];
+  const list = v.split(',').filter(Boolean);
+  const bad = list.filter((x) => !(SCALE_SERIES as readonly string[]).includes(x));
+  if (list.length === 0 || bad.length) fail(`--scale ${JSON.stringify(v)} is not valid: expected a comma-separated list of ${SCALE_SERIES.join(', ')} (or nothing: all)`);
+  return SCALE_SERIES.filter((x) => list.includes(x));
+}
+const scaleSeries = scaleSeriesArg();
 function repeatArg(): number {
   const v = valueOf('--repeat');
   if (v === undefined) return 2;
@@ -414,15 +433,21 @@ async function scaleBench(): Promise<void> {
     }
   };
   const series: { series: string; x: string; unit: string; points: ScalePoint[] }[] = [];
-  const memory: ScalePoint[] = [];
-  for (const m of [256, 1024, 4096]) memory.push(await point(`scale-memory-${m}MiB`, m, { memoryMiB: m }));
-  series.push({ series: 'memory', x: 'memoryMiB', unit: 'MiB', points: memory });
-  const dirty: ScalePoint[] = [];
-  for (const d of [5, 20, 50, 100, 200]) dirty.push(await point(`scale-dirty-${d}MiBps`, d, { dirtyMiBPerSec: d }));
-  series.push({ series: 'dirty', x: 'dirtyMiBPerSec', unit: 'MiB/s', points: dirty });
-  const doms: ScalePoint[] = [];
-  for (const n of [1, 4, 8]) doms.push(await point(`scale-domains-${n}`, n, { domains: n }));
-  series.push({ series: 'domains', x: 'domains', unit: 'domains', points: doms });
+  if (scaleSeries.includes('memory')) {
+    const memory: ScalePoint[] = [];
+    for (const m of [256, 1024, 4096]) memory.push(await point(`scale-memory-${m}MiB`, m, { memoryMiB: m }));
+    series.push({ series: 'memory', x: 'memoryMiB', unit: 'MiB', points: memory });
+  }
+  if (scaleSeries.includes('dirty')) {
+    const dirty: ScalePoint[] = [];
+    for (const d of [5, 20, 50, 100, 200]) dirty.push(await point(`scale-dirty-${d}MiBps`, d, { dirtyMiBPerSec: d }));
+    series.push({ series: 'dirty', x: 'dirtyMiBPerSec', unit: 'MiB/s', points: dirty });
+  }
+  if (scaleSeries.includes('domains')) {
+    const doms: ScalePoint[] = [];
+    for (const n of [1, 4, 8]) doms.push(await point(`scale-domains-${n}`, n, { domains: n }));
+    series.push({ series: 'domains', x: 'domains', unit: 'domains', points: doms });
+  }
 
   const pointJson = (x: string, p: ScalePoint) =>
     'skipped' in p

@@ -403,7 +403,8 @@ export class BackupSession {
         stream = d.parts;
         commitTransfer = d.commit;
       }
-      parsed = this.parser.parseCheckpoint(stream, { pages: !this.replica.takesRawStream });
+      // in slices: the other domains this host replicates keep their heartbeats meanwhile
+      parsed = await this.parser.parseCheckpointAsync(stream, { pages: !this.replica.takesRawStream });
       diskWrites = disk.flatMap((b) => decodeDiskWrites(b));
     } catch (err) {
       return reject(`invalid stream: ${(err as Error).message}`);

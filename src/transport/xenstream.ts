@@ -191,6 +191,12 @@ function readRecord(cur: Cursor, layer: 'libxc' | 'libxl', headOnly?: (type: num
 const PAGE_DATA_HEAD = 8 + 8 * MAX_PAGES_PER_RECORD;
 const pageDataHead = (type: number): number | undefined => (type === XC_REC.PAGE_DATA ? PAGE_DATA_HEAD : undefined);
 
+/**
+ * {@link XenStreamParser.parseCheckpointAsync} lets the event loop turn after this many records:
+ * 16 PAGE_DATA records of 1024 pages, 64 MiB of a checkpoint.
+ */
+export const PARSE_SLICE_RECORDS = 16;
+
 /** Options of {@link XenStreamParser.parseCheckpoint}. */
 export interface ParseOptions {
   /**
@@ -248,6 +254,31 @@ export class XenStreamParser {
    * checkpoint index, the byte offset and what was wrong; the parser state is then unchanged.
    */
   parseCheckpoint(bytes: Buffer | readonly Buffer[], opts: ParseOptions = {}): ParsedCheckpoint {
+    const steps = this.steps(bytes, opts);
+    for (;;) {
+      const r = steps.next();
+      if (r.done) return r.value;
+    }
+  }
+
+  /**
+   * {@link parseCheckpoint}, letting the event loop turn after every PARSE_SLICE_RECORDS
+   * records: one process serves every domain it protects, and a first checkpoint (the
+   * precopy's passes, several times the guest's memory) parsed in one go kept the other
+   * domains' heartbeats in this process for seconds. Nothing else may parse with this parser
+   * meanwhile (the backup handles one frame at a time); the state changes only at the end.
+   */
+  async parseCheckpointAsync(bytes: Buffer | readonly Buffer[], opts: ParseOptions = {}): Promise<ParsedCheckpoint> {
+    const steps = this.steps(bytes, opts);
+    for (;;) {
+      const r = steps.next();
+      if (r.done) return r.value;
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+  }
+
+  /** The parse itself: yields after every PARSE_SLICE_RECORDS records, returns the checkpoint. */
+  private *steps(bytes: Buffer | readonly Buffer[], opts: ParseOptions): Generator<void, ParsedCheckpoint, void> {
     const cur = new Cursor(Buffer.isBuffer(bytes) ? [bytes] : bytes);
     const listPages = opts.pages ?? true;
     if (this.ended) {
@@ -310,6 +341,7 @@ export class XenStreamParser {
         // record that spans two frames is then not joined).
         const { type, body, length } = readRecord(cur, 'libxc', listPages ? undefined : pageDataHead);
         res.records++;
+        if (res.records % PARSE_SLICE_RECORDS === 0) yield;
         if (type === XC_REC.CHECKPOINT || type === XC_REC.END) {
           requireEmpty('libxc', type, body);
           if (version >= 3 && !staticDataEnd) {

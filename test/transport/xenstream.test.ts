@@ -13,7 +13,7 @@ import {
   XC_REC,
   XL_REC,
 } from '../../src/transport/xen-records.js';
-import { XenStreamParser, XenStreamWriter } from '../../src/transport/xenstream.js';
+import { PARSE_SLICE_RECORDS, XenStreamParser, XenStreamWriter } from '../../src/transport/xenstream.js';
 import { expectProtocolError } from '../helpers/protocol-error.js';
 
 const EMPTY = Buffer.alloc(0);
@@ -410,4 +410,40 @@ t.test('without listing pages the parser checks every record the same way', asyn
   const r2 = expectProtocolError(() => p.parseCheckpoint(short, { pages: false }), 'EBADLEN', 'does not match count 2');
   t.ok(r2.ok, r2.message);
   t.equal(p.parseCheckpoint(second, { pages: false }).index, 1, 'the next good checkpoint is taken');
+});
+
+t.test('parseCheckpointAsync lets the event loop turn every PARSE_SLICE_RECORDS records, and parses as parseCheckpoint does', async (t) => {
+  const w = new XenStreamWriter();
+  const records = 8 * PARSE_SLICE_RECORDS;
+  const parts = [w.begin({ domainType: DOMAIN_TYPE.XLHA_SIM, xenMajor: 4, xenMinor: 17 })];
+  for (let i = 0; i < records; i++) parts.push(w.pageData([i], page(i)));
+  parts.push(w.vcpuBasic(0, Buffer.alloc(64, 7)), w.checkpoint());
+  let turns = 0;
+  const tick = () => {
+    turns++;
+    if (!done) setImmediate(tick);
+  };
+  let done = false;
+  setImmediate(tick);
+  const parsing = new XenStreamParser().parseCheckpointAsync(parts);
+  const res = await parsing;
+  done = true;
+  t.ok(turns >= records / PARSE_SLICE_RECORDS - 1, `the loop turned ${turns} times during the parse of ${records} records`);
+  const sync = new XenStreamParser().parseCheckpoint(parts);
+  t.equal(res.pages.length, records);
+  t.same(res.pages.map((p) => p.pfn), sync.pages.map((p) => p.pfn), 'the same pages');
+  t.equal(res.records, sync.records);
+  t.equal(res.vcpus.length, 1);
+});
+
+t.test('parseCheckpointAsync leaves the parser as it was when the checkpoint is refused', async (t) => {
+  const w = new XenStreamWriter();
+  const parts = [w.begin({ domainType: DOMAIN_TYPE.XLHA_SIM, xenMajor: 4, xenMinor: 17 })];
+  for (let i = 0; i < 3 * PARSE_SLICE_RECORDS; i++) parts.push(w.pageData([i], page(i)));
+  const p = new XenStreamParser();
+  await t.rejects(p.parseCheckpointAsync(parts), { code: 'ETRUNC' }, 'no CHECKPOINT record: truncated');
+  t.equal(p.checkpointsParsed, 0);
+  t.notOk(p.headers, 'the headers were not taken');
+  parts.push(w.vcpuBasic(0, Buffer.alloc(64, 7)), w.checkpoint());
+  t.equal((await p.parseCheckpointAsync(parts)).first, true, 'the same checkpoint, whole, is the first');
 });
