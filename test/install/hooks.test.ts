@@ -243,6 +243,7 @@ t.test('block-ha add: the daemon serves the disk, nbd-client connects a free /de
   const r = await hook(BLOCK_HA, ['add'], blockEnv());
   t.equal(r.code, 0, show(r));
   t.same(r.calls, [
+    `xenstore-read ${XB}/physical-device`,
     `xenstore-read ${XB}/params`,
     served,
     'modprobe nbd',
@@ -290,7 +291,7 @@ t.test('block-ha with no free nbd device, or no params in the store: block sets 
   store({});
   const n = await hook(BLOCK_HA, ['add'], blockEnv());
   t.equal(n.code, 0, show(n));
-  t.same(n.calls, [`xenstore-read ${XB}/params`, block('add')], 'the daemon is not asked without a target');
+  t.same(n.calls, [`xenstore-read ${XB}/physical-device`, `xenstore-read ${XB}/params`, block('add')], 'the daemon is not asked without a target');
   t.match(n.stderr, /no params in backend\/vbd\/5\/51712/);
 });
 
@@ -298,7 +299,7 @@ t.test('block-ha when the daemon does not serve the disk: block alone, and the d
   store({ params: '/dev/vg0/vm1' });
   let r = await hook(BLOCK_HA, ['add'], blockEnv({ FAKE_XL_HA_RC: '3' }));
   t.equal(r.code, 0, show(r));
-  t.same(r.calls, [`xenstore-read ${XB}/params`, served, block('add')]);
+  t.same(r.calls, [`xenstore-read ${XB}/physical-device`, `xenstore-read ${XB}/params`, served, block('add')]);
   t.match(r.stderr, /block-ha: warning: no xl-ha daemon is running: disk 51712 of domain 5 not registered/);
   t.match(r.stderr, /NOT replicated/);
   t.ok(r.calls.some((c) => c.startsWith('logger -t xl-ha-hotplug ')), 'to syslog too');
@@ -314,6 +315,13 @@ t.test('block-ha when the daemon does not serve the disk: block alone, and the d
   r = await hook(BLOCK_HA, ['add'], blockEnv({ XENBUS_PATH: 'backend/vif/5/0' }));
   t.equal(r.code, 0);
   t.match(r.stderr, /is not a vbd backend/);
+});
+
+t.test('block-ha add run a second time (libxl and udev both) changes nothing', async (t) => {
+  store({ params: '/dev/vg0/vm1', 'physical-device': '2b:10', 'physical-device-path': `${DEV}/nbd1` });
+  const r = await hook(BLOCK_HA, ['add'], blockEnv());
+  t.equal(r.code, 0, show(r));
+  t.same(r.calls, [`xenstore-read ${XB}/physical-device`], 'no second export, no second client, no block');
 });
 
 t.test('block-ha remove of a disk block set up: deregisters, then block; block failing fails the hook', async (t) => {

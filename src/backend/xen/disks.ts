@@ -12,7 +12,7 @@
 import path from 'node:path';
 import { vdevNumber } from '../../config/disk.js';
 import { DOMAIN_NAME_PATTERN } from '../../config/domain.js';
-import type { ReplicaPolicy } from '../types.js';
+import { BackendUnsupportedError, type ReplicaPolicy } from '../types.js';
 
 /** The script name that routes a disk through xl-ha (hooks/block-ha). */
 export const BLOCK_HA = 'block-ha';
@@ -74,13 +74,14 @@ export function replicatedDisk(json: string, name: string): XenDisk | null {
   const disks = libxlDisks(json, name).filter((d) => !d.readonly);
   if (!disks.length) return null;
   const other = disks.find((d) => !isBlockHa(d.script));
+  // BackendUnsupportedError: trying again changes nothing (the daemon alerts rather than retries)
   if (other) {
-    throw new Error(
+    throw new BackendUnsupportedError(
       `${diskLabel(other)} of domain ${name} is not replicated: blkback writes it unseen by xl-ha. Name script=${BLOCK_HA} for it in the cfg (the daemon then serves it), or protect with -d -F (its disk is then not replicated)`,
     );
   }
   if (disks.length > 1) {
-    throw new Error(`domain ${name} has ${disks.length} disks on ${BLOCK_HA} (${disks.map((d) => d.vdev).join(', ')}): xl-ha replicates one disk per domain for now; protect with -d -F`);
+    throw new BackendUnsupportedError(`domain ${name} has ${disks.length} disks on ${BLOCK_HA} (${disks.map((d) => d.vdev).join(', ')}): xl-ha replicates one disk per domain for now; protect with -d -F`);
   }
   return disks[0]!;
 }

@@ -693,6 +693,8 @@ export class XenBackend implements HypervisorBackend {
     if (!disk) return 0;
     const served = this.disks?.get(domid, disk.devid);
     if (!served) {
+      // a plain error: protection started from the cfg at xl create may come before block-ha's
+      // add, so the daemon tries again (with backoff)
       throw new Error(
         `${diskLabel(disk)} of domain ${d.name} is not served by this daemon: block-ha asks for its export when the disk is added, so the daemon must run before the domain is created (or protect with -d -F)`,
       );
