@@ -56,7 +56,7 @@ t.test('vbd add --target: the disk is served and the answer says where; status l
   t.equal(add.exitCode, 0, add.stderr);
   t.same(add.stdout.trim().split('\n'), [`socket=${path.join(h.d, 'nbd', '4.51712.sock')}`, 'export=xlha-4-51712', `size=${1 << 20}`]);
   t.ok(fs.statSync(path.join(h.d, 'nbd', '4.51712.sock')).isSocket());
-  const st = (await controlRequest(h.ctl, { cmd: 'status' })).result as { servedDisks: { domid: number; target: string }[]; devices: { kind: string; dev?: string }[] };
+  const st = ((await controlRequest(h.ctl, { cmd: 'status' })) as { result: unknown }).result as { servedDisks: { domid: number; target: string }[]; devices: { kind: string; dev?: string }[] };
   t.same(st.servedDisks.map((s) => [s.domid, s.target]), [[4, img]]);
   t.same(st.devices.map((x) => [x.kind, x.dev]), [['vbd', img]]);
   const again = await h.cli('vbd', 'add', '--domid', '4', '--devid', '51712', '--target', img);
@@ -82,7 +82,7 @@ t.test('a backend that serves no disks refuses vbd add --target by name; --targe
   const rel = await h.cli('vbd', 'add', '--domid', '4', '--devid', '1', '--target', 'vm.img');
   t.equal(rel.exitCode, 2);
   t.match(rel.stderr, /option --target expects an absolute path, got "vm.img"/);
-  const r = await controlRequest(h.ctl, { cmd: 'hotplug', kind: 'vbd', action: 'remove', domid: 4, devid: 1, target: '/x' });
+  const r = (await controlRequest(h.ctl, { cmd: 'hotplug', kind: 'vbd', action: 'remove', domid: 4, devid: 1, target: '/x' })) as { error?: string };
   t.match(r.error, /hotplug: target is for vbd add only, not vbd remove/);
 });
 
@@ -97,10 +97,10 @@ t.test('protection of a domain with a disk the backend cannot replicate fails at
     },
   });
   const t0 = Date.now();
-  const r = await controlRequest(h.ctl, {
+  const r = (await controlRequest(h.ctl, {
     cmd: 'protect',
     options: { domain: 'web', mode: 'remus', peer: { host: '127.0.0.1', port: 9 }, intervalMs: 100, netbuf: true, disk: true, blackhole: false, heartbeatMs: 50, failoverTimeoutMs: 1000 },
-  });
+  })) as { ok: boolean; error?: string };
   t.equal(r.ok, false);
   t.match(r.error, /disk xvdb \(\/dev\/vg0\/data, script block\) of domain web is not replicated/);
   t.ok(Date.now() - t0 < 5000, 'before any connection to the (absent) backup');

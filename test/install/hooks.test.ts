@@ -261,7 +261,7 @@ t.test('block-ha remove of an NBD disk: the client disconnects before the daemon
   // a failing disconnect is a warning, and the export still goes
   const f = await hook(BLOCK_HA, ['remove'], blockEnv({ FAKE_NBD_CLIENT_RC: '1' }));
   t.equal(f.code, 0, show(f));
-  t.same(f.calls.slice(1), [`nbd-client -d ${DEV}/nbd1`, deregister]);
+  t.same(f.calls.slice(1).filter((c) => !c.startsWith('logger ')), [`nbd-client -d ${DEV}/nbd1`, deregister]);
   t.match(f.stderr, /block-ha: warning: nbd-client -d .*nbd1 failed/);
 });
 
@@ -291,7 +291,7 @@ t.test('block-ha with no free nbd device, or no params in the store: block sets 
   store({});
   const n = await hook(BLOCK_HA, ['add'], blockEnv());
   t.equal(n.code, 0, show(n));
-  t.same(n.calls, [`xenstore-read ${XB}/physical-device`, `xenstore-read ${XB}/params`, block('add')], 'the daemon is not asked without a target');
+  t.same(n.calls.filter((c) => !c.startsWith('logger ')), [`xenstore-read ${XB}/physical-device`, `xenstore-read ${XB}/params`, block('add')], 'the daemon is not asked without a target');
   t.match(n.stderr, /no params in backend\/vbd\/5\/51712/);
 });
 
@@ -299,7 +299,7 @@ t.test('block-ha when the daemon does not serve the disk: block alone, and the d
   store({ params: '/dev/vg0/vm1' });
   let r = await hook(BLOCK_HA, ['add'], blockEnv({ FAKE_XL_HA_RC: '3' }));
   t.equal(r.code, 0, show(r));
-  t.same(r.calls, [`xenstore-read ${XB}/physical-device`, `xenstore-read ${XB}/params`, served, block('add')]);
+  t.same(r.calls.filter((c) => !c.startsWith('logger ')), [`xenstore-read ${XB}/physical-device`, `xenstore-read ${XB}/params`, served, block('add')]);
   t.match(r.stderr, /block-ha: warning: no xl-ha daemon is running: disk 51712 of domain 5 not registered/);
   t.match(r.stderr, /NOT replicated/);
   t.ok(r.calls.some((c) => c.startsWith('logger -t xl-ha-hotplug ')), 'to syslog too');
