@@ -863,7 +863,7 @@ sc_disk() {
   mkdir -p "${DISK_IMG%/*}"; rm -f "$DISK_IMG"
   if ! { truncate -s 32M "$DISK_IMG" && mkfs.ext4 -q -F -b 4096 "$DISK_IMG"; } > "$OUT/disk-mkfs.log" 2>&1; then emit $n fail "mkfs.ext4 $DISK_IMG: $(tailf "$OUT/disk-mkfs.log" 3)"; return; fi
   sed -e 's/^extra .*/extra    = "console=hvc0 loglevel=4 xlha.writer xlha.nopings"/' "$CFG" > "$DISK_CFG"
-  echo "disk     = [ 'format=raw,vdev=xvda,target=$DISK_IMG,script=block-ha' ]" >> "$DISK_CFG"
+  echo "disk     = [ 'format=raw,vdev=xvda,script=block-ha,target=$DISK_IMG' ]" >> "$DISK_CFG"
   s=$(up)
   why=$(fresh_domu "$DISK_CFG") || { emit $n fail "$why; xl log: $(tailf /var/log/xen/xl-domu1.log 4); primary daemon: $(tailf "$OUT/daemon-p.log" 4)"; return; }
   local pri; pri=$(xl domid domu1 2>/dev/null)
