@@ -126,6 +126,12 @@ export interface DiskTap {
   start(): void;
   /** `epoch`: the checkpoint the drained writes go with (a tap may tag them with it). */
   drain(epoch?: number): DiskWrite[];
+  /**
+   * Optional: the guest is about to be suspended. A tap that holds guest I/O back (an epoch cap)
+   * takes every request again until the next `drain`: the guest cannot suspend with requests
+   * outstanding. What arrives meanwhile (at most the guest's queue) goes past the cap.
+   */
+  suspending?(): void;
   /** The disk's whole content, for the initial synchronisation of the backup. */
   readAll(): Promise<{ sizeBytes: number; chunks: AsyncIterable<DiskWrite> }>;
   stop(): void;
