@@ -126,6 +126,12 @@ export interface DiskTap {
   start(): void;
   /** `epoch`: the checkpoint the drained writes go with (a tap may tag them with it). */
   drain(epoch?: number): DiskWrite[];
+  /**
+   * Optional: the guest is about to be suspended. A tap that holds guest I/O back (an epoch cap)
+   * takes every request again until the next `drain`: the guest cannot suspend with requests
+   * outstanding. What arrives meanwhile (at most the guest's queue) goes past the cap.
+   */
+  suspending?(): void;
   /** The disk's whole content, for the initial synchronisation of the backup. */
   readAll(): Promise<{ sizeBytes: number; chunks: AsyncIterable<DiskWrite> }>;
   stop(): void;
@@ -208,6 +214,8 @@ export interface ReplicaPolicy {
   disks: string[];
   /** Bridges a replica's nics may join: patterns. */
   bridges: string[];
+  /** Where this host keeps the images of replicated disks (`replica_disks`): DIR/<domain>.<vdev>.img. */
+  replicaDiskDir?: string;
 }
 
 export interface ReplicaSpec {
@@ -220,6 +228,12 @@ export interface ReplicaSpec {
   diskPaths?: string[];
   /** The backend's own description of the domain (xen: libxl's JSON configuration). */
   backendConfig?: string;
+  /**
+   * The size of the disk the primary replicates (HELLO `diskBytes`), when it replicates one:
+   * the replica's disk is then an image of this size that this host's policy names, never a
+   * path from the primary (xen).
+   */
+  diskBytes?: number;
 }
 
 /** A complete, verified checkpoint, ready to apply. */
@@ -289,6 +303,15 @@ export interface ReplicaDomain {
   readonly lastEpoch: number;
 }
 
+/** Where dom0's NBD client reaches a disk served through xl-ha ({@link HypervisorBackend.serveDisk}). */
+export interface ServedDiskAnswer {
+  /** The unix socket (`nbd-client -unix`). */
+  socket: string;
+  /** The export (`nbd-client -N`). */
+  exportName: string;
+  sizeBytes: number;
+}
+
 export type DomainEvent =
   | { kind: 'introduce'; domid: number }
   | { kind: 'release'; domid: number };
@@ -338,6 +361,22 @@ export interface HypervisorBackend {
    * then reboots the machine). Throws when the hypervisor has no free watchdog.
    */
   armWatchdog?(timeoutSec: number): HostWatchdog;
+  /**
+   * Optional (xen, hooks/block-ha `add`): serves disk `devid` of domain `domid` from `target` (its
+   * image or LV) for dom0's block backend, through xl-ha, so that its writes can be replicated.
+   * The answer is what dom0's NBD client connects to. Throws naming what is wrong.
+   */
+  serveDisk?(domid: number, devid: number, target: string): Promise<ServedDiskAnswer>;
+  /** Optional (block-ha `remove`, after its client disconnected): stops serving it. False when it was not served. */
+  unserveDisk?(domid: number, devid: number): Promise<boolean>;
+  /** Optional: the disks served now, for status. */
+  servedDisks?(): unknown[];
+  /**
+   * Optional: the size in bytes of the disk a protection of `domid` replicates (0: the domain has
+   * none). Throws, naming the disk, when the domain has a disk this backend cannot replicate:
+   * such a domain is protected only with -d.
+   */
+  replicatedDiskBytes?(domid: number): Promise<number>;
   onDomainEvent(listener: (ev: DomainEvent) => void): () => void;
   dispose(): Promise<void>;
 }

@@ -142,6 +142,8 @@ export interface HotplugCommand extends CommandBase {
   domid: number;
   devid: number;
   dev?: string;
+  /** vbd add (block-ha): the disk's image or LV, which the daemon serves over NBD. */
+  target?: string;
 }
 
 export interface ListCommand extends CommandBase {
@@ -401,13 +403,15 @@ const COMMANDS: Record<CommandName, CommandDef> = {
   stop: { synopsis: 'stop <Domain>', summary: 'Stop protecting a domain (the domain keeps running).', options: [HELP_OPTION] },
   destroy: { synopsis: 'destroy <Domain>', summary: 'Stop protection and destroy the domain.', options: [HELP_OPTION] },
   hotplug: {
-    synopsis: 'hotplug <vif|vbd> <add|remove|online|offline> --domid D --devid N [--dev NAME]',
+    synopsis: 'hotplug <vif|vbd> <add|remove|online|offline> --domid D --devid N [--dev NAME] [--target PATH]',
     summary: "Register a domain's device with the daemon (run by the hotplug scripts vif-ha and block-ha).",
-    description: 'Exit status: 0 registered, 1 refused by the daemon, 3 no daemon runs.',
+    description:
+      'With vbd add --target PATH the daemon serves the disk over NBD for blkback and prints where, one key=value per line: socket=, export=, size=. Exit status: 0 registered, 1 refused by the daemon, 3 no daemon runs.',
     options: [
       { id: 'domid', long: 'domid', arg: 'D', help: 'The domain of the device.' },
       { id: 'devid', long: 'devid', arg: 'N', help: 'The device number within the domain.' },
       { id: 'dev', long: 'dev', arg: 'NAME', help: 'The backend device in dom0 (a vif: its interface name).' },
+      { id: 'target', long: 'target', arg: 'PATH', help: 'vbd add: the disk image or LV to serve over NBD (block-ha).' },
       HELP_OPTION,
     ],
   },
@@ -841,7 +845,19 @@ export function parseArgs(argv: readonly string[]): Command {
       const devid = need('devid', 0xffff);
       const devOpt = lastValue(s, 'dev');
       if (devOpt && !/^[A-Za-z0-9_.:-]{1,64}$/.test(devOpt.value)) throw new UsageError(`option ${devOpt.spelled} expects a device name, got ${JSON.stringify(devOpt.value)}`, command, devOpt.spelled);
-      return { cmd: 'hotplug', kind: kind as HotplugCommand['kind'], action: action as HotplugCommand['action'], domid, devid, ...(devOpt ? { dev: devOpt.value } : {}), globals };
+      const targetOpt = lastValue(s, 'target');
+      if (targetOpt && !(kind === 'vbd' && action === 'add')) throw new UsageError(`option ${targetOpt.spelled} is for vbd add only`, command, targetOpt.spelled);
+      if (targetOpt && !/^\/[^\0\n]{0,4095}$/.test(targetOpt.value)) throw new UsageError(`option ${targetOpt.spelled} expects an absolute path, got ${JSON.stringify(targetOpt.value)}`, command, targetOpt.spelled);
+      return {
+        cmd: 'hotplug',
+        kind: kind as HotplugCommand['kind'],
+        action: action as HotplugCommand['action'],
+        domid,
+        devid,
+        ...(devOpt ? { dev: devOpt.value } : {}),
+        ...(targetOpt ? { target: targetOpt.value } : {}),
+        globals,
+      };
     }
 
     case 'create':

@@ -155,7 +155,10 @@ async function runDaemon(cmd: Extract<Command, { cmd: 'daemon' | 'receive' }>): 
   const { PeerKeys } = await import('../security/peers.js');
   const keys = new PeerKeys(cmd.globals.keys ?? defaultKeysDir(), hostName);
   keys.checkAll(); // a world-readable or malformed key: no daemon, before the backend opens
-  const backend = createBackend(cmd.globals.backend, { hostName, stateDir: path.join(stateDir, 'sim') });
+  const controlPath = cmd.globals.control ?? defaultControlPath();
+  // block-ha disks are served over NBD on unix sockets beside the control socket (src/disk/exports.ts)
+  const disks = { dir: path.join(path.dirname(controlPath), 'nbd'), log: log.child({ module: 'disks' }) };
+  const backend = createBackend(cmd.globals.backend, { hostName, stateDir: path.join(stateDir, 'sim'), disks });
   const witnessAt = cmd.witness ?? conf.witness;
   const witness = witnessAt ? new (await import('../witness/witness.js')).Witness(witnessAt) : undefined;
   const fenceCommand = cmd.fenceCommand ?? conf.fenceCommand;
@@ -168,7 +171,7 @@ async function runDaemon(cmd: Extract<Command, { cmd: 'daemon' | 'receive' }>): 
     backend,
     hostName,
     stateDir,
-    controlPath: cmd.globals.control ?? defaultControlPath(),
+    controlPath,
     ...(listen ? { listen } : {}),
     plugin,
     configDirs: conf.configDirs,
@@ -316,7 +319,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     case 'hotplug': {
       // the hotplug scripts tell a missing daemon (3) from a refusal (1): neither fails the device
-      const resp = await controlRequest(cmd.globals.control ?? defaultControlPath(), { cmd: 'hotplug', kind: cmd.kind, action: cmd.action, domid: cmd.domid, devid: cmd.devid, ...(cmd.dev ? { dev: cmd.dev } : {}) }, 10_000).catch((err: Error) => {
+      const resp = await controlRequest(cmd.globals.control ?? defaultControlPath(), { cmd: 'hotplug', kind: cmd.kind, action: cmd.action, domid: cmd.domid, devid: cmd.devid, ...(cmd.dev ? { dev: cmd.dev } : {}), ...(cmd.target ? { target: cmd.target } : {}) }, 10_000).catch((err: Error) => {
         process.stderr.write(`xl-ha: ${err.message}\n`);
         return null;
       });
@@ -325,8 +328,10 @@ export async function main(argv: string[]): Promise<number> {
         process.stderr.write(`xl-ha: ${resp.error}\n`);
         return 1;
       }
-      const r = resp.result as { note?: string };
+      const r = resp.result as { note?: string; served?: { socket: string; exportName: string; sizeBytes: number } };
       if (r.note) process.stdout.write(`${r.note}\n`);
+      // block-ha reads these lines (hooks/block-ha): where dom0's NBD client connects
+      if (r.served) process.stdout.write(`socket=${r.served.socket}\nexport=${r.served.exportName}\nsize=${r.served.sizeBytes}\n`);
       return 0;
     }
     case 'create': {

@@ -22,7 +22,7 @@ import { runFenceCommand } from '../failover/fence-hook.js';
 import { parseXlCfg } from '../config/xlcfg.js';
 import { domainConfigWithDefaults, type PluginConfig } from '../config/plugin.js';
 import { createMode } from '../engine/modes/index.js';
-import type { DomainInfo } from '../backend/types.js';
+import type { DomainInfo, ServedDiskAnswer } from '../backend/types.js';
 import { DomainRecords } from './records.js';
 import { protectOptionsFromHa } from './resolve.js';
 import { DomainLifecycle } from './lifecycle.js';
@@ -191,7 +191,13 @@ export class Daemon {
       this.metrics = await startMetricsServer(this.o.metricsListen, () => this.statusJson() as unknown as DaemonStatusJson, this.o.log.child({ module: 'metrics' }));
     }
     this.unsubscribeDevices = this.o.backend.onDomainEvent((ev) => {
-      if (ev.kind === 'release') for (const [k, d] of this.devices) if (d.domid === ev.domid) this.devices.delete(k);
+      if (ev.kind !== 'release') return;
+      for (const [k, d] of this.devices) {
+        if (d.domid !== ev.domid) continue;
+        this.devices.delete(k);
+        // a disk whose remove never came (the domain is gone): its export goes with it
+        if (d.kind === 'vbd') void this.o.backend.unserveDisk?.(d.domid, d.devid).catch(() => {});
+      }
     });
     await this.lifecycle.start();
     this.o.log.info('daemon started', {
@@ -250,7 +256,7 @@ export class Daemon {
         beforeReplica: async (s, hello) => {
           admitHello(peer, hello.host, hello.domain.name);
           await this.supersede(s, hello.domain.name, hello.host);
-          return { peer: peer.peer, source: peer.file, disks: peer.disks, bridges: peer.bridges };
+          return { peer: peer.peer, source: peer.file, disks: peer.disks, bridges: peer.bridges, ...(peer.replicaDiskDir ? { replicaDiskDir: peer.replicaDiskDir } : {}) };
         },
       });
       this.backups.add(b);
@@ -329,7 +335,7 @@ export class Daemon {
    * online in a domain protected since before would send unbuffered: its protection restarts
    * (a full resynchronisation) so that the new vif is buffered too.
    */
-  private async hotplug(req: ControlRequest): Promise<{ registered: boolean; note?: string }> {
+  private async hotplug(req: ControlRequest): Promise<{ registered: boolean; note?: string; served?: ServedDiskAnswer }> {
     const kind = reqString(req, 'kind');
     const action = reqString(req, 'action');
     if (!['vif', 'vbd'].includes(kind)) throw new Error(`hotplug: kind ${JSON.stringify(kind)} is not valid: expected vif or vbd`);
@@ -342,10 +348,22 @@ export class Daemon {
     const domid = int('domid', 0x7fef);
     const devid = int('devid', 0xffff);
     const dev = req.dev === undefined ? undefined : reqString(req, 'dev');
+    const target = req.target === undefined ? undefined : reqString(req, 'target');
+    if (target !== undefined && !(kind === 'vbd' && action === 'add')) throw new Error(`hotplug: target is for vbd add only, not ${kind} ${action}`);
     const key = `${kind}/${domid}/${devid}`;
     if (action === 'remove' || action === 'offline') {
       this.devices.delete(key);
+      // block-ha's remove: its NBD client has disconnected; the export goes
+      if (kind === 'vbd') await this.o.backend.unserveDisk?.(domid, devid);
       return { registered: false };
+    }
+    if (target !== undefined) {
+      // block-ha's add: the disk is served over NBD for blkback, so that its writes are seen
+      const be = this.o.backend;
+      if (!be.serveDisk) throw new Error(`hotplug: the ${be.kind} backend serves no disks (block-ha is for Xen)`);
+      const served = await be.serveDisk(domid, devid, target);
+      this.devices.set(key, { kind, domid, devid, dev: target, since: new Date().toISOString() });
+      return { registered: true, served };
     }
     this.devices.set(key, { kind, domid, devid, ...(dev ? { dev } : {}), since: new Date().toISOString() });
     if (kind !== 'vif') return { registered: true };
@@ -381,6 +399,7 @@ export class Daemon {
       replicas: [...this.backups].map((b) => ({ ...b.status(), ...(b.hello ? { history: this.lifecycle.history(b.hello.uuid) } : {}) })),
       unprotected: this.lifecycle.alertList(),
       devices: [...this.devices.values()],
+      ...(be.servedDisks ? { servedDisks: be.servedDisks() } : {}),
     };
   }
 

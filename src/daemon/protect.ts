@@ -385,6 +385,9 @@ export async function startProtection(backend: HypervisorBackend, opts: ProtectO
   checkTransferRuns(transferSettings(opts), backend);
   const t0 = performance.now();
   const info = await backend.findDomain(opts.domain);
+  // The disk to replicate, if any: a disk the backend cannot replicate is named here, before
+  // anything is connected (xen: a disk not on block-ha needs -d).
+  const diskBytes = opts.disk && backend.replicatedDiskBytes ? await backend.replicatedDiskBytes(info.domid) : 0;
   // The mode chooses its devices, depth and phase order; what this backend cannot run fails
   // here, before anything is connected.
   const mode = createMode(opts.mode, {
@@ -409,7 +412,7 @@ export async function startProtection(backend: HypervisorBackend, opts: ProtectO
     throw err;
   }
   try {
-    return await connectAndRun(backend, opts, log, keys, witness, { info, mode, plan, events, elog, t0, ...(onStarting ? { onStarting } : {}) });
+    return await connectAndRun(backend, opts, log, keys, witness, { info, mode, plan, events, elog, t0, diskBytes, ...(onStarting ? { onStarting } : {}) });
   } catch (err) {
     mode.dispose?.();
     throw err;
@@ -422,7 +425,7 @@ async function connectAndRun(
   log: Logger,
   keys: PeerKeys,
   witness: Witness | undefined,
-  m: { info: DomainInfo; mode: Mode; plan: ModePlan; events: DeviceEvents; elog: Logger; t0: number; onStarting?: (p: Protection) => void },
+  m: { info: DomainInfo; mode: Mode; plan: ModePlan; events: DeviceEvents; elog: Logger; t0: number; diskBytes: number; onStarting?: (p: Protection) => void },
 ): Promise<Protection> {
   const { info, mode, plan, events, elog, t0 } = m;
   const cfg = await backend.getDomainConfig(info.domid);
@@ -462,6 +465,7 @@ async function connectAndRun(
           ...(transferSettings(opts).fgbi ? { fgbi: transferSettings(opts).fgbi! } : {}),
           netbuf: opts.netbuf,
           disk: opts.disk,
+          ...(m.diskBytes ? { diskBytes: m.diskBytes } : {}),
           ...(backendConfig ? { backendConfig } : {}),
         },
         Math.max(HELLO_SILENCE_MS, opts.failoverTimeoutMs),
@@ -477,6 +481,12 @@ async function connectAndRun(
   const setup = { domainMs: Math.round(t1 - t0), handshakeMs: Math.round(performance.now() - t1) };
   log.info('protection starting: backup accepted, precopy begins', { domain: info.name, domid: info.domid, mode: opts.mode, peer: peerLabel(opts), ...setup });
   const session = await backend.openSave(info.domid);
+  if (m.diskBytes && !session.disk) {
+    // the backup was told of a disk that nothing would fill: its copy would be zeros
+    await session.close().catch(() => {});
+    link.close();
+    throw new Error(`the disk of ${info.name} (${m.diskBytes} bytes) was checked for replication but its export went away before protection started`);
+  }
   const debug = debugDigestHooks(backend, info.domid);
   const abort = new AbortController();
   const onLost = witness && !opts.blackhole ? () => decideAlone(backend, info, witness, keys.hostName, backupName, elog, abort.signal) : undefined;

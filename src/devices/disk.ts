@@ -34,6 +34,10 @@ export class DiskReplicationDevice implements CheckpointDevice {
     for await (const chunk of all.chunks) await send({ type: XLHA_REC.DISK_WRITES, body: encodeDiskWrites([chunk]) });
   }
 
+  presuspend(): void {
+    this.tap?.suspending?.();
+  }
+
   postsuspend(epoch: number): void {
     if (!this.tap) return;
     const writes = this.tap.drain(epoch);

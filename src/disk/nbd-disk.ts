@@ -16,7 +16,10 @@
  *   epoch's writes is recorded as a barrier ({@link DrainedEpoch.barriers}).
  * - Once the writes of the open epoch reach `epochCapBytes`, the server reads no further request
  *   until the next drain: the guest's I/O waits for the checkpoint, and what is held for one
- *   epoch stays bounded (by the cap plus one request per connection).
+ *   epoch stays bounded (by the cap plus one request per connection). From `suspending()` (the
+ *   engine is about to suspend the guest) to that drain the cap holds nothing: a PV guest
+ *   cannot suspend with requests outstanding (its freezer waits for them, and libxl's suspend
+ *   times out), so the epoch then takes what the guest's queue still had, past the cap.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -112,6 +115,8 @@ export class NbdDisk implements DiskTap, NbdExport {
   private drains = 0;
   private readonly pendingListeners = new Set<() => void>();
   private capped: { promise: Promise<void>; open: () => void; at: number } | null = null;
+  /** From `suspending()` to the next drain: the cap holds nothing (the guest must finish its I/O to suspend). */
+  private suspendingNow = false;
   private held: { promise: Promise<void>; open: () => void } | null = null;
   private readonly holdReplies: boolean;
   private readonly logger: Logger;
@@ -157,8 +162,15 @@ export class NbdDisk implements DiskTap, NbdExport {
     this.clearLog();
     this.written.close(e);
     if (this.holdReplies && this.recording && !this.held) this.held = gate();
+    this.suspendingNow = false;
     this.uncap();
     return out;
+  }
+
+  /** The guest is about to be suspended: requests held at the cap go on, and new ones are taken until the drain. */
+  suspending(): void {
+    this.suspendingNow = true;
+    this.uncap();
   }
 
   /** The checkpoint's capture is over: held replies go out. */
@@ -225,7 +237,7 @@ export class NbdDisk implements DiskTap, NbdExport {
   // ---- NbdExport ---------------------------------------------------------------------------
 
   admit(): Promise<void> | null {
-    if (!this.recording || this.bytes < this.epochCapBytes) return null;
+    if (!this.recording || this.suspendingNow || this.bytes < this.epochCapBytes) return null;
     if (!this.capped) {
       const g = gate();
       this.capped = { ...g, at: performance.now() };

@@ -334,6 +334,7 @@ export class CheckpointEngine {
     this.stats.epoch = epoch;
     const t0 = performance.now();
     this.lastCheckpointAt = t0;
+    for (const d of devices) d.presuspend?.(epoch);
     await session.suspend();
     try {
       const t1 = performance.now();

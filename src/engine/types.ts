@@ -46,6 +46,12 @@ export interface CheckpointDevice {
   setup?(ctx: DeviceContext): Promise<void> | void;
   /** Initial synchronisation, part of the first checkpoint (e.g. the whole disk). */
   begin?(send: FrameSink): Promise<void>;
+  /**
+   * The guest is about to be suspended for checkpoint `epoch`. A device that holds the guest's
+   * I/O back (a disk at its epoch cap) lets it through now: a PV guest cannot suspend with
+   * requests outstanding, so holding them across the suspend would deadlock it.
+   */
+  presuspend?(epoch: number): void;
   /** The guest is suspended; epoch `epoch` is closing. */
   postsuspend?(epoch: number): void;
   /** What this device adds to checkpoint `epoch`. */

@@ -241,6 +241,7 @@ export class BackupSession {
         ...(policy ? { policy } : {}),
         uuid: hello.uuid,
         ...(hello.backendConfig ? { backendConfig: hello.backendConfig } : {}),
+        ...(hello.disk && hello.diskBytes ? { diskBytes: hello.diskBytes } : {}),
       });
     } catch (err) {
       const code = diskErrno(err);

@@ -11,6 +11,8 @@
  *     allow   = web, db-*          domains of b that this host replicates as its backup
  *     disks   = /srv/xen/*.img     disk targets a replica may be given (default none)
  *     bridges = xenbr0             bridges a replica's nics may join (default any)
+ *     replica_disks = /srv/xl-ha   where this host keeps replicated disks of b's domains
+ *                                  (DIR/<domain>.<vdev>.img; default none: no disk replication)
  *
  * `xl-ha keygen b` writes a's file; copied to b, `xl-ha pair a FILE` writes b's from it.
  * Files are read at every connection, so pairing needs no daemon restart. A key file that
@@ -25,7 +27,7 @@ import { globRegExp } from '../util/glob.js';
 import { DOMAIN_NAME_PATTERN, parseHostPort, type HostPort } from '../config/domain.js';
 
 export const KEY_FILE_SUFFIX = '.key';
-const SETTINGS = ['host', 'peer', 'key', 'address', 'allow', 'disks', 'bridges'];
+const SETTINGS = ['host', 'peer', 'key', 'address', 'allow', 'disks', 'bridges', 'replica_disks'];
 const KEY_BYTES = 32;
 
 export interface PeerEntry {
@@ -43,6 +45,8 @@ export interface PeerEntry {
   disks: string[];
   /** Bridges (name patterns) its nics may join. Default any. */
   bridges: string[];
+  /** Where this host keeps the images of the peer's replicated disks (an absolute directory). Default none. */
+  replicaDiskDir?: string;
 }
 
 /** A key file or keys directory that cannot be used, with what to do about it. */
@@ -102,6 +106,11 @@ export function parsePeerFile(file: string, text: string): PeerEntry {
   if (o.allow !== undefined) entry.allow = parseAllow(String(o.allow), `key file ${file}: allow`);
   if (o.bridges !== undefined) entry.bridges = parseAllow(String(o.bridges), `key file ${file}: bridges`);
   if (o.disks !== undefined) entry.disks = parseDiskPatterns(String(o.disks), `key file ${file}: disks`);
+  if (o.replica_disks !== undefined) {
+    const d = String(o.replica_disks).trim();
+    if (!/^\/[A-Za-z0-9_./+:@-]*$/.test(d) || d.split('/').includes('..')) throw new PeerKeyError(`key file ${file}: replica_disks = "${d}" is not an absolute directory (without "..", no wildcards)`);
+    entry.replicaDiskDir = d;
+  }
   return entry;
 }
 
@@ -139,6 +148,7 @@ export function formatPeerFile(e: Omit<PeerEntry, 'file'>, note: string): string
   lines.push(`; domains of ${e.peer} that ${e.host} accepts to replicate as its backup (names or patterns; empty: none)`, `allow = ${e.allow.join(', ')}`);
   lines.push('; what a replica may be given on this host (xen): disk targets (path patterns; empty: none), bridges (patterns)');
   lines.push(`disks = ${e.disks.join(', ')}`, `bridges = ${e.bridges.join(', ')}`);
+  if (e.replicaDiskDir) lines.push(`; where this host keeps the replicated disks of ${e.peer}'s domains (xen: DIR/<domain>.<vdev>.img)`, `replica_disks = ${e.replicaDiskDir}`);
   return lines.join('\n') + '\n';
 }
 

@@ -189,6 +189,30 @@ t.test('the epoch cap: past it no further request is read until the next drain',
   t.ok(s.disk.stats.capStalledMs >= 100);
 });
 
+t.test('the epoch cap holds nothing once the guest is about to be suspended: a PV guest cannot suspend with requests outstanding', async (t) => {
+  const s = await serveImage(MiB, { disk: { epochCapBytes: 64 * 1024 } });
+  t.teardown(() => s.close());
+  s.disk.start();
+  const c = await connected(s.socket);
+  t.teardown(() => c.end());
+  for (let i = 0; i < 2; i++) t.equal((await c.call(NBD_CMD.WRITE, i * 32768, 32768, { data: Buffer.alloc(32768, 1) })).error, 0);
+  const held = c.call(NBD_CMD.WRITE, 65536, 4096, { data: Buffer.alloc(4096, 2) });
+  t.notOk(await settlesWithin(held, 150), 'past the cap a request waits');
+  s.disk.suspending();
+  t.equal((await held).error, 0, 'suspending() lets the held request through before the drain');
+  t.equal((await c.call(NBD_CMD.WRITE, 69632, 4096, { data: Buffer.alloc(4096, 3) })).error, 0, 'and takes new ones until the drain');
+  t.ok(fs.readFileSync(s.image).subarray(65536, 73728).every((b, i) => b === (i < 4096 ? 2 : 3)), 'both applied');
+  const drained = s.disk.drain(1);
+  t.same(drained.map((w) => w.offset), [0, 32768, 65536, 69632], 'all four go with the epoch that closes, past the cap');
+  s.disk.resumed();
+  for (let i = 0; i < 2; i++) t.equal((await c.call(NBD_CMD.WRITE, i * 32768, 32768, { data: Buffer.alloc(32768, 4) })).error, 0);
+  const next = c.call(NBD_CMD.WRITE, 65536, 4096, { data: Buffer.alloc(4096, 5) });
+  t.notOk(await settlesWithin(next, 150), 'after the drain the cap holds again');
+  s.disk.drain(2);
+  s.disk.resumed();
+  t.equal((await next).error, 0);
+});
+
 t.test('onWritePending fires at the first write after each drain, and not for the ones after it', async (t) => {
   const s = await serveImage(MiB);
   t.teardown(() => s.close());

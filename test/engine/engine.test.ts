@@ -182,6 +182,38 @@ t.test('disk writes travel in the checkpoint of their epoch; the first checkpoin
   await finish(t, r);
 });
 
+t.test('each suspend is announced to the devices first: the disk tap lets held guest I/O through before the guest must suspend', async (t) => {
+  const calls: string[] = [];
+  const bound = <T extends object>(target: T, k: string | symbol) => {
+    const v = Reflect.get(target, k, target) as unknown;
+    return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+  };
+  const r = await protect(t, {
+    disk: true,
+    wrap: (s) => {
+      const tap = s.disk!;
+      const disk = new Proxy(tap, { get: (target, k) => (k === 'suspending' ? () => void calls.push('suspending') : bound(target, k)) });
+      return new Proxy(s, {
+        get: (target, k) =>
+          k === 'disk'
+            ? disk
+            : k === 'suspend'
+              ? async () => {
+                  calls.push('suspend');
+                  await target.suspend();
+                }
+              : bound(target, k),
+      });
+    },
+  });
+  await r.protectedP;
+  await until('a few checkpoints', () => calls.filter((c) => c === 'suspend').length >= 3);
+  await finish(t, r);
+  const suspends = calls.map((c, i) => [c, i] as const).filter(([c]) => c === 'suspend');
+  t.ok(suspends.length >= 3, `${suspends.length} suspends`);
+  t.ok(suspends.every(([, i]) => calls[i - 1] === 'suspending'), `each suspend right after the tap heard of it (${calls.slice(0, 8).join(', ')}...)`);
+});
+
 t.test('a rejected checkpoint makes the engine resend everything in a checkpoint flagged FULL', async (t) => {
   const link = new FakeLink();
   link.auto = (e) => (e === 3 ? 'nack' : 'ack');

@@ -20,7 +20,9 @@ import {
   encodeHello,
   encodeSeal,
   encodeSide,
+  encodeDiskWrites,
 } from '../../src/transport/channel-records.js';
+import { ReplicaImage } from '../../src/disk/replica-image.js';
 import { XenStreamWriter } from '../../src/transport/xenstream.js';
 import { SEAL_FLAG } from '../../src/transport/channel-records.js';
 import { PROTOCOL_VERSION } from '../../src/transport/hello.js';
@@ -516,3 +518,70 @@ class PreloadingSim extends SimBackend {
     return r;
   }
 }
+
+/**
+ * The xen backend's replica with a replicated disk, its disk part as src/backend/xen/host.ts has
+ * it: a ReplicaImage of the HELLO's diskBytes, a checkpoint's disk writes applied (all or none,
+ * then fdatasync) before its memory. Memory goes to the sim's replica here.
+ */
+class ImageReplica extends PreloadReplica {
+  constructor(r: ReplicaDomain, readonly image: ReplicaImage) {
+    super(r);
+  }
+  override async applyCheckpoint(cp: VerifiedCheckpoint): Promise<void> {
+    await this.image.applyAll(cp.diskWrites, cp.epoch);
+    return super.applyCheckpoint({ ...cp, diskWrites: [] });
+  }
+}
+
+class ImageSim extends SimBackend {
+  readonly specs: ReplicaSpec[] = [];
+  readonly images: ReplicaImage[] = [];
+  constructor(private readonly dir: string) {
+    super({ hostName: 'b', stateDir: dir });
+  }
+  override async createReplica(spec: ReplicaSpec): Promise<ReplicaDomain> {
+    this.specs.push(spec);
+    const image = ReplicaImage.open(path.join(this.dir, `${spec.domain.name}.xvda.img`), spec.diskBytes ?? 4096);
+    this.images.push(image);
+    return new ImageReplica(await super.createReplica(spec), image);
+  }
+}
+
+t.test('a replicated disk: the replica gets the HELLO\'s disk size, and its image only the writes of verified checkpoints', async (t) => {
+  const h = await backupHost(t, 'disk-image', (dir) => new ImageSim(dir));
+  const p = await Primary.connect(t, h.port);
+  p.heartbeats(20);
+  p.hello(helloBody('vm-disk', { disk: true, diskBytes: 65536 }));
+  t.equal(decodeHelloAck((await p.next()).body).ok, true);
+  t.equal(h.be.specs[0]!.diskBytes, 65536, 'the size the primary said, for the backup to make its own image');
+  const img = h.be.images[0]!;
+  const send = (epoch: number, flags: number, mem: Buffer, disk: Buffer, sealedDisk = disk) => {
+    p.ch.send(XLHA_REC.XEN_STREAM, mem);
+    p.ch.send(XLHA_REC.DISK_WRITES, disk);
+    let crc = zlib.crc32(mem);
+    crc = zlib.crc32(sealedDisk, crc);
+    p.ch.send(XLHA_REC.CHECKPOINT_SEAL, encodeSeal({ epoch, flags, contentBytes: mem.length + sealedDisk.length, contentFrames: 2, crc32: crc }));
+  };
+  // checkpoint 1: the initial copy of the disk (here one write) with the memory
+  send(1, SEAL_FLAG.FULL, p.checkpointBytes([[0, 1]]), encodeDiskWrites([{ offset: 0, data: Buffer.alloc(4096, 7) }]));
+  await expectAck(t, p, 1);
+  t.same(img.read(0, 4096), Buffer.alloc(4096, 7), 'on the image once checkpoint 1 is acknowledged');
+  // checkpoint 2 arrives corrupt: refused, and nothing of it reaches the image
+  const w2 = encodeDiskWrites([{ offset: 0, data: Buffer.alloc(4096, 9) }, { offset: 8192, data: Buffer.alloc(4096, 9) }]);
+  const torn = Buffer.from(w2);
+  torn[torn.length - 1]! ^= 0xff;
+  send(2, 0, p.checkpointBytes([[1, 2]]), torn, w2);
+  await expectNack(t, p, 2, /checksum/);
+  t.same(img.read(0, 12288), Buffer.concat([Buffer.alloc(4096, 7), Buffer.alloc(8192)]), 'the image is still checkpoint 1\'s');
+  t.equal(img.applied, 1);
+  // the full checkpoint that follows brings them
+  send(3, SEAL_FLAG.FULL, p.checkpointBytes([[1, 2]]), w2);
+  await expectAck(t, p, 3);
+  t.same(img.read(0, 4096), Buffer.alloc(4096, 9));
+  t.same(img.read(8192, 4096), Buffer.alloc(4096, 9));
+  // a write beyond the disk refuses the checkpoint, and the image keeps checkpoint 3
+  send(4, 0, p.checkpointBytes([[2, 3]]), encodeDiskWrites([{ offset: 4096, data: Buffer.alloc(4096, 5) }, { offset: 65536, data: Buffer.alloc(512, 5) }]));
+  await expectNack(t, p, 4, /disk write at 65536\+512 is beyond the 65536-byte disk/);
+  t.same(img.read(4096, 4096), Buffer.alloc(4096), 'the first write of the refused checkpoint is not on the image');
+});

@@ -187,42 +187,158 @@ t.test('the tap twin of an HVM nic and vif add/remove run vif-bridge alone, as v
 
 // ---------------------------------------------------------------------------------------------
 
-const blockEnv = (extra: Env = {}) => env({ XENBUS_PATH: 'backend/vbd/5/51712', params: '/dev/vg0/vm1', ...extra });
-const block = (action: string) => `block ${action} | XENBUS_PATH=backend/vbd/5/51712 params=/dev/vg0/vm1`;
+// block-ha's own fakes, on PATH before BIN for its tests only: the store (one file per node
+// under STORE, xenstore-read logs what it was asked), nbd-client, modprobe; and a sysfs and /dev
+// with nbd0 in use and nbd1 free.
+const BLOCK_BIN = path.join(dir, 'block-bin');
+const STORE = path.join(dir, 'xenstore');
+const SYS = path.join(dir, 'sys-block');
+const DEV = path.join(dir, 'dev');
+for (const d of [BLOCK_BIN, STORE, DEV, path.join(SYS, 'nbd0'), path.join(SYS, 'nbd1')]) fs.mkdirSync(d, { recursive: true });
+fs.writeFileSync(path.join(SYS, 'nbd0', 'size'), '2048\n');
+fs.writeFileSync(path.join(SYS, 'nbd0', 'pid'), '77\n');
+fs.writeFileSync(path.join(SYS, 'nbd1', 'size'), '0\n');
+for (const n of ['nbd0', 'nbd1']) fs.writeFileSync(path.join(DEV, n), '');
+const nodeFile = (p: string) => path.join(STORE, p.replace(/\//g, '_'));
+fs.writeFileSync(
+  path.join(BLOCK_BIN, 'xenstore-read'),
+  `#!/bin/sh\nprintf '%s\\n' "xenstore-read $*" >> "${LOG}"\nf="${STORE}/$(printf '%s' "$1" | tr / _)"\n[ -f "$f" ] || exit 1\ncat "$f"\n`,
+  { mode: 0o755 },
+);
+fs.writeFileSync(path.join(BLOCK_BIN, 'xenstore-write'), `#!/bin/sh\nprintf '%s\\n' "xenstore-write $*" >> "${LOG}"\n`, { mode: 0o755 });
+for (const name of ['nbd-client', 'modprobe']) {
+  const up = name.toUpperCase().replace(/[^A-Z]/g, '_');
+  fs.writeFileSync(path.join(BLOCK_BIN, name), `#!/bin/sh\nprintf '%s\\n' "${name} $*" >> "${LOG}"\n[ -z "\${FAKE_${up}_MSG:-}" ] || echo "$FAKE_${up}_MSG" >&2\nexit "\${FAKE_${up}_RC:-0}"\n`, { mode: 0o755 });
+}
+// xl-ha's answer to vbd add --target: where the export is (src/cli/main.ts prints these lines)
+fs.writeFileSync(
+  path.join(BIN, 'xl-ha-served'),
+  `#!/bin/sh\nprintf '%s\\n' "xl-ha $* | " >> "${LOG}"\ncase "$*" in *--target*) printf 'socket=/run/xl-ha/nbd/5.51712.sock\\nexport=xlha-5-51712\\nsize=8388608\\n' ;; esac\nexit "\${FAKE_XL_HA_RC:-0}"\n`,
+  { mode: 0o755 },
+);
 
-t.test('block-ha add runs block then registers the disk; remove deregisters first', async (t) => {
-  let r = await hook(BLOCK_HA, ['add'], blockEnv());
+/** The store holds `nodes` (relative to backend/vbd/5/51712) and nothing else. */
+function store(nodes: Record<string, string>) {
+  for (const f of fs.readdirSync(STORE)) fs.unlinkSync(path.join(STORE, f));
+  for (const [k, v] of Object.entries(nodes)) fs.writeFileSync(nodeFile(`backend/vbd/5/51712/${k}`), v);
+}
+
+const XB = 'backend/vbd/5/51712';
+const blockEnv = (extra: Env = {}) =>
+  env({
+    PATH: `${BLOCK_BIN}:${BIN}:/usr/bin:/bin`,
+    XENBUS_PATH: XB,
+    params: '/dev/vg0/vm1',
+    XLHA_BIN: path.join(BIN, 'xl-ha-served'),
+    XLHA_SYS_BLOCK: SYS,
+    XLHA_DEV_DIR: DEV,
+    ...extra,
+  });
+const block = (action: string) => `block ${action} | XENBUS_PATH=${XB} params=/dev/vg0/vm1`;
+const served = `xl-ha hotplug vbd add --domid 5 --devid 51712 --target /dev/vg0/vm1 | `;
+const deregister = 'xl-ha hotplug vbd remove --domid 5 --devid 51712 | ';
+
+t.test('block-ha add: the daemon serves the disk, nbd-client connects a free /dev/nbdN, which becomes the physical device; block does not run', async (t) => {
+  store({ params: '/dev/vg0/vm1' });
+  const r = await hook(BLOCK_HA, ['add'], blockEnv());
   t.equal(r.code, 0, show(r));
-  t.same(r.calls, [block('add'), 'xl-ha hotplug vbd add --domid 5 --devid 51712 | ']);
+  t.same(r.calls, [
+    `xenstore-read ${XB}/physical-device`,
+    `xenstore-read ${XB}/params`,
+    served,
+    'modprobe nbd',
+    `nbd-client -unix /run/xl-ha/nbd/5.51712.sock -N xlha-5-51712 ${DEV}/nbd1`,
+    `xenstore-write ${XB}/physical-device 0:0 ${XB}/physical-device-path ${DEV}/nbd1 ${XB}/hotplug-status connected`,
+  ], 'nbd0 is in use (its size and pid in sysfs): nbd1 is taken; block never runs');
   t.equal(r.stderr, '');
-  r = await hook(BLOCK_HA, ['remove'], blockEnv());
-  t.equal(r.code, 0, show(r));
-  t.same(r.calls, ['xl-ha hotplug vbd remove --domid 5 --devid 51712 | ', block('remove')]);
 });
 
-t.test('block failing fails block-ha (no registration on add); the daemon never does', async (t) => {
-  let r = await hook(BLOCK_HA, ['add'], blockEnv({ FAKE_BLOCK_RC: '1' }));
-  t.equal(r.code, 1, show(r));
-  t.same(r.calls, [block('add')]);
-  r = await hook(BLOCK_HA, ['remove'], blockEnv({ FAKE_BLOCK_RC: '2' }));
-  t.equal(r.code, 2, show(r));
-  t.same(r.calls, ['xl-ha hotplug vbd remove --domid 5 --devid 51712 | ', block('remove')]);
-  r = await hook(BLOCK_HA, ['add'], blockEnv({ FAKE_XL_HA_RC: '3' }));
+t.test('block-ha remove of an NBD disk: the client disconnects before the daemon drops the export; block does not run', async (t) => {
+  store({ params: '/dev/vg0/vm1', 'physical-device-path': `${DEV}/nbd1` });
+  const r = await hook(BLOCK_HA, ['remove'], blockEnv());
   t.equal(r.code, 0, show(r));
+  t.same(r.calls, [`xenstore-read ${XB}/physical-device-path`, `nbd-client -d ${DEV}/nbd1`, deregister]);
+  // a failing disconnect is a warning, and the export still goes
+  const f = await hook(BLOCK_HA, ['remove'], blockEnv({ FAKE_NBD_CLIENT_RC: '1' }));
+  t.equal(f.code, 0, show(f));
+  t.same(f.calls.slice(1).filter((c) => !c.startsWith('logger ')), [`nbd-client -d ${DEV}/nbd1`, deregister]);
+  t.match(f.stderr, /block-ha: warning: nbd-client -d .*nbd1 failed/);
+});
+
+t.test('block-ha falls back to block when nbd-client fails: the export is dropped again, the disk comes up unreplicated', async (t) => {
+  store({ params: '/dev/vg0/vm1' });
+  const r = await hook(BLOCK_HA, ['add'], blockEnv({ FAKE_NBD_CLIENT_RC: '1', FAKE_NBD_CLIENT_MSG: 'Socket failed: Connection refused' }));
+  t.equal(r.code, 0, show(r));
+  const i = r.calls.indexOf(deregister);
+  t.ok(i > r.calls.indexOf(served), 'the export is dropped after the failed connects');
+  t.equal(r.calls.at(-1), block('add'), 'then block sets the disk up');
+  t.notOk(r.calls.some((c) => c.startsWith('xenstore-write')), 'block-ha wrote nothing itself');
+  t.match(r.stderr, /nbd-client -unix .* failed: Socket failed: Connection refused/);
+  t.match(r.stderr, /goes to block, NOT replicated/);
+  // block's failure is then the hook's
+  const b = await hook(BLOCK_HA, ['add'], blockEnv({ FAKE_NBD_CLIENT_RC: '1', FAKE_BLOCK_RC: '4' }));
+  t.equal(b.code, 4, show(b));
+});
+
+t.test('block-ha with no free nbd device, or no params in the store: block sets the disk up, with a warning', async (t) => {
+  store({ params: '/dev/vg0/vm1' });
+  const r = await hook(BLOCK_HA, ['add'], blockEnv({ XLHA_DEV_DIR: path.join(dir, 'no-dev') }));
+  t.equal(r.code, 0, show(r));
+  t.notOk(r.calls.some((c) => c.startsWith('nbd-client')), 'no device to connect');
+  t.ok(r.calls.includes(deregister));
+  t.equal(r.calls.at(-1), block('add'));
+  t.match(r.stderr, /no NBD device connected for disk 51712 of domain 5/);
+  store({});
+  const n = await hook(BLOCK_HA, ['add'], blockEnv());
+  t.equal(n.code, 0, show(n));
+  t.same(n.calls.filter((c) => !c.startsWith('logger ')), [`xenstore-read ${XB}/physical-device`, `xenstore-read ${XB}/params`, block('add')], 'the daemon is not asked without a target');
+  t.match(n.stderr, /no params in backend\/vbd\/5\/51712/);
+});
+
+t.test('block-ha when the daemon does not serve the disk: block alone, and the daemon never fails the disk', async (t) => {
+  store({ params: '/dev/vg0/vm1' });
+  let r = await hook(BLOCK_HA, ['add'], blockEnv({ FAKE_XL_HA_RC: '3' }));
+  t.equal(r.code, 0, show(r));
+  t.same(r.calls.filter((c) => !c.startsWith('logger ')), [`xenstore-read ${XB}/physical-device`, `xenstore-read ${XB}/params`, served, block('add')]);
   t.match(r.stderr, /block-ha: warning: no xl-ha daemon is running: disk 51712 of domain 5 not registered/);
+  t.match(r.stderr, /NOT replicated/);
   t.ok(r.calls.some((c) => c.startsWith('logger -t xl-ha-hotplug ')), 'to syslog too');
-  r = await hook(BLOCK_HA, ['add'], blockEnv({ FAKE_XL_HA_RC: '1', FAKE_XL_HA_MSG: 'refused' }));
+  r = await hook(BLOCK_HA, ['add'], blockEnv({ XLHA_BIN: path.join(BIN, 'xl-ha'), FAKE_XL_HA_RC: '1', FAKE_XL_HA_MSG: 'refused' }));
   t.equal(r.code, 0, show(r));
   t.match(r.stderr, /xl-ha refused disk 51712 of domain 5, exit 1: refused/);
+  t.equal(r.calls.at(-1), block('add'));
+  // an answer without an export (an xl-ha that serves no disks): block, and the registration goes
+  r = await hook(BLOCK_HA, ['add'], blockEnv({ XLHA_BIN: path.join(BIN, 'xl-ha') }));
+  t.equal(r.code, 0, show(r));
+  t.match(r.stderr, /gave no NBD export/);
+  t.same(r.calls.slice(-2), ['xl-ha hotplug vbd remove --domid 5 --devid 51712 | ', block('add')]);
   r = await hook(BLOCK_HA, ['add'], blockEnv({ XENBUS_PATH: 'backend/vif/5/0' }));
   t.equal(r.code, 0);
   t.match(r.stderr, /is not a vbd backend/);
 });
 
-t.test('block-ha says in its header that it only registers the disk today', async (t) => {
+t.test('block-ha add run a second time (libxl and udev both) changes nothing', async (t) => {
+  store({ params: '/dev/vg0/vm1', 'physical-device': '2b:10', 'physical-device-path': `${DEV}/nbd1` });
+  const r = await hook(BLOCK_HA, ['add'], blockEnv());
+  t.equal(r.code, 0, show(r));
+  t.same(r.calls, [`xenstore-read ${XB}/physical-device`], 'no second export, no second client, no block');
+});
+
+t.test('block-ha remove of a disk block set up: deregisters, then block; block failing fails the hook', async (t) => {
+  store({ params: '/dev/vg0/vm1', 'physical-device-path': '/dev/loop3' });
+  let r = await hook(BLOCK_HA, ['remove'], blockEnv());
+  t.equal(r.code, 0, show(r));
+  t.same(r.calls, [`xenstore-read ${XB}/physical-device-path`, deregister, block('remove')]);
+  r = await hook(BLOCK_HA, ['remove'], blockEnv({ FAKE_BLOCK_RC: '2' }));
+  t.equal(r.code, 2, show(r));
+  t.same(r.calls.slice(-2), [deregister, block('remove')]);
+});
+
+t.test('block-ha says in its header what it runs and writes', async (t) => {
   const head = fs.readFileSync(BLOCK_HA, 'utf8').split('\n#====')[1] ?? '';
-  t.match(head, /TODAY IT ONLY REGISTERS THE DISK/);
-  t.match(head, /disk-replication/);
+  for (const w of ['nbd-client -unix SOCKET -N EXPORT /dev/nbdN', 'nbd-client -d /dev/nbdN', 'modprobe nbd', 'physical-device ', 'physical-device-path', 'hotplug-status', 'XLHA_NBD_CLIENT', 'docs/disk-replication.md']) {
+    t.ok(head.includes(w), `header names ${w}`);
+  }
   for (const f of [VIF_HA, BLOCK_HA]) {
     const text = fs.readFileSync(f, 'utf8');
     for (const section of ['Usage:', 'Environment vars:', 'Writes:']) t.match(text, new RegExp(`^# ${section}`, 'm'), `${path.basename(f)}: ${section}`);

@@ -7,13 +7,20 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 L=${XENLAB_DIR:-/var/tmp/xenlab}; cd "$L"
 KVER=$(ls /boot/vmlinuz-*-amd64 | sort -V | tail -1 | sed 's|/boot/vmlinuz-||')
-# The domU initramfs is rebuilt every run (a second): busybox, files/domu-init and the PV NIC
-# driver (xen-netfront is a module in Debian's kernel) for the network-buffering scenario.
+# The domU initramfs is rebuilt every run (a second): busybox, files/domu-init, the PV NIC
+# driver (xen-netfront is a module in Debian's kernel) for the network-buffering scenario, and
+# the PV disk driver and ext4 for the disk scenario.
 rm -rf domu-initrd && mkdir -p domu-initrd/{bin,proc,sys,dev,lib}
 cp /bin/busybox domu-initrd/bin/busybox
 cp "$HERE/files/domu-init" domu-initrd/init
 nf=$(find "/lib/modules/$KVER/kernel/drivers/net" -name 'xen-netfront.ko*' | head -1)
 [ -n "$nf" ] && cp "$nf" domu-initrd/lib/ || echo "warning: no xen-netfront module for $KVER: the domU will have no network" >&2
+# the disk scenario's guest: the PV block driver and ext4 with what it needs (modules in Debian's
+# kernel), loaded by domu-init in this order
+for m in drivers/block/xen-blkfront lib/crc16 fs/mbcache fs/jbd2/jbd2 crypto/crc32c_generic fs/ext4/ext4; do
+  f=$(ls "/lib/modules/$KVER/kernel/$m.ko"* 2>/dev/null | head -1)
+  [ -n "$f" ] && cp "$f" domu-initrd/lib/ || echo "warning: no ${m##*/} module for $KVER: the disk scenario's guest cannot use its disk" >&2
+done
 (cd domu-initrd && find . | cpio -o -H newc --quiet | gzip -1) > domu-initrd.cpio.gz
 rm -rf rootfs/xenlab; mkdir -p rootfs/xenlab rootfs/lib/modules
 cp "$HERE"/files/* rootfs/xenlab/

@@ -29,7 +29,7 @@ if [ ! -x rootfs/usr/sbin/xl ]; then
   echo "xenlab setup: debootstrap dom0 rootfs from $MIRROR"
   rm -rf rootfs
   debootstrap --variant=minbase \
-    --include=xen-utils-4.17,xen-utils-common,xenstore-utils,iproute2,busybox-static,kmod,udev,procps,bridge-utils,netcat-openbsd,strace,socat \
+    --include=xen-utils-4.17,xen-utils-common,xenstore-utils,iproute2,busybox-static,kmod,udev,procps,bridge-utils,netcat-openbsd,strace,socat,nbd-client \
     bookworm rootfs "$MIRROR"
 else
   echo "xenlab setup: rootfs with xl present"
@@ -41,6 +41,13 @@ if [ ! -x rootfs/usr/bin/strace ] || [ ! -x rootfs/usr/bin/socat ]; then
   (d=$(mktemp -d) && cd "$d" && apt-get download -q strace libunwind8 socat libwrap0 > /dev/null 2>&1 \
     && for f in ./*.deb; do dpkg-deb --fsys-tarfile "$f" | tar -x --keep-directory-symlink -C "$L/rootfs"; done; rm -rf "$d") \
     || echo "xenlab setup: could not add strace and socat to the rootfs (the scenarios that need them will say so)"
+fi
+# nbd-client (the disk scenario: hooks/block-ha connects dom0's kernel NBD client to xl-ha's
+# export): rootfs made before it was in the list lack it.
+if [ ! -x rootfs/usr/sbin/nbd-client ]; then
+  (d=$(mktemp -d) && cd "$d" && apt-get download -q nbd-client libnl-3-200 libnl-genl-3-200 > /dev/null 2>&1 \
+    && for f in ./*.deb; do dpkg-deb --fsys-tarfile "$f" | tar -x --keep-directory-symlink -C "$L/rootfs"; done; rm -rf "$d") \
+    || echo "xenlab setup: could not add nbd-client to the rootfs (the disk scenario will say so)"
 fi
 # perf (XENLAB_DAEMON_PERF, a diagnostic) only when asked: XENLAB_WITH_PERF=1 (~40 MB of libraries)
 if [ "${XENLAB_WITH_PERF:-}" = 1 ] && [ ! -x rootfs/usr/bin/perf ]; then

@@ -45,6 +45,10 @@ import { ShimContext, ShimError, XLHA_DOM, XLHA_EV, XLHA_STREAM, keepFreedMemory
 import { LibxcSplitter } from './splitter.js';
 import { SlabPool, slabReadFd } from '../../util/slab-reads.js';
 import { XenNetPlug, setVifsLink, vifsOf } from './netbuf.js';
+import { diskLabel, libxlDisks, isBlockHa, replicaImagePath, replicatedDisk, withReplicaDisk } from './disks.js';
+import type { DiskExports } from '../../disk/exports.js';
+import { ReplicaImage } from '../../disk/replica-image.js';
+import type { DiskTap, ServedDiskAnswer } from '../types.js';
 
 const XEN_FEATURES: BackendFeatures = {
   // Output buffering: a plug qdisc on an IFB per vif (netbuf.ts), which also reports output
@@ -53,9 +57,10 @@ const XEN_FEATURES: BackendFeatures = {
   outputEvents: true,
   ingressTap: false,
   runnableReplica: false,
-  // Disk replication is not wired yet on Xen: protection on this backend needs -d -F, and says
-  // so at setup.
-  diskReplication: false,
+  // Disk replication: a disk on hooks/block-ha is served by the daemon over NBD for blkback
+  // (src/disk/exports.ts), and its NbdDisk is the session's tap; the backup applies its writes at
+  // commit. A domain with a disk on another script needs -d (replicatedDiskBytes says which).
+  diskReplication: true,
   // One checkpoint travels while the guest runs the next epoch. Measured in the lab (real Xen
   // under TCG, both hosts in one 2-vCPU dom0, stock xl remus in the same boot; each row
   // another boot): 1 in flight, 2.38 checkpoints/s vs stock 3.82, guest tick gap 1.83 s vs
@@ -162,12 +167,13 @@ class XenSaveSession implements SaveSession {
     libxlResume: new Samples(1000),
   };
   private closed = false;
-  readonly disk = null;
 
   constructor(
     private readonly ctx: ShimContext,
     readonly domid: number,
     readonly net: XenNetPlug | null,
+    /** The block-ha disk's NbdDisk, borrowed from the daemon's exports (never closed here). */
+    readonly disk: DiskTap | null,
     private readonly timeoutMs = 120_000,
     private readonly onFinished: () => void = () => {},
   ) {}
@@ -395,6 +401,8 @@ class XenReplica implements ReplicaDomain {
     readonly name: string,
     configJson: string,
     onFinished: () => void,
+    /** The replicated disk's image on this host, when the primary replicates one. */
+    private readonly image: ReplicaImage | null = null,
   ) {
     let cfg: { c_info?: { name?: string } };
     try {
@@ -414,12 +422,14 @@ class XenReplica implements ReplicaDomain {
       (rc) => {
         trace(`replica ${name}: restore returned ${rc}${rc < 0 ? `: ${ctx.lastError()}` : ''}`);
         onFinished();
+        image?.close();
         fs.closeSync(r);
         if (rc < 0) this.failedWith = ctx.lastError();
         return rc;
       },
       (err: Error) => {
         onFinished();
+        image?.close();
         fs.closeSync(r);
         this.failedWith = err.message;
         return -5;
@@ -468,6 +478,11 @@ class XenReplica implements ReplicaDomain {
   async applyCheckpoint(cp: VerifiedCheckpoint): Promise<void> {
     if (this.failedWith) throw new Error(`the restore of ${this.name} failed: ${this.failedWith}`);
     if (this.activated) throw new Error(`domain ${this.name} is active; it takes no more checkpoints`);
+    // The disk first, all or none and on stable storage (ReplicaImage.applyAll), then memory: a
+    // checkpoint whose disk writes fail leaves libxl at the previous one. The first checkpoint's
+    // writes are the whole disk.
+    if (this.image) await this.image.applyAll(cp.diskWrites, cp.epoch);
+    else if (cp.diskWrites.length) throw new Error(`checkpoint ${cp.epoch} of ${this.name} carries ${cp.diskWrites.length} disk writes, but the primary did not say in HELLO that it replicates a disk`);
     let skip = this.preloadedBytes; // the first checkpoint's bytes already went to libxl
     this.preloadedBytes = 0;
     const out: Buffer[] = [];
@@ -575,7 +590,8 @@ export class XenBackend implements HypervisorBackend {
   private watching = false;
   private readonly domainListeners = new Set<(ev: DomainEvent) => void>();
 
-  constructor() {
+  /** `disks`: the daemon's NBD exports for block-ha disks (none: disk replication is refused). */
+  constructor(private readonly disks: DiskExports | null = null) {
     this.ctx = ShimContext.open();
     keepFreedMemory(); // the relay's read buffers are reused, not faulted in again (shim.ts)
   }
@@ -655,18 +671,79 @@ export class XenBackend implements HypervisorBackend {
   async openSave(domid: number): Promise<SaveSession> {
     const d = this.ctx.info(domid);
     if (!(d.flags & XLHA_DOM.PV)) throw new BackendUnsupportedError(`domain ${d.name} is not PV: the xen backend protects PV domains only for now`);
-    const vifs = vifsOf(domid, this.ctx.configJson(domid));
+    const json = this.ctx.configJson(domid);
+    const vifs = vifsOf(domid, json);
     const net = vifs.length ? new XenNetPlug(vifs, this.ctx.shim) : null;
+    // The block-ha disk's export, when it is served (replicatedDiskBytes checked it for a
+    // protection with disk replication; with -d the tap is there and never started).
+    const blockHa = libxlDisks(json, d.name).filter((x) => isBlockHa(x.script) && !x.readonly);
+    const served = blockHa.length === 1 ? this.disks?.get(domid, blockHa[0]!.devid) : undefined;
     this.busy++;
-    return new XenSaveSession(this.ctx, domid, net, undefined, () => this.busy--);
+    return new XenSaveSession(this.ctx, domid, net, served?.disk ?? null, undefined, () => this.busy--);
+  }
+
+  /**
+   * The size of the disk a protection of `domid` replicates (0: none), once it is known to be
+   * served: every writable disk on block-ha (one at most), its export up. Otherwise an error
+   * naming the disk and the way out (-d).
+   */
+  async replicatedDiskBytes(domid: number): Promise<number> {
+    const d = this.ctx.info(domid);
+    const disk = replicatedDisk(this.ctx.configJson(domid), d.name);
+    if (!disk) return 0;
+    const served = this.disks?.get(domid, disk.devid);
+    if (!served) {
+      // a plain error: protection started from the cfg at xl create may come before block-ha's
+      // add, so the daemon tries again (with backoff)
+      throw new Error(
+        `${diskLabel(disk)} of domain ${d.name} is not served by this daemon: block-ha asks for its export when the disk is added, so the daemon must run before the domain is created (or protect with -d -F)`,
+      );
+    }
+    if (served.target !== disk.target) throw new Error(`${diskLabel(disk)} of domain ${d.name} is served from ${served.target}, not its target`);
+    return served.sizeBytes;
+  }
+
+  async serveDisk(domid: number, devid: number, target: string): Promise<ServedDiskAnswer> {
+    if (!this.disks) throw new BackendUnsupportedError('this xen backend was started without a place for disk exports (no runtime directory)');
+    const s = await this.disks.serve(domid, devid, target);
+    return { socket: s.socket, exportName: s.exportName, sizeBytes: s.sizeBytes };
+  }
+
+  async unserveDisk(domid: number, devid: number): Promise<boolean> {
+    return (await this.disks?.drop(domid, devid)) ?? false;
+  }
+
+  servedDisks(): unknown[] {
+    return this.disks?.status() ?? [];
   }
 
   async createReplica(spec: ReplicaSpec): Promise<ReplicaDomain> {
     if (!spec.backendConfig) throw new Error(`the primary sent no libxl configuration for ${spec.domain.name}: is it running the xen backend?`);
     if (!spec.policy) throw new Error(`no replica policy for ${spec.domain.name}: a replica on Xen is built only under this host's policy for its peer`);
-    checkReplicaConfig(spec.backendConfig, spec.policy, spec.domain.name);
+    let json = spec.backendConfig;
+    let image: ReplicaImage | null = null;
+    if (spec.diskBytes) {
+      // The replicated disk goes on this host's own image (its policy's replica_disks), which
+      // the first checkpoint fills; the primary's path is never used.
+      const disk = replicatedDisk(json, spec.domain.name);
+      if (!disk) throw new Error(`the primary replicates ${spec.diskBytes} bytes of disk of ${spec.domain.name}, but its libxl configuration has no writable disk`);
+      const file = replicaImagePath(spec.policy, spec.domain.name, disk.vdev);
+      const r = withReplicaDisk(json, spec.domain.name, file);
+      checkReplicaConfig(r.json, spec.policy, spec.domain.name, r.index);
+      fs.mkdirSync(spec.policy.replicaDiskDir!, { recursive: true, mode: 0o700 });
+      image = ReplicaImage.open(file, spec.diskBytes);
+      json = r.json;
+    } else {
+      checkReplicaConfig(json, spec.policy, spec.domain.name);
+    }
     this.busy++;
-    return new XenReplica(this.ctx, spec.domain.name, spec.backendConfig, () => this.busy--);
+    try {
+      return new XenReplica(this.ctx, spec.domain.name, json, () => this.busy--, image);
+    } catch (err) {
+      this.busy--;
+      image?.close();
+      throw err;
+    }
   }
 
   /**
@@ -736,6 +813,7 @@ export class XenBackend implements HypervisorBackend {
   async dispose(): Promise<void> {
     this.watching = false;
     this.domainListeners.clear();
+    await this.disks?.dispose();
     // Freeing libxl's context under a running save or restore trips libxl's own assertions
     // (children still listed); the process is ending anyway, so leave it to the exit.
     if (this.busy === 0) this.ctx.close();

@@ -35,7 +35,11 @@ function nonEmpty(v: unknown): boolean {
 }
 
 /** Throws, naming the field and the policy, when `json` asks for more than `policy` allows. */
-export function checkReplicaConfig(json: string, policy: ReplicaPolicy, name: string): void {
+/**
+ * `ownDisk`: the index of a disk whose target this host chose itself (the replicated disk's image,
+ * src/backend/xen/disks.ts), not checked against the policy's patterns.
+ */
+export function checkReplicaConfig(json: string, policy: ReplicaPolicy, name: string, ownDisk = -1): void {
   let cfg: Record<string, unknown>;
   try {
     cfg = JSON.parse(json) as Record<string, unknown>;
@@ -74,6 +78,7 @@ export function checkReplicaConfig(json: string, policy: ReplicaPolicy, name: st
   if (!Array.isArray(disks)) refuse('disks that are not a list');
   for (const [i, d] of disks.entries()) {
     if (typeof d !== 'object' || d === null || Array.isArray(d)) refuse(`disks[${i}] that is not an object`);
+    if (i === ownDisk) continue;
     const target = typeof d.pdev_path === 'string' ? d.pdev_path : '';
     if (nonEmpty(d.script)) refuse(`disks[${i}].script = ${JSON.stringify(d.script)}`);
     if (nonEmpty(d.backend_domid) || nonEmpty(d.backend_domname)) refuse(`disks[${i}] in a backend domain other than dom0`);

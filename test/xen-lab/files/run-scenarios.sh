@@ -818,6 +818,143 @@ sc_xl-create-ha() {
   emit $n ok "" "$extra"
 }
 
+# (e) disk replication (issue 19): domu1 on a block-ha disk, which the primary daemon serves over
+# NBD for blkback. A writer in the guest appends numbered records, each fsynced before it prints
+# its number (files/domu-init, xlha.writer). Measured: the guest's writes on that disk unprotected,
+# then protected (remus -i 100, disk replication on): records (fsync each) per second and 4 MiB
+# fsynced writes in MiB/s. Then the primary dies mid-write. On the backup's disk (its own image,
+# under replica_disks) every record printed before the last acknowledged checkpoint must be there,
+# the records must run 1..D without a gap or a repeat (none of a later epoch: the failed-over guest
+# goes on from its checkpoint's count), and e2fsck, after the journal replay, must find nothing.
+DISK_IMG=/var/lib/xlha-lab/disk.img; DISK_CFG=/xenlab/domu1-disk.cfg; REPLICA_DIR=/var/lib/xl-ha/replicas
+# the highest record number the guest printed in the given console logs
+last_rec() { cat "$@" 2>/dev/null | sed -n 's/.*DOMU-REC \([0-9][0-9]*\).*/\1/p' | sort -n | tail -n 1; }
+# disk_window <secs>: what the guest wrote in that many seconds: "<records/s> <bulk MiB/s or null> <bulk samples>"
+disk_window() {
+  local l0 l1 s el; l0=$(lines "$LOG"); s=$(up); sleep "$1"; l1=$(lines "$LOG"); el=$(dt "$s")
+  sed -n "$((l0 + 1)),${l1}p" "$LOG" | awk -v el="$el" '
+    /DOMU-REC [0-9]/ { r++ }
+    /DOMU-BULK n=/ { b = 0; t = 0
+      if (match($0, /bytes=[0-9]+/)) b = substr($0, RSTART + 6, RLENGTH - 6) + 0
+      if (match($0, /secs=[0-9.]+/)) t = substr($0, RSTART + 5, RLENGTH - 5) + 0
+      if (t > 0) { tb += b; ts += t; nb++ } }
+    END { printf "%.2f %s %d\n", r / el, (ts > 0 ? sprintf("%.3f", tb / ts / 1048576) : "null"), nb }'
+}
+disk_cleanup() {
+  stop_daemon p; stop_daemon b
+  for d in $(xl list 2>/dev/null | awk 'NR>2{print $2}'); do timeout 60 xl destroy "$d" >/dev/null 2>&1; done
+  sed -i '/^replica_disks/d' "$BKEYS/lab-p.key" 2>/dev/null
+  rm -f "$DISK_CFG" /etc/xen/scripts/block-ha /etc/xen/scripts/block-ha.real /tmp/disk-check.img
+  return 0
+}
+sc_disk() {
+  local n=disk why s c
+  for c in nbd-client mkfs.ext4 e2fsck debugfs; do
+    command -v "$c" > /dev/null || { emit $n fail "$c is not in this dom0 (setup.sh adds nbd-client to the rootfs; rerun it)"; return; }
+  done
+  modprobe nbd > "$OUT/disk-modprobe.log" 2>&1 || { emit $n fail "modprobe nbd failed: $(tailf "$OUT/disk-modprobe.log" 2)"; return; }
+  modprobe loop > /dev/null 2>&1  # Xen's block script attaches the replica's image with losetup
+  trap disk_cleanup EXIT; trap "exit 143" TERM
+  stop_daemon p; stop_daemon b
+  for d in $(xl list 2>/dev/null | awk 'NR>2{print $2}'); do timeout 60 xl destroy "$d" >/dev/null 2>&1; done
+  pkill -9 -f 'xl.*migrate-receive' 2>/dev/null
+  # where libxl finds script=block-ha; xl runs it with xl's environment, so its xl-ha finds the
+  # primary daemon's socket
+  # (through a wrapper that keeps the hook's warnings: libxl logs a hotplug script's output only
+  # when it fails, and block-ha does not fail a disk over xl-ha)
+  install -m 755 /opt/xl-ha/hooks/block-ha /etc/xen/scripts/block-ha.real
+  printf '#!/bin/sh\necho "[$(cut -d" " -f1 /proc/uptime)] block-ha $* XENBUS_PATH=$XENBUS_PATH" >> %s\nexec /etc/xen/scripts/block-ha.real "$@" 2>> %s\n' "$OUT/block-ha.log" "$OUT/block-ha.log" > /etc/xen/scripts/block-ha
+  chmod 755 /etc/xen/scripts/block-ha
+  export XLHA_CONTROL=$PSOCK
+  # node starts slowly under TCG: the hook's xl-ha may take seconds to answer (libxl allows 40)
+  export XLHA_HOTPLUG_TIMEOUT=30
+  why=$(pair_hosts) || { emit $n fail "$why"; return; }
+  # the backup's own policy for lab-p: where it keeps replicated disks
+  grep -q '^replica_disks' "$BKEYS/lab-p.key" || printf 'replica_disks = %s\n' "$REPLICA_DIR" >> "$BKEYS/lab-p.key"
+  rm -rf "$REPLICA_DIR"
+  why=$(start_daemon b) || { emit $n fail "$why"; return; }
+  why=$(start_daemon p) || { emit $n fail "$why"; return; }
+  mkdir -p "${DISK_IMG%/*}"; rm -f "$DISK_IMG"
+  if ! { truncate -s 32M "$DISK_IMG" && mkfs.ext4 -q -F -b 4096 "$DISK_IMG"; } > "$OUT/disk-mkfs.log" 2>&1; then emit $n fail "mkfs.ext4 $DISK_IMG: $(tailf "$OUT/disk-mkfs.log" 3)"; return; fi
+  sed -e 's/^extra .*/extra    = "console=hvc0 loglevel=4 xlha.writer xlha.nopings"/' "$CFG" > "$DISK_CFG"
+  echo "disk     = [ 'format=raw,vdev=xvda,script=block-ha,target=$DISK_IMG' ]" >> "$DISK_CFG"
+  s=$(up)
+  why=$(fresh_domu "$DISK_CFG") || { emit $n fail "$why; xl log: $(tailf /var/log/xen/xl-domu1.log 4); primary daemon: $(tailf "$OUT/daemon-p.log" 4)"; return; }
+  local pri; pri=$(xl domid domu1 2>/dev/null)
+  local pdev; pdev=$(xenstore-read "/local/domain/0/backend/vbd/$pri/51712/physical-device-path" 2>/dev/null)
+  [[ $pdev == /dev/nbd* ]] || { emit $n fail "domu1's disk is not on NBD (physical-device-path '$pdev'); block-ha: $(tailf "$OUT/block-ha.log" 6); primary daemon: $(tailf "$OUT/daemon-p.log" 4)"; return; }
+  say "domu1 (domid $pri) on $pdev after $(dt "$s") s"
+  for _ in $(seq 1 90); do grep -q 'DOMU-REC ' "$LOG" && break; sleep 1; done
+  grep -q 'DOMU-REC ' "$LOG" || { emit $n fail "the guest wrote no record within 90 s: $(grep 'DOMU-DISK' "$LOG" | tail -n 1)"; return; }
+  # unprotected, on the same disk and the same NBD path
+  local un; un=$(disk_window 30)
+  say "unprotected: records/s, bulk MiB/s, bulk samples: $un"
+  s=$(up)
+  say "+ xl-ha remus -i 100 -F -n $XLHA_OPTS domu1 (disk replication on)"
+  # shellcheck disable=SC2086
+  TMO=400 xlha --control "$PSOCK" remus -i 100 -F -n $XLHA_OPTS domu1 "127.0.0.1:$PORT" > "$OUT/disk-remus.out" 2>&1
+  local st pst
+  for _ in $(seq 1 60); do
+    st=$(raw_status "$PSOCK"); pst=$(node /xenlab/jget.cjs result.protections.0.state <<< "$st")
+    [ "$pst" = protected ] && break
+    [ "$pst" = error ] || [ "$pst" = stopped ] || [ -z "$pst" ] && break
+    sleep 5
+  done
+  [ "$pst" = protected ] || { emit $n fail "protection with disk replication did not start (state '${pst:-none}'): $(tailf "$OUT/disk-remus.out" 3); primary: $(tailf "$OUT/daemon-p.log" 4); backup: $(tailf "$OUT/daemon-b.log" 4)"; return; }
+  local protsecs; protsecs=$(dt "$s")
+  local devs; devs=$(node /xenlab/jget.cjs result.protections.0.devices <<< "$st")
+  [[ $devs == *disk* ]] || { emit $n fail "the protection has no disk device (devices: $devs)"; return; }
+  local img=$REPLICA_DIR/domu1.xvda.img
+  [ -f "$img" ] || { emit $n fail "no replica image $img on the backup: $(ls -la "$REPLICA_DIR" 2>&1 | tail -n 3)"; return; }
+  say "protected after $(dt "$s") s; the backup's disk: $(ls -la "$img")"
+  local pr; pr=$(disk_window 30)
+  say "protected: records/s, bulk MiB/s, bulk samples: $pr"
+  raw_status "$PSOCK" > "$OUT/disk-status-p.json"; raw_status "$BSOCK" > "$OUT/disk-status-b.json"
+  # the primary dies mid-write. p0: the last record printed now; then three more commits, so
+  # that a checkpoint suspended after p0 was printed is acknowledged (two may be in flight)
+  local p0 c0; p0=$(last_rec "$LOG"); c0=$(committed_of "$(raw_status "$PSOCK")")
+  [ -n "$c0" ] || { emit $n fail "no committed count in the primary's status"; return; }
+  for _ in $(seq 1 120); do c=$(committed_of "$(raw_status "$PSOCK")"); [ -n "$c" ] && [ "$c" -ge $((c0 + 3)) ] && break; sleep 0.5; done
+  [ -n "$c" ] && [ "$c" -ge $((c0 + 3)) ] || { emit $n fail "checkpoints stopped being committed (committed $c, was $c0)"; return; }
+  say "+ kill -9 the primary daemon; xl destroy $pri (record $p0 printed before checkpoint $((c0 + 1)), committed $c)"
+  kill -9 "$(cat "$ST/p.pid")" 2>/dev/null
+  local pk; pk=$(last_rec "$LOG")
+  timeout 60 xl destroy "$pri" > "$OUT/disk-destroy.log" 2>&1
+  s=$(up); local found=""
+  for _ in $(seq 1 120); do
+    while read -r _ id _ _ stt _; do
+      [ "$id" = "$pri" ] && continue
+      if [[ $stt =~ [rb] ]] && ! [[ $stt =~ [psc] ]]; then found=$id; break; fi
+    done < <(xl list 2>/dev/null | awk 'NR>2')
+    [ -n "$found" ] && break
+    sleep 1
+  done
+  [ -n "$found" ] || { emit $n fail "the backup ran no domain within 120 s of the primary's death: $(tailf "$OUT/daemon-b.log" 6)"; return; }
+  local fo; fo=$(dt "$s")
+  # the failed-over guest goes on writing, from its checkpoint's count
+  local r0 r1; r0=$(cat "$CON"/guest-*.log 2>/dev/null | grep -c 'DOMU-REC '); sleep 10; r1=$(cat "$CON"/guest-*.log 2>/dev/null | grep -c 'DOMU-REC ')
+  # the backup's disk as the failed-over guest leaves it when it dies too (as after a crash)
+  timeout 60 xl destroy "$found" > /dev/null 2>&1; sleep 2
+  cp "$img" /tmp/disk-check.img
+  # what a mount does first (the journal replayed, orphans released; anything else e2fsck would
+  # fix is counted), then a read-only check that must find nothing
+  e2fsck -fy /tmp/disk-check.img > "$OUT/disk-fsck-replay.log" 2>&1; local jrc=$?
+  local fixes; fixes=$(grep -cE '\? yes' "$OUT/disk-fsck-replay.log")
+  e2fsck -fn /tmp/disk-check.img > "$OUT/disk-fsck.log" 2>&1; local frc=$?
+  debugfs -R 'cat /rec' /tmp/disk-check.img > "$OUT/disk-rec.txt" 2> /dev/null
+  # the records on the backup's disk: "rec 1" … "rec D", each once, in order
+  local chk; chk=$(awk '{ if ($0 == "rec " NR) d = NR; else { bad = NR ": " $0; exit } } END { printf "%d %s\n", d, (bad == "" ? "-" : bad) }' "$OUT/disk-rec.txt")
+  local d=${chk%% *} bad=${chk#* }
+  local ur uu ub prr pu pb; read -r ur uu ub <<< "$un"; read -r prr pu pb <<< "$pr"
+  local extra=",\"recordsPerSec\":{\"unprotected\":$(jnum "$ur"),\"protected\":$(jnum "$prr")},\"bulkMiBPerSec\":{\"unprotected\":$(jnum "$uu"),\"protected\":$(jnum "$pu"),\"samples\":[$(jnum "$ub"),$(jnum "$pb")]},\"protectedAfterSecs\":$(jnum "$protsecs"),\"printedBeforeAckedCheckpoint\":$(jnum "$p0"),\"printedAtKill\":$(jnum "$pk"),\"recordsOnBackupDisk\":$(jnum "$d"),\"firstBadRecord\":$(jstr "$bad"),\"recordsAfterFailoverIn10s\":$((r1 - r0)),\"failoverSecs\":$(jnum "$fo"),\"fsckReplayRc\":$jrc,\"fsckReplayFixes\":$(jnum "$fixes"),\"fsckRc\":$frc,\"committedAtKill\":$(jnum "$c")"
+  say "disk: $extra"
+  if [ "$bad" != "-" ]; then emit $n fail "the backup's disk has a record out of sequence after record $d (line $bad): not the disk of one checkpoint" "$extra"
+  elif [ -z "$p0" ] || [ "$d" -lt "$p0" ]; then emit $n fail "the backup's disk has records 1..$d, but record $p0 was printed (so fsynced) before an acknowledged checkpoint" "$extra"
+  elif [ "$frc" -ne 0 ] || [ "$jrc" -gt 1 ] || [ "$fixes" != 0 ]; then emit $n fail "e2fsck of the backup's disk: replay pass exit $jrc with $fixes fixes ($(grep -E '\? yes' "$OUT/disk-fsck-replay.log" | head -n 3 | tr '\n' ' ')), then check exit $frc: $(tailf "$OUT/disk-fsck.log" 6)" "$extra"
+  elif [ $((r1 - r0)) -le 0 ]; then emit $n fail "the failed-over guest wrote no record in 10 s" "$extra"
+  else emit $n ok "" "$extra"; fi
+}
+
 # diagnostic: what each step of the relay costs in this dom0 (run only when named in xenlab.scenarios)
 sc_relay-costs() {
   local js; js=$(timeout 100 node /opt/xl-ha/dist/test/xen-lab/relay-costs.js 2> "$OUT/relay-costs.err")
@@ -828,7 +965,7 @@ sc_relay-costs() {
 # ---------------------------------------------------------------- driver
 if [ "${1:-}" = --one ]; then "sc_$2"; exit 0; fi
 
-SCENARIOS="stock-remus:$((REMUS_SECS + 240)) shim:240 remus:$((REMUS_SECS + 420)) xlha-remus-figures:30 netbuf:300 kemari:480 failover:150 xl-create-ha:1500 stock-remus-tcp:$((REMUS_SECS + 240)) stock-remus-after:$((REMUS_SECS + 240)) xlha-remus-after:$((REMUS_SECS + 240)) watchdog:300"
+SCENARIOS="stock-remus:$((REMUS_SECS + 240)) shim:240 remus:$((REMUS_SECS + 420)) xlha-remus-figures:30 netbuf:300 kemari:480 failover:150 xl-create-ha:1500 stock-remus-tcp:$((REMUS_SECS + 240)) stock-remus-after:$((REMUS_SECS + 240)) xlha-remus-after:$((REMUS_SECS + 240)) disk:600 watchdog:300"
 # diagnostics run first, and only when named in xenlab.scenarios
 for d in relay-costs:120; do [[ "+$ONLY+" == *"+${d%%:*}+"* ]] && SCENARIOS="$d $SCENARIOS"; done
 : > "$RES"
