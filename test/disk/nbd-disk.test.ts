@@ -9,6 +9,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { DiskWrite, SaveSession } from '../../src/backend/types.js';
 import { DiskReplicationDevice } from '../../src/devices/disk.js';
+import { decodeDiskWrites } from '../../src/transport/channel-records.js';
 import { NBD_CMD, NBD_CMD_FLAG_FUA, NBD_ERR } from '../../src/disk/nbd/protocol.js';
 import { DeviceEvents } from '../../src/engine/events.js';
 import type { DeviceContext } from '../../src/engine/types.js';
@@ -316,6 +317,7 @@ t.test('the disk device drains with the epoch, lets held replies go at preresume
   t.teardown(() => dev.teardown());
   const c = await connected(s.socket);
   t.teardown(() => c.end());
+  await dev.begin(async () => {});
   await c.call(NBD_CMD.WRITE, 0, 8192, { data: Buffer.alloc(8192, 3) });
   t.equal(pending, 1, 'the first write of the epoch is an output-pending event');
   t.equal(dev.heldBytes, 8192, 'the open epoch counts against the buffer limit');
@@ -332,4 +334,36 @@ t.test('the disk device drains with the epoch, lets held replies go at preresume
   t.notOk(s.disk.written.has(0), 'checkpoint 5 acknowledged: block 0 is on the backup');
   t.ok(s.disk.written.has(2), 'block 2, written in epoch 6, is not');
   t.equal(dev.heldBytes, 512);
+});
+
+t.test('during the precopy the disk records nothing and the cap holds nothing: the disk copy read after it has those writes', async (t) => {
+  const s = await serveImage(MiB, { disk: { epochCapBytes: 64 * 1024 } });
+  t.teardown(() => s.close());
+  const dev = new DiskReplicationDevice();
+  const ctx = { session: { disk: s.disk } as unknown as SaveSession, domainName: 'vm', events: new DeviceEvents(), side: {} } as unknown as DeviceContext;
+  dev.setup(ctx);
+  t.teardown(() => dev.teardown());
+  const c = await connected(s.socket);
+  t.teardown(() => c.end());
+  // the memory's precopy: the guest writes four times the cap, and every write completes
+  for (let i = 0; i < 8; i++) {
+    const r = c.call(NBD_CMD.WRITE, i * 32768, 32768, { data: Buffer.alloc(32768, 10 + i) });
+    t.ok(await settlesWithin(r, 2000), `precopy write ${i + 1} of 8 is not held`);
+  }
+  t.equal(s.disk.pendingBytes, 0, 'nothing recorded before the disk copy');
+  t.equal(s.disk.stats.capStalls, 0, 'no stall at the cap');
+  // the disk's copy (begin), then one write after it, then the first checkpoint's drain
+  const frames: Buffer[] = [];
+  await dev.begin(async (f) => void frames.push(f.body));
+  await c.call(NBD_CMD.WRITE, 0, 4096, { data: Buffer.alloc(4096, 99) });
+  dev.presuspend();
+  dev.postsuspend(1);
+  const copy = Buffer.alloc(MiB);
+  for (const w of frames.flatMap((b) => decodeDiskWrites(b))) Buffer.from(w.data).copy(copy, w.offset);
+  for (let i = 0; i < 8; i++) t.ok(copy.subarray(i * 32768, (i + 1) * 32768).every((b) => b === 10 + i), `the copy has precopy write ${i + 1}`);
+  const logged = dev.contribute().flatMap((f) => decodeDiskWrites(f.body));
+  t.same(logged.map((w) => [w.offset, w.data.length]), [[0, 4096]], 'the first checkpoint carries only the write made after the copy');
+  for (const w of logged) Buffer.from(w.data).copy(copy, w.offset);
+  t.same(copy, fs.readFileSync(s.image), 'copy then log is the primary\'s disk');
+  dev.preresume();
 });
