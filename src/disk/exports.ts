@@ -33,17 +33,7 @@ export interface ServedDisk {
 }
 
 /** Status of one served disk (no live objects). */
-export interface ServedDiskStatus {
-  domid: number;
-  devid: number;
-  target: string;
-  socket: string;
-  exportName: string;
-  sizeBytes: number;
-  connections: number;
-  writes: number;
-  since: string;
-}
+export type ServedDiskStatus = Omit<ServedDisk, 'disk' | 'server'> & { connections: number; writes: number };
 
 /** The export name of disk `devid` of domain `domid`. */
 export function exportNameOf(domid: number, devid: number): string {

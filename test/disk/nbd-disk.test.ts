@@ -3,7 +3,7 @@
  * when it replies, and what it marks for a resync. Driven through the server by a raw client
  * (exact control of each request) and by qemu-io where a real client matters.
  */
-import t from 'tap';
+import t, { type Test } from 'tap';
 import fs from 'node:fs';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -37,6 +37,24 @@ async function connected(socket: string): Promise<RawClient> {
   const c = await RawClient.connect(socket);
   await c.go();
   return c;
+}
+
+const CAP = 64 * 1024;
+
+/** Two 32 KiB writes of `fill` at offset 0: exactly the cap. */
+async function fillTheCap(t: Test, c: RawClient, fill: number): Promise<void> {
+  for (let i = 0; i < 2; i++) t.equal((await c.call(NBD_CMD.WRITE, i * 32768, 32768, { data: Buffer.alloc(32768, fill) })).error, 0, `write ${i + 1} of 2 up to the cap`);
+}
+
+/** A served image with a 64 KiB epoch cap, recording, a client connected, and the cap reached. */
+async function atTheCap(t: Test) {
+  const s = await serveImage(MiB, { disk: { epochCapBytes: CAP } });
+  t.teardown(() => s.close());
+  s.disk.start();
+  const c = await connected(s.socket);
+  t.teardown(() => c.end());
+  await fillTheCap(t, c, 1);
+  return { s, c };
 }
 
 t.test('drain() returns exactly the writes issued between two drains, in issue order, each with its offset and data', async (t) => {
@@ -171,14 +189,9 @@ t.test('from drain() to resumed(), replies are held while the requests still rea
 });
 
 t.test('the epoch cap: past it no further request is read until the next drain', async (t) => {
-  const s = await serveImage(MiB, { disk: { epochCapBytes: 64 * 1024 } });
-  t.teardown(() => s.close());
-  s.disk.start();
-  const c = await connected(s.socket);
-  t.teardown(() => c.end());
-  for (let i = 0; i < 2; i++) t.equal((await c.call(NBD_CMD.WRITE, i * 32768, 32768, { data: Buffer.alloc(32768, 1) })).error, 0);
-  t.equal(s.disk.pendingBytes, 65536);
-  const next = c.call(NBD_CMD.WRITE, 65536, 4096, { data: Buffer.alloc(4096, 2) });
+  const { s, c } = await atTheCap(t);
+  t.equal(s.disk.pendingBytes, CAP);
+  const next = c.call(NBD_CMD.WRITE, CAP, 4096, { data: Buffer.alloc(4096, 2) });
   t.notOk(await settlesWithin(next, 150), 'the request past the cap waits');
   t.ok(fs.readFileSync(s.image).subarray(65536, 69632).every((b) => b === 0), 'and is not applied');
   t.ok(s.lines.some((l) => /reached the cap: the guest I\/O waits for the next checkpoint/.test(l.message)), 'the stall is logged');
@@ -191,13 +204,8 @@ t.test('the epoch cap: past it no further request is read until the next drain',
 });
 
 t.test('the epoch cap holds nothing once the guest is about to be suspended: a PV guest cannot suspend with requests outstanding', async (t) => {
-  const s = await serveImage(MiB, { disk: { epochCapBytes: 64 * 1024 } });
-  t.teardown(() => s.close());
-  s.disk.start();
-  const c = await connected(s.socket);
-  t.teardown(() => c.end());
-  for (let i = 0; i < 2; i++) t.equal((await c.call(NBD_CMD.WRITE, i * 32768, 32768, { data: Buffer.alloc(32768, 1) })).error, 0);
-  const held = c.call(NBD_CMD.WRITE, 65536, 4096, { data: Buffer.alloc(4096, 2) });
+  const { s, c } = await atTheCap(t);
+  const held = c.call(NBD_CMD.WRITE, CAP, 4096, { data: Buffer.alloc(4096, 2) });
   t.notOk(await settlesWithin(held, 150), 'past the cap a request waits');
   s.disk.suspending();
   t.equal((await held).error, 0, 'suspending() lets the held request through before the drain');
@@ -206,8 +214,8 @@ t.test('the epoch cap holds nothing once the guest is about to be suspended: a P
   const drained = s.disk.drain(1);
   t.same(drained.map((w) => w.offset), [0, 32768, 65536, 69632], 'all four go with the epoch that closes, past the cap');
   s.disk.resumed();
-  for (let i = 0; i < 2; i++) t.equal((await c.call(NBD_CMD.WRITE, i * 32768, 32768, { data: Buffer.alloc(32768, 4) })).error, 0);
-  const next = c.call(NBD_CMD.WRITE, 65536, 4096, { data: Buffer.alloc(4096, 5) });
+  await fillTheCap(t, c, 4);
+  const next = c.call(NBD_CMD.WRITE, CAP, 4096, { data: Buffer.alloc(4096, 5) });
   t.notOk(await settlesWithin(next, 150), 'after the drain the cap holds again');
   s.disk.drain(2);
   s.disk.resumed();
@@ -337,7 +345,7 @@ t.test('the disk device drains with the epoch, lets held replies go at preresume
 });
 
 t.test('during the precopy the disk records nothing and the cap holds nothing: the disk copy read after it has those writes', async (t) => {
-  const s = await serveImage(MiB, { disk: { epochCapBytes: 64 * 1024 } });
+  const s = await serveImage(MiB, { disk: { epochCapBytes: CAP } });
   t.teardown(() => s.close());
   const dev = new DiskReplicationDevice();
   const ctx = { session: { disk: s.disk } as unknown as SaveSession, domainName: 'vm', events: new DeviceEvents(), side: {} } as unknown as DeviceContext;

@@ -14,13 +14,11 @@ import zlib from 'node:zlib';
 import { SimBackend } from '../../src/backend/sim/host.js';
 import { BackupSession, MAX_PENDING_MEMORY_SHARE, type BackupEvents } from '../../src/failover/backup.js';
 import { Channel } from '../../src/transport/channel.js';
-import type { Frame } from '../../src/transport/framing.js';
-import { DOMAIN_TYPE } from '../../src/transport/xen-records.js';
-import { XLHA_REC, SEAL_FLAG, decodeAck, decodeHelloAck, decodeNack, encodeHeartbeat, encodeHello, encodeSeal } from '../../src/transport/channel-records.js';
-import { XenStreamWriter } from '../../src/transport/xenstream.js';
+import { XLHA_REC, SEAL_FLAG, decodeAck, decodeHelloAck, decodeNack, encodeHello, encodeSeal } from '../../src/transport/channel-records.js';
 import { maxSealContentBytes, PROTOCOL_VERSION } from '../../src/transport/hello.js';
 import { silentLogger } from '../../src/util/log.js';
 import { sleep, until, type TT } from '../helpers/engine-fakes.js';
+import { CraftedPrimary as Primary } from '../helpers/crafted-primary.js';
 
 const PAGE = 4096;
 const MiB = 1 << 20;
@@ -56,62 +54,6 @@ async function backupHost(t: TT, name: string, events: BackupEvents = {}) {
   return { be, port: (server.address() as net.AddressInfo).port, session: () => sessions[sessions.length - 1]! };
 }
 
-/** Plays the primary with raw frames. */
-class Primary {
-  readonly frames: Frame[] = [];
-  closed = false;
-  private readonly writer = new XenStreamWriter();
-  private headerSent = false;
-  private hb: NodeJS.Timeout | null = null;
-
-  private constructor(readonly ch: Channel) {
-    ch.onFrame((f) => f.type !== XLHA_REC.HEARTBEAT && this.frames.push(f));
-    ch.onClose(() => (this.closed = true));
-  }
-
-  static async connect(t: TT, port: number): Promise<Primary> {
-    const p = new Primary(await Channel.connect('127.0.0.1', port));
-    p.hb = setInterval(() => p.ch.send(XLHA_REC.HEARTBEAT, encodeHeartbeat({ seq: 1, sentAtMs: Date.now(), lastEpoch: null })), 20);
-    t.teardown(() => {
-      if (p.hb) clearInterval(p.hb);
-      p.ch.dispose();
-    });
-    return p;
-  }
-
-  async next(timeoutMs = 10_000): Promise<Frame> {
-    await until('a frame from the backup', () => this.frames.length > 0, timeoutMs);
-    return this.frames.shift()!;
-  }
-
-  /** One checkpoint's Xen stream writing `pages` ([pfn, fill byte]). */
-  checkpointBytes(pages: [number, number][]): Buffer {
-    const parts: Buffer[] = [];
-    if (!this.headerSent) {
-      parts.push(this.writer.begin({ domainType: DOMAIN_TYPE.XLHA_SIM, xenMajor: 4, xenMinor: 17 }));
-      this.headerSent = true;
-    }
-    parts.push(this.writer.pageData(pages.map(([p]) => p), Buffer.concat(pages.map(([, fill]) => Buffer.alloc(PAGE, fill)))));
-    const regs = Buffer.alloc(64);
-    regs.writeInt32LE(1, 8 * 4);
-    parts.push(this.writer.vcpuBasic(0, regs));
-    parts.push(this.writer.checkpoint());
-    return Buffer.concat(parts);
-  }
-
-  /** Content frames, then a SEAL that describes them. */
-  async checkpoint(epoch: number, frames: Buffer[], flags = 0): Promise<void> {
-    let crc = 0;
-    let bytes = 0;
-    for (const b of frames) {
-      if (!this.ch.send(XLHA_REC.XEN_STREAM, b)) await this.ch.drained();
-      crc = zlib.crc32(b, crc);
-      bytes += b.length;
-    }
-    this.ch.send(XLHA_REC.CHECKPOINT_SEAL, encodeSeal({ epoch, flags, contentBytes: bytes, contentFrames: frames.length, crc32: crc }));
-  }
-}
-
 const digestOf = (fills: [number, number][], memoryMiB: number) => {
   const m = Buffer.alloc(memoryMiB * MiB);
   for (const [pfn, fill] of fills) m.fill(fill, pfn * PAGE, (pfn + 1) * PAGE);
@@ -120,7 +62,7 @@ const digestOf = (fills: [number, number][], memoryMiB: number) => {
 
 t.test("a guest whose memory this host cannot hold is refused at HELLO, naming the limit, before anything is built", async (t) => {
   const h = await backupHost(t, 'hello', { maxPendingBytes: 4 * MiB });
-  const p = await Primary.connect(t, h.port);
+  const p = await Primary.connect(t, h.port, { heartbeatMs: 20 });
   p.ch.send(XLHA_REC.HELLO, encodeHello(helloBody('vm-big', 8)));
   const ack = decodeHelloAck((await p.next()).body);
   t.equal(ack.ok, false, 'refused');
@@ -131,7 +73,7 @@ t.test("a guest whose memory this host cannot hold is refused at HELLO, naming t
 
 t.test('by default the limit is a share of this host\'s memory: a peer declaring 1 TiB is refused without allocating it', async (t) => {
   const h = await backupHost(t, 'tib');
-  const p = await Primary.connect(t, h.port);
+  const p = await Primary.connect(t, h.port, { heartbeatMs: 20 });
   const rss0 = process.memoryUsage().rss;
   p.ch.send(XLHA_REC.HELLO, encodeHello(helloBody('vm-tib', 1 << 20)));
   const ack = decodeHelloAck((await p.next()).body);
@@ -146,12 +88,12 @@ t.test('a checkpoint past the limit is discarded as it arrives and refused; the 
   const memoryMiB = 8;
   const limit = 10 * MiB;
   const h = await backupHost(t, 'over', { maxPendingBytes: limit });
-  const p = await Primary.connect(t, h.port);
+  const p = await Primary.connect(t, h.port, { heartbeatMs: 20 });
   p.ch.send(XLHA_REC.HELLO, encodeHello(helloBody('vm-over', memoryMiB)));
   t.equal(decodeHelloAck((await p.next()).body).ok, true, 'an 8 MiB guest fits a 10 MiB limit');
   const s = h.session();
   const cp1: [number, number][] = [[1, 0x11], [9, 0x12]];
-  await p.checkpoint(1, [p.checkpointBytes(cp1)], SEAL_FLAG.FULL);
+  await p.checkpoint(1, [p.checkpointBytes(cp1)], { flags: SEAL_FLAG.FULL });
   let f = await p.next();
   t.equal(f.type, XLHA_REC.CHECKPOINT_ACK, 'checkpoint 1 applied');
   t.equal(decodeAck(f.body).epoch, 1);
@@ -176,7 +118,7 @@ t.test('a checkpoint past the limit is discarded as it arrives and refused; the 
   t.notOk(p.closed, 'the link stays up');
 
   const cp3: [number, number][] = [[2, 0x33]];
-  await p.checkpoint(3, [p.checkpointBytes(cp3)], SEAL_FLAG.FULL);
+  await p.checkpoint(3, [p.checkpointBytes(cp3)], { flags: SEAL_FLAG.FULL });
   f = await p.next();
   t.equal(f.type, XLHA_REC.CHECKPOINT_ACK, 'a full checkpoint within the limit is applied');
   t.equal(await s.replica?.memoryDigest(), digestOf([...cp1, ...cp3], memoryMiB));
@@ -185,12 +127,12 @@ t.test('a checkpoint past the limit is discarded as it arrives and refused; the 
 t.test('a peer past what its own HELLO allows breaks the protocol: the backup halts and keeps its last checkpoint', async (t) => {
   const memoryMiB = 8;
   const h = await backupHost(t, 'peer');
-  const p = await Primary.connect(t, h.port);
+  const p = await Primary.connect(t, h.port, { heartbeatMs: 20 });
   p.ch.send(XLHA_REC.HELLO, encodeHello(helloBody('vm-peer', memoryMiB)));
   t.equal(decodeHelloAck((await p.next()).body).ok, true);
   const s = h.session();
   const cp1: [number, number][] = [[3, 0x31]];
-  await p.checkpoint(1, [p.checkpointBytes(cp1)], SEAL_FLAG.FULL);
+  await p.checkpoint(1, [p.checkpointBytes(cp1)], { flags: SEAL_FLAG.FULL });
   t.equal((await p.next()).type, XLHA_REC.CHECKPOINT_ACK);
   const allowed = maxSealContentBytes(memoryMiB);
   t.equal(allowed, Math.ceil(6 * 8 * MiB * 1.01) + 64 * MiB, 'the bound: the precopy\'s 5 passes and the final copy, 1% for records, 64 MiB');
@@ -231,7 +173,7 @@ t.test('a connection that ends while the replica is being built leaves no replic
     await be.dispose();
     fs.rmSync(dir, { recursive: true, force: true });
   });
-  const p = await Primary.connect(t, (server.address() as net.AddressInfo).port);
+  const p = await Primary.connect(t, (server.address() as net.AddressInfo).port, { heartbeatMs: 20 });
   p.ch.send(XLHA_REC.HELLO, encodeHello(helloBody('vm-gone', 8)));
   await until('the HELLO to be taken', () => session !== null);
   await sleep(50);

@@ -9,24 +9,20 @@ import { SimBackend } from '../../src/backend/sim/host.js';
 import type { DomainInfo, ReplicaDomain, ReplicaSpec, VerifiedCheckpoint } from '../../src/backend/types.js';
 import { BackupSession, type BackupState } from '../../src/failover/backup.js';
 import { Channel } from '../../src/transport/channel.js';
-import type { Frame } from '../../src/transport/framing.js';
-import { DOMAIN_TYPE } from '../../src/transport/xen-records.js';
 import {
   XLHA_REC,
   decodeAck,
   decodeHelloAck,
   decodeNack,
-  encodeHeartbeat,
-  encodeHello,
   encodeSeal,
   encodeSide,
   encodeDiskWrites,
 } from '../../src/transport/channel-records.js';
 import { ReplicaImage } from '../../src/disk/replica-image.js';
-import { XenStreamWriter } from '../../src/transport/xenstream.js';
 import { SEAL_FLAG } from '../../src/transport/channel-records.js';
 import { PROTOCOL_VERSION } from '../../src/transport/hello.js';
 import { silentLogger } from '../../src/util/log.js';
+import { CraftedPrimary as Primary } from '../helpers/crafted-primary.js';
 
 type TT = { teardown(fn: () => unknown): void };
 
@@ -80,79 +76,6 @@ async function backupHost<B extends SimBackend = SimBackend>(t: TT, name: string
     fs.rmSync(dir, { recursive: true, force: true });
   });
   return { be, port, sessions, states, session: () => sessions[sessions.length - 1]! };
-}
-
-/** Plays the primary: raw frames, seals computed (or miscomputed) by the test. */
-class Primary {
-  readonly frames: Frame[] = [];
-  closed = false;
-  private hb: NodeJS.Timeout | null = null;
-  private readonly writer = new XenStreamWriter();
-  private headerSent = false;
-
-  constructor(readonly ch: Channel) {
-    ch.onFrame((f) => {
-      if (f.type !== XLHA_REC.HEARTBEAT) this.frames.push(f);
-    });
-    ch.onClose(() => (this.closed = true));
-  }
-
-  static async connect(t: TT, port: number): Promise<Primary> {
-    const p = new Primary(await Channel.connect('127.0.0.1', port));
-    t.teardown(() => p.close());
-    return p;
-  }
-
-  async next(timeoutMs = 5000): Promise<Frame> {
-    await until('a frame from the backup', () => this.frames.length > 0, timeoutMs);
-    return this.frames.shift()!;
-  }
-
-  hello(body: Record<string, unknown>): void {
-    this.ch.send(XLHA_REC.HELLO, encodeHello(body));
-  }
-
-  /** Xen stream bytes of one checkpoint writing `pages` ([pfn, fill byte]). */
-  checkpointBytes(pages: [number, number][]): Buffer {
-    const parts: Buffer[] = [];
-    if (!this.headerSent) {
-      parts.push(this.writer.begin({ domainType: DOMAIN_TYPE.XLHA_SIM, xenMajor: 4, xenMinor: 17 }));
-      this.headerSent = true;
-    }
-    parts.push(this.writer.pageData(pages.map(([p]) => p), Buffer.concat(pages.map(([, fill]) => Buffer.alloc(PAGE, fill)))));
-    const regs = Buffer.alloc(64);
-    regs.writeInt32LE(1, 8 * 4); // booted
-    parts.push(this.writer.vcpuBasic(0, regs));
-    parts.push(this.writer.checkpoint());
-    return Buffer.concat(parts);
-  }
-
-  /** Sends `sent` as content frames and a SEAL describing `sealed` (by default the same). */
-  checkpoint(epoch: number, sent: Buffer[], o: { flags?: number; sealed?: Buffer[] } = {}): void {
-    const sealed = o.sealed ?? sent;
-    for (const b of sent) this.ch.send(XLHA_REC.XEN_STREAM, b);
-    let crc = 0;
-    for (const b of sealed) crc = zlib.crc32(b, crc);
-    this.ch.send(
-      XLHA_REC.CHECKPOINT_SEAL,
-      encodeSeal({ epoch, flags: o.flags ?? 0, contentBytes: sealed.reduce((s, b) => s + b.length, 0), contentFrames: sealed.length, crc32: crc }),
-    );
-  }
-
-  heartbeats(ms: number): void {
-    let seq = 0;
-    this.hb = setInterval(() => this.ch.send(XLHA_REC.HEARTBEAT, encodeHeartbeat({ seq: ++seq, sentAtMs: Date.now(), lastEpoch: null })), ms);
-  }
-
-  stopHeartbeats(): void {
-    if (this.hb) clearInterval(this.hb);
-    this.hb = null;
-  }
-
-  close(): void {
-    this.stopHeartbeats();
-    this.ch.dispose();
-  }
 }
 
 /** What the replica's memory must be: the pages of the applied checkpoints. */
@@ -255,7 +178,7 @@ t.test('the backup side of one protected domain', async (t) => {
     // Checkpoint 1: the headers and two pages, sent in two frames.
     const cp1: [number, number][] = [[0, 0x11], [5, 0x22]];
     const bytes1 = p.checkpointBytes(cp1);
-    p.checkpoint(1, [bytes1.subarray(0, 100), bytes1.subarray(100)], { flags: SEAL_FLAG.FULL });
+    await p.checkpoint(1, [bytes1.subarray(0, 100), bytes1.subarray(100)], { flags: SEAL_FLAG.FULL });
     await expectAck(t, p, 1);
     model.apply(cp1);
     t.equal(replica.lastEpoch, 1);
@@ -265,7 +188,7 @@ t.test('the backup side of one protected domain', async (t) => {
       const body = p.checkpointBytes([[0, 0x99], [7, 0x98]]);
       const a = body.subarray(0, 64);
       const b = body.subarray(64);
-      p.checkpoint(2, [a], { sealed: [a, b] }); // the second frame never arrived
+      await p.checkpoint(2, [a], { sealed: [a, b] }); // the second frame never arrived
       await expectNack(t, p, 2, /torn/);
       t.equal(replica.lastEpoch, 1);
       t.equal(await replica.memoryDigest(), model.digest(), 'memory unchanged');
@@ -275,34 +198,34 @@ t.test('the backup side of one protected domain', async (t) => {
       const body = p.checkpointBytes([[0, 0x77]]);
       const bad = Buffer.from(body);
       bad[bad.length - 4200] ^= 0xff; // a byte of the page data
-      p.checkpoint(3, [bad], { sealed: [body], flags: SEAL_FLAG.FULL });
+      await p.checkpoint(3, [bad], { sealed: [body], flags: SEAL_FLAG.FULL });
       await expectNack(t, p, 3, /checksum/);
       t.equal(replica.lastEpoch, 1);
       t.equal(await replica.memoryDigest(), model.digest(), 'memory unchanged');
     });
 
     await t.test('after a rejection only a FULL checkpoint is accepted', async (t) => {
-      p.checkpoint(4, [p.checkpointBytes([[3, 0x44]])]);
+      await p.checkpoint(4, [p.checkpointBytes([[3, 0x44]])]);
       await expectNack(t, p, 4, /waiting for a full checkpoint/);
       t.equal(replica.lastEpoch, 1);
       t.equal(await replica.memoryDigest(), model.digest());
 
       const cp5: [number, number][] = [[0, 0x55], [9, 0x56]];
-      p.checkpoint(5, [p.checkpointBytes(cp5)], { flags: SEAL_FLAG.FULL });
+      await p.checkpoint(5, [p.checkpointBytes(cp5)], { flags: SEAL_FLAG.FULL });
       await expectAck(t, p, 5);
       model.apply(cp5);
       t.equal(replica.lastEpoch, 5);
       t.equal(await replica.memoryDigest(), model.digest(), 'replica memory = checkpoints 1 and 5, nothing of 2, 3, 4');
 
       const cp6: [number, number][] = [[10, 0x66]];
-      p.checkpoint(6, [p.checkpointBytes(cp6)]);
+      await p.checkpoint(6, [p.checkpointBytes(cp6)]);
       await expectAck(t, p, 6);
       model.apply(cp6);
       t.equal(await replica.memoryDigest(), model.digest(), 'ordinary checkpoints are accepted again');
     });
 
     await t.test('a checkpoint that is not after the applied one is rejected', async (t) => {
-      p.checkpoint(6, [p.checkpointBytes([[11, 0x67]])]);
+      await p.checkpoint(6, [p.checkpointBytes([[11, 0x67]])]);
       await expectNack(t, p, 6, /epoch 6 is not after the applied 6/);
       t.equal(await replica.memoryDigest(), model.digest());
     });
@@ -310,7 +233,7 @@ t.test('the backup side of one protected domain', async (t) => {
     await t.test('a checkpoint whose Xen stream is invalid is rejected', async (t) => {
       const body = p.checkpointBytes([[12, 0x68]]);
       const cut = body.subarray(0, body.length - 8); // without its libxl CHECKPOINT_END
-      p.checkpoint(7, [cut], { flags: SEAL_FLAG.FULL });
+      await p.checkpoint(7, [cut], { flags: SEAL_FLAG.FULL });
       await expectNack(t, p, 7, /invalid stream/);
       t.equal(replica.lastEpoch, 6);
       t.equal(await replica.memoryDigest(), model.digest());
@@ -319,7 +242,7 @@ t.test('the backup side of one protected domain', async (t) => {
     await t.test("an administrator's failover is refused while the primary is connected and heard from", async (t) => {
       await t.rejects(async () => s.failoverNow(), /refusing to fail over while it is alive/);
       t.equal(s.state, 'replicating', 'replication goes on');
-      p.checkpoint(8, [p.checkpointBytes([[13, 0x69]])], { flags: SEAL_FLAG.FULL });
+      await p.checkpoint(8, [p.checkpointBytes([[13, 0x69]])], { flags: SEAL_FLAG.FULL });
       await expectAck(t, p, 8);
       model.apply([[13, 0x69]]);
       t.equal(await replica.memoryDigest(), model.digest());
@@ -345,7 +268,7 @@ t.test('the backup side of one protected domain', async (t) => {
     t.equal(decodeHelloAck((await p.next()).body).ok, true);
     const s = h.session();
     const cp1: [number, number][] = [[1, 0xa1], [2047, 0xa2]];
-    p.checkpoint(1, [p.checkpointBytes(cp1)], { flags: SEAL_FLAG.FULL });
+    await p.checkpoint(1, [p.checkpointBytes(cp1)], { flags: SEAL_FLAG.FULL });
     await expectAck(t, p, 1);
     model.apply(cp1);
     const ackedAt = performance.now();
@@ -374,7 +297,7 @@ t.test('the backup side of one protected domain', async (t) => {
     t.equal(decodeHelloAck((await p.next()).body).ok, true);
     const s = h.session();
     const model = new Model();
-    p.checkpoint(1, [p.checkpointBytes([[2000, 0x5a]])], { flags: SEAL_FLAG.FULL });
+    await p.checkpoint(1, [p.checkpointBytes([[2000, 0x5a]])], { flags: SEAL_FLAG.FULL });
     await expectAck(t, p, 1);
     model.apply([[2000, 0x5a]]);
     await until('the failover attempt', () => s.state !== 'replicating' && s.state !== 'failing-over', 5000);
@@ -397,7 +320,7 @@ t.test('the backup side of one protected domain', async (t) => {
     t.equal(decodeHelloAck((await p.next()).body).ok, true);
     const s = h.session();
     p.heartbeats(20);
-    p.checkpoint(1, [p.checkpointBytes([[4, 0x44]])], { flags: SEAL_FLAG.FULL });
+    await p.checkpoint(1, [p.checkpointBytes([[4, 0x44]])], { flags: SEAL_FLAG.FULL });
     await expectAck(t, p, 1);
     const hdr = Buffer.alloc(8);
     hdr.writeUInt32LE(0xdeadbeef, 0); // an unknown frame type
@@ -423,7 +346,7 @@ t.test('the backup side of one protected domain', async (t) => {
     const s = h.session();
     t.equal(s.status().plays, 'replica');
     p.heartbeats(20);
-    p.checkpoint(1, [p.checkpointBytes([[4, 0x44]])], { flags: SEAL_FLAG.FULL });
+    await p.checkpoint(1, [p.checkpointBytes([[4, 0x44]])], { flags: SEAL_FLAG.FULL });
     await expectAck(t, p, 1);
     p.ch.send(XLHA_REC.SIDE, encodeSide({ seq: 1, kind: 1, payload: Buffer.from('input') }));
     await until('the session to halt', () => s.state !== 'replicating', 2000);
@@ -445,10 +368,10 @@ t.test('the backup side of one protected domain', async (t) => {
     await until('the precopy bytes to reach the replica', () => replica.preloaded.length === 2);
     t.equal(replica.lastEpoch, 0, 'preloaded bytes are not a checkpoint');
     t.ok(Buffer.concat(replica.preloaded).equals(bytes1), 'the replica saw every byte of checkpoint 1 before its seal');
-    p.checkpoint(1, [], { flags: SEAL_FLAG.FULL, sealed: parts });
+    await p.checkpoint(1, [], { flags: SEAL_FLAG.FULL, sealed: parts });
     await expectAck(t, p, 1);
     t.equal(replica.lastEpoch, 1);
-    p.checkpoint(2, [p.checkpointBytes([[3, 0x53]])]);
+    await p.checkpoint(2, [p.checkpointBytes([[3, 0x53]])]);
     await expectAck(t, p, 2);
     t.equal(replica.preloaded.length, 2, 'later checkpoints are applied only once verified, never preloaded');
   });
@@ -463,7 +386,7 @@ t.test('the backup side of one protected domain', async (t) => {
     const good = p.checkpointBytes([[1, 0x61]]);
     const bad = Buffer.from(good);
     bad[bad.length - 20]! ^= 0xff;
-    p.checkpoint(1, [bad], { flags: SEAL_FLAG.FULL, sealed: [good] });
+    await p.checkpoint(1, [bad], { flags: SEAL_FLAG.FULL, sealed: [good] });
     await expectNack(t, p, 1, /checksum/);
     await until('the session to stop replicating', () => s.state !== 'replicating', 2000);
     t.equal(s.state, 'halted');
