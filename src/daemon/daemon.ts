@@ -28,6 +28,7 @@ import { protectOptionsFromHa } from './resolve.js';
 import { DomainLifecycle } from './lifecycle.js';
 import type { DaemonStatusJson } from './status-types.js';
 import { gcStats, watchGc, type GcStats } from './gc-stats.js';
+import { LOG_STALL_MS, loopStats, onLoopStall, watchLoop, type LoopStats } from './loop-stalls.js';
 
 export interface DaemonOptions {
   backend: HypervisorBackend;
@@ -95,6 +96,7 @@ export class Daemon {
   /** Devices the hotplug scripts registered, by kind/domid/devid. */
   private readonly devices = new Map<string, { kind: string; domid: number; devid: number; dev?: string; since: string }>();
   private unsubscribeDevices: (() => void) | null = null;
+  private unsubscribeStalls: (() => void) | null = null;
 
   constructor(readonly o: DaemonOptions) {
     this.watchdog = new DaemonWatchdog(o.backend, o.watchdogSec ?? DEFAULT_WATCHDOG_SEC, o.log.child({ module: 'watchdog' }));
@@ -182,6 +184,14 @@ export class Daemon {
     const peers = this.o.keys.checkAll();
     this.watchdog.check();
     watchGc();
+    watchLoop();
+    this.unsubscribeStalls = onLoopStall((st) => {
+      if (st.ms < LOG_STALL_MS || this.protections.size + this.backups.size === 0) return;
+      this.o.log.warn(
+        `the main thread stalled ${st.ms} ms (garbage collection ${st.gcMs} ms of it, CPU time ${st.cpuMs} ms): every heartbeat of the ${this.protections.size} protection(s) and ${this.backups.size} backup session(s) of this daemon waited that long`,
+        { stallMs: st.ms, gcMs: st.gcMs, cpuMs: st.cpuMs },
+      );
+    });
     fs.mkdirSync(this.o.stateDir, { recursive: true });
     fs.mkdirSync(path.dirname(this.o.controlPath), { recursive: true });
     await this.listenControl();
@@ -580,6 +590,7 @@ export class Daemon {
     this.stopping = true;
     this.lifecycle.stop();
     this.unsubscribeDevices?.();
+    this.unsubscribeStalls?.();
     for (const p of this.protections.values()) await p.stop().catch(() => {});
     this.watchdog.disarm('the daemon stops');
     for (const b of this.backups) b.dispose();
@@ -613,7 +624,7 @@ export function admitHello(peer: PeerEntry, helloHost: string, domain: string): 
  * libuv thread pool (UV_THREADPOOL_SIZE as the process started with it: the xl-ha command sets
  * it before the pool starts, see src/cli/xl-ha.cts; node's default is 4).
  */
-export function daemonStatus(): { pid: number; uptimeSecs: number; threadPool: number; rssMiB: number; maxRssMiB: number; heapUsedMiB: number; externalMiB: number; gc?: GcStats } {
+export function daemonStatus(): { pid: number; uptimeSecs: number; threadPool: number; rssMiB: number; maxRssMiB: number; heapUsedMiB: number; externalMiB: number; gc?: GcStats; loop?: LoopStats } {
   const m = process.memoryUsage();
   const mib = (b: number) => Math.round((b / 1048576) * 10) / 10;
   return {
@@ -625,6 +636,7 @@ export function daemonStatus(): { pid: number; uptimeSecs: number; threadPool: n
     heapUsedMiB: mib(m.heapUsed),
     externalMiB: mib(m.external),
     ...(gcStats() ? { gc: gcStats()! } : {}),
+    ...(loopStats() ? { loop: loopStats()! } : {}),
   };
 }
 

@@ -45,3 +45,8 @@ export function gcStats(): GcStats | null {
   const r = (x: number) => Math.round(x * 10) / 10;
   return { minor: stats.minor, minorMs: r(stats.minorMs), major: stats.major, majorMs: r(stats.majorMs), maxMs: r(stats.maxMs) };
 }
+
+/** Every collection's time so far (minor and major), ms; 0 before {@link watchGc}. */
+export function gcTotalMs(): number {
+  return stats ? stats.minorMs + stats.majorMs : 0;
+}

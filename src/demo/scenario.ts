@@ -20,6 +20,7 @@ import { SimHostProcess, freePort, hostCpu, kvCfg, pairSimHosts, type HostCpuMs 
 import { DEFAULT_COLO_MAX_INTERVAL_MS, DEFAULT_KEMARI_MIN_GAP_MS } from '../config/domain.js';
 import type { SimGuestCounters } from '../backend/sim/host.js';
 import type { DaemonStatusJson, ProtectionStatusJson, ReplicaStatusJson } from '../daemon/status-types.js';
+import { STALL_MS } from '../daemon/loop-stalls.js';
 
 export interface ScenarioOptions {
   /** Replication mode (default remus). */
@@ -113,18 +114,23 @@ export interface ScenarioResult extends DomainResult {
   cpu: { primary: { unprotected: HostCpuRates; protected: HostCpuRates }; backup: { unprotected: HostCpuRates; protected: HostCpuRates } } | null;
   /** Both hosts' garbage collection in each window (the daemons' main threads). */
   gc: { primary: { unprotected: GcRates; protected: GcRates }; backup: { unprotected: GcRates; protected: GcRates } } | null;
+  /** Each host's main-thread stalls over the whole run, protection's start included (src/daemon/loop-stalls.ts). */
+  loop: { primary: Loop | null; backup: Loop | null };
   /** The protected window's length, s. */
   protectedSecs: number;
   dir: string;
 }
 
 type Gc = NonNullable<NonNullable<DaemonStatusJson['daemon']>['gc']>;
+const STALL_NOTE = `${STALL_MS} ms or more`;
+type Loop = NonNullable<NonNullable<DaemonStatusJson['daemon']>['loop']>;
 
 /** What both hosts say at one instant: CPU, garbage collection, guests, protections. */
 interface Probe {
   at: number;
   cpu: { primary: HostCpuMs | null; backup: HostCpuMs | null };
   gc: { primary: Gc | null; backup: Gc | null };
+  loop: { primary: Loop | null; backup: Loop | null };
   guests: Map<string, SimGuestCounters>;
   protections: Map<string, ProtectionStatusJson>;
 }
@@ -141,6 +147,7 @@ async function probe(primary: SimHostProcess, backup: SimHostProcess): Promise<P
     at,
     cpu,
     gc: { primary: ps.daemon?.gc ?? null, backup: bs.daemon?.gc ?? null },
+    loop: { primary: ps.daemon?.loop ?? null, backup: bs.daemon?.loop ?? null },
     guests: new Map(g.guests.map((x) => [x.name, x])),
     protections: new Map(ps.protections.map((p) => [p.domain, p])),
   };
@@ -345,7 +352,13 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
     const gb = gcs('backup');
     const cp = rates('primary');
     const cb = rates('backup');
-    if (failures.length) say(`PROTECTION DID NOT HOLD: ${failures.join('; ')}`);
+    if (failures.length) {
+      say(`PROTECTION DID NOT HOLD: ${failures.join('; ')}`);
+      for (const h of ['primary', 'backup'] as const) {
+        const l = p1.loop[h];
+        if (l?.stalls) say(`  ${h}'s main thread: ${l.stalls} stall(s) of ${STALL_NOTE}, longest ${l.maxMs} ms; last: ${l.recent.map((x) => `${x.ms} ms (GC ${x.gcMs}, CPU ${x.cpuMs}) at ${x.at}`).join(', ')}`);
+      }
+    }
     return {
       ...domains[0]!,
       domains,
@@ -353,6 +366,7 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
       protection: { held: failures.length === 0, failures },
       cpu: cp && cb ? { primary: cp, backup: cb } : null,
       gc: gp && gb ? { primary: gp, backup: gb } : null,
+      loop: p1.loop,
       protectedSecs: round(pSecs, 2),
       dir,
     };
