@@ -157,6 +157,8 @@ interface RunSummary extends Withheld<Figures> {
   /** Where a pause's time goes: its steps (p50/p99, ms) and the daemons' garbage collection. */
   pauseParts: { suspendMsP50: number; suspendMsP99: number; captureMsP50: number; captureMsP99: number; pauseMsMax: number; ackMsP50: number };
   gc: ScenarioResult['gc'];
+  /** Each host's main-thread stalls over the whole run (count, longest, ms): a stall is a silence on every link of that host. */
+  loopStalls: { primary: StallSummary | null; backup: StallSummary | null };
   /** With several domains: each one's committed checkpoints per second. */
   checkpointsPerSecByDomain?: number[];
   lostAckedWrites: number;
@@ -173,6 +175,20 @@ interface RunSummary extends Withheld<Figures> {
 }
 
 const FIGURE_KEYS: (keyof Figures)[] = ['addedLatencyMsP50', 'addedLatencyMsP99', 'throughputRatio', 'guestProgressRatio', 'guestDirtyRatio', 'checkpointsPerSec', 'pauseMsP50', 'pauseMsP99', 'bytesPerCheckpoint', 'pagesPerCheckpoint', 'cpuMsPerCheckpoint', 'failoverMs'];
+
+interface StallSummary {
+  stalls: number;
+  stallMs: number;
+  maxMs: number;
+  /** The longest few, with the GC inside each and the main thread's time on a core and waiting for one. */
+  longest: { ms: number; gcMs: number; runMs: number | null; waitMs: number | null }[];
+}
+
+function stallSummary(l: ScenarioResult['loop']['primary']): StallSummary | null {
+  if (!l) return null;
+  const longest = [...l.recent].sort((a, b) => b.ms - a.ms).slice(0, 3).map(({ ms, gcMs, runMs, waitMs }) => ({ ms, gcMs, runMs, waitMs }));
+  return { stalls: l.stalls, stallMs: l.stallMs, maxMs: l.maxMs, longest };
+}
 
 async function run(name: string, o: Partial<ScenarioOptions> & { intervalMs: number; mode: BenchMode }): Promise<RunSummary> {
   const opts: ScenarioOptions = {
@@ -229,6 +245,7 @@ async function run(name: string, o: Partial<ScenarioOptions> & { intervalMs: num
     hostCpu: r.cpu,
     pauseParts: { suspendMsP50: Number(p.suspendMsP50), suspendMsP99: Number(p.suspendMsP99), captureMsP50: Number(p.captureMsP50), captureMsP99: Number(p.captureMsP99), pauseMsMax: Number(p.pauseMsMax), ackMsP50: Number(p.ackMsP50) },
     gc: r.gc,
+    loopStalls: { primary: stallSummary(r.loop.primary), backup: stallSummary(r.loop.backup) },
     ...(doms.length > 1 ? { checkpointsPerSecByDomain: doms.map((d) => d.checkpointsPerSec) } : {}),
     lostAckedWrites: doms.reduce((n, d) => n + d.lostAckedWrites, 0),
     ...(doms.some((d) => d.lostAckedWrites) ? { lostDetails: doms.flatMap((d) => d.lostDetails).slice(0, 10) } : {}),
@@ -466,6 +483,7 @@ async function scaleBench(): Promise<void> {
           guestProgressRatio: p.run.guestProgressRatio,
           throughputRatio: p.run.throughputRatio,
           lostAckedWrites: p.run.lostAckedWrites,
+          loopStalls: p.run.loopStalls,
         };
   const lines = series.map((s) => {
     const line: Record<string, unknown> = { series: s.series, transfer, workload: `remus at 25 ms; per domain a kv guest (256 MiB, 20 MiB/s unless the series varies it) under the demo's load (${DEMO_LOAD.clients} closed-loop clients)`, points: s.points.map((p) => pointJson(s.x, p)) };

@@ -188,8 +188,8 @@ export class Daemon {
     this.unsubscribeStalls = onLoopStall((st) => {
       if (st.ms < LOG_STALL_MS || this.protections.size + this.backups.size === 0) return;
       this.o.log.warn(
-        `the main thread stalled ${st.ms} ms (garbage collection ${st.gcMs} ms of it, CPU time ${st.cpuMs} ms): every heartbeat of the ${this.protections.size} protection(s) and ${this.backups.size} backup session(s) of this daemon waited that long`,
-        { stallMs: st.ms, gcMs: st.gcMs, cpuMs: st.cpuMs },
+        `the main thread stalled ${st.ms} ms (garbage collection ${st.gcMs} ms of it; on a core ${st.runMs ?? '?'} ms, waiting for one ${st.waitMs ?? '?'} ms): every heartbeat of the ${this.protections.size} protection(s) and ${this.backups.size} backup session(s) of this daemon waited that long`,
+        { stallMs: st.ms, gcMs: st.gcMs, runMs: st.runMs, waitMs: st.waitMs },
       );
     });
     fs.mkdirSync(this.o.stateDir, { recursive: true });

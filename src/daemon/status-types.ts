@@ -162,7 +162,7 @@ export interface DaemonProcessJson {
   /** The main thread's garbage collections since start (src/daemon/gc-stats.ts). */
   gc?: { minor: number; minorMs: number; major: number; majorMs: number; maxMs: number };
   /** The main thread's stalls (src/daemon/loop-stalls.ts). */
-  loop?: { lagP99Ms: number; maxMs: number; stalls: number; stallMs: number; recent: { at: string; ms: number; gcMs: number; cpuMs: number }[] };
+  loop?: { lagP99Ms: number; maxMs: number; stalls: number; stallMs: number; recent: { at: string; ms: number; gcMs: number; runMs: number | null; waitMs: number | null }[] };
 }
 
 /** `DaemonWatchdog.status()`. */

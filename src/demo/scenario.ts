@@ -356,7 +356,7 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
       say(`PROTECTION DID NOT HOLD: ${failures.join('; ')}`);
       for (const h of ['primary', 'backup'] as const) {
         const l = p1.loop[h];
-        if (l?.stalls) say(`  ${h}'s main thread: ${l.stalls} stall(s) of ${STALL_NOTE}, longest ${l.maxMs} ms; last: ${l.recent.map((x) => `${x.ms} ms (GC ${x.gcMs}, CPU ${x.cpuMs}) at ${x.at}`).join(', ')}`);
+        if (l?.stalls) say(`  ${h}'s main thread: ${l.stalls} stall(s) of ${STALL_NOTE}, longest ${l.maxMs} ms; last: ${l.recent.map((x) => `${x.ms} ms (GC ${x.gcMs}, on a core ${x.runMs ?? '?'}, waiting ${x.waitMs ?? '?'}) at ${x.at}`).join(', ')}`);
       }
     }
     return {
