@@ -173,6 +173,11 @@ export class KvLoad {
   readonly conns: KvConnection[] = [];
   readonly clients: KvClient[] = [];
   readonly acked = new Map<string, string>();
+  /**
+   * A write whose request failed (unanswered, connection lost): it may have been applied or not,
+   * so either it or the key's last acknowledged value is a right answer (the client stops there).
+   */
+  readonly inDoubt = new Map<string, string>();
   puts = 0;
   requests = 0;
   latenciesMs: number[] = [];
@@ -240,6 +245,7 @@ export class KvLoad {
           }
           const key = `c${c.clientId.toString(16)}-k${n % keys}`;
           const t0 = performance.now();
+          let pending: string | null = null;
           try {
             if (n % readEvery === readEvery - 1) {
               const v = await c.get(key);
@@ -247,7 +253,9 @@ export class KvLoad {
               if (want !== undefined && v !== want) this.errors.push(`read ${key}: got ${v}, acknowledged ${want}`);
             } else {
               const value = `v${ci}.${n}.${crypto.randomBytes(6).toString('hex')}`;
+              pending = value;
               await c.put(key, value);
+              pending = null;
               this.acked.set(key, value);
               this.puts++;
             }
@@ -257,6 +265,7 @@ export class KvLoad {
             if (this.recording) this.latenciesMs.push(t1 - t0);
           } catch (err) {
             this.errors.push(`${key}: ${(err as Error).message}`);
+            if (pending !== null) this.inDoubt.set(key, pending);
             return;
           }
           n++;
@@ -265,9 +274,14 @@ export class KvLoad {
     );
   }
 
-  /** Reads back every acknowledged key; returns the keys whose value differs. */
-  async verify(): Promise<{ checked: number; lost: string[] }> {
+  /**
+   * Reads back every acknowledged key; returns the keys whose value is neither the last
+   * acknowledged one nor the client's write in doubt after it (`inDoubtApplied`: how many read
+   * back as the write in doubt, applied though never answered).
+   */
+  async verify(): Promise<{ checked: number; lost: string[]; inDoubtApplied: number }> {
     const lost: string[] = [];
+    let inDoubtApplied = 0;
     const entries = [...this.acked.entries()];
     const c = this.clients;
     await Promise.all(
@@ -275,11 +289,13 @@ export class KvLoad {
         for (let k = i; k < entries.length; k += c.length) {
           const [key, want] = entries[k]!;
           const got = await client.get(key);
-          if (got !== want) lost.push(`${key}: acknowledged ${want}, read ${got}`);
+          if (got === want) continue;
+          if (this.inDoubt.get(key) === got) inDoubtApplied++;
+          else lost.push(`${key}: acknowledged ${want}, read ${got}${this.inDoubt.has(key) ? ` (the write in doubt was ${this.inDoubt.get(key)})` : ''}`);
         }
       }),
     );
-    return { checked: entries.length, lost };
+    return { checked: entries.length, lost, inDoubtApplied };
   }
 
   close(): void {

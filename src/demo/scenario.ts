@@ -312,7 +312,7 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
     const domains: DomainResult[] = [];
     for (const [i, name] of names.entries()) {
       const load = loads[i]!;
-      const { checked, lost } = await load.verify();
+      const { checked, lost, inDoubtApplied } = await load.verify();
       const stat = await new KvClient(load.conns[0]!).stat();
       const backupStatus = (replicas.find((r) => r.domain === name) ?? {}) as Record<string, unknown>;
       if (o.noKill && backupStatus.state !== 'replicating') failures.push(`${name}: the backup's replica is ${String(backupStatus.state ?? 'missing')} at the end, not replicating`);
@@ -320,7 +320,7 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
       const a = p0.protections.get(name);
       const b = p1.protections.get(name);
       const committed = (b?.committed ?? 0) - (a?.committed ?? 0);
-      say(`${name}: read back ${checked} acknowledged keys: ${lost.length} lost; guest applied ${stat.writesApplied} writes, clients had ${load.puts} acknowledged`);
+      say(`${name}: read back ${checked} acknowledged keys: ${lost.length} lost${inDoubtApplied ? ` (${inDoubtApplied} read back as the client's unanswered write after it: applied, not lost)` : ''}; guest applied ${stat.writesApplied} writes, clients had ${load.puts} acknowledged`);
       domains.push({
         name,
         unprotected: unprotected[i]!,

@@ -17,6 +17,7 @@ import { FgbiDecoder, FgbiEncoder, FGBI_BLOCK_BYTES, FGBI_DEFAULT_SHADOW_MIB, ty
 import { CHUNK_HEADER_BYTES, codecName, decodeChunk, defaultCodec, encodeChunk, CODEC, type ChunkCodec } from './compress.js';
 import { XLHA_REC } from './channel-records.js';
 import { ProtocolError } from './framing.js';
+import { TimeSlicer } from '../util/slicer.js';
 
 export const TRANSFER_STAGE_IDS = ['fgbi', 'compress'] as const;
 export type TransferStageId = (typeof TRANSFER_STAGE_IDS)[number];
@@ -144,8 +145,6 @@ export interface DecodeLimits {
   checkpointLimitSource: string;
 }
 
-/** Decompressing at the backup yields to the event loop after this much output (heartbeats go on). */
-const DECOMPRESS_SLICE_BYTES = 8 << 20;
 
 /** The primary's chain: `encode` each XEN_STREAM body, `startFull` before each FULL checkpoint's content. */
 export class TransferEncoder {
@@ -230,7 +229,7 @@ export class TransferDecoder {
     const parts: Buffer[] = [];
     if (this.codec) {
       let total = 0;
-      let sinceYield = 0;
+      const slicer = new TimeSlicer();
       for (let i = 0; i < frames.length; i++) {
         const f = frames[i]!;
         if (f.type !== XLHA_REC.XEN_STREAM_Z) {
@@ -251,11 +250,7 @@ export class TransferDecoder {
         const raw = decodeChunk(wire, Math.min(limits.maxChunkBytes, limits.maxCheckpointBytes - total), [this.codec]);
         total += raw.length;
         parts.push(raw);
-        sinceYield += raw.length;
-        if (sinceYield >= DECOMPRESS_SLICE_BYTES) {
-          sinceYield = 0;
-          await new Promise((r) => setImmediate(r));
-        }
+        await slicer.maybeYield(); // heartbeats go on (src/util/slicer.ts)
       }
     } else {
       for (let i = 0; i < frames.length; i++) {

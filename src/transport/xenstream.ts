@@ -52,6 +52,7 @@ import {
   XL_REC,
 } from './xen-records.js';
 import { isKnownRecordType, recordTypeName } from './record-names.js';
+import { SLICE_MS, TimeSlicer } from '../util/slicer.js';
 
 /** One page of a checkpoint, in stream order. */
 export interface ParsedPage {
@@ -191,11 +192,6 @@ function readRecord(cur: Cursor, layer: 'libxc' | 'libxl', headOnly?: (type: num
 const PAGE_DATA_HEAD = 8 + 8 * MAX_PAGES_PER_RECORD;
 const pageDataHead = (type: number): number | undefined => (type === XC_REC.PAGE_DATA ? PAGE_DATA_HEAD : undefined);
 
-/**
- * {@link XenStreamParser.parseCheckpointAsync} lets the event loop turn after this many records:
- * 16 PAGE_DATA records of 1024 pages, 64 MiB of a checkpoint.
- */
-export const PARSE_SLICE_RECORDS = 16;
 
 /** Options of {@link XenStreamParser.parseCheckpoint}. */
 export interface ParseOptions {
@@ -262,22 +258,24 @@ export class XenStreamParser {
   }
 
   /**
-   * {@link parseCheckpoint}, letting the event loop turn after every PARSE_SLICE_RECORDS
-   * records: one process serves every domain it protects, and a first checkpoint (the
-   * precopy's passes, several times the guest's memory) parsed in one go kept the other
-   * domains' heartbeats in this process for seconds. Nothing else may parse with this parser
+   * {@link parseCheckpoint}, letting the event loop turn each time `sliceMs` (default SLICE_MS,
+   * src/util/slicer.ts) of parsing has run: one process serves every domain it protects, and a
+   * first checkpoint (the precopy's passes, several times the guest's memory) parsed in one go
+   * kept the other domains' heartbeats in this process for seconds; slices of 16 records still
+   * took up to 360 ms with 8 domains on the sim. Nothing else may parse with this parser
    * meanwhile (the backup handles one frame at a time); the state changes only at the end.
    */
-  async parseCheckpointAsync(bytes: Buffer | readonly Buffer[], opts: ParseOptions = {}): Promise<ParsedCheckpoint> {
+  async parseCheckpointAsync(bytes: Buffer | readonly Buffer[], opts: ParseOptions = {}, sliceMs = SLICE_MS): Promise<ParsedCheckpoint> {
     const steps = this.steps(bytes, opts);
+    const slicer = new TimeSlicer(sliceMs);
     for (;;) {
       const r = steps.next();
       if (r.done) return r.value;
-      await new Promise<void>((resolve) => setImmediate(resolve));
+      await slicer.maybeYield();
     }
   }
 
-  /** The parse itself: yields after every PARSE_SLICE_RECORDS records, returns the checkpoint. */
+  /** The parse itself: yields after every libxc record, returns the checkpoint. */
   private *steps(bytes: Buffer | readonly Buffer[], opts: ParseOptions): Generator<void, ParsedCheckpoint, void> {
     const cur = new Cursor(Buffer.isBuffer(bytes) ? [bytes] : bytes);
     const listPages = opts.pages ?? true;
@@ -341,7 +339,7 @@ export class XenStreamParser {
         // record that spans two frames is then not joined).
         const { type, body, length } = readRecord(cur, 'libxc', listPages ? undefined : pageDataHead);
         res.records++;
-        if (res.records % PARSE_SLICE_RECORDS === 0) yield;
+        yield;
         if (type === XC_REC.CHECKPOINT || type === XC_REC.END) {
           requireEmpty('libxc', type, body);
           if (version >= 3 && !staticDataEnd) {

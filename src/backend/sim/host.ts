@@ -37,6 +37,7 @@ import { armSimWatchdog } from './watchdog.js';
 import { SimDisk, SimDiskSpace, fsError } from './disk.js';
 import { XenStreamWriter } from '../../transport/xenstream.js';
 import { PRECOPY_MAX_PASSES } from '../../transport/hello.js';
+import { TimeSlicer } from '../../util/slicer.js';
 
 /** Domain type written in the libxc domain header by the sim backend. */
 export const DHDR_TYPE_SIM = 0xffff0001;
@@ -240,12 +241,14 @@ class SimSaveSession implements SaveSession {
     // passes in all (what the backup's bound allows for, with the final copy).
     const maxRounds = Math.min(this.opts.maxPrecopyRounds ?? PRECOPY_MAX_PASSES, PRECOPY_MAX_PASSES);
     let rounds = 1;
+    const slicer = new TimeSlicer();
     for (; rounds < maxRounds; rounds++) {
       if (mem.dirtyCount() < 256) break;
       const pfns = mem.readAndClearDirty();
       for (let i = 0; i < pfns.length; i += batch) {
         const part = pfns.subarray(i, i + batch);
         await sink(this.writer.pageData(part, (k) => mem.page(part[k]!)));
+        await slicer.maybeYield();
       }
       sent += pfns.length;
     }
@@ -259,11 +262,14 @@ class SimSaveSession implements SaveSession {
   /** Every page of the guest, in PAGE_DATA records of 1024 pages, while the guest runs. */
   private async sendAllPages(sink: ContentSink): Promise<number> {
     const mem = this.dom.mem;
+    // a sink that does not wait (the socket takes it) lets no timer run: slices of time
+    const slicer = new TimeSlicer();
     for (let pfn = 0; pfn < mem.pages; pfn += 1024) {
       const n = Math.min(1024, mem.pages - pfn);
       const pfns = new Uint32Array(n);
       for (let i = 0; i < n; i++) pfns[i] = pfn + i;
       await sink(this.writer.pageData(pfns, (i) => mem.page(pfns[i]!)));
+      await slicer.maybeYield();
     }
     return mem.pages;
   }
@@ -279,13 +285,14 @@ class SimSaveSession implements SaveSession {
     const chunks: Buffer[] = [];
     const arena = this.arenas.take();
     this.writer.alloc = arena.alloc;
+    // A large dirty set (colo's or kemari's checkpoint after seconds) is copied in slices of
+    // time (src/util/slicer.ts), so that heartbeats still leave while the guest is suspended:
+    // an 80 MiB copy in one go silenced the primary past the backup's 150 ms failover timeout.
+    const slicer = new TimeSlicer();
     for (let i = 0; i < pfns.length; i += 1024) {
       const part = pfns.subarray(i, i + 1024);
       chunks.push(...this.writer.pageDataRecords(part, (k) => mem.page(part[k]!)));
-      // A large dirty set (colo's or kemari's checkpoint after seconds) is copied in slices of
-      // 16 MiB, so that heartbeats still leave while the guest is suspended: an 80 MiB copy in
-      // one go silenced the primary past the backup's 150 ms failover timeout.
-      if ((i & 4095) === 3072) await new Promise((r) => setImmediate(r));
+      await slicer.maybeYield();
     }
     this.writer.alloc = Buffer.allocUnsafe;
     const regs = Buffer.from(new Uint8Array(this.dom.vcpu.regs.buffer).slice());
@@ -409,13 +416,15 @@ class SimReplica implements ReplicaDomain {
 
   /** Pages into `into` (guest memory, or the secondary's cache), registers into `regs`. */
   private async applyState(cp: VerifiedCheckpoint, into: Uint8Array, regs: Int32Array): Promise<void> {
-    // Large checkpoints are applied in slices so the daemon keeps answering heartbeats; a
-    // failover waits for the apply to finish, so no one sees the half-applied state.
+    // Large checkpoints are applied in slices of time so the daemon keeps answering heartbeats
+    // (slices of 8192 pages took 130 ms into memory not yet touched); a failover waits for the
+    // apply to finish, so no one sees the half-applied state.
+    const slicer = new TimeSlicer();
     for (let i = 0; i < cp.pages.length; i++) {
       const p = cp.pages[i]!;
       if (p.data.length) into.set(p.data, p.pfn * PAGE_SIZE);
       else into.fill(0, p.pfn * PAGE_SIZE, (p.pfn + 1) * PAGE_SIZE);
-      if ((i & 8191) === 8191) await new Promise((r) => setImmediate(r));
+      if ((i & 63) === 63) await slicer.maybeYield();
     }
     for (const v of cp.vcpus) {
       for (let r = 0; r < REG_COUNT; r++) regs[r] = v.context.readInt32LE(r * 4);
