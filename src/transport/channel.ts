@@ -8,22 +8,26 @@
  * Owns its socket: `dispose()` destroys it. `onClose` fires once, with the error if any.
  */
 import net from 'node:net';
-import tls from 'node:tls';
 import { FrameReader } from './reader.js';
 import { SlabPool, slabReadAccepted } from '../util/slab-reads.js';
 import { encodeFrameHeader, paddedLength, type Frame } from './framing.js';
 import { CheckpointDigest } from './digest.js';
+import { TimeSlicer } from '../util/slicer.js';
 
 const PAD = Buffer.alloc(8);
 const EMPTY = Buffer.alloc(0);
 
 /**
- * On a TLS socket a content body above this goes out in slices of it, the event loop turning
- * between them: TLS encrypts each write synchronously, and a 32 MiB frame written at once
- * kept the loop (and the heartbeats) away for 79 ms here, and for seconds under the lab's
- * emulation, where the backup declared the primary dead.
+ * A content body above this goes out in slices of it, the event loop turning between them
+ * each time a slice of time (src/util/slicer.ts) is spent, or when the socket asks to drain.
+ * - TLS encrypts each write synchronously: a 32 MiB frame written at once kept the loop (and
+ *   the heartbeats) away for 79 ms here, and for seconds under the lab's emulation, where the
+ *   backup declared the primary dead.
+ * - A plain socket writes synchronously as much as the kernel takes, and on loopback that is
+ *   as much as the reader's window: with 8 domains on the sim one writev of the buffered frames
+ *   held the primary's loop for 264-387 ms on a core (daemon.loop and a CPU profile).
  */
-export const TLS_WRITE_SLICE = 256 << 10;
+export const WRITE_SLICE = 256 << 10;
 
 export class Channel {
   private readonly reader: FrameReader;
@@ -36,7 +40,6 @@ export class Channel {
   /** A sliced frame is being written: other frames wait, in order, until it is whole. */
   private slicing = false;
   private readonly waiting: (() => void)[] = [];
-  private readonly sliceWrites: boolean;
   bytesSent = 0;
   bytesReceived = 0;
   /** Whether reads go into large buffers of our own (see {@link Channel.accept}). */
@@ -60,7 +63,6 @@ export class Channel {
       ...(pool ? { release: (b: Buffer) => pool.release(b) } : {}),
     });
     this.largeReads = opts.largeReads ?? false;
-    this.sliceWrites = socket instanceof tls.TLSSocket;
     socket.setNoDelay(true);
     if (!this.largeReads) socket.on('data', (chunk: Buffer) => this.onChunk(chunk));
     socket.on('error', (err) => this.fail(err));
@@ -159,17 +161,19 @@ export class Channel {
     const parts = body instanceof Uint8Array ? [body] : body;
     let length = 0;
     for (const p of parts) length += p.length;
-    if (!this.sliceWrites || length <= TLS_WRITE_SLICE || this.slicing) {
+    if (length <= WRITE_SLICE || this.slicing) {
       if (!this.send(type, body, onWritten)) await this.drained();
       return;
     }
     this.slicing = true;
     try {
       this.socket.write(encodeFrameHeader(type >>> 0, length));
+      const slicer = new TimeSlicer();
       for (const p of parts) {
-        for (let o = 0; o < p.length; o += TLS_WRITE_SLICE) {
-          this.socket.write(p.subarray(o, o + TLS_WRITE_SLICE));
+        for (let o = 0; o < p.length; o += WRITE_SLICE) {
+          this.socket.write(p.subarray(o, o + WRITE_SLICE));
           if (this.socket.writableNeedDrain) await this.drained();
+          else await slicer.maybeYield();
         }
       }
       const pad = paddedLength(length) - length;
