@@ -9,6 +9,7 @@ import type { Logger } from 'winston';
 import type { DomainInfo, HypervisorBackend } from '../backend/types.js';
 import { CheckpointEngine, type EngineState } from '../engine/engine.js';
 import { BlackholeLink, ChannelLink, type ReplicationLink } from '../engine/link.js';
+import { STALLED_PEER_MAX_MS } from '../transport/heartbeat.js';
 import { createMode, type ModeId } from '../engine/modes/index.js';
 import { isModeId, MODE_IDS } from '../engine/modes/ids.js';
 import { DeviceEvents } from '../engine/events.js';
@@ -474,7 +475,18 @@ async function connectAndRun(
       channel.dispose();
       throw err;
     }
-    link = new ChannelLink(channel, { heartbeatMs: opts.heartbeatMs, timeoutMs: backupLossTimeoutMs(opts), transfer: transferSettings(opts) });
+    link = new ChannelLink(channel, {
+      heartbeatMs: opts.heartbeatMs,
+      timeoutMs: backupLossTimeoutMs(opts),
+      transfer: transferSettings(opts),
+      onStalled: (silent, a) =>
+        log.warn('backup silent but its host acknowledges: a stall, waited out', {
+          domain: info.name,
+          silentMs: Math.round(silent),
+          lastAckMs: a.lastAckRecvMs,
+          waitsUpToMs: STALLED_PEER_MAX_MS,
+        }),
+    });
   }
   // where the time to protection goes before the precopy: the domain and its configuration,
   // then the backup's answer (it builds the incoming domain first)

@@ -3,6 +3,7 @@
  * acknowledgements, and watches the backup's heartbeats. `BlackholeLink` is `xl-ha remus -b`:
  * checkpoints go nowhere and are acknowledged at once (to measure the checkpoint cost alone).
  */
+import type { TcpAcks } from '../transport/tcp-info.js';
 import { Channel } from '../transport/channel.js';
 import type { Frame } from '../transport/framing.js';
 import { XLHA_REC, decodeAck, decodeGoodbye, decodeNack, encodeGoodbye, encodeSeal } from '../transport/channel-records.js';
@@ -84,6 +85,10 @@ export interface LinkOptions {
   ackTimeoutMs?: number;
   /** The checkpoint transfer agreed in HELLO (default full: the stream goes as it is). */
   transfer?: TransferSettings;
+  /** A silent backup whose kernel still acknowledges is waited for this long (default STALLED_PEER_MAX_MS; 0: silence alone). */
+  stalledPeerMaxMs?: number;
+  /** Called once per silence of the backup judged a stall (its kernel acknowledges). */
+  onStalled?: (silentMs: number, acks: TcpAcks) => void;
 }
 
 export class ChannelLink implements ReplicationLink {

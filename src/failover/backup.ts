@@ -40,7 +40,7 @@ import {
 } from '../transport/channel-records.js';
 import { CheckpointDigest } from '../transport/digest.js';
 import { XenStreamParser } from '../transport/xenstream.js';
-import { HeartbeatMonitor, SETTLE_AFTER_FULL_MS } from '../transport/heartbeat.js';
+import { HeartbeatMonitor, SETTLE_AFTER_FULL_MS, STALLED_PEER_MAX_MS } from '../transport/heartbeat.js';
 import { helloTransfer, maxSealContentBytes, parseHello, PROTOCOL_VERSION, SEAL_CONTENT_BOUND_TEXT, type HelloBody } from '../transport/hello.js';
 import { checkTransferRuns, TransferDecoder, type StreamFrame } from '../transport/transfer.js';
 import { SideChannel } from '../transport/side.js';
@@ -65,6 +65,8 @@ export interface BackupEvents {
   beforeReplica?: (s: BackupSession, hello: HelloBody) => Promise<ReplicaPolicy | void>;
   /** Silence tolerated until the first checkpoint is applied (default GRACE_TIMEOUT_MS). */
   graceTimeoutMs?: number;
+  /** A silent primary whose kernel still acknowledges is waited for this long (default STALLED_PEER_MAX_MS; 0: silence alone). */
+  stalledPeerMaxMs?: number;
   /**
    * With a witness the backup fails over only when the primary is silent on both paths (the
    * link, and its beats on the witness) and it wins the domain on the witness.
@@ -281,6 +283,14 @@ export class BackupSession {
         heartbeatMs: hello.heartbeatMs,
         timeoutMs: hello.failoverTimeoutMs,
         ...(this.events.graceTimeoutMs !== undefined ? { graceTimeoutMs: this.events.graceTimeoutMs } : {}),
+        ...(this.events.stalledPeerMaxMs !== undefined ? { stalledPeerMaxMs: this.events.stalledPeerMaxMs } : {}),
+        onStalled: (silent, a) =>
+          this.log.warn('primary silent but its host acknowledges: a stall, waited out before any failover', {
+            domain: hello.domain.name,
+            silentMs: Math.round(silent),
+            lastAckMs: a.lastAckRecvMs,
+            waitsUpToMs: this.events.stalledPeerMaxMs ?? STALLED_PEER_MAX_MS,
+          }),
       },
       (silent) => void this.failover(`primary silent for ${Math.round(silent)} ms (timeout ${this.hb?.effectiveTimeoutMs ?? hello.failoverTimeoutMs} ms in force, ${hello.failoverTimeoutMs} ms configured)`),
       () => this.replica?.lastEpoch ?? 0,

@@ -6,6 +6,7 @@
  */
 import { encodeHeartbeat, XLHA_REC } from './channel-records.js';
 import type { Channel } from './channel.js';
+import { tcpAcks, type TcpAcks } from './tcp-info.js';
 
 /**
  * Silence tolerated while a full checkpoint is in flight: the whole memory is hashed, parsed
@@ -49,6 +50,17 @@ export const ADAPT_CAP_MS = 2000;
 export const ADAPT_WARMUP_GAPS = 20;
 export const WARMUP_TIMEOUT_MS = 1000;
 
+/**
+ * A peer that has gone silent while its kernel still acknowledges our heartbeats is stalled,
+ * not dead: its process is waiting for a core, stopped, or in a long pause, and its host and
+ * the network between us are up (a dead process's kernel closes the connection; a dead host or
+ * a cut network acknowledges nothing). Such a silence is waited out up to this long before the
+ * peer is declared dead anyway (a daemon hung for good). Measured on the sim with four busy
+ * loops beside 8 domains on two cores: a primary's loop stood still for 960 ms, 685 ms of it
+ * waiting for a core, and its backup, judging silence alone, declared it dead.
+ */
+export const STALLED_PEER_MAX_MS = 5000;
+
 export interface HeartbeatOptions {
   heartbeatMs: number;
   timeoutMs: number;
@@ -56,6 +68,13 @@ export interface HeartbeatOptions {
   graceTimeoutMs?: number;
   /** Gaps to learn before the warm-up floor (WARMUP_TIMEOUT_MS) is lifted (default ADAPT_WARMUP_GAPS; 0: none). */
   warmupGaps?: number;
+  /**
+   * How long a silent peer whose kernel still acknowledges is waited for (default
+   * STALLED_PEER_MAX_MS; 0: silence alone decides, as where TCP_INFO cannot be read).
+   */
+  stalledPeerMaxMs?: number;
+  /** Called once per silence that was judged a stall rather than a death. */
+  onStalled?: (silentMs: number, acks: TcpAcks) => void;
 }
 
 export class HeartbeatMonitor {
@@ -72,6 +91,10 @@ export class HeartbeatMonitor {
   /** The last gaps between arrivals outside grace (ms), a ring. */
   private readonly gaps = new Float64Array(ADAPT_WINDOW);
   private gapCount = 0;
+  /** The current silence was judged a stall: its gap is not learned from. */
+  private stalled = false;
+  /** Silences judged a stall and waited out (or not: the peer may have died during one). */
+  stalledSilences = 0;
 
   constructor(
     private readonly opts: HeartbeatOptions,
@@ -127,7 +150,10 @@ export class HeartbeatMonitor {
   private observe(now: number): void {
     const bytes = this.channel?.bytesReceived ?? 0;
     if (bytes !== this.bytesAtCheck) {
-      if (now >= this.graceUntil) this.gaps[this.gapCount++ % ADAPT_WINDOW] = now - this.lastRx;
+      // A stall is explained by the kernel's acks: learning it would stretch the timeout a
+      // real death is judged by (up to ADAPT_CAP_MS) for the next ADAPT_WINDOW gaps.
+      if (now >= this.graceUntil && !this.stalled) this.gaps[this.gapCount++ % ADAPT_WINDOW] = now - this.lastRx;
+      this.stalled = false;
       this.lastRx = now;
     }
     this.bytesAtCheck = bytes;
@@ -156,10 +182,31 @@ export class HeartbeatMonitor {
     const silent = now - this.lastRx;
     const limit = now < this.graceUntil ? Math.max(this.opts.timeoutMs, this.graceLimitMs ?? this.opts.graceTimeoutMs ?? GRACE_TIMEOUT_MS) : this.effectiveTimeoutMs;
     if (silent >= limit) {
+      if (this.peerStalled(silent, limit)) return;
       this.fired = true;
       this.stop();
       this.onDead(silent);
     }
+  }
+
+  /**
+   * The peer's process is silent but its kernel acknowledged our heartbeats since, and
+   * recently: a stall, waited out up to `stalledPeerMaxMs` of silence. The acks must have kept
+   * coming for at least a heartbeat period after the peer's last byte (acks that came with its
+   * data prove nothing), and the latest within the timeout (a host that died during a stall
+   * stops acknowledging, and is then judged by the timeout again).
+   */
+  private peerStalled(silent: number, limit: number): boolean {
+    const max = this.opts.stalledPeerMaxMs ?? STALLED_PEER_MAX_MS;
+    if (max <= 0 || silent >= max) return false;
+    const a = tcpAcks(this.channel?.socket);
+    if (!a || a.lastAckRecvMs >= limit || silent - a.lastAckRecvMs < this.opts.heartbeatMs) return false;
+    if (!this.stalled) {
+      this.stalled = true;
+      this.stalledSilences++;
+      this.opts.onStalled?.(silent, a);
+    }
+    return true;
   }
 
   /** After a death that turned out false (the peer answered on another path): watch again, from now. */

@@ -272,7 +272,10 @@ t.test('the backup side of one protected domain', async (t) => {
     await expectAck(t, p, 1);
     model.apply(cp1);
     const ackedAt = performance.now();
-    // The primary says nothing more.
+    // The primary dies: its connection closes with it, and then it says nothing more. (A
+    // primary that only stops talking, its kernel still acknowledging, is a stall:
+    // test/transport/heartbeat-stalled.test.ts.)
+    p.close();
     await until('the failover', () => s.state === 'active' || s.state === 'failed', 5000);
     const silent = performance.now() - ackedAt;
     t.equal(s.state, 'active', `failed over (${s.error ?? 'no error'})`);
@@ -300,6 +303,7 @@ t.test('the backup side of one protected domain', async (t) => {
     await p.checkpoint(1, [p.checkpointBytes([[2000, 0x5a]])], { flags: SEAL_FLAG.FULL });
     await expectAck(t, p, 1);
     model.apply([[2000, 0x5a]]);
+    p.close(); // the primary dies
     await until('the failover attempt', () => s.state !== 'replicating' && s.state !== 'failing-over', 5000);
     t.equal(s.state, 'halted', 'the activation failed, the replica is parked');
     t.match(s.error, `127.0.0.1:${port}`, 'the error names the address in use');

@@ -79,7 +79,7 @@ t.test('bytes in the middle of a frame keep the peer alive; silence after them i
   const ch = await accepted;
   t.teardown(() => ch.fail());
   let deadAt = -1;
-  const hb = new HeartbeatMonitor({ heartbeatMs: 40, timeoutMs: 150, warmupGaps: 0 }, () => (deadAt = performance.now()), () => 0);
+  const hb = new HeartbeatMonitor({ heartbeatMs: 40, timeoutMs: 150, warmupGaps: 0, stalledPeerMaxMs: 0 }, () => (deadAt = performance.now()), () => 0);
   hb.start(ch); // (it sends heartbeats to the client too: the client ignores them)
   t.teardown(() => hb.stop());
   // one frame announced as 1 MiB, trickled 1 KiB every 30 ms: never complete, yet the peer is there

@@ -30,7 +30,7 @@ t.test('the primary link settles once, not again at each checkpoint after the fu
   const port = (server.address() as net.AddressInfo).port;
   const sock = net.connect(port, '127.0.0.1');
   await new Promise((r) => sock.once('connect', r));
-  const link = new ChannelLink(new Channel(sock), { heartbeatMs: 20, timeoutMs: 60 });
+  const link = new ChannelLink(new Channel(sock), { heartbeatMs: 20, timeoutMs: 60, stalledPeerMaxMs: 0 });
   t.teardown(() => {
     link.close();
     sock.destroy();
