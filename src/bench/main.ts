@@ -47,8 +47,18 @@ import { runScenario, type ScenarioOptions, type ScenarioResult } from '../demo/
 import { round } from '../util/samples.js';
 import { barChartSvg, chartSvg } from './chart.js';
 import { DEFAULT_COLO_MAX_INTERVAL_MS, DEFAULT_KEMARI_MIN_GAP_MS } from '../config/domain.js';
+import { enforceToolArgs } from '../util/tool-args.js';
 
 const argv = process.argv.slice(2);
+enforceToolArgs('bench', 'usage: npm run bench -- [options]   (each mode against the same kv workload unprotected, in one run)', argv, [
+  { name: '--modes', value: 'required', help: 'comma-separated: remus, kemari, colo (default remus)' },
+  { name: '--transfer', value: 'required', help: 'full, fgbi, compress or fgbi,compress (default full)' },
+  { name: '--scale', value: 'optional', help: 'scaling series: memory, dirty, domains, comma-separated (nothing: all)' },
+  { name: '--encryption', value: 'none', help: "what the link's TLS costs: TLS against plaintext loopback, alternating" },
+  { name: '--repeat', value: 'required', help: 'runs per case for --encryption (1-20, default 2)' },
+  { name: '--json', value: 'none', help: 'one JSON object per run or series on stdout' },
+  { name: '--quick', value: 'none', help: 'shorter measured windows (development; noisier figures)' },
+]);
 const json = argv.includes('--json');
 const quick = argv.includes('--quick');
 const fail = (msg: string): never => {

@@ -5,6 +5,12 @@
  */
 import { runScenario } from './scenario.js';
 import { round } from '../util/samples.js';
+import { enforceToolArgs } from '../util/tool-args.js';
+
+enforceToolArgs('demo', 'usage: npm run demo -- [options]   (two sim hosts, a kv domain under load, the primary killed, the backup taking over)', process.argv.slice(2), [
+  { name: '--mode', value: 'required', help: 'remus, kemari or colo (default remus)' },
+  { name: '--json', value: 'none', help: 'the report as one JSON object' },
+]);
 
 const json = process.argv.includes('--json');
 const DEMO_MODES = ['remus', 'kemari', 'colo'] as const;
