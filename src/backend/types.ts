@@ -68,6 +68,12 @@ export interface BackendFeatures {
 export interface DiskWrite {
   offset: number;
   data: Buffer;
+  /**
+   * A flush (or FUA write) of the guest came after this write and before the next one: every
+   * write up to this one must be on stable storage before a later one is applied (the backup
+   * syncs there). On the wire: bit 0 of the entry's flags (DISK_WRITE_FLUSH).
+   */
+  flush?: boolean;
 }
 
 /**

@@ -297,7 +297,13 @@ export class NbdDisk implements DiskTap, NbdExport {
    */
   private async barrier(dataOnly: boolean): Promise<void> {
     this.stats.flushes++;
-    if (this.recording && this.barriers.at(-1) !== this.log.length) this.barriers.push(this.log.length);
+    if (this.recording && this.barriers.at(-1) !== this.log.length) {
+      this.barriers.push(this.log.length);
+      // on the wire the barrier goes with the write before it (the backup syncs after that one);
+      // one at the start of an epoch covers earlier epochs only, which their commits made stable
+      const last = this.log.at(-1);
+      if (last) last.flush = true;
+    }
     await this.sync(this.fd, dataOnly);
   }
 

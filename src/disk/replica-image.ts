@@ -41,6 +41,8 @@ export class ReplicaImage {
   /** Checkpoints applied, and bytes written by them. */
   applied = 0;
   bytesWritten = 0;
+  /** Syncs at the guest's barriers inside a checkpoint (besides the one after each). */
+  barrierSyncs = 0;
 
   private constructor(
     readonly path: string,
@@ -107,7 +109,10 @@ export class ReplicaImage {
 
   /**
    * Applies one checkpoint's writes, in order, all or none, then makes them stable (fdatasync):
-   * once this resolves, the image is that checkpoint's disk, on stable storage.
+   * once this resolves, the image is that checkpoint's disk, on stable storage. A write marked
+   * `flush` (the guest flushed after it) is followed by a sync before the next write, so a crash
+   * of this host in the middle leaves a state the guest's own crash could have left: a prefix of
+   * its writes that honours every flush it waited for.
    */
   async applyAll(writes: readonly DiskWrite[], epoch: number): Promise<void> {
     if (this.torn) throw new Error(`replica disk ${this.path} is torn (${this.torn}): it takes no more checkpoints`);
@@ -121,7 +126,14 @@ export class ReplicaImage {
     });
     let i = 0;
     try {
-      for (; i < writes.length; i++) this.pwrite(writes[i]!.data, writes[i]!.offset);
+      for (; i < writes.length; i++) {
+        this.pwrite(writes[i]!.data, writes[i]!.offset);
+        // the guest's barrier: what it flushed is stable before anything it wrote after
+        if (writes[i]!.flush && i < writes.length - 1) {
+          await this.io.sync(this.fd);
+          this.barrierSyncs++;
+        }
+      }
       await this.io.sync(this.fd);
     } catch (err) {
       const e = err as ImageApplyError;

@@ -294,8 +294,12 @@ export function decodeHeartbeat(body: Buffer): Heartbeat {
 // ---------------------------------------------------------------------------
 // Channel: DISK_WRITES
 
-/** DISK_WRITES body: count, reserved, then per write offset/length/reserved/data padded to 8. */
-export function encodeDiskWrites(writes: readonly { offset: number; data: Uint8Array }[]): Buffer {
+/** A DISK_WRITES entry's flags: a barrier (the guest's flush or FUA) follows this write. */
+export const DISK_WRITE_FLUSH = 1;
+const DISK_WRITE_KNOWN_FLAGS = DISK_WRITE_FLUSH;
+
+/** DISK_WRITES body: count, reserved, then per write offset/length/flags/data padded to 8. */
+export function encodeDiskWrites(writes: readonly { offset: number; data: Uint8Array; flush?: boolean }[]): Buffer {
   checkU32(writes.length, 'DISK_WRITES count');
   let total: number = BODY_BYTES.DISK_WRITES;
   for (const w of writes) {
@@ -309,6 +313,7 @@ export function encodeDiskWrites(writes: readonly { offset: number; data: Uint8A
   for (const w of writes) {
     writeU64(b, w.offset, p);
     b.writeUInt32LE(w.data.length, p + 8);
+    if (w.flush) b.writeUInt32LE(DISK_WRITE_FLUSH, p + 12);
     b.set(w.data, p + BODY_BYTES.DISK_WRITE_HEADER);
     p += BODY_BYTES.DISK_WRITE_HEADER + paddedLength(w.data.length);
   }
@@ -334,6 +339,10 @@ export function decodeDiskWrites(body: Buffer): DiskWrite[] {
     }
     const offset = readU64(body, p, `DISK_WRITES: write ${i} offset`);
     const length = body.readUInt32LE(p + 8);
+    const flags = body.readUInt32LE(p + 12);
+    if (flags & ~DISK_WRITE_KNOWN_FLAGS) {
+      throw new ProtocolError('EBADVALUE', `DISK_WRITES: write ${i} of ${count} has unknown flags 0x${flags.toString(16)} (known: 0x${DISK_WRITE_KNOWN_FLAGS.toString(16)}, flush)`);
+    }
     const start = p + BODY_BYTES.DISK_WRITE_HEADER;
     const next = start + paddedLength(length);
     if (next > body.length) {
@@ -342,7 +351,9 @@ export function decodeDiskWrites(body: Buffer): DiskWrite[] {
         `DISK_WRITES: write ${i} of ${count} (length ${length}) runs past the end of the ${body.length}-byte body`,
       );
     }
-    writes.push({ offset, data: body.subarray(start, start + length) });
+    const w: DiskWrite = { offset, data: body.subarray(start, start + length) };
+    if (flags & DISK_WRITE_FLUSH) w.flush = true;
+    writes.push(w);
     p = next;
   }
   if (p !== body.length) {

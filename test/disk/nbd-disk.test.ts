@@ -9,7 +9,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { DiskWrite, SaveSession } from '../../src/backend/types.js';
 import { DiskReplicationDevice } from '../../src/devices/disk.js';
-import { decodeDiskWrites } from '../../src/transport/channel-records.js';
+import { decodeDiskWrites, encodeDiskWrites } from '../../src/transport/channel-records.js';
 import { NBD_CMD, NBD_CMD_FLAG_FUA, NBD_ERR } from '../../src/disk/nbd/protocol.js';
 import { DeviceEvents } from '../../src/engine/events.js';
 import type { DeviceContext } from '../../src/engine/types.js';
@@ -167,6 +167,8 @@ t.test('flushes and FUA writes are recorded as barriers at their place among the
   s.disk.resumed();
   t.same(d.barriers, [0, 2, 3], 'barriers after 0, 2 and 3 writes');
   t.same(d.writes.map((x) => x.offset), [0, 512, 1024, 1536]);
+  t.same(d.writes.map((x) => x.flush === true), [false, true, true, false], 'each barrier marks the write before it (the one at 0 covers earlier epochs only)');
+  t.same(decodeDiskWrites(encodeDiskWrites(d.writes)).map((x) => x.flush === true), [false, true, true, false], 'and the marks cross the wire');
   t.equal(s.disk.stats.flushes, 4);
 });
 

@@ -64,6 +64,23 @@ t.test('a checkpoint\'s writes go in their order, then one sync, before applyAll
   img.close();
 });
 
+t.test('a write the guest flushed after is synced before the next write of the checkpoint', async (t) => {
+  const l = io();
+  const img = ReplicaImage.open(path.join(dir, 'barrier.img'), 1 << 20, l);
+  await img.applyAll([w(0, 1), { ...w(4096, 2), flush: true }, w(8192, 3), { ...w(12288, 4), flush: true }], 1);
+  t.same(l.log, ['write 0+4096', 'write 4096+4096', 'sync', 'write 8192+4096', 'write 12288+4096', 'sync'], 'one sync at the barrier, one at the end (a barrier on the last write needs no second)');
+  t.equal(img.barrierSyncs, 1);
+  l.log.length = 0;
+  const f = io({ failAt: 3 });
+  const img2 = ReplicaImage.open(path.join(dir, 'barrier2.img'), 1 << 20, f);
+  const e = await img2.applyAll([w(0, 1), { ...w(4096, 2), flush: true }, w(8192, 3), w(12288, 4)], 1).then(() => null, (err: ImageApplyError) => err);
+  t.ok(e, 'the failing write fails the checkpoint');
+  t.notOk(e?.torn, 'not torn');
+  t.same(img2.read(4096, 4096), Buffer.alloc(4096), 'writes before the barrier are put back too: all or none');
+  img.close();
+  img2.close();
+});
+
 t.test('a write outside the disk refuses the whole checkpoint before anything is written', async (t) => {
   const l = io();
   const img = ReplicaImage.open(path.join(dir, 'range.img'), 1 << 20, l);

@@ -6,6 +6,7 @@ import {
   decodeAck,
   decodeChannelFrame,
   decodeDiskWrites,
+  DISK_WRITE_FLUSH,
   decodeGoodbye,
   decodeHeartbeat,
   decodeHello,
@@ -126,6 +127,24 @@ t.test('DISK_WRITES round-trips with each write padded to 8 bytes', async (t) =>
   const lying = Buffer.from(body);
   lying.writeUInt32LE(1_000_000, 0);
   r = expectProtocolError(() => decodeDiskWrites(lying), 'EBADLEN', 'count 1000000 cannot fit');
+  t.ok(r.ok, r.message);
+});
+
+t.test('a DISK_WRITES entry carries the guest\'s barrier in its flags, and unknown flags are refused', async (t) => {
+  const writes = [
+    { offset: 0, data: Buffer.from('journal') },
+    { offset: 4096, data: Buffer.from('commit'), flush: true },
+    { offset: 8192, data: Buffer.from('data') },
+  ];
+  const body = encodeDiskWrites(writes);
+  t.equal(body.readUInt32LE(8 + 12), 0, 'no flag on a plain write');
+  t.equal(body.readUInt32LE(8 + 24 + 12), DISK_WRITE_FLUSH, 'DISK_WRITE_FLUSH on the write before the barrier');
+  const back = decodeDiskWrites(body);
+  t.same(back.map((w) => w.flush === true), [false, true, false]);
+  t.notOk('flush' in back[0]!, 'a plain write decodes without the field');
+  const odd = Buffer.from(body);
+  odd.writeUInt32LE(DISK_WRITE_FLUSH | 0x10, 8 + 24 + 12);
+  const r = expectProtocolError(() => decodeDiskWrites(odd), 'EBADVALUE', 'DISK_WRITES: write 1 of 3 has unknown flags 0x11');
   t.ok(r.ok, r.message);
 });
 
