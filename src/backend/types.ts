@@ -140,6 +140,13 @@ export interface DiskTap {
   suspending?(): void;
   /** The disk's whole content, for the initial synchronisation of the backup. */
   readAll(): Promise<{ sizeBytes: number; chunks: AsyncIterable<DiskWrite> }>;
+  /**
+   * Optional: the blocks written since the last checkpoint the backup acknowledged (`committed`),
+   * as they are now: the disk part of a full resync to a backup that still holds its copy of
+   * that checkpoint (a rejected checkpoint never reaches the backup's disk). Recording goes on:
+   * what the guest writes meanwhile is in the log as well, applied after these blocks.
+   */
+  readWritten?(): { bytes: number; chunks: AsyncIterable<DiskWrite> };
   stop(): void;
   /** With the `outputEvents` feature: `listener` runs at the first write recorded since the last drain. */
   onWritePending?(listener: () => void): Disposable;

@@ -20,6 +20,8 @@ export class DiskReplicationDevice implements CheckpointDevice {
   /** Bytes of disk writes sent per checkpoint not yet acknowledged (they count against the buffer limit). */
   private readonly unacked = new Map<number, number>();
   writesSent = 0;
+  /** What the last resync sent of the disk: the written blocks' bytes, or the whole disk's (a tap without a bitmap). */
+  lastResync: { bytes: number; wholeDisk: boolean } | null = null;
 
   setup(ctx: DeviceContext): void {
     this.tap = ctx.session.disk;
@@ -28,16 +30,26 @@ export class DiskReplicationDevice implements CheckpointDevice {
   }
 
   /**
-   * The whole disk, after the memory's precopy (and again for a full resync). The tap starts
+   * The whole disk, after the memory's precopy (a resync: see below). The tap starts
    * recording here, just before the copy is read, not at setup: whatever the guest wrote before
    * is in the copy, and what it writes from now on is in the log, applied after the copy. Writes
    * recorded during a long precopy would only repeat the copy, and past the epoch cap they would
    * hold the guest's I/O until the first checkpoint (the lab: 130 s of precopy at 1 MiB/s).
    */
-  async begin(send: FrameSink): Promise<void> {
+  async begin(send: FrameSink, why: 'initial' | 'resync' = 'initial'): Promise<void> {
     if (!this.tap) return;
+    if (why === 'resync' && this.tap.readWritten) {
+      // The backup rejected a checkpoint, which never reaches its disk: its copy is still the
+      // last one it acknowledged, so only the blocks written since go again. The tap keeps
+      // recording: what the guest writes meanwhile is applied after them, in the log.
+      const w = this.tap.readWritten();
+      this.lastResync = { bytes: w.bytes, wholeDisk: false };
+      for await (const chunk of w.chunks) await send({ type: XLHA_REC.DISK_WRITES, body: encodeDiskWrites([chunk]) });
+      return;
+    }
     this.tap.start();
     const all = await this.tap.readAll();
+    if (why === 'resync') this.lastResync = { bytes: all.sizeBytes, wholeDisk: true };
     for await (const chunk of all.chunks) await send({ type: XLHA_REC.DISK_WRITES, body: encodeDiskWrites([chunk]) });
   }
 

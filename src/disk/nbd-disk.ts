@@ -208,8 +208,9 @@ export class NbdDisk implements DiskTap, NbdExport {
   }
 
   /** The blocks written since the last good checkpoint, as they are now (the resync's disk part). */
-  readWritten(): AsyncIterable<DiskWrite> {
-    return this.readRanges([...this.written.ranges()]);
+  readWritten(): { bytes: number; chunks: AsyncIterable<DiskWrite> } {
+    const ranges = [...this.written.ranges()];
+    return { bytes: ranges.reduce((n, r) => n + r.length, 0), chunks: this.readRanges(ranges) };
   }
 
   private async *readRanges(ranges: readonly { offset: number; length: number }[]): AsyncIterable<DiskWrite> {

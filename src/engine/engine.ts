@@ -246,7 +246,7 @@ export class CheckpointEngine {
       link.startFull?.();
       const pre = await session.begin((chunk, written) => link.sendContent(XLHA_REC.XEN_STREAM, chunk, written));
       this.stats.precopyPages = pre.pages;
-      for (const d of devices) await d.begin?.((f) => link.sendContent(f.type, f.body));
+      for (const d of devices) await d.begin?.((f) => link.sendContent(f.type, f.body), 'initial');
       log.info('precopy done', { pages: pre.pages, rounds: pre.rounds });
       this.fullEpoch = 1;
       const firstAt = performance.now();
@@ -525,7 +525,7 @@ export class CheckpointEngine {
     link.slowPhase(true);
     link.startFull?.();
     await session.resync((chunk, written) => link.sendContent(XLHA_REC.XEN_STREAM, chunk, written));
-    for (const d of this.o.plan.devices) await d.begin?.((f) => link.sendContent(f.type, f.body));
+    for (const d of this.o.plan.devices) await d.begin?.((f) => link.sendContent(f.type, f.body), 'resync');
   }
 
   private async finish(signal: AbortSignal, ready: ModePlan['devices']): Promise<void> {

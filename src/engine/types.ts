@@ -44,8 +44,12 @@ export interface DeviceContext {
 export interface CheckpointDevice {
   readonly kind: string;
   setup?(ctx: DeviceContext): Promise<void> | void;
-  /** Initial synchronisation, part of the first checkpoint (e.g. the whole disk). */
-  begin?(send: FrameSink): Promise<void>;
+  /**
+   * Synchronisation that goes with a full checkpoint: `initial` for the first (e.g. the whole
+   * disk), `resync` for one after the backup rejected a checkpoint and kept its copy of the last
+   * one it acknowledged (e.g. only the blocks written since).
+   */
+  begin?(send: FrameSink, why: 'initial' | 'resync'): Promise<void>;
   /**
    * The guest is about to be suspended for checkpoint `epoch`. A device that holds the guest's
    * I/O back (a disk at its epoch cap) lets it through now: a PV guest cannot suspend with

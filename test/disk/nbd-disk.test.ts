@@ -301,7 +301,7 @@ t.test('the written-blocks bitmap marks exactly the blocks written, and a good c
   // the resync reads exactly those blocks, as they are now
   const img = fs.readFileSync(s.image);
   const ranges: [number, number][] = [];
-  for await (const w of s.disk.readWritten()) {
+  for await (const w of s.disk.readWritten().chunks) {
     ranges.push([w.offset, w.data.length]);
     t.equal(Buffer.compare(w.data, img.subarray(w.offset, w.offset + w.data.length)), 0, `resync data at ${w.offset} is the image's`);
   }

@@ -16,7 +16,7 @@ import { NetbufDevice } from '../../src/devices/netbuf.js';
 import { DiskReplicationDevice } from '../../src/devices/disk.js';
 import { XLHA_REC, decodeDiskWrites } from '../../src/transport/channel-records.js';
 import { XenStreamParser } from '../../src/transport/xenstream.js';
-import { KV_OP } from '../../src/backend/sim/kvproto.js';
+import { KV_OP, KV_STATUS } from '../../src/backend/sim/kvproto.js';
 import { KV_DISK_BYTES, RECORD } from '../../src/backend/sim/guest.js';
 import { silentLogger } from '../../src/util/log.js';
 
@@ -36,6 +36,7 @@ interface Run {
   engine: CheckpointEngine;
   link: FakeLink;
   netbuf: NetbufDevice;
+  disk: DiskReplicationDevice | null;
   abort: AbortController;
   done: Promise<EngineState>;
   protectedP: Promise<void>;
@@ -51,7 +52,8 @@ async function protect(
   const link = o.link ?? new FakeLink();
   const netbuf = new NetbufDevice();
   const devices: CheckpointDevice[] = [netbuf];
-  if (o.disk) devices.push(new DiskReplicationDevice());
+  const disk = o.disk ? new DiskReplicationDevice() : null;
+  if (disk) devices.push(disk);
   const commits: number[] = [];
   const plan: ModePlan = { devices, maxInFlight: o.maxInFlight ?? 1, phaseOrder: o.phaseOrder ?? 'resume-then-ack', outputRule: 'after-checkpoint-ack' };
   const engine = new CheckpointEngine({
@@ -69,7 +71,7 @@ async function protect(
     },
   });
   const { abort, done, protectedP } = startEngine(t, engine, link);
-  return { engine, link, netbuf, abort, done, protectedP, commits };
+  return { engine, link, netbuf, disk, abort, done, protectedP, commits };
 }
 
 /** Ends a run cleanly (acknowledging whatever is left) and checks the domain runs on. */
@@ -232,13 +234,56 @@ t.test('a rejected checkpoint makes the engine resend everything in a checkpoint
   t.same(link.sealed.slice(0, 5).map((s) => s.flags), [SEAL_FLAG.FULL, 0, 0, SEAL_FLAG.FULL, 0], 'only checkpoints 1 and 4 are FULL');
   t.equal(new Set(full.pages.map((p) => p.pfn)).size, pages, 'checkpoint 4 has every page again');
   const disk = link.seal_(4)!.content.filter((f) => f.type === XLHA_REC.DISK_WRITES).flatMap((f) => decodeDiskWrites(f.body));
-  t.equal(disk.reduce((s, w) => s + w.data.length, 0), KV_DISK_BYTES, 'and the whole disk again');
+  t.equal(disk.reduce((s, w) => s + w.data.length, 0), 0, 'and no disk block: nothing was written since the last acknowledged checkpoint, which the backup still holds');
   t.ok(parse(5).pages.length < pages, 'checkpoint 5 is incremental again');
   t.equal(r.engine.stats.resyncs, 1);
   t.notOk(r.commits.includes(3), 'the rejected checkpoint is never committed');
   t.ok(r.commits.includes(4));
   t.equal(r.engine.state, 'protected', 'protection goes on');
   t.ok(link.slowCalls.filter((x) => x).length >= 2, 'the link was told about both slow phases');
+  await finish(t, r);
+});
+
+t.test('a resync sends the disk blocks written since the last acknowledged checkpoint, not the whole disk, and the backup\'s copy ends equal to the primary\'s', async (t) => {
+  const link = new FakeLink();
+  let rejected = 0;
+  // reject the first checkpoint after the first that carries disk writes
+  link.auto = (e) => {
+    if (!rejected && e > 1 && link.sealed.at(-1)!.content.some((f) => f.type === XLHA_REC.DISK_WRITES)) {
+      rejected = e;
+      return 'nack';
+    }
+    return 'ack';
+  };
+  const r = await protect(t, { intervalMs: 10, disk: true, link });
+  await r.protectedP;
+  const c = await rawConn(t, host.port);
+  const client = nextClient++;
+  const n = 60;
+  for (let i = 0; i < n; i++) {
+    c.send(client, i + 1, KV_OP.PUT, `resync-${i}`, `value ${i} ${'x'.repeat(120)}`);
+    await sleep(2);
+  }
+  await c.waitFor(n, 10000);
+  t.ok(c.responses.every((x) => x.status === KV_STATUS.OK), 'every write acknowledged');
+  await until('the resync to be acknowledged', () => rejected > 0 && r.commits.includes(rejected + 1), 10000);
+  const quiet = r.engine.epoch;
+  await until('two quiet checkpoints', () => (r.commits.at(-1) ?? 0) >= quiet + 2, 10000);
+  const diskOf = (s: { content: { type: number; body: Buffer }[] }) => s.content.filter((f) => f.type === XLHA_REC.DISK_WRITES).flatMap((f) => decodeDiskWrites(f.body));
+  const full = link.sealed.find((s) => s.epoch === rejected + 1)!;
+  t.equal(full.flags, SEAL_FLAG.FULL, `checkpoint ${rejected + 1} is the FULL one`);
+  const resent = diskOf(full).reduce((b, w) => b + w.data.length, 0);
+  const rejectedBytes = diskOf(link.sealed.find((s) => s.epoch === rejected)!).reduce((b, w) => b + w.data.length, 0);
+  t.ok(resent >= rejectedBytes && resent > 0, `the rejected checkpoint's writes (${rejectedBytes} bytes) go again, as ${resent} bytes of written blocks`);
+  t.ok(resent <= KV_DISK_BYTES / 8, `far less than the ${KV_DISK_BYTES}-byte disk`);
+  t.same(r.disk!.lastResync, { bytes: r.disk!.lastResync!.bytes, wholeDisk: false }, 'the device resynced the written blocks only');
+  t.ok(r.disk!.lastResync!.bytes <= resent, 'what it read is in the FULL checkpoint');
+  // the backup's copy: every acknowledged checkpoint's disk writes, in order (the rejected one never applied)
+  const model = Buffer.alloc(KV_DISK_BYTES);
+  for (const s of [...link.sealed].sort((a, b) => a.epoch - b.epoch)) if (link.ackedAt.has(s.epoch)) for (const w of diskOf(s)) model.set(w.data, w.offset);
+  const image = fs.readFileSync(path.join(stateDir, 'kv.img')).subarray(0, KV_DISK_BYTES);
+  t.ok(model.equals(image), 'the backup\'s copy equals the primary\'s disk byte for byte');
+  t.ok(image.includes(Buffer.from(`value ${n - 1} `)), 'and holds the last write');
   await finish(t, r);
 });
 

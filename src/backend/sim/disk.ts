@@ -11,6 +11,7 @@ import os from 'node:os';
 import util from 'node:util';
 import type { DiskTap, DiskWrite } from '../types.js';
 import type { Disposable } from '../../engine/events.js';
+import { WrittenBlocks } from '../../disk/written-blocks.js';
 
 /** An error as node:fs reports a failed system call, naming the file. */
 export function fsError(code: 'ENOSPC', syscall: string, path: string): NodeJS.ErrnoException {
@@ -78,6 +79,8 @@ export class SimDisk implements DiskTap {
   /** Guest writes that failed (the guest's I/O error), and the last one's message. */
   ioErrors = 0;
   lastIoError: string | null = null;
+  /** The blocks written since the last checkpoint the backup acknowledged (a resync's disk part). */
+  readonly written: WrittenBlocks;
 
   constructor(readonly path: string, readonly sizeBytes: number, private readonly space: SimDiskSpace = UNLIMITED) {
     const exists = fs.existsSync(path);
@@ -85,6 +88,7 @@ export class SimDisk implements DiskTap {
     if (!exists && space.leftBytes === 0) throw fsError('ENOSPC', 'open', path);
     this.fd = fs.openSync(path, exists ? 'r+' : 'w+');
     if (!exists || fs.fstatSync(this.fd).size < sizeBytes) fs.ftruncateSync(this.fd, sizeBytes);
+    this.written = new WrittenBlocks(sizeBytes);
   }
 
   /** Writes all of `data` at `offset`, or throws (ENOSPC: after the bytes that fit, in `written`). */
@@ -107,9 +111,12 @@ export class SimDisk implements DiskTap {
     } catch (err) {
       this.ioErrors++;
       this.lastIoError = (err as Error).message;
+      // the bytes that reached the image before the failure differ from the backup's copy
+      if (this.recording && (err as WriteError).written) this.written.mark(offset, (err as WriteError).written!);
       return;
     }
     if (!this.recording) return;
+    this.written.mark(offset, data.length);
     this.log.push({ offset, data: Buffer.from(data.buffer, data.byteOffset, data.length) });
     if (this.log.length === 1) for (const l of this.pendingListeners) l();
   }
@@ -123,17 +130,44 @@ export class SimDisk implements DiskTap {
   start(): void {
     this.recording = true;
     this.log = [];
+    this.written.reset();
   }
 
-  drain(): DiskWrite[] {
+  /** Epochs drained without a number are counted from 1 (as NbdDisk does). */
+  private drains = 0;
+
+  drain(epoch?: number): DiskWrite[] {
+    this.drains++;
     const l = this.log;
     this.log = [];
+    this.written.close(epoch ?? this.drains);
     return l;
+  }
+
+  committed(epoch: number): void {
+    this.written.good(epoch);
   }
 
   stop(): void {
     this.recording = false;
     this.log = [];
+    this.written.reset();
+  }
+
+  readWritten(): { bytes: number; chunks: AsyncIterable<DiskWrite> } {
+    const ranges = [...this.written.ranges()];
+    const fd = this.fd;
+    const chunk = 1 << 20;
+    async function* gen(): AsyncIterable<DiskWrite> {
+      for (const r of ranges) {
+        for (let off = r.offset; off < r.offset + r.length; off += chunk) {
+          const data = Buffer.alloc(Math.min(chunk, r.offset + r.length - off));
+          fs.readSync(fd, data, 0, data.length, off);
+          yield { offset: off, data };
+        }
+      }
+    }
+    return { bytes: ranges.reduce((n, r) => n + r.length, 0), chunks: gen() };
   }
 
   async readAll(): Promise<{ sizeBytes: number; chunks: AsyncIterable<DiskWrite> }> {
