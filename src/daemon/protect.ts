@@ -217,6 +217,7 @@ export class Protection {
       ...(s.lastAckAt ? { lastAckAgeMs: Math.round(now - s.lastAckAt) } : {}),
       ...(this.engine.state === 'starting' ? { precopy: this.precopy(now) } : {}),
       ...(this.witnessBeatFailures ? { witnessBeatFailures: this.witnessBeatFailures } : {}),
+      ...(this.link.peerStalls ? { backupStalls: this.link.peerStalls } : {}),
       error: this.engine.error?.message,
     };
   }

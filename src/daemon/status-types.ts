@@ -112,6 +112,11 @@ export interface ProtectionStatusJson {
   /** While `starting`: the initial memory copy. */
   precopy?: PrecopyProgressJson;
   witnessBeatFailures?: number;
+  /**
+   * Silences of the backup past the failure timeout that were waited out because its host still
+   * acknowledged (TCP_INFO): stalls, not deaths (docs/fencing.md). Absent when none.
+   */
+  backupStalls?: number;
   /** While `reconnecting` (SupervisedProtection). */
   reconnect?: { attempts: number; lastError?: string; nextAttemptInMs: number; unprotectedForMs: number };
   /** While `waiting-for-peer`. */
@@ -144,6 +149,8 @@ export interface ReplicaStatusJson {
   fencingToken?: number;
   waitingForWitness?: string;
   primarySilentMs?: number;
+  /** Silences of the primary waited out as stalls (its host still acknowledged), not failed over. Absent when none. */
+  primaryStalls?: number;
   failoverTimeoutInForceMs?: number;
   failoverMs?: number;
   history?: HistoryEntryJson[];

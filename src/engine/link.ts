@@ -65,6 +65,8 @@ export interface ReplicationLink {
   giveUp(err: Error): void;
   close(): void;
   readonly bytesSent: number;
+  /** Silences of the backup waited out as stalls (its host still acknowledged), where the link watches for them. */
+  readonly peerStalls?: number;
 }
 
 type Waiter = { resolve: (us: number) => void; reject: (err: Error) => void; since: number };
@@ -135,6 +137,10 @@ export class ChannelLink implements ReplicationLink {
 
   get isLost(): boolean {
     return this.lostError !== null;
+  }
+
+  get peerStalls(): number {
+    return this.hb.stalledSilences;
   }
 
   get bytesSent(): number {

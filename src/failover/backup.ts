@@ -704,6 +704,7 @@ export class BackupSession {
       ...(this.fencingToken !== null ? { fencingToken: this.fencingToken } : {}),
       ...(this.witnessWait ? { waitingForWitness: this.witnessWait } : {}),
       primarySilentMs: this.hb ? Math.round(this.hb.silentMs) : undefined,
+      ...(this.hb?.stalledSilences ? { primaryStalls: this.hb.stalledSilences } : {}),
       failoverTimeoutInForceMs: this.hb?.effectiveTimeoutMs,
       failoverMs: this.failoverMs ? Math.round(this.failoverMs) : undefined,
       error: this.error ?? undefined,
