@@ -79,6 +79,8 @@ export class DomainLifecycle {
   private readonly alerts = new Map<string, { domain: string; at: string; reason: string }>();
   private readonly histories = new Map<string, HistoryEntry[]>(); // by uuid
   private readonly known = new Map<number, DomainInfo>(); // domid -> the domain as first seen
+  /** Domains being waited for until they run (xl create unpauses them once their devices are up). */
+  private readonly untilRunning = new Set<number>();
   private readonly graceTimers = new Map<string, NodeJS.Timeout>();
   private unsubscribe: (() => void) | null = null;
   private stopped = false;
@@ -95,7 +97,10 @@ export class DomainLifecycle {
     const running = await this.h.backend.listDomains();
     const live = new Set(running.map((d) => d.uuid.toLowerCase()));
     for (const uuid of this.h.records.uuids()) if (!live.has(uuid)) this.forgetLater(uuid, 'its domain does not run here');
-    for (const d of running) if (d.state !== 'replica') void this.introduced(d.domid, d);
+    // A domain that is not running yet is waited for as a new one is: at a restart, an `xl create`
+    // may be between its introduction (paused) and its unpause, and the watch above may have
+    // come too late to see it introduced.
+    for (const d of running) if (d.state !== 'replica') void this.introduced(d.domid, d.state === 'running' ? d : undefined);
   }
 
   history(uuid: string): HistoryEntry[] {
@@ -120,18 +125,26 @@ export class DomainLifecycle {
   private async introduced(domid: number, seen?: DomainInfo): Promise<void> {
     if (this.stopped) return;
     let info = seen;
+    let waitedMs = 0;
     if (!info) {
+      if (this.untilRunning.has(domid)) return; // the watch and the start-up scan both saw it
+      this.untilRunning.add(domid);
       // xl create introduces the domain paused and unpauses it once its devices are up; a
       // domain being received (<name>--incoming: xl migrate-receive) is renamed once complete.
       // Looked at every 250 ms for the first 10 s, then every 2 s (each look lists the domains).
       const t0 = Date.now();
-      for (;;) {
-        info = (await this.h.backend.listDomains().catch(() => [])).find((d) => d.domid === domid);
-        if (!info || info.state === 'shutdown') return; // gone again (a failed xl create)
-        if (info.state === 'replica' || this.h.replicated(info.uuid, info.domid)) return; // this host's own replica
-        if ((info.state === 'running' && !info.name.endsWith(INCOMING_SUFFIX)) || Date.now() - t0 > RUNNING_WAIT_MS || this.stopped) break;
-        await abortableSleep(Date.now() - t0 < 10_000 ? 250 : 2000, this.stopSignal.signal).catch(() => {});
+      try {
+        for (;;) {
+          info = (await this.h.backend.listDomains().catch(() => [])).find((d) => d.domid === domid);
+          if (!info || info.state === 'shutdown') return; // gone again (a failed xl create)
+          if (info.state === 'replica' || this.h.replicated(info.uuid, info.domid)) return; // this host's own replica
+          if ((info.state === 'running' && !info.name.endsWith(INCOMING_SUFFIX)) || Date.now() - t0 > RUNNING_WAIT_MS || this.stopped) break;
+          await abortableSleep(Date.now() - t0 < 10_000 ? 250 : 2000, this.stopSignal.signal).catch(() => {});
+        }
+      } finally {
+        this.untilRunning.delete(domid);
       }
+      waitedMs = Date.now() - t0;
     }
     if (info.state === 'replica' || this.stopped || this.h.replicated(info.uuid, info.domid)) return;
     this.known.set(domid, info);
@@ -147,7 +160,7 @@ export class DomainLifecycle {
       return;
     }
     if (info.state !== 'running') {
-      this.alertInfo(info, `it is ${info.state}, not running, ${RUNNING_WAIT_MS / 1000} s after it appeared`);
+      this.alertInfo(info, `it is ${info.state}, not running, ${Math.round(waitedMs / 1000)} s after it appeared`);
       return;
     }
     let r;

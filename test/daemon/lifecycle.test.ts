@@ -69,6 +69,13 @@ async function pair(name: string, o: { configDirs?: string[]; startBackup?: bool
       backup = mkBackup();
       await backup.start();
     },
+    async stopPrimary() {
+      await primary.stop();
+    },
+    async startPrimary() {
+      primary = mkPrimary();
+      await primary.start();
+    },
     /** A daemon restart over the same host (`systemctl restart xl-ha` on Xen): domains keep running. */
     async restartPrimary() {
       await primary.stop();
@@ -183,6 +190,28 @@ t.test('stock xl create: the daemon finds the ha keys in xl userdata or in confi
   await h.pbe.destroyDomain(appInfo.domid); // xl destroy: the daemon only sees @releaseDomain
   await until(async () => !(await status(h.pctl)).protections.some((p) => p.domain === 'app'), 10_000, 'app\'s protection ends with it');
   await until(async () => !(await status(h.bctl)).replicas.some((r) => r.domain === 'app'), 10_000, 'and the backup drops app\'s replica');
+});
+
+t.test('a domain still paused when the daemon starts (an xl create under way) is protected once it runs, not alerted on', async (t) => {
+  const cfgDir = path.join(dir, 'etc-xen-paused');
+  fs.mkdirSync(cfgDir, { recursive: true });
+  const h = await pair('paused', { configDirs: [cfgDir] });
+  t.teardown(() => h.close());
+  fs.writeFileSync(path.join(cfgDir, 'late.cfg'), cfgText('late', h.port));
+  await h.stopPrimary();
+  // libxl introduces the domain paused and unpauses it once its devices are up; the daemon
+  // starts in between (a restart racing xl create)
+  const dom = await h.pbe.createDomain({ name: 'late', memoryMiB: 8, vcpus: 1, disks: [], vifs: [], sim: { workload: 'idle', dirtyMiBPerSec: 0, seed: 5 } });
+  await h.pbe.pause(dom.domid);
+  await h.startPrimary();
+  await new Promise((r) => setTimeout(r, 1500));
+  let s = await status(h.pctl);
+  t.same(s.unprotected, [], 'no alert while it is paused');
+  t.notOk(s.protections.some((p) => p.domain === 'late'), 'and not protected yet');
+  await h.pbe.unpause(dom.domid);
+  await until(async () => (await status(h.pctl)).protections.some((p) => p.domain === 'late' && p.state === 'protected'), 30_000, 'late is protected once it runs');
+  s = await status(h.pctl);
+  t.same(s.unprotected, [], 'and was never alerted on');
 });
 
 t.test('hotplug: a vif that comes online in a protected domain restarts its protection; bad requests are named; no daemon is exit 3', async (t) => {
