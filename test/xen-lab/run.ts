@@ -351,6 +351,28 @@ function dom0Crashes(serial: string): { reports: number; examples: string[] } {
 }
 
 /** a / b to two decimals, or null when either is not a number. */
+/**
+ * The transfer scenario's runs beside full (its own full run, else xlha-remus-figures): per
+ * transfer, its figures and the ratios of checkpoints/s, bytes per checkpoint and mean tick gap
+ * to full's.
+ */
+function transfersSideBySide(transfer: Details | undefined, remusFull: Details | undefined): Record<string, unknown> | null {
+  const runs = transfer?.['transfers'];
+  if (!runs || typeof runs !== 'object') return null;
+  // full as measured back to back with the others, else the remus scenario's
+  const full = ((runs as Record<string, Details>)['full'] ?? remusFull) as Details | undefined;
+  const out: Record<string, unknown> = { fullFrom: (runs as Record<string, Details>)['full'] ? 'transfer' : 'xlha-remus-figures' };
+  for (const [id, r] of Object.entries(runs as Record<string, Record<string, unknown>>)) {
+    out[id] = {
+      ...figures(r as Details, ['checkpointsPerSec', 'bytesPerCheckpointP50', 'pagesPerCheckpointP50', 'pauseMsP50', 'tickGapMsMean', 'firstCheckpointAfterSecs', 'daemonPeakRssMiB', 'yardstickMs']),
+      checkpointsPerSecToFull: ratio(r['checkpointsPerSec'], full?.['checkpointsPerSec']),
+      bytesPerCheckpointToFull: ratio(r['bytesPerCheckpointP50'], full?.['bytesPerCheckpointP50']),
+      tickGapMsMeanToFull: ratio(r['tickGapMsMean'], full?.['tickGapMsMean']),
+    };
+  }
+  return out;
+}
+
 function ratio(a: unknown, b: unknown): number | null {
   return typeof a === 'number' && typeof b === 'number' && b > 0 ? Math.round((a / b) * 100) / 100 : null;
 }
@@ -508,7 +530,16 @@ async function main(): Promise<void> {
         lastPair: ratio(scenarios['xlha-remus-after']?.tickGapMsMean, scenarios['stock-remus-after']?.tickGapMsMean),
       },
       xlhaAfter: figures(scenarios['xlha-remus-after'], ['checkpointsPerSec', 'tickGapMsMean', 'tickGapMsMax', 'pagesPerCheckpointP50', 'pauseMsP50', 'firstCheckpointAfterSecs', 'yardstickMs', 'daemonPeakRssMiB']),
-      xlha: figures(scenarios['xlha-remus-figures'], ['checkpointsPerSec', 'tickGapMsMean', 'tickGapMsMax', 'pagesPerCheckpointP50', 'daemonCheckpointsPerSec', 'pauseMsP50', 'firstCheckpointAfterSecs', 'backendStepsMsP50', 'yardstickMs', 'daemonPeakRssMiB']),
+      xlha: figures(scenarios['xlha-remus-figures'], ['checkpointsPerSec', 'tickGapMsMean', 'tickGapMsMax', 'pagesPerCheckpointP50', 'bytesPerCheckpointP50', 'daemonCheckpointsPerSec', 'pauseMsP50', 'firstCheckpointAfterSecs', 'backendStepsMsP50', 'yardstickMs', 'daemonPeakRssMiB']),
+      // the link without TLS (XLHA_PLAINTEXT_LOOPBACK=1), against the TLS runs of the same boot
+      tlsCost: {
+        plaintext: figures(scenarios['tls-cost'], ['checkpointsPerSec', 'tickGapMsMean', 'pauseMsP50', 'firstCheckpointAfterSecs', 'cpuMsPerCheckpoint', 'yardstickMs']),
+        checkpointsPerSecTlsToPlain: ratio(scenarios['xlha-remus-after']?.checkpointsPerSec ?? scenarios['xlha-remus-figures']?.checkpointsPerSec, scenarios['tls-cost']?.checkpointsPerSec),
+        firstCheckpointAfterSecsTlsToPlain: ratio(scenarios['xlha-remus-after']?.firstCheckpointAfterSecs ?? scenarios['xlha-remus-figures']?.firstCheckpointAfterSecs, scenarios['tls-cost']?.firstCheckpointAfterSecs),
+        tlsRun: scenarios['xlha-remus-after'] ? 'xlha-remus-after' : 'xlha-remus-figures',
+      },
+      // each ha_transfer against full (the remus scenario's protection), same boot
+      transfers: transfersSideBySide(scenarios['transfer'], scenarios['xlha-remus-figures']),
     },
     shimBuild: shim,
     dom0Crashes: dom0Crashes(b.serial),

@@ -9,7 +9,7 @@
  */
 
 /** Every scenario run-scenarios.sh knows, in its order. */
-export const SCENARIOS = ['stock-remus', 'shim', 'remus', 'xlha-remus-figures', 'netbuf', 'kemari', 'failover', 'xl-create-ha', 'stock-remus-tcp', 'stock-remus-after', 'xlha-remus-after', 'disk', 'watchdog'] as const;
+export const SCENARIOS = ['stock-remus', 'shim', 'remus', 'xlha-remus-figures', 'netbuf', 'kemari', 'failover', 'xl-create-ha', 'stock-remus-tcp', 'stock-remus-after', 'xlha-remus-after', 'tls-cost', 'xl-save', 'transfer', 'disk', 'watchdog'] as const;
 /** Diagnostics: run only when named (they measure, they do not pass or fail xl-ha). */
 export const DIAGNOSTICS = ['relay-costs'] as const;
 /** The lab smoke in CI: the shim against libxl, remus, a failover, and the xl lifecycle. */

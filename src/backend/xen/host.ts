@@ -42,6 +42,7 @@ import { encodeFrame } from '../../transport/framing.js';
 import { XL_REC, encodeLibxlHeader } from '../../transport/xen-records.js';
 import { Samples, round } from '../../util/samples.js';
 import { ShimContext, ShimError, XLHA_DOM, XLHA_EV, XLHA_STREAM, keepFreedMemory, type ShimDomInfo } from './shim.js';
+import { ForeignSaveWatch } from './foreign-save.js';
 import { LibxcSplitter } from './splitter.js';
 import { SlabPool, slabReadFd } from '../../util/slab-reads.js';
 import { XenNetPlug, setVifsLink, vifsOf } from './netbuf.js';
@@ -69,6 +70,12 @@ const XEN_FEATURES: BackendFeatures = {
   // 3.15 and 2.70 s vs 2.54 s. sch_plug holds two epochs (netbuf.ts). A rejected checkpoint
   // ends protection on Xen (no full resync yet). docs/xen-backend.md has the table.
   maxInFlight: 2,
+  // ha_transfer at the link (docs/transfer.md): the backup undoes the stages after the seal and
+  // hands libxc the rebuilt stream (whole PAGE_DATA records, unpacked chunks); the first
+  // checkpoint is then held until its seal rather than streamed into libxc. Verified by the
+  // lab's transfer scenario: each option measured, and a failover under fgbi,compress.
+  fgbi: true,
+  compress: true,
 };
 
 /** Precopy bytes per XEN_STREAM frame, at most (and a little more: whole pipe reads). */
@@ -95,7 +102,9 @@ function uuidOf(bytes: number[]): string {
 
 function toInfo(d: ShimDomInfo): DomainInfo {
   const state: DomainInfo['state'] =
-    d.flags & XLHA_DOM.SHUTDOWN ? 'suspended' : d.flags & XLHA_DOM.PAUSED ? 'paused' : d.flags & XLHA_DOM.DYING ? 'shutdown' : 'running';
+    // dying first: a domain libxl is destroying (after xl save or xl migrate, whose copy is
+    // paused and dying) is on its way out, whatever else its flags say
+    d.flags & XLHA_DOM.DYING ? 'shutdown' : d.flags & XLHA_DOM.SHUTDOWN ? 'suspended' : d.flags & XLHA_DOM.PAUSED ? 'paused' : 'running';
   return {
     domid: d.domid,
     name: d.name,
@@ -231,6 +240,7 @@ class XenSaveSession implements SaveSession {
   }
 
   async begin(sink: ContentSink): Promise<{ pages: number; rounds: number }> {
+    this.refuseForeignSave(); // before log-dirty is touched: refused, nothing of the other save is disturbed
     const shim = this.ctx.shim;
     this.fds = shim.pipe();
     this.inPrecopy = true;
@@ -281,8 +291,21 @@ class XenSaveSession implements SaveSession {
     throw new BackendUnsupportedError('a full resync is not available on the xen backend yet (libxenguest streams deltas only)');
   }
 
+  /** Another toolstack's save of this domain (foreign-save.ts), looked for before each suspend. */
+  private foreign: ForeignSaveWatch | null = null;
+
+  /** Throws when libxl saves this domain too (xl save, xl migrate, stock xl remus). */
+  private refuseForeignSave(): void {
+    const pid = (this.foreign ??= new ForeignSaveWatch(this.domid)).find();
+    if (pid === null) return;
+    throw new Error(
+      `another save of domain ${this.domid} runs (libxl-save-helper pid ${pid}: an xl save, xl migrate or xl remus of it); the two saves would each miss pages the guest writes, so this protection ends and the backup drops its replica (run xl-ha stop before xl save or xl migrate)`,
+    );
+  }
+
   async suspend(): Promise<void> {
     trace(`domain ${this.domid}: suspend (pending ${EV_NAME[this.pending] ?? 'none'})`);
+    this.refuseForeignSave();
     // After the previous resume answered POSTCOPY, libxenguest goes on to its checkpoint
     // callback; that event may still be on its way.
     let t = performance.now();
@@ -759,7 +782,12 @@ export class XenBackend implements HypervisorBackend {
 
   private watchDomains(): void {
     this.watching = true;
-    let known = new Set(this.ctx.list().map((d) => d.domid).filter((id) => id !== 0));
+    // A dying domain counts as released: libxl destroys a domain after `xl save` or `xl migrate`,
+    // and it cannot finish dying while a protection's save session still maps its memory. Its
+    // release ends that protection (a clean one: the backup drops its replica), and the session
+    // closing lets the domain go.
+    const alive = () => new Set(this.ctx.list().filter((d) => d.domid !== 0 && !(d.flags & XLHA_DOM.DYING)).map((d) => d.domid));
+    let known = alive();
     let watched = true;
     try {
       this.ctx.watchDomains();
@@ -779,7 +807,7 @@ export class XenBackend implements HypervisorBackend {
           }
           let now: Set<number>;
           try {
-            now = new Set(this.ctx.list().map((d) => d.domid).filter((id) => id !== 0));
+            now = alive();
           } catch {
             continue;
           }
