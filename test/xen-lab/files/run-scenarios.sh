@@ -362,7 +362,7 @@ xlha_measure() {
   samples+=" ${c2raw:-?}"
   local f; mapfile -t f < <(node /xenlab/jget.cjs protections.0.committed protections.0.state protections.0.checkpointsPerSec \
     protections.0.pagesPerCheckpointP50 protections.0.pauseMsP50 protections.0.pauseMsP99 protections.0.error backend protections.0.domid \
-    protections.0.backendStepsMsP50 protections.0.ackMsP50 daemon.maxRssMiB <<< "$js")
+    protections.0.backendStepsMsP50 protections.0.ackMsP50 daemon.maxRssMiB protections.0.bytesPerCheckpointP50 <<< "$js")
   c2=${c2raw:-${f[0]}}; state=${f[1]}; perr=${f[6]}; local dcps=${f[2]} pages=${f[3]} p50=${f[4]} p99=${f[5]} backend=${f[7]}
   echo "${f[8]}" > "$ST/primary.domid"
   TMO=30 xlha --control "$BSOCK" status --json > "$OUT/status-b.json" 2>&1
@@ -398,7 +398,7 @@ xlha_measure() {
   fi
   extra=",\"clientFailure\":$(jstr "$client_note"),\"committedSamples\":$(jstr "$samples"),\"committed\":$(jnum "$c2"),\"state\":$(jstr "$state"),\"backupState\":$(jstr "$bstate"),\"backend\":$(jstr "$backend")"
   extra+=",\"tickGaps\":$(jnum "$gn"),\"primaryError\":$(jstr "$perr")"
-  printf '%s' ",\"firstCheckpointAfterSecs\":$(jnum "$first_after"),\"committed\":$(jnum "$c2"),\"measuredSecs\":$(jnum "$secs"),\"checkpointsPerSec\":$(jnum "$cps"),\"daemonCheckpointsPerSec\":$(jnum "$dcps"),\"pagesPerCheckpointP50\":$(jnum "$pages"),\"pauseMsP50\":$(jnum "$p50"),\"pauseMsP99\":$(jnum "$p99"),\"tickGaps\":$(jnum "$gn"),\"tickGapMsMean\":$(jnum "$gmean"),\"tickGapMsMax\":$(jnum "$gmax"),\"yardstickMs\":$(jnum "${ys:-}"),\"daemonPeakRssMiB\":{\"primary\":$(jnum "${f[11]}"),\"backup\":$(jnum "$brss")},\"ackMsP50\":$(jnum "${f[10]}"),\"backendStepsMsP50\":${f[9]:-null},\"cpuMsPerCheckpoint\":$(cpu_json "$ST/xlha-cpu.1" "$ST/xlha-cpu.2" "$(( ${c2:-0} - ${c1:-0} ))")" > "$figs"
+  printf '%s' ",\"firstCheckpointAfterSecs\":$(jnum "$first_after"),\"committed\":$(jnum "$c2"),\"measuredSecs\":$(jnum "$secs"),\"checkpointsPerSec\":$(jnum "$cps"),\"daemonCheckpointsPerSec\":$(jnum "$dcps"),\"pagesPerCheckpointP50\":$(jnum "$pages"),\"pauseMsP50\":$(jnum "$p50"),\"pauseMsP99\":$(jnum "$p99"),\"tickGaps\":$(jnum "$gn"),\"tickGapMsMean\":$(jnum "$gmean"),\"tickGapMsMax\":$(jnum "$gmax"),\"yardstickMs\":$(jnum "${ys:-}"),\"daemonPeakRssMiB\":{\"primary\":$(jnum "${f[11]}"),\"backup\":$(jnum "$brss")},\"ackMsP50\":$(jnum "${f[10]}"),\"bytesPerCheckpointP50\":$(jnum "${f[12]}"),\"backendStepsMsP50\":${f[9]:-null},\"cpuMsPerCheckpoint\":$(cpu_json "$ST/xlha-cpu.1" "$ST/xlha-cpu.2" "$(( ${c2:-0} - ${c1:-0} ))")" > "$figs"
 }
 
 sc_remus() {
@@ -480,6 +480,170 @@ sc_xlha-remus-figures() {
   if [ -f "$ST/remus.ok" ] && [ -s "$ST/figures" ]; then emit $n ok "" "$(cat "$ST/figures")"
   elif [ -s "$ST/figures" ]; then emit $n fail "the xl-ha protection measured did not work: $(cat "$ST/remus.why" 2>/dev/null)" "$(cat "$ST/figures")"
   else emit $n fail "no xl-ha remus protection to measure: $(cat "$ST/remus.why" 2>/dev/null || echo 'remus scenario did not run')"; fi
+}
+
+# (f) ha_transfer on real Xen: xl-ha remus with each transfer option in turn (full, fgbi,
+# compress, fgbi,compress), measured as the remus scenario measures, back to back: run.ts puts
+# them side by side (sideBySide.transfers, ratios to this scenario's full). Then the primary dies under the last of them: the
+# backup must run the guest from the stream it rebuilt (fgbi's pages from its shadow, unpacked
+# chunks) and handed to libxc, and the guest must tick.
+sc_transfer() {
+  local n=transfer why T tag all="" bad=""
+  why=$(ensure_domu) || { emit $n fail "$why"; return; }
+  local ys; ys=$(yardstick)
+  why=$(start_daemon p) || { emit $n fail "$why"; return; }
+  why=$(start_daemon b) || { emit $n fail "$why"; return; }
+  local last=""
+  # full first: the comparison each option is read against, measured minutes apart in the same
+  # boot (a boot's speed drifts as it goes; the remus scenario's full ran near its start)
+  for T in full fgbi compress fgbi,compress; do
+    tag=${T/,/+}
+    local s rc first_after client_note=""; s=$(up)
+    say "+ xl-ha --backend xen --control $PSOCK remus -i 100 -F -n -d --transfer $T $XLHA_OPTS domu1 127.0.0.1:$PORT"
+    # shellcheck disable=SC2086
+    TMO=300 xlha --control "$PSOCK" remus -i 100 -F -n -d --transfer "$T" $XLHA_OPTS domu1 "127.0.0.1:$PORT" > "$OUT/transfer-$tag.out" 2>&1; rc=$?
+    first_after=$(dt "$s")
+    if [ $rc -ne 0 ]; then
+      bad+="$T: xl-ha remus exited $rc: $(tailf "$OUT/transfer-$tag.out" 3 | tr '\n' ' '); primary daemon: $(tailf "$OUT/daemon-p.log" 3 | tr '\n' ' '); backup daemon: $(tailf "$OUT/daemon-b.log" 3 | tr '\n' ' '); "
+      TMO=90 xlha --control "$PSOCK" stop domu1 > /dev/null 2>&1
+      continue
+    fi
+    local stf c1 c2 gn perr state samples extra
+    xlha_measure "$ST/figures-transfer-$tag"
+    local tstatus; tstatus=$(node /xenlab/jget.cjs protections.0.transfer < <(tail -1 "$stf"))
+    all+="${all:+,}\"$T\":{\"transfer\":$(jstr "$T")$(cat "$ST/figures-transfer-$tag"),\"transferStatus\":${tstatus:-null}}"
+    if [[ ${c1:-x} =~ ^[0-9]+$ && ${c2:-x} =~ ^[0-9]+$ ]] && [ "$c2" -gt "$c1" ] && [ "$gn" -ge 2 ] && [ -z "$perr" ]; then last=$T
+    else bad+="$T: committed checkpoints did not grow or the guest did not tick (committed samples: $samples; tick gaps: $gn; primary state: ${state:-?} ${perr}); "; last=""; fi
+    [ "$T" = fgbi,compress ] || TMO=90 xlha --control "$PSOCK" stop domu1 > "$OUT/transfer-$tag-stop.log" 2>&1
+  done
+  local fo=null
+  if [ "$last" = fgbi,compress ]; then
+    # the primary host dies under fgbi,compress, as in the failover scenario
+    local pri; pri=$(cat "$ST/primary.domid" 2>/dev/null)
+    say "+ kill -9 the primary daemon; xl destroy $pri (the primary domu1, protected with $last)"
+    kill -9 "$(cat "$ST/p.pid")" 2>/dev/null
+    timeout 60 xl destroy "$pri" > "$OUT/transfer-destroy.log" 2>&1
+    local fs; fs=$(up); local found="" bstate=""
+    for _ in $(seq 1 90); do
+      bstate=$(raw_status "$BSOCK" | node /xenlab/jget.cjs result.replicas.0.state 2>/dev/null)
+      found=""
+      while read -r _ id _ _ stt _; do
+        [ "$id" = "$pri" ] && continue
+        if [[ $stt =~ [rb] ]] && ! [[ $stt =~ [psc] ]]; then found=$id; break; fi
+      done < <(xl list 2>/dev/null | awk 'NR>2')
+      [ -n "$found" ] && [ "$bstate" = active ] && break
+      local el; el=$(dt "$fs"); [ "${el%.*}" -ge 90 ] && break
+      sleep 1
+    done
+    local took; took=$(dt "$fs")
+    local a b; a=$(ticks); sleep 8; b=$(ticks)
+    fo="{\"runningAfterSecs\":$(jnum "$took"),\"backupState\":$(jstr "$bstate"),\"backupDomid\":$(jnum "$found"),\"ticksIn8s\":$((b - a))}"
+    if [ "$bstate" != active ] || [ -z "$found" ] || [ "$b" -le "$a" ]; then
+      bad+="failover under fgbi,compress: replica ${bstate:-?}, domain ${found:-none}, ticks in 8 s $((b - a)); backup daemon: $(tailf "$OUT/daemon-b.log" 6 | tr '\n' ' '); "
+    fi
+  elif [ -z "$bad" ]; then bad="fgbi,compress did not run: no failover to check; "
+  fi
+  local extra=",\"transfers\":{$all},\"failover\":$fo"
+  if [ -z "$bad" ]; then emit $n ok "" "$extra"; else emit $n fail "$bad" "$extra"; fi
+}
+
+# (h) what the link's TLS costs under TCG (docs/security.md): the remus scenario's measurement
+# once more, both daemons started with XLHA_PLAINTEXT_LOOPBACK=1 (no TLS; loopback only), in the
+# same boot. run.ts sets it beside the TLS run (xlha-remus-figures, and xlha-remus-after, which
+# runs just before this). The daemons are stopped after, so later scenarios get TLS ones.
+sc_tls-cost() {
+  local n=tls-cost why
+  why=$(ensure_domu) || { emit $n fail "$why"; return; }
+  stop_daemon p; stop_daemon b
+  local DAEMON_ENV="$DAEMON_ENV XLHA_PLAINTEXT_LOOPBACK=1"
+  local ys; ys=$(yardstick)
+  why=$(start_daemon p) || { emit $n fail "$why"; return; }
+  why=$(start_daemon b) || { emit $n fail "$why"; return; }
+  local s rc client_note="" first_after; s=$(up)
+  say "+ XLHA_PLAINTEXT_LOOPBACK=1 daemons; xl-ha remus -i 100 -F -n -d $XLHA_OPTS domu1 127.0.0.1:$PORT"
+  # shellcheck disable=SC2086
+  TMO=300 xlha --control "$PSOCK" remus -i 100 -F -n -d $XLHA_OPTS domu1 "127.0.0.1:$PORT" > "$OUT/tls-cost.out" 2>&1; rc=$?
+  first_after=$(dt "$s")
+  if [ $rc -ne 0 ]; then
+    emit $n fail "xl-ha remus without TLS exited $rc: $(tailf "$OUT/tls-cost.out" 3); primary daemon: $(tailf "$OUT/daemon-p.log" 4)"
+    stop_daemon p; stop_daemon b; return
+  fi
+  local stf c1 c2 gn perr state samples extra
+  xlha_measure "$ST/figures-plain"
+  TMO=90 xlha --control "$PSOCK" stop domu1 > /dev/null 2>&1
+  stop_daemon p; stop_daemon b
+  # the backup's own word that its link ran without TLS
+  local plain; plain=$(grep -c 'WITHOUT encryption' "$OUT/daemon-b.log" 2>/dev/null)
+  if [ "${plain:-0}" -lt 1 ]; then emit $n fail "the backup daemon did not log that it ran without TLS: this measured TLS" "$(cat "$ST/figures-plain")"
+  elif [[ ${c1:-x} =~ ^[0-9]+$ && ${c2:-x} =~ ^[0-9]+$ ]] && [ "$c2" -gt "$c1" ] && [ "$gn" -ge 2 ] && [ -z "$perr" ]; then
+    emit $n ok "" "$(cat "$ST/figures-plain"),\"plaintextLogLines\":$(jnum "$plain")"
+  else
+    emit $n fail "committed checkpoints did not grow or the guest did not tick without TLS (committed samples: $samples; tick gaps: $gn; primary state: ${state:-?} ${perr})" "$(cat "$ST/figures-plain")"
+  fi
+}
+
+# (g) xl save, then xl migrate, of a protected domain: libxl runs its own save beside xl-ha's,
+# and two saves of one domain would each miss pages the guest writes (they share its log-dirty
+# bitmap). xl-ha finds libxl's save helper before its next checkpoint (foreign-save.ts) and
+# ends that protection; the backup drops its replica. The defined ends, one of which must hold:
+#  - the command succeeded: the protected domain is gone (saved, or moved to its new domid),
+#    its protection is over (failed, naming the other save, or stopped), no replica is left;
+#  - the command failed: the domain runs, and either it is still protected (committed grows) or
+#    its protection ended naming the other save, with no replica left.
+# A paused or wedged domain, a protection still claiming a domain another save holds, or a
+# stray replica fails. The saved image is restored so the lab goes on.
+xlsave_outcome() {
+  # xlsave_outcome <label> <command rc> <protected domid>: prints the outcome's JSON fragment;
+  # returns 1 when the end state is not one of the defined ones
+  local what=$1 rc=$2 pd=$3 st c state perr bst nrep running=false ds
+  sleep 8
+  st=$(raw_status "$PSOCK"); c=$(committed_of "$st")
+  state=$(node /xenlab/jget.cjs result.protections.0.state <<< "$st" 2>/dev/null)
+  perr=$(node /xenlab/jget.cjs result.protections.0.error <<< "$st" 2>/dev/null)
+  bst=$(raw_status "$BSOCK")
+  nrep=$(node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{try{const r=JSON.parse(s).result;console.log((r.replicas||[]).filter(x=>x.state!=="stopped").length)}catch{console.log("?")}})' <<< "$bst")
+  ds=$(xl list 2>/dev/null | awk -v d="$pd" 'NR>1 && $2==d {print $5}')
+  [ -n "$ds" ] && [[ $ds =~ [rb] ]] && ! [[ $ds =~ [psc] ]] && running=true
+  printf '%s' "\"$what\":{\"rc\":$rc,\"protectedDomid\":$(jnum "$pd"),\"protectedDomainRunning\":$running,\"protectedDomainState\":$(jstr "$ds"),\"protection\":$(jstr "$state"),\"protectionError\":$(jstr "$perr"),\"committedBefore\":$(jnum "$CB"),\"committedAfter\":$(jnum "$c"),\"backupReplicas\":$(jnum "$nrep"),\"output\":$(jstr "$(tailf "$OUT/$what.log" 4)")}"
+  local ended=false; [[ $perr == *"another save of domain"* ]] && [ "$nrep" = 0 ] && ended=true
+  if [ "$rc" -eq 0 ]; then
+    [ -z "$ds" ] && [ "$state" != protected ] && [ "$nrep" = 0 ] && return 0
+  else
+    [ "$running" = true ] || return 1
+    [ "$state" = protected ] && [[ ${c:-x} =~ ^[0-9]+$ ]] && [ "$c" -gt "${CB:-0}" ] && return 0
+    [ "$ended" = true ] && return 0
+  fi
+  return 1
+}
+sc_xl-save() {
+  local n=xl-save why out="" bad="" rc pd frag
+  why=$(ensure_domu) || { emit $n fail "$why"; return; }
+  why=$(start_daemon p) || { emit $n fail "$why"; return; }
+  why=$(start_daemon b) || { emit $n fail "$why"; return; }
+  protect_for_save() {
+    TMO=300 xlha --control "$PSOCK" remus -i 100 -F -n -d domu1 "127.0.0.1:$PORT" > "$OUT/xl-save-remus.out" 2>&1 || return 1
+    sleep 3; CB=$(committed_of "$(raw_status "$PSOCK")"); pd=$(xl domid domu1 2>/dev/null)
+  }
+  protect_for_save || { emit $n fail "xl-ha remus: $(tailf "$OUT/xl-save-remus.out" 3)"; return; }
+  say "+ xl save domu1 /var/tmp/domu1.save (domid $pd, protected, committed $CB)"
+  rm -f /var/tmp/domu1.save
+  timeout 180 xl save domu1 /var/tmp/domu1.save > "$OUT/xl-save.log" 2>&1; rc=$?
+  frag=$(xlsave_outcome xl-save $rc "$pd") || bad+="xl save (exit $rc) ended in no defined state; "
+  out+=$frag
+  if ! is_running domu1; then
+    if [ -s /var/tmp/domu1.save ]; then timeout 180 xl restore /var/tmp/domu1.save > "$OUT/xl-restore.log" 2>&1 || bad+="xl restore of the saved image failed: $(tailf "$OUT/xl-restore.log" 2); "; fi
+    is_running domu1 || { why=$(fresh_domu) || { emit $n fail "${bad}no domu1 after xl save: $why" ",$out"; return; }; }
+  fi
+  TMO=90 xlha --control "$PSOCK" stop domu1 > /dev/null 2>&1
+  protect_for_save || { emit $n fail "${bad}xl-ha remus before xl migrate: $(tailf "$OUT/xl-save-remus.out" 3)" ",$out"; return; }
+  say "+ xl migrate -s /xenlab/fakessh domu1 localhost (domid $pd, protected, committed $CB)"
+  timeout 300 xl migrate -s /xenlab/fakessh domu1 localhost > "$OUT/xl-migrate.log" 2>&1; rc=$?
+  # a migration to this same Xen renames the arriving copy back to domu1: a new domid, which
+  # this protection does not cover; the protection of the old one must have ended
+  frag=$(xlsave_outcome xl-migrate $rc "$pd") || bad+="xl migrate (exit $rc) ended in no defined state; "
+  out+=",$frag,\"migratedDomid\":$(jnum "$(xl domid domu1 2>/dev/null)")"
+  TMO=90 xlha --control "$PSOCK" stop domu1 > /dev/null 2>&1
+  if [ -z "$bad" ]; then emit $n ok "" ",$out"; else emit $n fail "$bad" ",$out"; fi
 }
 
 # (e) network buffering: sch_plug's semantics on this kernel (test/shim/plug-probe.ts in a netns),
@@ -979,7 +1143,7 @@ sc_relay-costs() {
 # ---------------------------------------------------------------- driver
 if [ "${1:-}" = --one ]; then "sc_$2"; exit 0; fi
 
-SCENARIOS="stock-remus:$((REMUS_SECS + 240)) shim:240 remus:$((REMUS_SECS + 420)) xlha-remus-figures:30 netbuf:300 kemari:480 failover:150 xl-create-ha:1500 stock-remus-tcp:$((REMUS_SECS + 240)) stock-remus-after:$((REMUS_SECS + 240)) xlha-remus-after:$((REMUS_SECS + 240)) disk:600 watchdog:300"
+SCENARIOS="stock-remus:$((REMUS_SECS + 240)) shim:240 remus:$((REMUS_SECS + 420)) xlha-remus-figures:30 netbuf:300 kemari:480 failover:150 xl-create-ha:1500 stock-remus-tcp:$((REMUS_SECS + 240)) stock-remus-after:$((REMUS_SECS + 240)) xlha-remus-after:$((REMUS_SECS + 240)) tls-cost:$((REMUS_SECS + 360)) xl-save:900 transfer:$((3 * REMUS_SECS + 900)) disk:600 watchdog:300"
 # diagnostics run first, and only when named in xenlab.scenarios
 for d in relay-costs:120; do [[ "+$ONLY+" == *"+${d%%:*}+"* ]] && SCENARIOS="$d $SCENARIOS"; done
 : > "$RES"
