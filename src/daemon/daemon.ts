@@ -593,7 +593,7 @@ export class Daemon {
     this.unsubscribeStalls?.();
     for (const p of this.protections.values()) await p.stop().catch(() => {});
     this.watchdog.disarm('the daemon stops');
-    for (const b of this.backups) b.dispose();
+    await Promise.all([...this.backups].map((b) => b.shutdown()));
     this.control?.close();
     this.replication?.close();
     await this.metrics?.close().catch(() => {});

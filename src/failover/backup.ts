@@ -56,6 +56,9 @@ import { runFenceCommand } from './fence-hook.js';
  */
 export type BackupState = 'handshake' | 'replicating' | 'halted' | 'failing-over' | 'active' | 'stopped' | 'failed';
 
+/** How long a stopping daemon waits for each replica to be destroyed (libxl takes seconds under TCG). */
+export const SHUTDOWN_DROP_MS = 30_000;
+
 export interface BackupEvents {
   onState?: (s: BackupSession) => void;
   /**
@@ -709,6 +712,32 @@ export class BackupSession {
       failoverMs: this.failoverMs ? Math.round(this.failoverMs) : undefined,
       error: this.error ?? undefined,
     };
+  }
+
+  /**
+   * The daemon stops. A replica that is not running as the domain cannot outlive this process
+   * (on Xen its libxl restore runs in it, and a restore cut off leaves a half-built
+   * `<name>--incoming` that blocks the next replica of that name), so it is destroyed, and one
+   * already being dropped (after GOODBYE) is waited for, either up to `timeoutMs`. A domain that
+   * failed over here runs on.
+   */
+  async shutdown(timeoutMs = SHUTDOWN_DROP_MS): Promise<void> {
+    const replica = this.replica;
+    const state = this.state;
+    this.dispose();
+    let work: Promise<unknown> = Promise.resolve();
+    if (state === 'stopped') work = this.droppingReplica;
+    else if (replica && state !== 'active' && state !== 'failing-over') {
+      this.log.warn('the daemon stops: the replica is dropped (it cannot outlive this daemon; the primary builds a new one when it reconnects)', {
+        domain: this.domainName,
+        state,
+        epoch: replica.lastEpoch,
+      });
+      work = replica.destroy();
+    }
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([work.catch(() => {}), new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)))]);
+    clearTimeout(timer);
   }
 
   dispose(): void {

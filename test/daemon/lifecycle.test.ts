@@ -59,11 +59,16 @@ async function pair(name: string, o: { configDirs?: string[]; startBackup?: bool
   return {
     port,
     pbe,
+    bbe,
     pctl,
     bctl,
     stateDir: path.join(d, 'p'),
     get primary() {
       return primary;
+    },
+    async stopBackup() {
+      await backup?.stop();
+      backup = null;
     },
     async startBackup() {
       backup = mkBackup();
@@ -212,6 +217,22 @@ t.test('a domain still paused when the daemon starts (an xl create under way) is
   await until(async () => (await status(h.pctl)).protections.some((p) => p.domain === 'late' && p.state === 'protected'), 30_000, 'late is protected once it runs');
   s = await status(h.pctl);
   t.same(s.unprotected, [], 'and was never alerted on');
+});
+
+t.test('a backup daemon that stops drops its replicas: none is left half-built for the next one', async (t) => {
+  const cfgDir = path.join(dir, 'etc-xen-bstop');
+  fs.mkdirSync(cfgDir, { recursive: true });
+  const h = await pair('bstop', { configDirs: [cfgDir] });
+  t.teardown(() => h.close());
+  fs.writeFileSync(path.join(cfgDir, 'kept.cfg'), cfgText('kept', h.port));
+  await ask(h.pctl, { cmd: 'sim-xl-create', text: cfgText('kept', h.port), source: 'xl create' });
+  await until(async () => (await status(h.pctl)).protections.some((p) => p.domain === 'kept' && p.state === 'protected'), 30_000, 'kept is protected');
+  t.equal((await h.bbe.listDomains()).filter((d) => d.state === 'replica').length, 1, 'the backup holds its replica');
+  await h.stopBackup();
+  t.same((await h.bbe.listDomains()).filter((d) => d.state === 'replica'), [], 'the stopped backup daemon left no replica');
+  await h.startBackup();
+  await until(async () => (await status(h.pctl)).protections.some((p) => p.domain === 'kept' && p.state === 'protected' && (p as { resumed?: number }).resumed! >= 1), 60_000, 'the primary reconnects and protects again');
+  t.equal((await h.bbe.listDomains()).filter((d) => d.state === 'replica').length, 1, 'to one new replica');
 });
 
 t.test('hotplug: a vif that comes online in a protected domain restarts its protection; bad requests are named; no daemon is exit 3', async (t) => {

@@ -30,9 +30,11 @@ export class ForeignSaveWatch {
     readonly domid: number,
     private readonly procDir = '/proc',
     private readonly now: () => number = () => performance.now(),
+    /** `--save-domain`, or `--restore-domain` for a helper restoring into the domain (the domid is argv[4] in both). */
+    private readonly mode: '--save-domain' | '--restore-domain' = '--save-domain',
   ) {}
 
-  /** The pid of a `libxl-save-helper --save-domain` of this domain, or null. */
+  /** The pid of a `libxl-save-helper <mode>` of this domain, or null. */
   find(): number | null {
     let names: string[];
     try {
@@ -54,7 +56,7 @@ export class ForeignSaveWatch {
         let hit = false;
         try {
           const argv = fs.readFileSync(`${this.procDir}/${n}/cmdline`, 'latin1').split('\0');
-          hit = argv.length > 4 && /(^|\/)libxl-save-helper$/.test(argv[0]!) && argv[1] === '--save-domain' && argv[4] === want;
+          hit = argv.length > 4 && /(^|\/)libxl-save-helper$/.test(argv[0]!) && argv[1] === this.mode && argv[4] === want;
         } catch {
           /* gone already, or not readable: not a helper we can see */
         }

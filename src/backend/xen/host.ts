@@ -759,6 +759,7 @@ export class XenBackend implements HypervisorBackend {
     } else {
       checkReplicaConfig(json, spec.policy, spec.domain.name);
     }
+    await this.dropStaleIncoming(spec.domain.name, spec.uuid);
     this.busy++;
     try {
       return new XenReplica(this.ctx, spec.domain.name, json, () => this.busy--, image);
@@ -767,6 +768,31 @@ export class XenBackend implements HypervisorBackend {
       image?.close();
       throw err;
     }
+  }
+
+  /**
+   * A `<name>--incoming` of this domain that no restore is building any more: what a daemon that
+   * died (or was stopped) in the middle of a replica's restore leaves behind. libxl refuses a
+   * second domain of that name, so every later replica of the domain would fail. It is destroyed
+   * when it has the replicated domain's uuid and no libxl save helper restores into it (an
+   * `xl migrate` arriving on this host builds a `<name>--incoming` too, with its helper running).
+   */
+  private async dropStaleIncoming(name: string, uuid: string): Promise<void> {
+    const incoming = `${name}--incoming`;
+    let domid: number;
+    try {
+      domid = this.ctx.byName(incoming);
+    } catch {
+      return; // none
+    }
+    const info = this.ctx.list().find((d) => d.domid === domid);
+    if (!info || uuidOf(info.uuid).toLowerCase() !== uuid.toLowerCase()) {
+      throw new Error(`a domain named ${incoming} (domid ${domid}) that is not a replica of ${name} (uuid ${uuid}) exists on this host: refusing to build the replica beside it`);
+    }
+    const helper = new ForeignSaveWatch(domid, '/proc', undefined, '--restore-domain').find();
+    if (helper !== null) throw new Error(`${incoming} (domid ${domid}) is being restored by another libxl (libxl-save-helper pid ${helper}: an xl migrate to this host?): refusing to build the replica beside it`);
+    trace(`replica ${name}: destroying the stale ${incoming} (domid ${domid}) an earlier restore left`);
+    await this.ctx.run('destroy', domid);
   }
 
   /**
