@@ -137,6 +137,11 @@ export class Channel {
       this.waiting.push(() => void this.send(type, body, onWritten));
       return true;
     }
+    return this.writeFrame(type, body, onWritten);
+  }
+
+  /** One whole frame into the socket, now. */
+  private writeFrame(type: number, body: Uint8Array | readonly Uint8Array[], onWritten?: () => void): boolean {
     const parts = body instanceof Uint8Array ? [body] : body;
     let length = 0;
     for (const p of parts) length += p.length;
@@ -172,7 +177,9 @@ export class Channel {
       for (const p of parts) {
         for (let o = 0; o < p.length; o += WRITE_SLICE) {
           this.socket.write(p.subarray(o, o + WRITE_SLICE));
-          if (this.socket.writableNeedDrain) await this.drained();
+          // the socket's own drain: a farewell meanwhile closes the channel, not the frame,
+          // which is finished so that the farewell after it reads as a frame
+          if (this.socket.writableNeedDrain) await this.socketDrained();
           else await slicer.maybeYield();
         }
       }
@@ -182,8 +189,33 @@ export class Channel {
       this.bytesSent += 8 + length + pad;
     } finally {
       this.slicing = false;
-      for (const w of this.waiting.splice(0)) w();
+      const f = this.pendingFarewell;
+      this.pendingFarewell = null;
+      if (f) this.writeFarewell(f.type, f.body, f.lingerMs);
+      else for (const w of this.waiting.splice(0)) w();
     }
+  }
+
+  /** Resolves at the socket's next drain; rejects when the socket closes first. */
+  private socketDrained(): Promise<void> {
+    if (!this.socket.writableNeedDrain) return Promise.resolve();
+    if (this.socket.destroyed) return Promise.reject(this.closeError ?? new Error('channel closed'));
+    return new Promise((resolve, reject) => {
+      const onDrain = () => {
+        cleanup();
+        resolve();
+      };
+      const onClose = () => {
+        cleanup();
+        reject(this.closeError ?? new Error('channel closed'));
+      };
+      const cleanup = () => {
+        this.socket.off('drain', onDrain);
+        this.socket.off('close', onClose);
+      };
+      this.socket.on('drain', onDrain);
+      this.socket.on('close', onClose);
+    });
   }
 
   drained(): Promise<void> {
@@ -221,10 +253,22 @@ export class Channel {
    */
   farewell(type: number, body: Buffer, err: Error, lingerMs = 60_000): void {
     if (this.closed) return;
-    this.send(type, body);
+    if (this.slicing) {
+      // a large frame is half written: the farewell goes right after it (cut short, the peer
+      // would read the farewell as the frame's data); frames queued behind it are not sent
+      this.pendingFarewell = { type, body, lingerMs };
+      this.waiting.length = 0;
+    } else this.writeFarewell(type, body, lingerMs);
+    this.markClosed(err);
+  }
+
+  private pendingFarewell: { type: number; body: Buffer; lingerMs: number } | null = null;
+
+  private writeFarewell(type: number, body: Buffer, lingerMs: number): void {
+    if (this.socket.destroyed) return;
+    this.writeFrame(type, body);
     this.socket.end();
     setTimeout(() => this.socket.destroy(), lingerMs).unref();
-    this.markClosed(err);
   }
 
   /** The channel is closed (however the socket goes): tell the listeners, once. */

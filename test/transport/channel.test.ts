@@ -269,3 +269,25 @@ t.test('on a plain socket a large frame goes out in slices too: the loop turns w
   t.ok(mostBuffered <= 2 * WRITE_SLICE + (64 << 10), `the socket held at most ${mostBuffered} bytes not yet in the kernel`);
   t.comment(`longest timer gap while 48 MiB were written: ${worstGap.toFixed(1)} ms`);
 });
+
+t.test('a farewell while a large frame is being written goes after the whole frame, and the frames queued behind it do not', async (t) => {
+  const { accepted, client } = await pair(t);
+  const rx = await accepted;
+  const got: Frame[] = [];
+  let ended = false;
+  rx.onFrame((f) => got.push(f));
+  rx.onClose(() => (ended = true));
+  const c = new Channel(client);
+  const big = Buffer.alloc(16 << 20, 7);
+  const sending = c.sendContent(XLHA_REC.XEN_STREAM, big);
+  await sleep(1); // the frame is under way, in slices
+  c.send(XLHA_REC.HEARTBEAT, Buffer.alloc(24)); // queued behind it
+  c.farewell(XLHA_REC.GOODBYE, Buffer.from('bye'), new Error('giving up'));
+  t.ok(c.isClosed, 'the channel is closed for its users at once');
+  await sending.catch(() => {});
+  const deadline = Date.now() + 10_000;
+  while (!ended && Date.now() < deadline) await sleep(20);
+  t.same(got.map((f) => f.type), [XLHA_REC.XEN_STREAM, XLHA_REC.GOODBYE], 'the whole content frame, then the GOODBYE; not the frame queued after the farewell');
+  t.ok(Buffer.compare(Buffer.concat(frameParts(got[0]!)), big) === 0, 'the content frame whole');
+  t.equal(Buffer.concat(frameParts(got[1]!)).toString(), 'bye');
+});
