@@ -220,23 +220,7 @@ export class Channel {
 
   drained(): Promise<void> {
     if (this.closed) return Promise.reject(this.closeError ?? new Error('channel closed'));
-    if (!this.socket.writableNeedDrain) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const onDrain = () => {
-        cleanup();
-        resolve();
-      };
-      const onClose = () => {
-        cleanup();
-        reject(this.closeError ?? new Error('channel closed'));
-      };
-      const cleanup = () => {
-        this.socket.off('drain', onDrain);
-        this.socket.off('close', onClose);
-      };
-      this.socket.on('drain', onDrain);
-      this.socket.on('close', onClose);
-    });
+    return this.socketDrained();
   }
 
   /** Ends the channel with an error (protocol violation, timeout) or cleanly. */
