@@ -107,6 +107,23 @@ fresh_domu() {
   echo "domu1 printed no DOMU-UP within 180 s: $(tailf "$LOG" 3)"; return 1
 }
 ensure_domu() { is_running domu1 && return 0; fresh_domu; }
+# await_takeover <primary domid>: up to 90 s for the primary's death to be taken over: the
+# backup's replica says active and a domain other than the primary runs. Sets the caller's
+# bstate, found (that domain's id) and name (bash's dynamic scope: the caller declares them local).
+await_takeover() {
+  local pri=$1 t0; t0=$(up)
+  for _ in $(seq 1 90); do
+    bstate=$(raw_status "$BSOCK" | node /xenlab/jget.cjs result.replicas.0.state 2>/dev/null)
+    found=""
+    while read -r nm id _ _ stt _; do
+      [ "$id" = "$pri" ] && continue
+      if [[ $stt =~ [rb] ]] && ! [[ $stt =~ [psc] ]]; then found=$id; name=$nm; break; fi
+    done < <(xl list 2>/dev/null | awk 'NR>2')
+    [ -n "$found" ] && [ "$bstate" = active ] && break
+    local el; el=$(dt "$t0"); [ "${el%.*}" -ge 90 ] && break
+    sleep 1
+  done
+}
 pid_alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
 # The primary daemon arms Xen's watchdog for dom0 while it protects (30 s by default). The lab's
 # two hosts share this dom0, so the failover scenario's "dead primary host" (a kill -9 of its
@@ -523,18 +540,8 @@ sc_transfer() {
     say "+ kill -9 the primary daemon; xl destroy $pri (the primary domu1, protected with $last)"
     kill -9 "$(cat "$ST/p.pid")" 2>/dev/null
     timeout 60 xl destroy "$pri" > "$OUT/transfer-destroy.log" 2>&1
-    local fs; fs=$(up); local found="" bstate=""
-    for _ in $(seq 1 90); do
-      bstate=$(raw_status "$BSOCK" | node /xenlab/jget.cjs result.replicas.0.state 2>/dev/null)
-      found=""
-      while read -r _ id _ _ stt _; do
-        [ "$id" = "$pri" ] && continue
-        if [[ $stt =~ [rb] ]] && ! [[ $stt =~ [psc] ]]; then found=$id; break; fi
-      done < <(xl list 2>/dev/null | awk 'NR>2')
-      [ -n "$found" ] && [ "$bstate" = active ] && break
-      local el; el=$(dt "$fs"); [ "${el%.*}" -ge 90 ] && break
-      sleep 1
-    done
+    local fs; fs=$(up); local found="" name="" bstate=""
+    await_takeover "$pri"
     local took; took=$(dt "$fs")
     local a b; a=$(ticks); sleep 8; b=$(ticks)
     fo="{\"runningAfterSecs\":$(jnum "$took"),\"backupState\":$(jstr "$bstate"),\"backupDomid\":$(jnum "$found"),\"ticksIn8s\":$((b - a))}"
@@ -809,18 +816,7 @@ sc_failover() {
   kill -9 "$(cat "$ST/p.pid")" 2>/dev/null
   timeout 60 xl destroy "$pri" > "$OUT/failover-destroy.log" 2>&1; local drc=$?
   local s; s=$(up); local found="" name="" bstate=""
-  # taken over: the backup's replica says active, and a domain other than the primary runs
-  for _ in $(seq 1 90); do
-    bstate=$(raw_status "$BSOCK" | node /xenlab/jget.cjs result.replicas.0.state 2>/dev/null)
-    found=""
-    while read -r nm id _ _ stt _; do
-      [ "$id" = "$pri" ] && continue
-      if [[ $stt =~ [rb] ]] && ! [[ $stt =~ [psc] ]]; then found=$id; name=$nm; break; fi
-    done < <(xl list 2>/dev/null | awk 'NR>2')
-    [ -n "$found" ] && [ "$bstate" = active ] && break
-    local el; el=$(dt "$s"); [ "${el%.*}" -ge 90 ] && break
-    sleep 1
-  done
+  await_takeover "$pri"
   local took; took=$(dt "$s")
   xl list > "$OUT/failover-after.txt" 2>&1
   TMO=30 xlha --control "$BSOCK" status --json > "$OUT/failover-status-b.json" 2>&1
