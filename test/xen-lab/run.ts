@@ -294,7 +294,9 @@ async function boot(serialLog: string, qemuLog: string): Promise<BootResult> {
   process.removeListener('SIGINT', onSignal);
   process.removeListener('SIGTERM', onSignal);
   const timedOut = r.exitCode === 124 || (!done && exited && secsSince(tBoot) >= QEMU_TIMEOUT - 1);
-  progress(`QEMU exited (${r.exitCode === undefined ? `signal ${String(r.signal)}` : `exit ${r.exitCode}`}) after ${secsSince(tBoot)} s${done ? '' : ', dom0 did not finish'}`);
+  // the watchdog scenario runs last and ends the boot: Xen resets dom0, which never prints XENLAB-DONE
+  const end = done ? '' : watchdog.firedAt !== null ? ', ended by Xen\'s watchdog reset of dom0 (the watchdog scenario)' : ', dom0 did not finish';
+  progress(`QEMU exited (${r.exitCode === undefined ? `signal ${String(r.signal)}` : `exit ${r.exitCode}`}) after ${secsSince(tBoot)} s${end}`);
   return { exitCode: r.exitCode, signal: r.signal, timedOut, bootSecs, done, serial: fs.readFileSync(serialLog, 'latin1'), stalledAt, watchdog };
 }
 
@@ -548,6 +550,7 @@ async function main(): Promise<void> {
     bootSecs: b.bootSecs,
     ...(bootStalls.length ? { bootStalls } : {}),
     labFinished: b.done,
+    labEnd: b.done ? 'dom0 finished' : b.watchdog.firedAt !== null ? 'Xen\'s watchdog reset dom0 (the watchdog scenario)' : 'dom0 did not finish',
     logs: runDir,
   };
   finish(summary, ok ? 0 : 1);
