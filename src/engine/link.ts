@@ -261,8 +261,9 @@ export class ChannelLink implements ReplicationLink {
     }
   }
 
+  /** The primary ends protection itself (the domain is being saved, it went away…): the backup is told why. */
   giveUp(err: Error): void {
-    this.declareDead(err);
+    this.farewell(err, err.message);
   }
 
   fail(err: Error): void {
@@ -275,8 +276,12 @@ export class ChannelLink implements ReplicationLink {
    * (Against a real partition this is not enough; fencing is.)
    */
   private declareDead(err: Error): void {
+    this.farewell(err, `the primary declared this backup dead and runs unprotected: ${err.message}`);
+  }
+
+  private farewell(err: Error, why: string): void {
     if (!this.markLost(err)) return;
-    this.channel.farewell(XLHA_REC.GOODBYE, encodeGoodbye(`the primary declared this backup dead and runs unprotected: ${err.message}`), err);
+    this.channel.farewell(XLHA_REC.GOODBYE, encodeGoodbye(why), err);
   }
 
   /** Records the loss and fails every waiter; false if the link was already lost. */
