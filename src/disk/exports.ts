@@ -157,6 +157,14 @@ export class DiskExports {
   }
 
   async dispose(): Promise<void> {
+    const inUse = [...this.served.values()].filter((s) => s.server.openConnections > 0);
+    if (inUse.length) {
+      // the kernel client of each has no server after this: its guest's disk I/O fails
+      // (docs/disk-replication.md, limits: the daemon holds the disk)
+      this.o.log.error('DISK I/O WILL FAIL: the daemon stops while it serves block-ha disks in use; their domains get I/O errors until they are re-created', {
+        disks: inUse.map((s) => `domain ${s.domid} disk ${s.devid} (${s.target})`).join(', '),
+      });
+    }
     for (const s of [...this.served.values()]) await this.drop(s.domid, s.devid);
   }
 }

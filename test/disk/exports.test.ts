@@ -13,6 +13,7 @@ import { promisify } from 'node:util';
 import { DiskExports, exportNameOf } from '../../src/disk/exports.js';
 import { silentLogger } from '../../src/util/log.js';
 import { missingTool, RawClient } from '../helpers/nbd.js';
+import { recordingLogger } from '../helpers/log.js';
 
 const run = promisify(execFile);
 const noQemu = missingTool('qemu-io', 'qemu-utils');
@@ -87,4 +88,24 @@ t.test('a target that is not an absolute path, is missing, or is a directory is 
   await t.rejects(ex.serve(1, 2, path.join(dir, 'missing.img')), /disk 2 of domain 1: cannot serve .*missing\.img: ENOENT/);
   await t.rejects(ex.serve(1, 2, dir), /is neither a regular file nor a block device/);
   t.same(ex.status(), [], 'nothing half-served');
+});
+
+t.test('the daemon stopping with a disk in use says loudly which guests lose their disk', async (t) => {
+  const { log, lines } = recordingLogger();
+  const ex = new DiskExports({ dir: path.join(dir, 'run5'), log });
+  const img = image('g.img');
+  const s = await ex.serve(11, 51712, img);
+  await ex.serve(12, 51712, image('h.img')); // served, no client: not in the alert
+  const c = await RawClient.connect(s.socket);
+  await c.go(s.exportName);
+  await ex.dispose();
+  const alert = lines.filter((l) => l.level === 'error' && /DISK I\/O WILL FAIL/.test(l.message));
+  t.equal(alert.length, 1, 'one alert');
+  t.equal(alert[0]!.disks, `domain 11 disk 51712 (${img})`, 'naming the disk in use, and only it');
+  c.sock.destroy();
+  const quiet = recordingLogger();
+  const ex2 = new DiskExports({ dir: path.join(dir, 'run6'), log: quiet.log });
+  await ex2.serve(13, 1, image('i.img'));
+  await ex2.dispose();
+  t.notOk(quiet.lines.some((l) => /WILL FAIL/.test(l.message)), 'no alert when no disk is in use');
 });
