@@ -190,6 +190,11 @@ interface BootResult {
 const BOOT_STALL_SECS = Number(process.env.XENLAB_BOOT_STALL_SECS ?? 300);
 
 /** Step 4: boot the lab and follow its serial log until QEMU exits. */
+/** How the boot ended. The watchdog scenario runs last and ends it: Xen resets dom0, which never prints XENLAB-DONE. */
+function labEndOf(done: boolean, watchdogFired: boolean): string {
+  return done ? 'dom0 finished' : watchdogFired ? "Xen's watchdog reset dom0 (the watchdog scenario)" : 'dom0 did not finish';
+}
+
 async function boot(serialLog: string, qemuLog: string): Promise<BootResult> {
   const args = [`xenlab.remus_secs=${REMUS_SECS}`, `xenlab.budget=${Math.max(120, QEMU_TIMEOUT - 120)}`];
   // lists are joined with '+': QEMU's -initrd splits its argument at commas
@@ -294,9 +299,7 @@ async function boot(serialLog: string, qemuLog: string): Promise<BootResult> {
   process.removeListener('SIGINT', onSignal);
   process.removeListener('SIGTERM', onSignal);
   const timedOut = r.exitCode === 124 || (!done && exited && secsSince(tBoot) >= QEMU_TIMEOUT - 1);
-  // the watchdog scenario runs last and ends the boot: Xen resets dom0, which never prints XENLAB-DONE
-  const end = done ? '' : watchdog.firedAt !== null ? ', ended by Xen\'s watchdog reset of dom0 (the watchdog scenario)' : ', dom0 did not finish';
-  progress(`QEMU exited (${r.exitCode === undefined ? `signal ${String(r.signal)}` : `exit ${r.exitCode}`}) after ${secsSince(tBoot)} s${end}`);
+  progress(`QEMU exited (${r.exitCode === undefined ? `signal ${String(r.signal)}` : `exit ${r.exitCode}`}) after ${secsSince(tBoot)} s: ${labEndOf(done, watchdog.firedAt !== null)}`);
   return { exitCode: r.exitCode, signal: r.signal, timedOut, bootSecs, done, serial: fs.readFileSync(serialLog, 'latin1'), stalledAt, watchdog };
 }
 
@@ -550,7 +553,7 @@ async function main(): Promise<void> {
     bootSecs: b.bootSecs,
     ...(bootStalls.length ? { bootStalls } : {}),
     labFinished: b.done,
-    labEnd: b.done ? 'dom0 finished' : b.watchdog.firedAt !== null ? 'Xen\'s watchdog reset dom0 (the watchdog scenario)' : 'dom0 did not finish',
+    labEnd: labEndOf(b.done, b.watchdog.firedAt !== null),
     logs: runDir,
   };
   finish(summary, ok ? 0 : 1);
