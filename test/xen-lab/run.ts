@@ -189,12 +189,12 @@ interface BootResult {
  */
 const BOOT_STALL_SECS = Number(process.env.XENLAB_BOOT_STALL_SECS ?? 300);
 
-/** Step 4: boot the lab and follow its serial log until QEMU exits. */
 /** How the boot ended. The watchdog scenario runs last and ends it: Xen resets dom0, which never prints XENLAB-DONE. */
 function labEndOf(done: boolean, watchdogFired: boolean): string {
   return done ? 'dom0 finished' : watchdogFired ? "Xen's watchdog reset dom0 (the watchdog scenario)" : 'dom0 did not finish';
 }
 
+/** Step 4: boot the lab and follow its serial log until QEMU exits. */
 async function boot(serialLog: string, qemuLog: string): Promise<BootResult> {
   const args = [`xenlab.remus_secs=${REMUS_SECS}`, `xenlab.budget=${Math.max(120, QEMU_TIMEOUT - 120)}`];
   // lists are joined with '+': QEMU's -initrd splits its argument at commas
